@@ -1,0 +1,92 @@
+"""asyncio waiting on a queue's doorbell without a thread per waiter.
+
+One daemon thread per (process, queue) parks on the doorbell semaphore while
+any coroutine of any event loop waits on that queue, and wakes them all with
+``call_soon_threadsafe`` when the bell rings. Coroutines then try a
+non-blocking get on their own loop. A thread that took a ring of the bell
+but found nobody left to hand it to passes it on (re-posts), so a consumer
+in another process never misses its wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+from zoldyq.errors import QueueDeleted
+from zoldyq.shm.queue import SharedQueue
+
+SLICE = 0.5
+
+
+class AsyncBell:
+    def __init__(self, sq: SharedQueue) -> None:
+        self.sq = sq
+        self._cond = threading.Condition()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    async def wait(self, timeout: float) -> None:
+        """Return when the bell rang (or may have), or after ``timeout`` seconds."""
+        if self._stopped:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        item = (loop, fut)
+        with self._cond:
+            self._waiters.add(item)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name=f"zoldyq-bell-{self.sq.name}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._cond:
+                self._waiters.discard(item)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        with self._cond:
+            waiters = list(self._waiters)
+        for loop, fut in waiters:
+            with contextlib.suppress(RuntimeError):  # loop closed
+                loop.call_soon_threadsafe(_resolve, fut)
+
+    def _run(self) -> None:
+        sq = self.sq
+        while True:
+            with self._cond:
+                while not self._waiters and not self._stopped:
+                    if not self._cond.wait(timeout=30):
+                        self._thread = None
+                        return  # idle: the next wait starts a new thread
+                if self._stopped:
+                    return
+            try:
+                rang = sq.wait_bell(SLICE)
+            except QueueDeleted:
+                rang = True  # waiters retry and see the queue is gone
+            if rang or sq.ring.count():
+                with self._cond:
+                    anyone = bool(self._waiters)
+                if anyone:
+                    self._wake_all()
+                elif rang:
+                    sq.pass_bell()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

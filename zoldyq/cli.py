@@ -1,0 +1,34 @@
+"""The ``zoldyq`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from zoldyq import settings as settings_mod
+from zoldyq.errors import ZoldyQError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zoldyq", description="ZoldyQ message broker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server and the WebSocket sidecar")
+    settings_mod.add_arguments(serve)
+    config = sub.add_parser("config", help="print the effective settings")
+    settings_mod.add_arguments(config)
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_mod.from_args(args)
+        if args.command == "config":
+            print(json.dumps(settings.public(), indent=2))
+            return 0
+        print("zoldyq: HTTP server not built yet", file=sys.stderr)
+        return 2
+    except ZoldyQError as ex:
+        print(f"zoldyq: {ex}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Every error ZoldyQ raises, with the HTTP status a transport should answer.
+
+    ZoldyQError
+    ├── InvalidName            (ValueError)    400 bad_name
+    ├── InvalidPayload         (ValueError)    400 bad_payload
+    ├── ConfigError            (ValueError)    400 bad_config
+    ├── MessageTooLarge        (ValueError)    413 message_too_large
+    ├── QueueFull              (queue.Full)    429 queue_full
+    ├── QueueNotFound          (LookupError)   404 queue_not_found
+    ├── QueueExists                            409 queue_exists
+    ├── TooManyQueues                          507 too_many_queues
+    ├── StorageExhausted                       507 storage_exhausted
+    ├── ClosedError                            503 closed          (you closed or deleted it)
+    │   └── QueueDeleted                       404 queue_not_found
+    └── BrokenError                            503 namespace_broken (it broke under you)
+        ├── NamespaceNotFound  (FileNotFoundError)
+        └── LayoutMismatch
+
+Each class carries structured fields and renders its sentence in ``__str__``;
+``code`` and ``http_status`` let a transport map any of them with one handler.
+"""
+
+from __future__ import annotations
+
+import queue
+
+
+class ZoldyQError(Exception):
+    """Root of every ZoldyQ error."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def fields(self) -> dict[str, object]:
+        """Structured fields a transport may add to its error body."""
+        return {}
+
+
+class InvalidName(ZoldyQError, ValueError):
+    code = "bad_name"
+    http_status = 400
+
+    def __init__(self, name: object, what: str = "queue name") -> None:
+        super().__init__(name, what)
+        self.name = name
+        self.what = what
+
+    def __str__(self) -> str:
+        shown = repr(self.name)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return f"invalid {self.what} {shown}: use 1-64 characters from A-Z a-z 0-9 _ . -"
+
+
+class InvalidPayload(ZoldyQError, ValueError):
+    code = "bad_payload"
+    http_status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"payload is not valid JSON: {self.reason}"
+
+
+class ConfigError(ZoldyQError, ValueError):
+    code = "bad_config"
+    http_status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class MessageTooLarge(ZoldyQError, ValueError):
+    code = "message_too_large"
+    http_status = 413
+
+    def __init__(self, size: int, limit: int, queue_name: str | None = None) -> None:
+        super().__init__(size, limit, queue_name)
+        self.size = size
+        self.limit = limit
+        self.queue_name = queue_name
+
+    def __str__(self) -> str:
+        return f"message of {self.size} bytes exceeds the limit of {self.limit} bytes"
+
+    def fields(self) -> dict[str, object]:
+        return {"size": self.size, "max_message_bytes": self.limit}
+
+
+class QueueFull(ZoldyQError, queue.Full):
+    code = "queue_full"
+    http_status = 429
+
+    def __init__(
+        self, queue_name: str, capacity: int, size: int, max_bytes: int, needed_bytes: int = 0
+    ) -> None:
+        super().__init__(queue_name, capacity, size, max_bytes, needed_bytes)
+        self.queue_name = queue_name
+        self.capacity = capacity
+        self.size = size
+        self.max_bytes = max_bytes
+        self.needed_bytes = needed_bytes
+
+    def __str__(self) -> str:
+        if self.needed_bytes:
+            return (
+                f"Queue '{self.queue_name}' is at capacity: no room for {self.needed_bytes} "
+                f"more bytes in {self.max_bytes}"
+            )
+        return f"Queue '{self.queue_name}' is at capacity"
+
+    def fields(self) -> dict[str, object]:
+        return {
+            "queue_name": self.queue_name,
+            "queue_capacity": self.capacity,
+            "queue_size": self.size,
+            "queue_max_bytes": self.max_bytes,
+        }
+
+
+class QueueNotFound(ZoldyQError, LookupError):
+    code = "queue_not_found"
+    http_status = 404
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self.queue_name = queue_name
+
+    def __str__(self) -> str:
+        return f"Queue '{self.queue_name}' does not exist"
+
+    def fields(self) -> dict[str, object]:
+        return {"queue_name": self.queue_name}
+
+
+class QueueExists(ZoldyQError):
+    code = "queue_exists"
+    http_status = 409
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self.queue_name = queue_name
+
+    def __str__(self) -> str:
+        return f"Queue '{self.queue_name}' already exists with other limits"
+
+    def fields(self) -> dict[str, object]:
+        return {"queue_name": self.queue_name}
+
+
+class TooManyQueues(ZoldyQError):
+    code = "too_many_queues"
+    http_status = 507
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return f"the namespace already holds its maximum of {self.limit} queues"
+
+    def fields(self) -> dict[str, object]:
+        return {"max_queues": self.limit}
+
+
+class StorageExhausted(ZoldyQError):
+    code = "storage_exhausted"
+    http_status = 507
+
+    def __init__(self, needed: int, free: int, where: str = "/dev/shm") -> None:
+        super().__init__(needed, free, where)
+        self.needed = needed
+        self.free = free
+        self.where = where
+
+    def __str__(self) -> str:
+        return (
+            f"{self.where} has {self.free} bytes free, {self.needed} bytes are needed "
+            "(enlarge it, e.g. docker run --shm-size, or lower the queue's max_bytes)"
+        )
+
+
+class ClosedError(ZoldyQError):
+    """The caller closed the handle or interrupted waits: an orderly end."""
+
+    code = "closed"
+    http_status = 503
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+    def __str__(self) -> str:
+        return f"{self.what} is closed"
+
+
+class QueueDeleted(ClosedError):
+    """The queue was deleted (by anyone) while this handle pointed at it."""
+
+    code = "queue_not_found"
+    http_status = 404
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self.queue_name = queue_name
+
+    def __str__(self) -> str:
+        return f"Queue '{self.queue_name}' was deleted"
+
+
+class BrokenError(ZoldyQError):
+    """Shared state is missing or unusable: not the caller's doing."""
+
+    code = "namespace_broken"
+    http_status = 503
+
+
+class NamespaceNotFound(BrokenError, FileNotFoundError):
+    def __init__(self, namespace: str) -> None:
+        super().__init__(namespace)
+        self.namespace = namespace
+
+    def __str__(self) -> str:
+        return f"namespace '{self.namespace}' does not exist on this host (create it first)"
+
+
+class LayoutMismatch(BrokenError):
+    def __init__(self, namespace: str, found: int, expected: int) -> None:
+        super().__init__(namespace, found, expected)
+        self.namespace = namespace
+        self.found = found
+        self.expected = expected
+
+    def __str__(self) -> str:
+        return (
+            f"namespace '{self.namespace}' has layout version {self.found}, this ZoldyQ "
+            f"speaks version {self.expected} (destroy it or run the matching version)"
+        )

@@ -1,0 +1,1 @@
+"""The engine: queues in POSIX shared memory. Imports nothing from the transports."""

@@ -1,0 +1,116 @@
+"""Byte layouts of the shared segments, written down once.
+
+Queue segment (one per queue): a 4096-byte header of little-endian u64 words,
+then the byte ring. Words are read and written through a ``memoryview`` cast
+to ``"Q"``: an aligned 8-byte item assignment is one store, so a reader never
+sees half of it (``struct.pack_into`` may write a field piecewise).
+
+| word  | field             | written by                 | notes                           |
+|-------|-------------------|----------------------------|---------------------------------|
+| 0     | magic             | creator                    | ``QUEUE_MAGIC``                 |
+| 1     | version           | creator                    | ``LAYOUT_VERSION``              |
+| 2     | ring_size         | creator                    | bytes in the ring, multiple of 8|
+| 3     | max_messages      | creator                    |                                 |
+| 4     | max_message_bytes | creator                    | payload bytes                   |
+| 5     | created_at_us     | creator                    |                                 |
+| 6     | slot<<32 \\| gen   | creator                    | checked on attach               |
+| 7     | flags             | deleter, holding both locks| bit 0: closed (queue deleted)   |
+| 8     | tail              | put side: the commit point | enq_seq32<<32 \\| tail offset    |
+| 9     | enq_total         | put side, after the commit | repaired from ``tail``          |
+| 10    | reserved          | put side                   | ring bytes backed by fallocate  |
+| 11    | full_total        | put side                   | rejected puts                   |
+| 12    | bytes_in_total    | put side                   | payload bytes accepted          |
+| 16    | head              | get side: the commit point | deq_seq32<<32 \\| head offset    |
+| 17    | deq_total         | get side, after the commit | repaired from ``head``          |
+| 18    | waiters           | get side                   | consumers parked on the doorbell|
+| 19    | timeout_total     | get side                   | gets that timed out empty       |
+| 20    | bytes_out_total   | get side                   | payload bytes handed out        |
+| 21    | cleared_total     | get side                   | messages dropped by clear()     |
+| 24-41 | enqueue histogram | put side                   | 17 bucket counts + sum in ns    |
+| 48-65 | dequeue histogram | get side                   | 17 bucket counts + sum in ns    |
+
+Put-side and get-side words sit on different cache lines and are written
+under different locks, so a producer and a consumer never contend.
+
+Ring records: ``RECORD`` header (payload length u32, kind u32, enqueued_at
+i64 in µs) then the payload, padded to 8 bytes. A record never straddles the
+end of the ring: when it does not fit, the producer writes a ``KIND_WRAP``
+marker (or, with fewer than 16 bytes left, nothing) and starts at offset 0.
+
+Registry segment: a 4096-byte header then ``max_queues`` slots of 128 bytes.
+
+| header word | field                                      |
+|-------------|--------------------------------------------|
+| 0           | magic ``REGISTRY_MAGIC``                   |
+| 1           | version                                    |
+| 2           | max_queues                                 |
+| 3, 4, 5     | default max_messages, max_bytes, max_message_bytes |
+| 6           | created_at_us                              |
+| 7           | flags: bit 0 destroyed                     |
+
+| slot word | field                                                        |
+|-----------|--------------------------------------------------------------|
+| 0         | gen<<32 \\| state (FREE, CREATING, ACTIVE, DELETING): the commit point |
+| 1         | name length                                                  |
+| 2-9       | name, 64 bytes of ASCII                                      |
+| 10, 11, 12| max_messages, max_bytes, max_message_bytes                   |
+| 13        | created_at_us                                                |
+"""
+
+from __future__ import annotations
+
+import struct
+
+LAYOUT_VERSION = 1
+QUEUE_MAGIC = int.from_bytes(b"ZOLDYQ.Q", "little")
+REGISTRY_MAGIC = int.from_bytes(b"ZOLDYQ.R", "little")
+HEADER_BYTES = 4096
+
+# queue header words
+W_MAGIC, W_VERSION, W_RING_SIZE, W_MAX_MESSAGES, W_MAX_MESSAGE_BYTES = 0, 1, 2, 3, 4
+W_CREATED_AT, W_SLOT_GEN, W_FLAGS = 5, 6, 7
+W_TAIL, W_ENQ_TOTAL, W_RESERVED, W_FULL_TOTAL, W_BYTES_IN = 8, 9, 10, 11, 12
+W_HEAD, W_DEQ_TOTAL, W_WAITERS, W_TIMEOUTS, W_BYTES_OUT, W_CLEARED = 16, 17, 18, 19, 20, 21
+W_ENQ_HIST, W_DEQ_HIST = 24, 48
+FLAG_CLOSED = 1
+
+# Latency histogram bounds in seconds, 10 µs to 1 s; the last bucket is +Inf.
+HIST_BOUNDS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+HIST_BOUNDS_NS = tuple(round(b * 1e9) for b in HIST_BOUNDS)
+HIST_BUCKETS = len(HIST_BOUNDS) + 1  # + Inf
+HIST_WORDS = HIST_BUCKETS + 1  # + sum in ns
+
+# records
+RECORD = struct.Struct("<IIq")  # payload length, kind, enqueued_at µs
+KIND_JSON, KIND_BYTES, KIND_WRAP = 1, 2, 0xFFFFFFFF
+SEQ_MASK = 0xFFFFFFFF
+MAX_RING_SIZE = (1 << 32) - 8  # offsets are 32-bit
+MAX_MESSAGES_LIMIT = 1 << 30  # sequence numbers are 32-bit
+
+# registry
+R_MAGIC, R_VERSION, R_MAX_QUEUES = 0, 1, 2
+R_DEF_MAX_MESSAGES, R_DEF_MAX_BYTES, R_DEF_MAX_MESSAGE_BYTES = 3, 4, 5
+R_CREATED_AT, R_FLAGS = 6, 7
+FLAG_DESTROYED = 1
+SLOT_BYTES = 128
+SLOT_WORDS = SLOT_BYTES // 8
+S_STATE_GEN, S_NAME_LEN, S_NAME = 0, 1, 2
+S_MAX_MESSAGES, S_MAX_BYTES, S_MAX_MESSAGE_BYTES, S_CREATED_AT = 10, 11, 12, 13
+NAME_BYTES = 64
+FREE, CREATING, ACTIVE, DELETING = 0, 1, 2, 3
+
+
+def registry_bytes(max_queues: int) -> int:
+    return HEADER_BYTES + max_queues * SLOT_BYTES
+
+
+def pack_state(gen: int, state: int) -> int:
+    return (gen << 32) | state
+
+
+def unpack_state(word: int) -> tuple[int, int]:
+    """Return (gen, state)."""
+    return word >> 32, word & 0xFFFFFFFF

@@ -1,0 +1,170 @@
+"""A cross-process lock that survives ``kill -9`` of its holder, at any instruction.
+
+POSIX semaphores are not robust: a holder that dies leaves the count at 0
+and nobody can tell whether the holder is dead or merely slow (a Python
+thread that returned from ``sem_wait`` may wait many milliseconds for the
+GIL before it could record itself as the holder). Any rule of the form
+"nobody recorded for T seconds, so steal" will one day steal from a live
+process. So this lock never guesses.
+
+Protocol, per lock: a ``threading.Lock`` (threads of one process), then an
+exclusive ``flock`` on a small file of our own (processes), then the POSIX
+semaphore (value 1 when clean). Release in reverse order.
+
+Why it is correct:
+
+1. Mutual exclusion comes from the flock. The kernel grants it to one open
+   file description at a time, and every process opens its own (after a
+   fork the child closes the inherited one and opens a fresh one, see
+   ``_after_fork``). Threads of one process share the description, so the
+   ``threading.Lock`` in front keeps them out of each other's way.
+2. The kernel drops the flock when its holder dies, whatever it was doing:
+   "the holder is dead" is never inferred, it is what the kernel tells the
+   next ``flock`` call by granting it.
+3. The semaphore is the dirty flag. Only the flock holder touches it: it
+   takes it (1 -> 0) on entry and gives it back (0 -> 1) just before
+   dropping the flock. So a new holder that finds it at 0 knows, with
+   certainty, that a previous holder died between those two points, i.e.
+   inside the critical section. It calls ``on_dirty`` to repair the data
+   (still holding the flock, the semaphore still at 0) and carries on; at
+   release it posts once, restoring 1.
+4. A death anywhere else is harmless: before taking the semaphore nothing
+   was touched; after giving it back everything is consistent.
+5. A repairer that dies mid-repair leaves the semaphore at 0, so the next
+   holder repairs again: every ``on_dirty`` must be idempotent. The data
+   structures make this easy: each mutation is committed by a single
+   aligned 8-byte store (see ``ring``), so "repair" only recomputes
+   derived counters from the committed words; it never has to undo or
+   expose a half-written record.
+6. A holder that is alive but stopped (SIGSTOP, a debugger) keeps the lock:
+   waiters wait. Never stealing from a live holder is the point.
+
+Cost: two flock calls and two uncontended semaphore calls per hold
+(~2.2 µs here); the semaphore never blocks, the flock is where waiting
+happens.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import weakref
+from collections.abc import Callable
+
+import posix_ipc
+
+from zoldyq.shm import segment
+
+_live_locks: weakref.WeakSet[RobustLock] = weakref.WeakSet()
+_flock = fcntl.flock
+_LOCK_EX, _LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_UN
+_BusyError = posix_ipc.BusyError
+
+
+class RobustLock:
+    """One holder at a time across every thread of every process.
+
+    Args:
+        file_name: a shared-memory object used only as the flock target.
+        sem_name: the semaphore that flags a holder that died inside.
+        on_dirty: repairs the guarded data; called holding the lock.
+    """
+
+    __slots__ = ("__weakref__", "_fd", "_file_name", "_sem", "_tlock", "on_dirty")
+
+    def __init__(self, file_name: str, sem_name: str, on_dirty: Callable[[], None]) -> None:
+        self._file_name = file_name
+        self._tlock = threading.Lock()
+        self._sem = segment.open_sem(sem_name)
+        self._fd = self._open()
+        self.on_dirty = on_dirty
+        _live_locks.add(self)
+
+    @staticmethod
+    def create(file_name: str, sem_name: str) -> None:
+        """Create the lock's objects (clean: semaphore at 1)."""
+        segment.create_shm(file_name, 0, 0).close_fd()
+        segment.create_sem(sem_name, 1).close()
+
+    @staticmethod
+    def unlink(file_name: str, sem_name: str) -> None:
+        segment.unlink_shm(file_name)
+        segment.unlink_sem(sem_name)
+
+    def _open(self) -> int:
+        shm = segment.open_shm(self._file_name)
+        return shm.fd  # the SharedMemory object is dropped; the fd is ours to close
+
+    def acquire(self) -> None:
+        self._tlock.acquire()
+        try:
+            _flock(self._fd, _LOCK_EX)
+        except BaseException:
+            self._tlock.release()
+            raise
+        try:
+            self._sem.acquire(0)
+        except _BusyError:
+            self._repair()
+
+    def _repair(self) -> None:
+        try:
+            self.on_dirty()
+        except BaseException:
+            _flock(self._fd, _LOCK_UN)  # still dirty: the next holder repairs
+            self._tlock.release()
+            raise
+
+    def release(self) -> None:
+        self._sem.release()
+        _flock(self._fd, _LOCK_UN)
+        self._tlock.release()
+
+    def __enter__(self) -> RobustLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def is_dirty(self) -> bool:
+        """True when a holder died inside and nobody has repaired yet (racy; for health)."""
+        if not self._tlock.acquire(blocking=False):
+            return False
+        try:
+            try:
+                _flock(self._fd, _LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # somebody alive holds it
+            try:
+                return self._sem.value == 0
+            finally:
+                _flock(self._fd, _LOCK_UN)
+        finally:
+            self._tlock.release()
+
+    def close(self) -> None:
+        _live_locks.discard(self)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._sem.close()
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh thread lock and a flock description of our own."""
+        self._tlock = threading.Lock()
+        if self._fd >= 0:
+            os.close(self._fd)  # the parent keeps its lock: it holds its own fd
+            try:
+                self._fd = self._open()
+            except posix_ipc.ExistentialError:
+                self._fd = -1  # deleted: acquire fails with EBADF, handles re-resolve
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_live_locks):
+        lock._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

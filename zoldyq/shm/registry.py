@@ -1,0 +1,337 @@
+"""The namespace's table of queues: one segment of slots under one robust lock.
+
+A slot's first word, ``gen << 32 | state``, is its commit point. Creating a
+queue goes FREE -> CREATING (gen + 1, name and caps written) -> objects
+created -> ACTIVE; deleting goes ACTIVE -> DELETING -> queue closed in every
+process, objects unlinked -> FREE. A process that dies anywhere in between
+leaves a CREATING or DELETING slot, which the next holder of the registry
+lock (``_repair``) rolls back or finishes. Lookups read without the lock and
+see only ACTIVE slots, validated by reading the state word again after the
+name (a seqlock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import posix_ipc
+
+from zoldyq.errors import (
+    BrokenError,
+    ConfigError,
+    LayoutMismatch,
+    NamespaceNotFound,
+    QueueExists,
+    QueueNotFound,
+    StorageExhausted,
+    TooManyQueues,
+)
+from zoldyq.shm import hooks, names, segment
+from zoldyq.shm.layout import (
+    ACTIVE,
+    CREATING,
+    DELETING,
+    FLAG_DESTROYED,
+    FREE,
+    HEADER_BYTES,
+    LAYOUT_VERSION,
+    MAX_MESSAGES_LIMIT,
+    MAX_RING_SIZE,
+    NAME_BYTES,
+    R_CREATED_AT,
+    R_DEF_MAX_BYTES,
+    R_DEF_MAX_MESSAGE_BYTES,
+    R_DEF_MAX_MESSAGES,
+    R_FLAGS,
+    R_MAGIC,
+    R_MAX_QUEUES,
+    R_VERSION,
+    REGISTRY_MAGIC,
+    S_CREATED_AT,
+    S_MAX_BYTES,
+    S_MAX_MESSAGE_BYTES,
+    S_MAX_MESSAGES,
+    S_NAME,
+    S_NAME_LEN,
+    S_STATE_GEN,
+    SLOT_WORDS,
+    pack_state,
+    registry_bytes,
+    unpack_state,
+)
+from zoldyq.shm.lock import RobustLock
+from zoldyq.shm.queue import SharedQueue
+from zoldyq.shm.ring import min_ring_size
+
+MAX_QUEUES_LIMIT = 65536
+MAX_MESSAGE_BYTES_LIMIT = 64 << 20
+
+
+class Caps(NamedTuple):
+    max_messages: int
+    max_bytes: int
+    max_message_bytes: int
+
+    def checked(self) -> Caps:
+        """Validate and round; raises ConfigError with the offending value."""
+        mm, mb, mmb = self
+        if not 1 <= mm <= MAX_MESSAGES_LIMIT:
+            raise ConfigError(f"max_messages must be 1..{MAX_MESSAGES_LIMIT}, got {mm}")
+        if not 1 <= mmb <= MAX_MESSAGE_BYTES_LIMIT:
+            raise ConfigError(
+                f"max_message_bytes must be 1..{MAX_MESSAGE_BYTES_LIMIT}, got {mmb}"
+            )
+        mb = (mb + 7) & ~7
+        if not min_ring_size(mmb) <= mb <= MAX_RING_SIZE:
+            raise ConfigError(
+                f"max_bytes must be {min_ring_size(mmb)}..{MAX_RING_SIZE} "
+                f"(at least two records of max_message_bytes), got {mb}"
+            )
+        return Caps(mm, mb, mmb)
+
+
+class Entry(NamedTuple):
+    name: str
+    slot: int
+    gen: int
+    caps: Caps
+    created_at: int
+
+
+class Registry:
+    """Attach to namespace ``ns``'s registry; raises NamespaceNotFound."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = names.check_namespace(ns)
+        base = names.registry(ns)
+        try:
+            shm = segment.open_shm(base)
+        except posix_ipc.ExistentialError:
+            raise NamespaceNotFound(ns) from None
+        if shm.size < HEADER_BYTES:
+            shm.close_fd()
+            raise BrokenError(f"namespace '{ns}' has a truncated registry")
+        self._mm = segment.map_shm(shm)
+        self.words = words = memoryview(self._mm).cast("Q")
+        deadline = time.monotonic() + 2.0
+        while words[R_MAGIC] == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)  # its creator is still writing the header
+        if words[R_MAGIC] != REGISTRY_MAGIC:
+            self._drop()
+            raise BrokenError(f"namespace '{ns}' has no valid registry")
+        if words[R_VERSION] != LAYOUT_VERSION:
+            found = words[R_VERSION]
+            self._drop()
+            raise LayoutMismatch(ns, found, LAYOUT_VERSION)
+        self.max_queues = words[R_MAX_QUEUES]
+        self.defaults = Caps(
+            words[R_DEF_MAX_MESSAGES], words[R_DEF_MAX_BYTES], words[R_DEF_MAX_MESSAGE_BYTES]
+        )
+        self.created_at = words[R_CREATED_AT]
+        try:
+            self.lock = RobustLock(names.registry_lockfile(ns), base, self._repair)
+        except posix_ipc.ExistentialError:
+            self._drop()
+            raise NamespaceNotFound(ns) from None
+
+    def _drop(self) -> None:
+        self.words.release()
+        self._mm.close()
+
+    def close(self) -> None:
+        self.lock.close()
+        self._drop()
+
+    @property
+    def destroyed(self) -> bool:
+        return bool(self.words[R_FLAGS] & FLAG_DESTROYED)
+
+    # -- creation ----------------------------------------------------------------
+
+    @staticmethod
+    def create(ns: str, max_queues: int, defaults: Caps) -> bool:
+        """Create namespace ``ns``; False if it already exists (then attach)."""
+        names.check_namespace(ns)
+        if not 1 <= max_queues <= MAX_QUEUES_LIMIT:
+            raise ConfigError(f"max_queues must be 1..{MAX_QUEUES_LIMIT}, got {max_queues}")
+        defaults = defaults.checked()
+        base = names.registry(ns)
+        size = registry_bytes(max_queues)
+        free = segment.shm_free_bytes()
+        if size > free:
+            raise StorageExhausted(size, free)
+        # Lock objects first (reused if a dead creator left them), the segment
+        # last and exclusive: whoever creates it initialises it.
+        with contextlib.suppress(posix_ipc.ExistentialError):
+            segment.create_shm(names.registry_lockfile(ns), 0, 0).close_fd()
+        with contextlib.suppress(posix_ipc.ExistentialError):
+            segment.create_sem(base, 1).close()
+        try:
+            shm = segment.create_shm(base, size, size)
+        except posix_ipc.ExistentialError:
+            return False
+        mm = segment.map_shm(shm)
+        words = memoryview(mm).cast("Q")
+        words[R_MAX_QUEUES] = max_queues
+        words[R_DEF_MAX_MESSAGES], words[R_DEF_MAX_BYTES], words[R_DEF_MAX_MESSAGE_BYTES] = (
+            defaults
+        )
+        words[R_CREATED_AT] = time.time_ns() // 1000
+        words[R_VERSION] = LAYOUT_VERSION
+        words[R_MAGIC] = REGISTRY_MAGIC  # last: attachers wait for it
+        words.release()
+        mm.close()
+        return True
+
+    @staticmethod
+    def destroy(ns: str) -> None:
+        """Close every queue, then unlink every object of ``ns`` (idempotent)."""
+        names.check_namespace(ns)
+        try:
+            reg = Registry(ns)
+        except (NamespaceNotFound, BrokenError):
+            reg = None
+        if reg is not None:
+            with reg.lock:
+                reg.words[R_FLAGS] |= FLAG_DESTROYED
+                for slot in range(reg.max_queues):
+                    gen, state = reg._state(slot)
+                    if state != FREE:
+                        reg._close_and_unlink(slot, gen)
+                        reg._set_state(slot, gen, FREE)
+            reg.close()
+        for entry in segment.leftovers(names.registry(ns)):
+            segment.unlink_leftover(entry)
+
+    # -- slots -------------------------------------------------------------------
+
+    def _base(self, slot: int) -> int:
+        return HEADER_BYTES // 8 + slot * SLOT_WORDS
+
+    def _state(self, slot: int) -> tuple[int, int]:
+        return unpack_state(self.words[self._base(slot) + S_STATE_GEN])
+
+    def _set_state(self, slot: int, gen: int, state: int) -> None:
+        self.words[self._base(slot) + S_STATE_GEN] = pack_state(gen, state)
+
+    def _name(self, slot: int) -> bytes:
+        b = self._base(slot)
+        length = min(self.words[b + S_NAME_LEN], NAME_BYTES)
+        start = (b + S_NAME) * 8
+        return self._mm[start : start + length]
+
+    def _entry(self, slot: int, gen: int) -> Entry:
+        b = self._base(slot)
+        w = self.words
+        caps = Caps(w[b + S_MAX_MESSAGES], w[b + S_MAX_BYTES], w[b + S_MAX_MESSAGE_BYTES])
+        return Entry(self._name(slot).decode("ascii"), slot, gen, caps, w[b + S_CREATED_AT])
+
+    def _active(self) -> Iterator[Entry]:
+        """Every ACTIVE slot, read without the lock and validated seqlock-style."""
+        words = self.words
+        for slot in range(self.max_queues):
+            b = self._base(slot)
+            first = words[b + S_STATE_GEN]
+            if first & 0xFFFFFFFF != ACTIVE:
+                continue
+            entry = self._entry(slot, first >> 32)
+            if words[b + S_STATE_GEN] == first:
+                yield entry
+
+    def lookup(self, name: str) -> Entry | None:
+        key = name.encode("ascii")
+        for entry in self._active():
+            if entry.name.encode("ascii") == key:
+                return entry
+        return None
+
+    def entries(self) -> list[Entry]:
+        return sorted(self._active(), key=lambda e: e.name)
+
+    def count(self) -> int:
+        return sum(1 for _ in self._active())
+
+    # -- changes (under the lock) --------------------------------------------------
+
+    def create_queue(self, name: str, caps: Caps | None, exist_ok: bool) -> tuple[Entry, bool]:
+        """Create queue ``name``; returns (entry, created).
+
+        An existing queue is returned when ``exist_ok`` and its caps match
+        (or none were asked for); otherwise QueueExists.
+        """
+        asked = caps
+        caps = (caps or self.defaults).checked()
+        with self.lock:
+            if self.destroyed:
+                raise NamespaceNotFound(self.ns)
+            found = self.lookup(name)
+            if found is not None:
+                if exist_ok and (asked is None or caps == found.caps):
+                    return found, False
+                raise QueueExists(name)
+            slot = next(
+                (s for s in range(self.max_queues) if self._state(s)[1] == FREE), None
+            )
+            if slot is None:
+                raise TooManyQueues(self.max_queues)
+            needed = HEADER_BYTES + caps.max_bytes
+            free = segment.shm_free_bytes()
+            if needed > free:
+                raise StorageExhausted(needed, free)
+            gen = (self._state(slot)[0] + 1) & 0xFFFFFFFF
+            b = self._base(slot)
+            w = self.words
+            encoded = name.encode("ascii")
+            start = (b + S_NAME) * 8
+            self._mm[start : start + len(encoded)] = encoded
+            w[b + S_NAME_LEN] = len(encoded)
+            w[b + S_MAX_MESSAGES], w[b + S_MAX_BYTES], w[b + S_MAX_MESSAGE_BYTES] = caps
+            w[b + S_CREATED_AT] = time.time_ns() // 1000
+            self._set_state(slot, gen, CREATING)
+            if hooks.pause_at:
+                hooks.reach("registry.creating")
+            try:
+                SharedQueue.create(self.ns, slot, gen, *caps)
+            except BaseException:
+                SharedQueue.unlink(self.ns, slot, gen)
+                self._set_state(slot, gen, FREE)
+                raise
+            self._set_state(slot, gen, ACTIVE)
+            return self._entry(slot, gen), True
+
+    def delete_queue(self, name: str) -> Entry:
+        with self.lock:
+            found = self.lookup(name)
+            if found is None:
+                raise QueueNotFound(name)
+            self._set_state(found.slot, found.gen, DELETING)
+            if hooks.pause_at:
+                hooks.reach("registry.deleting")
+            self._close_and_unlink(found.slot, found.gen)
+            self._set_state(found.slot, found.gen, FREE)
+            return found
+
+    def _close_and_unlink(self, slot: int, gen: int) -> None:
+        """Close the queue in every process (flag under its locks), then unlink it."""
+        try:
+            q = SharedQueue(self.ns, slot, gen, f"#{slot}")
+        except (posix_ipc.ExistentialError, BrokenError):
+            q = None
+        if q is not None:
+            q.mark_deleted()
+            q.close()
+        SharedQueue.unlink(self.ns, slot, gen)
+
+    def _repair(self) -> None:
+        """A holder died inside: roll back half-created queues, finish half-deleted ones."""
+        for slot in range(self.max_queues):
+            gen, state = self._state(slot)
+            if state == CREATING:
+                SharedQueue.unlink(self.ns, slot, gen)
+                self._set_state(slot, gen, FREE)
+            elif state == DELETING:
+                self._close_and_unlink(slot, gen)
+                self._set_state(slot, gen, FREE)

@@ -1,0 +1,248 @@
+"""A FIFO of variable-size records over any writable buffer: the pure core.
+
+It knows nothing of processes, locks or shared memory: tests run it on a
+``bytearray``, the engine on an mmap. The caller serialises producers among
+themselves (the put side) and consumers among themselves (the get side); a
+producer and a consumer may run at the same time.
+
+Invariants (``layout`` names the words):
+
+1. ``tail = enq_seq32 << 32 | tail_off`` and ``head = deq_seq32 << 32 | head_off``.
+   Each is written by one side only, with one aligned 8-byte store: that store
+   is the side's commit point, so every change is all or nothing even if the
+   writer dies at any instruction.
+2. ``count = (enq_seq - deq_seq) mod 2**32 <= max_messages``, and
+   ``used = 0`` when ``count == 0``, else ``(tail_off - head_off) mod size``
+   (``size`` when the two meet): the bytes between head and tail, including
+   wrap padding.
+3. Every byte from head to tail belongs to a complete record or to wrap
+   padding. A producer writes records beyond the tail, where no consumer
+   looks, and then publishes them by storing ``tail``; x86's total store order
+   makes the records visible before the new tail.
+4. A record never straddles the end of the ring and is at most half the
+   ring, so an empty ring always has room for one.
+
+Totals (``enq_total``, ``deq_total``) are written after the commit and can be
+one step behind if the writer dies there; ``repair_*`` recomputes them from
+the sequence numbers, which are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from zoldyq.shm.layout import (
+    KIND_BYTES,
+    KIND_JSON,
+    KIND_WRAP,
+    RECORD,
+    SEQ_MASK,
+    W_BYTES_IN,
+    W_BYTES_OUT,
+    W_CLEARED,
+    W_DEQ_TOTAL,
+    W_ENQ_TOTAL,
+    W_HEAD,
+    W_MAX_MESSAGE_BYTES,
+    W_MAX_MESSAGES,
+    W_RESERVED,
+    W_RING_SIZE,
+    W_TAIL,
+)
+
+HDR = RECORD.size
+_pack_hdr = RECORD.pack_into
+_unpack_hdr = RECORD.unpack_from
+
+
+def record_bytes(payload_len: int) -> int:
+    """Ring bytes one record takes: header + payload, padded to 8."""
+    return (HDR + payload_len + 7) & ~7
+
+
+def min_ring_size(max_message_bytes: int) -> int:
+    """The smallest ring that always has room for one maximal record."""
+    return 2 * record_bytes(max_message_bytes)
+
+
+class RingFull(Exception):
+    """Not enough messages or bytes left; nothing was written."""
+
+    def __init__(self, count: int, needed_bytes: int = 0) -> None:
+        super().__init__(count, needed_bytes)
+        self.count = count
+        self.needed_bytes = needed_bytes
+
+
+class RingCorrupt(Exception):
+    """A record between head and tail does not parse: never handed out."""
+
+
+class Record(NamedTuple):
+    kind: int
+    data: bytes
+    enqueued_at: int
+
+
+class Ring:
+    """Records in ``data`` with control words in ``words`` (see ``layout``).
+
+    Args:
+        words: the header as a ``memoryview`` cast to ``"Q"``.
+        data: the ring bytes, ``words[W_RING_SIZE]`` long.
+        reserve: called with a ring offset before the first write past
+            ``words[W_RESERVED]``; it must back the memory up to there (or
+            raise, in which case nothing is written).
+    """
+
+    __slots__ = ("_reserve", "data", "max_message_bytes", "max_messages", "size", "words")
+
+    def __init__(
+        self,
+        words: memoryview,
+        data: memoryview | bytearray,
+        reserve: Callable[[int], None] | None = None,
+    ) -> None:
+        self.words = words
+        self.data = data
+        self.size = words[W_RING_SIZE]
+        self.max_messages = words[W_MAX_MESSAGES]
+        self.max_message_bytes = words[W_MAX_MESSAGE_BYTES]
+        self._reserve = reserve
+
+    @staticmethod
+    def format(
+        words: memoryview, size: int, max_messages: int, max_message_bytes: int
+    ) -> None:
+        """Write the control words of an empty ring (the rest must be zero)."""
+        words[W_RING_SIZE] = size
+        words[W_MAX_MESSAGES] = max_messages
+        words[W_MAX_MESSAGE_BYTES] = max_message_bytes
+
+    # -- reading without a lock: every value comes from one word -------------
+
+    def count(self) -> int:
+        return ((self.words[W_TAIL] >> 32) - (self.words[W_HEAD] >> 32)) & SEQ_MASK
+
+    def used_bytes(self) -> int:
+        tail, head = self.words[W_TAIL], self.words[W_HEAD]
+        if not ((tail >> 32) - (head >> 32)) & SEQ_MASK:
+            return 0
+        return ((tail & SEQ_MASK) - (head & SEQ_MASK)) % self.size or self.size
+
+    # -- put side --------------------------------------------------------------
+
+    def write(self, records: Sequence[tuple[int, bytes]], enqueued_at: int) -> int:
+        """Write ``records`` (kind, payload) past the tail; return the new tail word.
+
+        Nothing is visible until ``commit_tail``. Raises RingFull when the
+        batch does not fit whole.
+        """
+        words, size = self.words, self.size
+        tail = words[W_TAIL]
+        seq, off = tail >> 32, tail & SEQ_MASK
+        head = words[W_HEAD]
+        count = (seq - (head >> 32)) & SEQ_MASK
+        n = len(records)
+        if count + n > self.max_messages:
+            raise RingFull(count)
+        free = size - (((off - (head & SEQ_MASK)) % size or size) if count else 0)
+        # Plan first, so a batch that does not fit writes nothing.
+        plan: list[tuple[int, int]] = []  # (start offset, wrap-from offset or -1)
+        pos, need, high = off, 0, 0
+        for _kind, payload in records:
+            rec = (HDR + len(payload) + 7) & ~7
+            room = size - pos
+            wrap_at = -1
+            if rec > room:
+                need += room
+                if room >= HDR and pos + HDR > high:
+                    high = pos + HDR  # the wrap marker is written there
+                wrap_at, pos = pos, 0
+            plan.append((pos, wrap_at))
+            pos += rec
+            need += rec
+            if pos > high:
+                high = pos
+            if pos == size:
+                pos = 0
+        if need > free:
+            raise RingFull(count, need)
+        if high > words[W_RESERVED] and self._reserve is not None:
+            self._reserve(high)
+        data = self.data
+        for (kind, payload), (start, wrap_at) in zip(records, plan, strict=True):
+            if wrap_at >= 0 and size - wrap_at >= HDR:
+                _pack_hdr(data, wrap_at, 0, KIND_WRAP, 0)
+            length = len(payload)
+            _pack_hdr(data, start, length, kind, enqueued_at)
+            data[start + HDR : start + HDR + length] = payload
+        return (((seq + n) & SEQ_MASK) << 32) | pos
+
+    def commit_tail(self, new_tail: int, n: int, payload_bytes: int) -> None:
+        """Publish what ``write`` wrote: the single store, then the totals."""
+        words = self.words
+        words[W_TAIL] = new_tail
+        words[W_ENQ_TOTAL] += n
+        words[W_BYTES_IN] += payload_bytes
+
+    def repair_put_side(self) -> None:
+        """Bring enq_total level with the tail's sequence number after a crash."""
+        words = self.words
+        behind = ((words[W_TAIL] >> 32) - words[W_ENQ_TOTAL]) & SEQ_MASK
+        words[W_ENQ_TOTAL] += behind
+
+    # -- get side --------------------------------------------------------------
+
+    def read(self, max_n: int) -> tuple[list[Record], int, int]:
+        """Read up to ``max_n`` records from the head.
+
+        Returns (records, new head word, payload bytes); nothing is removed
+        until ``commit_head``. Raises RingCorrupt rather than return a record
+        that does not parse.
+        """
+        words, size, data = self.words, self.size, self.data
+        head = words[W_HEAD]
+        seq, off = head >> 32, head & SEQ_MASK
+        n = min(((words[W_TAIL] >> 32) - seq) & SEQ_MASK, max_n)
+        out: list[Record] = []
+        nbytes = 0
+        limit = self.max_message_bytes
+        for _ in range(n):
+            if size - off < HDR:
+                off = 0
+            length, kind, ts = _unpack_hdr(data, off)
+            if kind == KIND_WRAP:
+                off = 0
+                length, kind, ts = _unpack_hdr(data, 0)
+            if (kind != KIND_JSON and kind != KIND_BYTES) or length > limit:
+                raise RingCorrupt(f"bad record at offset {off}: kind {kind}, length {length}")
+            start = off + HDR
+            out.append(Record(kind, bytes(data[start : start + length]), ts))
+            nbytes += length
+            off = (start + length + 7) & ~7
+            if off == size:
+                off = 0
+        return out, (((seq + n) & SEQ_MASK) << 32) | off, nbytes
+
+    def commit_head(self, new_head: int, n: int, payload_bytes: int) -> None:
+        words = self.words
+        words[W_HEAD] = new_head
+        words[W_DEQ_TOTAL] += n
+        words[W_BYTES_OUT] += payload_bytes
+
+    def clear(self) -> int:
+        """Drop every committed record (get side); return how many."""
+        words = self.words
+        tail = words[W_TAIL]  # one snapshot: records committed after it stay
+        n = ((tail >> 32) - (words[W_HEAD] >> 32)) & SEQ_MASK
+        words[W_HEAD] = tail  # same packing: head := tail
+        words[W_DEQ_TOTAL] += n
+        words[W_CLEARED] += n
+        return n
+
+    def repair_get_side(self) -> None:
+        words = self.words
+        behind = ((words[W_HEAD] >> 32) - words[W_DEQ_TOTAL]) & SEQ_MASK
+        words[W_DEQ_TOTAL] += behind
