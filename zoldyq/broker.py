@@ -85,6 +85,7 @@ class Queue:
     def __init__(self, broker: Broker, name: str) -> None:
         self.broker = broker
         self.name = names.check_queue_name(name)
+        self._sq: SharedQueue | None = None  # cached; re-resolved when deleted
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, namespace={self.broker.namespace!r})"
@@ -110,8 +111,8 @@ class Queue:
         """
         t0 = _perf_ns()
         for attempt in (0, 1):
-            sq = self.broker._shared(self.name, create=True)
-            limit = sq.ring.max_message_bytes
+            sq = self._sq or self._resolve(create=True)
+            limit = sq.max_message_bytes
             for _, data in records:
                 if len(data) > limit:
                     raise MessageTooLarge(len(data), limit, self.name)
@@ -120,10 +121,18 @@ class Queue:
             try:
                 return Receipt(*sq.put(records, t0))
             except QueueDeleted:
-                self.broker._forget(self.name, sq)
+                self._forget(sq)
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def _resolve(self, create: bool) -> SharedQueue:
+        self._sq = sq = self.broker._shared(self.name, create)
+        return sq
+
+    def _forget(self, sq: SharedQueue) -> None:
+        self._sq = None
+        self.broker._forget(self.name, sq)
 
     # -- get -------------------------------------------------------------------
 
@@ -136,11 +145,11 @@ class Queue:
         """Dequeue up to ``max`` messages in one lock round trip, waiting for the first."""
         if max < 1:
             return []
-        sq = self.broker._shared(self.name, create=False)
+        sq = self._sq or self._resolve(create=False)
         try:
             records = sq.get(max, timeout)
         except QueueDeleted:
-            self.broker._forget(self.name, sq)
+            self._forget(sq)
             raise QueueNotFound(self.name) from None
         name = self.name
         return [Message(name, r) for r in records]
@@ -188,11 +197,11 @@ class Queue:
 
     def clear(self) -> int:
         """Drop every message now in the queue; returns how many."""
-        sq = self.broker._shared(self.name, create=False)
+        sq = self._sq or self._resolve(create=False)
         try:
             return sq.clear()
         except QueueDeleted:
-            self.broker._forget(self.name, sq)
+            self._forget(sq)
             raise QueueNotFound(self.name) from None
 
     def delete(self) -> None:

@@ -23,8 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(json.dumps(settings.public(), indent=2))
             return 0
-        print("zoldyq: HTTP server not built yet", file=sys.stderr)
-        return 2
+        try:
+            from zoldyq.launcher import run
+        except ImportError:
+            print("zoldyq: HTTP server not built yet", file=sys.stderr)
+            return 2
+        return run(settings)
     except ZoldyQError as ex:
         print(f"zoldyq: {ex}", file=sys.stderr)
         return 2

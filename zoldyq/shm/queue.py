@@ -67,6 +67,10 @@ _perf_ns = time.perf_counter_ns
 _time_ns = time.time_ns
 
 
+def _payload_bytes(records: Sequence[tuple[int, bytes]]) -> int:
+    return sum(len(data) for _, data in records)
+
+
 class SharedQueue:
     """Attach to queue ``slot``/``gen`` of namespace ``ns``.
 
@@ -86,6 +90,7 @@ class SharedQueue:
             raise BrokenError(f"queue segment {objs['ring']} belongs to another slot")
         self.ring = Ring(words, view[HEADER_BYTES : HEADER_BYTES + words[W_RING_SIZE]],
                          self._reserve)
+        self.max_message_bytes = words[W_MAX_MESSAGE_BYTES]
         self.put_lock = RobustLock(objs["put_file"], objs["put_sem"], self.ring.repair_put_side)
         self.get_lock = RobustLock(objs["get_file"], objs["get_sem"], self.ring.repair_get_side)
         self.bell = segment.open_sem(objs["bell"])
@@ -189,7 +194,7 @@ class SharedQueue:
             if hooks.pause_at:
                 hooks.reach("put.written")
             n = len(records)
-            ring.commit_tail(new_tail, n, sum(len(p) for _, p in records))
+            ring.commit_tail(new_tail, n, len(records[0][1]) if n == 1 else _payload_bytes(records))
             if hooks.pause_at:
                 hooks.reach("put.committed")
             elapsed = _perf_ns() - t0

@@ -66,6 +66,14 @@ def min_ring_size(max_message_bytes: int) -> int:
     return 2 * record_bytes(max_message_bytes)
 
 
+def _span(pos: int, rec: int, size: int) -> tuple[int, int]:
+    """Bytes a record of ``rec`` bytes uses at ``pos`` (with wrap padding) and its top offset."""
+    room = size - pos
+    if rec <= room:
+        return rec, pos + rec
+    return room + rec, max(rec, pos + HDR if room >= HDR else 0)
+
+
 class RingFull(Exception):
     """Not enough messages or bytes left; nothing was written."""
 
@@ -96,7 +104,7 @@ class Ring:
             raise, in which case nothing is written).
     """
 
-    __slots__ = ("_reserve", "data", "max_message_bytes", "max_messages", "size", "words")
+    __slots__ = ("_reserve", "data", "max_messages", "size", "words")
 
     def __init__(
         self,
@@ -108,7 +116,6 @@ class Ring:
         self.data = data
         self.size = words[W_RING_SIZE]
         self.max_messages = words[W_MAX_MESSAGES]
-        self.max_message_bytes = words[W_MAX_MESSAGE_BYTES]
         self._reserve = reserve
 
     @staticmethod
@@ -137,48 +144,49 @@ class Ring:
         """Write ``records`` (kind, payload) past the tail; return the new tail word.
 
         Nothing is visible until ``commit_tail``. Raises RingFull when the
-        batch does not fit whole.
+        batch does not fit whole (and then writes nothing).
         """
         words, size = self.words, self.size
-        tail = words[W_TAIL]
+        tail, head = words[W_TAIL], words[W_HEAD]
         seq, off = tail >> 32, tail & SEQ_MASK
-        head = words[W_HEAD]
         count = (seq - (head >> 32)) & SEQ_MASK
         n = len(records)
         if count + n > self.max_messages:
             raise RingFull(count)
         free = size - (((off - (head & SEQ_MASK)) % size or size) if count else 0)
-        # Plan first, so a batch that does not fit writes nothing.
-        plan: list[tuple[int, int]] = []  # (start offset, wrap-from offset or -1)
-        pos, need, high = off, 0, 0
-        for _kind, payload in records:
-            rec = (HDR + len(payload) + 7) & ~7
-            room = size - pos
-            wrap_at = -1
-            if rec > room:
-                need += room
-                if room >= HDR and pos + HDR > high:
-                    high = pos + HDR  # the wrap marker is written there
-                wrap_at, pos = pos, 0
-            plan.append((pos, wrap_at))
-            pos += rec
-            need += rec
-            if pos > high:
-                high = pos
-            if pos == size:
-                pos = 0
+        if n == 1:  # the common case, without the planning loop
+            need, high = _span(off, (HDR + len(records[0][1]) + 7) & ~7, size)
+        else:
+            need = high = 0
+            pos = off
+            for _kind, payload in records:
+                rec = (HDR + len(payload) + 7) & ~7
+                used, top = _span(pos, rec, size)
+                need += used
+                high = max(high, top)
+                pos = (pos + used) % size
         if need > free:
             raise RingFull(count, need)
         if high > words[W_RESERVED] and self._reserve is not None:
             self._reserve(high)
-        data = self.data
-        for (kind, payload), (start, wrap_at) in zip(records, plan, strict=True):
-            if wrap_at >= 0 and size - wrap_at >= HDR:
-                _pack_hdr(data, wrap_at, 0, KIND_WRAP, 0)
-            length = len(payload)
-            _pack_hdr(data, start, length, kind, enqueued_at)
-            data[start + HDR : start + HDR + length] = payload
+        pos = off
+        for kind, payload in records:
+            pos = self._emit(pos, kind, payload, enqueued_at)
         return (((seq + n) & SEQ_MASK) << 32) | pos
+
+    def _emit(self, pos: int, kind: int, payload: bytes, enqueued_at: int) -> int:
+        """Write one record at ``pos``, wrapping first if it does not fit; return its end."""
+        size, data = self.size, self.data
+        length = len(payload)
+        rec = (HDR + length + 7) & ~7
+        if rec > size - pos:
+            if size - pos >= HDR:
+                _pack_hdr(data, pos, 0, KIND_WRAP, 0)
+            pos = 0
+        _pack_hdr(data, pos, length, kind, enqueued_at)
+        data[pos + HDR : pos + HDR + length] = payload
+        pos += rec
+        return 0 if pos == size else pos
 
     def commit_tail(self, new_tail: int, n: int, payload_bytes: int) -> None:
         """Publish what ``write`` wrote: the single store, then the totals."""
@@ -202,29 +210,31 @@ class Ring:
         until ``commit_head``. Raises RingCorrupt rather than return a record
         that does not parse.
         """
-        words, size, data = self.words, self.size, self.data
-        head = words[W_HEAD]
+        head = self.words[W_HEAD]
         seq, off = head >> 32, head & SEQ_MASK
-        n = min(((words[W_TAIL] >> 32) - seq) & SEQ_MASK, max_n)
+        n = min(((self.words[W_TAIL] >> 32) - seq) & SEQ_MASK, max_n)
         out: list[Record] = []
         nbytes = 0
-        limit = self.max_message_bytes
         for _ in range(n):
-            if size - off < HDR:
-                off = 0
-            length, kind, ts = _unpack_hdr(data, off)
-            if kind == KIND_WRAP:
-                off = 0
-                length, kind, ts = _unpack_hdr(data, 0)
-            if (kind != KIND_JSON and kind != KIND_BYTES) or length > limit:
-                raise RingCorrupt(f"bad record at offset {off}: kind {kind}, length {length}")
-            start = off + HDR
-            out.append(Record(kind, bytes(data[start : start + length]), ts))
-            nbytes += length
-            off = (start + length + 7) & ~7
-            if off == size:
-                off = 0
+            record, off = self._parse(off)
+            out.append(record)
+            nbytes += len(record.data)
         return out, (((seq + n) & SEQ_MASK) << 32) | off, nbytes
+
+    def _parse(self, off: int) -> tuple[Record, int]:
+        """The record at ``off`` (following a wrap) and the offset after it."""
+        size, data = self.size, self.data
+        if size - off < HDR:
+            off = 0
+        length, kind, ts = _unpack_hdr(data, off)
+        if kind == KIND_WRAP:
+            off = 0
+            length, kind, ts = _unpack_hdr(data, 0)
+        start = off + HDR
+        if (kind != KIND_JSON and kind != KIND_BYTES) or start + length > size:
+            raise RingCorrupt(f"bad record at offset {off}: kind {kind}, length {length}")
+        off = (start + length + 7) & ~7
+        return Record(kind, bytes(data[start : start + length]), ts), 0 if off == size else off
 
     def commit_head(self, new_head: int, n: int, payload_bytes: int) -> None:
         words = self.words

@@ -1,0 +1,52 @@
+"""Fixtures shared by every test module.
+
+Every test gets its own namespace (``zqt<pid>x<n>``), destroyed when the test
+ends, so tests never collide and leave nothing in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import pytest
+
+import zoldyq
+
+_counter = itertools.count()
+
+
+def unique_namespace() -> str:
+    return f"zqt{os.getpid()}x{next(_counter)}"
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A fresh namespace name; whatever is created under it is destroyed afterwards."""
+    ns = unique_namespace()
+    try:
+        yield ns
+    finally:
+        zoldyq.destroy(ns)
+
+
+@pytest.fixture
+def broker(namespace: str) -> Iterator[zoldyq.Broker]:
+    """A created namespace with small caps, attached."""
+    b = zoldyq.create(namespace, max_queues=16, max_messages=1000, max_bytes=1 << 20,
+                      max_message_bytes=64 << 10)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Belt and braces: remove this run's namespaces even if a test crashed hard."""
+    from zoldyq.shm import segment
+
+    mine = f"zoldyq.zqt{os.getpid()}x"
+    for entry in sorted(os.listdir(segment.SHM_DIR)):
+        if entry.removeprefix("sem.").startswith(mine):
+            segment.unlink_leftover(entry)
