@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP server and the WebSocket sidecar")
     settings_mod.add_arguments(serve)
+    ws = sub.add_parser("ws", help="run only the WebSocket sidecar")
+    settings_mod.add_arguments(ws)
     config = sub.add_parser("config", help="print the effective settings")
     settings_mod.add_arguments(config)
     args = parser.parse_args(argv)
@@ -23,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(json.dumps(settings.public(), indent=2))
             return 0
+        if args.command == "ws":
+            from zoldyq.ws import run as run_ws
+
+            return run_ws(settings, standalone=True)
         try:
             from zoldyq.launcher import run
         except ImportError:
