@@ -52,10 +52,15 @@ class AsyncBell:
                 self._waiters.discard(item)
 
     def stop(self) -> None:
+        """Wake every coroutine and end the thread (the caller interrupts the queue)."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+            thread = self._thread
         self._wake_all()
+        self.sq.interrupt()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(2.0)
 
     def _wake_all(self) -> None:
         with self._cond:

@@ -145,11 +145,17 @@ class RobustLock:
             self._tlock.release()
 
     def close(self) -> None:
+        """Release this process's handles; waits (2 s at most) for a thread inside."""
         _live_locks.discard(self)
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        self._sem.close()
+        if not self._tlock.acquire(timeout=2.0):
+            return  # a thread of ours is stuck inside: leak the handles rather than pull them
+        try:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self._sem.close()
+        finally:
+            self._tlock.release()
 
     def _after_fork(self) -> None:
         """In a forked child: a fresh thread lock and a flock description of our own."""

@@ -144,9 +144,16 @@ class SharedQueue:
         return bool(self.words[W_FLAGS] & FLAG_CLOSED)
 
     def close(self) -> None:
+        """Wake and wait out this process's waiters, then drop the handles.
+
+        A semaphore closed under a thread blocked on it would crash the
+        process, so the doorbell stays open if a waiter does not leave.
+        """
+        self.interrupt()
         self.put_lock.close()
         self.get_lock.close()
-        self.bell.close()
+        if not self._local_waiters:
+            self.bell.close()
         self.ring.data.release()  # type: ignore[union-attr]
         self.words.release()
         with contextlib.suppress(BufferError):  # a view is still out; unmapped with it
@@ -298,6 +305,8 @@ class SharedQueue:
         that waits on behalf of others (``aio``); it takes nothing.
         """
         self._register(1)
+        with self._waiters_lock:
+            self._local_waiters += 1
         try:
             if self.ring.count():
                 return True
@@ -307,6 +316,8 @@ class SharedQueue:
                 return False
             return True
         finally:
+            with self._waiters_lock:
+                self._local_waiters -= 1
             self._register(-1)
 
     def pass_bell(self) -> None:

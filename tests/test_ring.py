@@ -1,0 +1,232 @@
+"""The pure ring over a bytearray: no processes, no shared memory."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from zoldyq.shm.layout import (
+    HEADER_BYTES,
+    KIND_BYTES,
+    KIND_JSON,
+    SEQ_MASK,
+    W_CLEARED,
+    W_DEQ_TOTAL,
+    W_ENQ_TOTAL,
+    W_HEAD,
+    W_TAIL,
+)
+from zoldyq.shm.ring import HDR, Ring, RingCorrupt, RingFull, min_ring_size, record_bytes
+
+
+def make_ring(size: int = 256, max_messages: int = 1000, start: int = 0) -> Ring:
+    """A ring whose head and tail both start at offset ``start`` (and sequence 2**32 - 3)."""
+    words = memoryview(bytearray(HEADER_BYTES)).cast("Q")
+    Ring.format(words, size, max_messages, size // 2 - HDR)
+    seq = SEQ_MASK - 2  # sequence numbers wrap during the test
+    words[W_TAIL] = words[W_HEAD] = (seq << 32) | start
+    words[W_ENQ_TOTAL] = words[W_DEQ_TOTAL] = seq  # as if that many had passed through
+    return Ring(words, bytearray(size))
+
+
+def put(ring: Ring, *payloads: bytes, kind: int = KIND_BYTES) -> None:
+    ring.commit_tail(ring.write([(kind, p) for p in payloads], 7), len(payloads), 0)
+
+
+def take(ring: Ring, n: int = 1) -> list[bytes]:
+    records, head, nbytes = ring.read(n)
+    ring.commit_head(head, len(records), nbytes)
+    return [r[1] for r in records]
+
+
+def test_record_sizes_are_padded_to_eight() -> None:
+    """A record is a 16-byte header plus the payload rounded up to 8 bytes."""
+    assert HDR == 16
+    assert [record_bytes(n) for n in (0, 1, 8, 9)] == [16, 24, 24, 32]
+    assert min_ring_size(100) == 2 * record_bytes(100)
+
+
+@pytest.mark.parametrize("start", range(0, 256, 8))
+def test_fifo_across_the_wrap_from_every_offset(start: int) -> None:
+    """Records come out in order whatever offset the ring starts at, wrap included."""
+    ring = make_ring(256, start=start)
+    sent = []
+    for i in range(40):
+        payload = bytes([i]) * (i % 23)
+        put(ring, payload)
+        sent.append(payload)
+        if len(sent) > 4:
+            assert take(ring) == [sent.pop(0)]
+    assert take(ring, 100) == sent
+    assert ring.count() == 0
+    assert ring.used_bytes() == 0
+
+
+def test_full_by_count_rejects_and_keeps_everything() -> None:
+    """A ring at max_messages rejects a put and keeps every accepted record."""
+    ring = make_ring(1024, max_messages=3)
+    put(ring, b"a", b"b", b"c")
+    with pytest.raises(RingFull) as info:
+        put(ring, b"d")
+    assert info.value.count == 3
+    assert take(ring, 10) == [b"a", b"b", b"c"]
+
+
+def test_full_by_bytes_reports_what_was_needed() -> None:
+    """A ring without room for the bytes rejects, saying how many were needed."""
+    ring = make_ring(128)
+    put(ring, b"x" * 40)  # 56 bytes
+    put(ring, b"y" * 40)  # 112 bytes used
+    with pytest.raises(RingFull) as info:
+        put(ring, b"z")
+    assert info.value.needed_bytes == 16 + 24  # the 16 bytes left at the end, then the record
+    assert take(ring, 5) == [b"x" * 40, b"y" * 40]
+
+
+def test_a_batch_that_does_not_fit_writes_nothing() -> None:
+    """put_many is all or nothing: a rejected batch leaves the ring as it was."""
+    ring = make_ring(128)
+    put(ring, b"keep")
+    before = ring.words[W_TAIL]
+    with pytest.raises(RingFull):
+        put(ring, b"a" * 30, b"b" * 30, b"c" * 30)
+    assert ring.words[W_TAIL] == before
+    assert take(ring, 5) == [b"keep"]
+
+
+def test_written_but_uncommitted_records_are_invisible() -> None:
+    """Records become visible only with the tail store (the commit point)."""
+    ring = make_ring()
+    new_tail = ring.write([(KIND_JSON, b"1")], 5)
+    assert ring.count() == 0
+    assert ring.read(10)[0] == []
+    ring.commit_tail(new_tail, 1, 1)
+    assert ring.count() == 1
+    assert ring.read(10)[0] == [(KIND_JSON, b"1", 5)]
+
+
+def test_an_empty_ring_always_fits_a_maximal_record() -> None:
+    """With records at most half the ring, an empty ring has room at any offset."""
+    for start in range(0, 256, 8):
+        ring = make_ring(256, start=start)
+        put(ring, b"m" * (128 - HDR))
+        assert take(ring) == [b"m" * (128 - HDR)]
+
+
+def test_clear_drops_committed_records_only() -> None:
+    """clear() empties the ring and counts what it dropped; later puts work."""
+    ring = make_ring()
+    put(ring, b"a", b"b")
+    assert ring.clear() == 2
+    assert ring.count() == 0
+    assert ring.words[W_CLEARED] == 2
+    put(ring, b"c")
+    assert take(ring) == [b"c"]
+
+
+def test_a_corrupt_record_is_never_returned() -> None:
+    """A record that does not parse raises RingCorrupt instead of coming out."""
+    ring = make_ring()
+    put(ring, b"abc")
+    ring.data[4:8] = b"\x07\x00\x00\x00"  # kind 7 does not exist
+    with pytest.raises(RingCorrupt, match="bad record at offset 0: kind 7"):
+        ring.read(1)
+
+
+def test_repair_levels_totals_with_the_committed_sequence() -> None:
+    """A writer that died between commit and totals leaves totals the repair fixes."""
+    ring = make_ring()
+    start_total = ring.words[W_ENQ_TOTAL]
+    ring.words[W_TAIL] = ring.write([(KIND_BYTES, b"a"), (KIND_BYTES, b"b")], 1)  # no totals
+    _, head, _ = ring.read(1)
+    ring.words[W_HEAD] = head
+    ring.repair_put_side()
+    ring.repair_get_side()
+    assert ring.words[W_ENQ_TOTAL] == start_total + 2
+    assert ring.words[W_DEQ_TOTAL] == start_total + 1
+    ring.repair_put_side()  # idempotent
+    assert ring.words[W_ENQ_TOTAL] == start_total + 2
+
+
+@given(
+    st.integers(0, 31).map(lambda k: k * 8),
+    st.lists(st.binary(max_size=100), max_size=30),
+)
+def test_any_payloads_round_trip(start: int, payloads: list[bytes]) -> None:
+    """Whatever bytes go in come out unchanged and in order."""
+    ring = make_ring(256, start=start)
+    out = []
+    for p in payloads:
+        try:
+            put(ring, p)
+        except RingFull:
+            out.extend(take(ring, 100))
+            put(ring, p)
+    out.extend(take(ring, 100))
+    assert out == payloads
+
+
+class RingVersusDeque(RuleBasedStateMachine):
+    """The ring behaves like a bounded deque under any sequence of operations."""
+
+    SIZE, MAX = 512, 12
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ring = make_ring(self.SIZE, self.MAX)
+        self.model: deque[bytes] = deque()
+
+    def _fits(self, payloads: list[bytes]) -> bool:
+        if len(self.model) + len(payloads) > self.MAX:
+            return False
+        try:
+            self.ring.write([(KIND_BYTES, p) for p in payloads], 0)
+        except RingFull as full:
+            return full.needed_bytes == 0  # count-full (False here) or a bytes shortfall
+        return True
+
+    @rule(payloads=st.lists(st.binary(max_size=240), min_size=1, max_size=4))
+    def put_many(self, payloads: list[bytes]) -> None:
+        fits = self._fits(payloads)
+        try:
+            put(self.ring, *payloads)
+        except RingFull:
+            assert not fits
+            return
+        assert fits
+        self.model.extend(payloads)
+
+    @rule(payload=st.binary(min_size=200, max_size=240))
+    def put_large(self, payload: bytes) -> None:
+        self.put_many([payload])
+
+    @rule()
+    def get(self) -> None:
+        expected = [self.model.popleft()] if self.model else []
+        assert take(self.ring, 1) == expected
+
+    @rule(n=st.integers(1, 6))
+    def get_many(self, n: int) -> None:
+        expected = [self.model.popleft() for _ in range(min(n, len(self.model)))]
+        assert take(self.ring, n) == expected
+
+    @precondition(lambda self: len(self.model) > 0)
+    @rule()
+    def clear(self) -> None:
+        assert self.ring.clear() == len(self.model)
+        self.model.clear()
+
+    @invariant()
+    def sizes_agree(self) -> None:
+        assert self.ring.count() == len(self.model)
+        used = self.ring.used_bytes()
+        assert used >= sum(record_bytes(len(p)) for p in self.model)
+        assert used <= self.SIZE
+
+
+TestRingVersusDeque = RingVersusDeque.TestCase
+TestRingVersusDeque.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
