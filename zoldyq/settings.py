@@ -81,6 +81,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ws_compression", _bool, False, "permessage-deflate on WebSocket"),
     Setting("snapshot_dir", _optional_str, None, "directory for snapshots (unset: disabled)"),
     Setting("graceful_timeout", float, 5.0, "seconds to finish in-flight work on shutdown"),
+    Setting("ws_origins", _optional_str, None,
+            "comma-separated Origin values the WS sidecar accepts (unset: any)"),
+    Setting("ws_ping_interval", float, 20.0, "seconds between WS keepalive pings (0: off)"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -111,6 +114,8 @@ class Settings:
     ws_compression: bool
     snapshot_dir: str | None
     graceful_timeout: float
+    ws_origins: str | None
+    ws_ping_interval: float
 
     @classmethod
     def load(
