@@ -54,7 +54,7 @@ from collections.abc import Callable
 
 import posix_ipc
 
-from zoldyq.shm import segment
+from zoldyq.shm import hooks, segment
 
 _live_locks: weakref.WeakSet[RobustLock] = weakref.WeakSet()
 _flock = fcntl.flock
@@ -71,7 +71,7 @@ class RobustLock:
         on_dirty: repairs the guarded data; called holding the lock.
     """
 
-    __slots__ = ("__weakref__", "_fd", "_file_name", "_sem", "_tlock", "on_dirty")
+    __slots__ = ("__weakref__", "_fd", "_file_name", "_sem", "_tlock", "on_dirty", "repairs")
 
     def __init__(self, file_name: str, sem_name: str, on_dirty: Callable[[], None]) -> None:
         self._file_name = file_name
@@ -79,6 +79,7 @@ class RobustLock:
         self._sem = segment.open_sem(sem_name)
         self._fd = self._open()
         self.on_dirty = on_dirty
+        self.repairs = 0  # dead holders this process cleaned up after
         _live_locks.add(self)
 
     @staticmethod
@@ -110,6 +111,9 @@ class RobustLock:
 
     def _repair(self) -> None:
         try:
+            if hooks.pause_at:
+                hooks.reach("lock.repair")
+            self.repairs += 1
             self.on_dirty()
         except BaseException:
             _flock(self._fd, _LOCK_UN)  # still dirty: the next holder repairs
