@@ -84,6 +84,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ws_origins", _optional_str, None,
             "comma-separated Origin values the WS sidecar accepts (unset: any)"),
     Setting("ws_ping_interval", float, 20.0, "seconds between WS keepalive pings (0: off)"),
+    Setting("snapshot_on_exit", _bool, False, "save every queue to the snapshot dir on shutdown"),
+    Setting("restore", _bool, False, "load the namespace's snapshot (if any) on start"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -116,6 +118,8 @@ class Settings:
     graceful_timeout: float
     ws_origins: str | None
     ws_ping_interval: float
+    snapshot_on_exit: bool
+    restore: bool
 
     @classmethod
     def load(
@@ -156,6 +160,8 @@ class Settings:
             )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
+        if (self.snapshot_on_exit or self.restore) and not self.snapshot_dir:
+            raise ConfigError("snapshot_on_exit and restore need snapshot_dir")
 
     def as_env(self) -> dict[str, str]:
         """The settings as ZOLDYQ_* variables, so child processes read the same values."""
