@@ -1,0 +1,1 @@
+"""Process entry points: thin wiring, no logic."""

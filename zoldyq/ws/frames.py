@@ -1,0 +1,96 @@
+"""The WebSocket wire format, as pure functions over bytes (no sockets, no queues).
+
+Enqueue stream, client -> server:
+    text frame    ``{"payload": <json>}``  stored as JSON (other keys are ignored)
+    binary frame  raw bytes                 stored as-is (``Message.is_raw``)
+server -> client, one answer per frame, in order:
+    ``{"queued":true,"queue_name":..,"queue_size":..,"enqueued_at":..}``
+    ``{"error":"queue_full"|"message_too_large"|"bad_request"|..,"message":..,...}``
+
+Dequeue stream, server -> client:
+    text frame    ``{"payload":<json>,"queue_name":..,"enqueued_at":..}`` per JSON message
+    binary frame  the raw bytes of a raw message
+
+Frames are built by concatenating the stored JSON bytes: a dequeued payload is
+never decoded and re-encoded. Queue names need no escaping (``[A-Za-z0-9_.-]``).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from zoldyq.errors import InvalidPayload, ZoldyQError
+from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
+
+_loads = orjson.loads
+_dumps = orjson.dumps
+_JSONDecodeError = orjson.JSONDecodeError
+
+# A text frame may exceed the payload limit by this much (the ``{"payload":...}``
+# envelope and some whitespace) before the connection is closed with 1009.
+ENVELOPE_BYTES = 1024
+
+
+class BadFrame(ZoldyQError, ValueError):
+    """A client frame that is not ``{"payload": ...}``: answered, the stream goes on."""
+
+    code = "bad_request"
+    http_status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def parse_enqueue(frame: str | bytes) -> tuple[int, bytes]:
+    """The (kind, data) record one client frame asks to enqueue.
+
+    Raises:
+        BadFrame: the text frame is not a JSON object with a ``payload`` key.
+    """
+    if type(frame) is bytes:
+        return KIND_BYTES, frame
+    try:
+        obj = _loads(frame)
+    except _JSONDecodeError as ex:
+        raise BadFrame(f"frame is not valid JSON: {ex}") from None
+    if type(obj) is not dict or "payload" not in obj:
+        raise BadFrame('a text frame must be a JSON object {"payload": <value>}')
+    return KIND_JSON, _dumps(obj["payload"])
+
+
+def ack_prefix(queue_name: str) -> bytes:
+    return b'{"queued":true,"queue_name":"' + queue_name.encode() + b'","queue_size":'
+
+
+def ack(prefix: bytes, queue_size: int, enqueued_at: int) -> bytes:
+    """The confirmation of one enqueued frame (``prefix`` from ``ack_prefix``)."""
+    return b"%b%d,\"enqueued_at\":%d}" % (prefix, queue_size, enqueued_at)
+
+
+def error(ex: ZoldyQError) -> bytes:
+    """The error frame answering one rejected frame."""
+    code = "bad_request" if isinstance(ex, InvalidPayload) else ex.code
+    return _dumps({"error": code, "message": str(ex), **ex.fields()})
+
+
+def message_prefix(queue_name: str) -> tuple[bytes, bytes]:
+    """The constant parts around a dequeued payload: (before, between payload and time)."""
+    return b'{"payload":', b',"queue_name":"' + queue_name.encode() + b'","enqueued_at":'
+
+
+def message(before: bytes, middle: bytes, data: bytes, enqueued_at: int) -> bytes:
+    """The text frame carrying one dequeued JSON message."""
+    return b"%b%b%b%d}" % (before, data, middle, enqueued_at)
+
+
+def close_reason(code: str, text: str) -> str:
+    """A close reason ``"<code>: <sentence>"`` cut to the 123 bytes a close frame allows."""
+    reason = f"{code}: {text}"
+    raw = reason.encode()
+    if len(raw) <= 123:
+        return reason
+    return raw[:120].decode(errors="ignore") + "..."

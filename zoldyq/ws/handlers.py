@@ -1,0 +1,170 @@
+"""The two streams of the sidecar: enqueue (frames in, answers out) and dequeue.
+
+Dequeue backpressure: a message leaves the ring only when its connection can
+take it. Before each take the stream looks at the transport's write buffer
+and takes only as many messages as fit under its high-water mark (at least
+one); every message taken is written to the transport at once, before the
+next ``await``. ``send`` waits while the buffer is above the mark, so a
+consumer that stops reading stops the taking: the rest stays in the queue
+(and in ``queue_size``), and at most a write buffer's worth is in flight.
+Closing a consumer that stays stuck is the server watchdog's job.
+
+Waiting never blocks the loop and parks no thread per connection:
+``Queue.aget_many`` shares one waiter thread per queue among all coroutines.
+A connection that drops while its stream waits is cancelled at that await,
+where nothing has been taken yet, so a dead consumer takes nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.protocol import State
+
+from zoldyq.broker import Broker, Message, Queue
+from zoldyq.errors import BrokenError, ClosedError, QueueNotFound, ZoldyQError
+from zoldyq.shm.layout import KIND_BYTES
+from zoldyq.ws import frames
+from zoldyq.ws.checks import BadPath, parse_path
+
+log = logging.getLogger("zoldyq.ws")
+
+MAX_BATCH = 512  # messages taken in one lock round trip at most
+IDLE_WAIT = 5.0  # an empty stream re-checks for shutdown at least this often
+MISSING_QUEUE_POLL = 0.2  # a stream on a queue that does not exist yet looks again
+SHUTDOWN_REASON = "going_away: the server is shutting down"
+
+
+async def handle(ws: ServerConnection, broker: Broker) -> None:
+    """Route one connection by path; close it with 1008/1011 and a reason on failure."""
+    try:
+        name, op = parse_path(ws.request.path if ws.request else "")
+    except (BadPath, ZoldyQError) as ex:
+        await ws.close(CloseCode.POLICY_VIOLATION, frames.close_reason(ex.code, str(ex)))
+        return
+    queue = broker.queue(name)
+    try:
+        if op == "enqueue":
+            await enqueue(ws, queue)
+        else:
+            await Dequeue(ws, queue).run()
+    except ConnectionClosed:
+        pass
+    except ClosedError:  # the broker closed under us: shutdown
+        await ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
+    except BrokenError as ex:
+        log.error("stream on queue %r: %s", name, ex)
+        await ws.close(CloseCode.INTERNAL_ERROR, frames.close_reason(ex.code, str(ex)))
+    except Exception:
+        log.exception("stream on queue %r failed", name)
+        await ws.close(CloseCode.INTERNAL_ERROR, "internal_error: see the sidecar log")
+
+
+async def enqueue(ws: ServerConnection, queue: Queue) -> None:
+    """Enqueue each frame and answer it, in order; bad frames get an error frame."""
+    broker = queue.broker
+    limit = broker.defaults.max_message_bytes
+    for entry in broker.entries():
+        if entry.name == queue.name:
+            limit = entry.caps.max_message_bytes
+    ws.protocol.max_message_size = limit + frames.ENVELOPE_BYTES
+    prefix = frames.ack_prefix(queue.name)
+    parse, put, ack, send = frames.parse_enqueue, queue.put_records, frames.ack, ws.send
+    async for frame in ws:
+        try:
+            size, at = put([parse(frame)])
+            out = ack(prefix, size, at)
+        except (BrokenError, ClosedError):
+            raise
+        except ZoldyQError as ex:
+            out = frames.error(ex)
+        await send(out, text=True)
+
+
+class Dequeue:
+    """One streaming consumer: take what the connection can send, send it, repeat."""
+
+    def __init__(self, ws: ServerConnection, queue: Queue) -> None:
+        self.ws = ws
+        self.queue = queue
+        self.waiting = False  # parked where a cancel takes nothing
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        self.task = asyncio.current_task()
+        self.ws.protocol.max_message_size = 4096  # clients have nothing to say here
+        reader = asyncio.create_task(self._read())
+        try:
+            await self._stream()
+        except asyncio.CancelledError:
+            if not reader.done():
+                raise  # not ours: the server is cancelling us
+            self.task.uncancel()  # type: ignore[union-attr]
+        finally:
+            reader.cancel()
+
+    async def _read(self) -> None:
+        """Consume what the client sends (pongs must get through); stop the stream on close."""
+        try:
+            async for _ in self.ws:
+                pass
+        except ConnectionClosed:
+            pass
+        if self.waiting and self.task is not None:
+            self.task.cancel()
+
+    async def _take(self, want: int) -> list[Message]:
+        """Up to ``want`` messages, waiting for the first; none once the connection is gone."""
+        if self.ws.state is not State.OPEN:
+            return []
+        msgs = self.queue.get_many(want, 0)
+        if msgs:
+            return msgs
+        self.waiting = True  # from here to the await, nothing can close us unnoticed
+        try:
+            return await self.queue.aget_many(want, IDLE_WAIT)
+        finally:
+            self.waiting = False
+
+    async def _wait_for_queue(self) -> None:
+        self.waiting = True
+        try:
+            await asyncio.sleep(MISSING_QUEUE_POLL)
+        finally:
+            self.waiting = False
+
+    async def _stream(self) -> None:
+        ws, queue = self.ws, self.queue
+        broker = queue.broker
+        transport = ws.transport
+        high = transport.get_write_buffer_limits()[1]
+        before, middle = frames.message_prefix(queue.name)
+        encode, send, take = frames.message, ws.send, self._take
+        frame_size = 256  # running estimate, to turn free buffer bytes into a count
+        while True:
+            room = high - transport.get_write_buffer_size()
+            try:
+                msgs = await take(min(MAX_BATCH, max(1, room // frame_size)))
+            except QueueNotFound:
+                await self._wait_for_queue()
+                continue
+            if not msgs:
+                if ws.state is not State.OPEN:
+                    return
+                if broker.interrupted:
+                    await ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
+                    return
+                continue
+            total = 0
+            for m in msgs:
+                data = m.data
+                total += len(data)
+                if m.kind == KIND_BYTES:
+                    await send(data)
+                else:
+                    await send(encode(before, middle, data, m.enqueued_at), text=True)
+            frame_size = total // len(msgs) + len(before) + len(middle) + 24

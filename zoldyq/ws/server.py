@@ -1,0 +1,194 @@
+"""The sidecar process: a ``websockets`` asyncio server over an attached namespace.
+
+Handshake checks (``process_request``): the connection limit (HTTP 503) and
+the bearer token (HTTP 401), both answered with a JSON error body; the
+library checks the Origin (HTTP 403). Path and queue name are checked once
+the connection is open, so that browsers see a close code (1008) and reason.
+
+A watchdog closes peers that stop receiving: a connection whose write buffer
+is not empty and has not moved for ``ws_slow_consumer_timeout`` seconds gets
+close code 1008 ``slow_consumer``. It samples buffers once per tick instead
+of timing every send, so the streaming path pays nothing for it.
+
+SIGTERM/SIGINT only set an event; the main coroutine then closes every
+connection with 1001, wakes the waiting streams and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import http
+import logging
+import signal
+import ssl
+import sys
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+import zoldyq
+from zoldyq.broker import Broker
+from zoldyq.errors import ZoldyQError
+from zoldyq.settings import Settings
+from zoldyq.ws import frames
+from zoldyq.ws.checks import origins, token_ok
+from zoldyq.ws.handlers import handle
+
+log = logging.getLogger("zoldyq.ws")
+
+WRITE_LIMIT = 32 << 10  # transport high-water mark: what may sit in our buffers per stream
+
+
+def run(settings: Settings, standalone: bool = False) -> int:
+    """Serve until SIGTERM/SIGINT; the process exit status.
+
+    Args:
+        settings: where to listen and which namespace to serve.
+        standalone: create the namespace if missing (``zoldyq ws``); it is
+            never destroyed here. Under ``zoldyq serve`` the launcher owns it.
+    """
+    _setup_logging(settings)
+    try:
+        if standalone:
+            broker = zoldyq.create(
+                settings.namespace,
+                max_queues=settings.max_queues,
+                max_messages=settings.default_queue_capacity,
+                max_bytes=settings.default_queue_max_bytes,
+                max_message_bytes=settings.max_message_bytes,
+                exist_ok=True,
+            )
+        else:
+            broker = zoldyq.attach(settings.namespace)
+    except ZoldyQError as ex:
+        log.error("cannot start: %s", ex)
+        return 2
+    try:
+        asyncio.run(serve_until_stopped(settings, broker))
+    except OSError as ex:  # port in use, bad TLS files...
+        log.error("cannot serve: %s", ex)
+        return 2
+    finally:
+        broker.close()
+    return 0
+
+
+async def serve_until_stopped(
+    settings: Settings, broker: Broker, stop: asyncio.Event | None = None
+) -> None:
+    """Serve ``broker`` on ``settings.host:ws_port`` until ``stop`` is set (or a signal)."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+    server = await start(settings, broker)
+    log.info("zoldyq ws listening on %s:%d (namespace %s)",
+             settings.host, settings.ws_port, settings.namespace)
+    watchdog = asyncio.create_task(_watchdog(server, settings.ws_slow_consumer_timeout))
+    await stop.wait()
+    log.info("zoldyq ws shutting down")
+    watchdog.cancel()
+    server.close(code=CloseCode.GOING_AWAY, reason="going_away: the server is shutting down")
+    broker.interrupt()  # waiting streams see it and leave
+    try:
+        await asyncio.wait_for(server.wait_closed(), settings.graceful_timeout + 1)
+    except TimeoutError:
+        log.warning("connections still open after %.1f s", settings.graceful_timeout)
+
+
+async def start(settings: Settings, broker: Broker) -> Server:
+    """Start listening (the caller closes the returned server)."""
+    server: Server | None = None
+
+    def check(conn: ServerConnection, request: Request) -> Response | None:
+        if server is not None and len(server.connections) >= settings.ws_max_connections:
+            return _reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "too_many_connections",
+                           f"the server holds its maximum of {settings.ws_max_connections} "
+                           "WebSocket connections")
+        if not token_ok(settings.token, request.headers.get("Authorization"), request.path):
+            resp = _reject(http.HTTPStatus.UNAUTHORIZED, "unauthorized",
+                           "a valid bearer token is required "
+                           "(Authorization: Bearer <token> or ?token=<token>)")
+            resp.headers["WWW-Authenticate"] = "Bearer"
+            return resp
+        return None
+
+    server = await serve(
+        functools.partial(handle, broker=broker),
+        settings.host,
+        settings.ws_port,
+        process_request=check,
+        origins=origins(settings.ws_origins),  # type: ignore[arg-type]
+        compression="deflate" if settings.ws_compression else None,
+        max_size=broker.defaults.max_message_bytes + frames.ENVELOPE_BYTES,
+        ping_interval=settings.ws_ping_interval or None,
+        ping_timeout=settings.ws_ping_interval or None,
+        close_timeout=min(10.0, settings.graceful_timeout),
+        write_limit=WRITE_LIMIT,
+        ssl=_ssl_context(settings),
+        server_header=None,
+    )
+    return server
+
+
+def _reject(status: http.HTTPStatus, code: str, message: str) -> Response:
+    body = orjson.dumps({"error": code, "message": message})
+    headers = Headers([
+        ("Connection", "close"),
+        ("Content-Length", str(len(body))),
+        ("Content-Type", "application/json"),
+    ])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return ctx
+
+
+async def _watchdog(server: Server, timeout: float) -> None:
+    """Close connections whose unsent bytes have not moved for ``timeout`` seconds."""
+    tick = max(0.05, min(1.0, timeout / 5))
+    last: dict[ServerConnection, tuple[int, float]] = {}  # buffered bytes, stuck since
+    closing: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(tick)
+        now = loop.time()
+        seen: dict[ServerConnection, tuple[int, float]] = {}
+        for conn in server.connections:
+            buffered = conn.transport.get_write_buffer_size()
+            if not buffered:
+                continue
+            before, since = last.get(conn, (-1, now))
+            if buffered != before:
+                since = now
+            elif now - since >= timeout:
+                reason = f"slow_consumer: received nothing for {timeout:g} s"
+                task = asyncio.create_task(conn.close(CloseCode.POLICY_VIOLATION, reason))
+                closing.add(task)
+                task.add_done_callback(closing.discard)
+                log.warning("closing %s: %s", conn.remote_address, reason)
+                continue
+            seen[conn] = (buffered, since)
+        last = seen
+
+
+def _setup_logging(settings: Settings) -> None:
+    if settings.log_format == "json":
+        fmt = '{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=settings.log_level.upper(), format=fmt, stream=sys.stderr)
+    logging.getLogger("websockets").setLevel(
+        max(logging.WARNING, logging.getLogger().getEffectiveLevel())
+    )
