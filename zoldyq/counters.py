@@ -1,0 +1,140 @@
+"""Process-level figures shared by every process of a namespace.
+
+HTTP workers count requests and the WebSocket sidecar counts connections,
+but a Prometheus scrape lands on one worker: to answer with the same
+figures whichever process is asked, they live in one small shared segment
+per namespace, ``/zoldyq.<ns>.ops`` (unlinked with the namespace by
+``zoldyq.destroy``, which removes every ``/zoldyq.<ns>.*`` object).
+
+Layout: a 64-byte header (magic, version, slots in use), then ``SLOTS``
+slots of 64 bytes: a 56-byte ASCII key padded with NULs, then a signed
+64-bit value. Writers hold an exclusive ``flock`` on the segment (the
+kernel drops it if they die) for the few instructions of an update; each
+value is one aligned 8-byte store, so readers take no lock and never see a
+torn value. A new key is written before ``in use`` grows past it (the
+commit point), so a reader never sees a slot without its key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+import threading
+from collections.abc import Iterator
+
+import posix_ipc
+
+from zoldyq.shm import names, segment
+
+MAGIC = int.from_bytes(b"ZOLDYQ.O", "little")
+VERSION = 1
+HEADER = 64
+SLOT = 64
+KEY_BYTES = 56
+SLOTS = 1024
+SIZE = HEADER + SLOTS * SLOT
+_H_MAGIC, _H_VERSION, _H_USED = 0, 1, 2
+
+
+def segment_name(namespace: str) -> str:
+    return names.registry(names.check_namespace(namespace)) + ".ops"
+
+
+class Counters:
+    """Named shared counters and gauges of one namespace.
+
+    Args:
+        namespace: the namespace they belong to.
+        create: make the segment if it is missing (writers); readers pass
+            False and see no counters until a writer made them.
+
+    Raises:
+        FileNotFoundError: ``create`` is False and there is no segment yet.
+    """
+
+    def __init__(self, namespace: str, create: bool = True) -> None:
+        name = segment_name(namespace)
+        try:
+            shm = posix_ipc.SharedMemory(name)
+        except posix_ipc.ExistentialError:
+            if not create:
+                raise FileNotFoundError(name) from None
+            # O_CREAT without O_EXCL: racing creators share one object; the
+            # kernel zero-fills it and ftruncate to the same size is harmless.
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREAT, mode=segment.MODE, size=SIZE)
+        if shm.size < SIZE:
+            shm.close_fd()
+            raise FileNotFoundError(f"{name} is truncated")
+        self._fd = shm.fd
+        self._mm = mmap.mmap(self._fd, SIZE)
+        self._words = memoryview(self._mm).cast("q")
+        self._lock = threading.Lock()
+        self._index: dict[str, int] = {}
+        if create and self._words[_H_MAGIC] != MAGIC:
+            with self._locked():
+                if self._words[_H_MAGIC] != MAGIC:
+                    self._words[_H_VERSION] = VERSION
+                    self._words[_H_MAGIC] = MAGIC
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):
+            self._words.release()
+            self._mm.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _word(self, key: str) -> int | None:
+        """The value word of ``key``, adding the key if new (lock held); None when full."""
+        idx = self._index.get(key)
+        if idx is not None:
+            return idx
+        raw = key.encode("ascii", "replace")[:KEY_BYTES]
+        words, mm = self._words, self._mm
+        used = words[_H_USED]
+        for slot in range(used):
+            off = HEADER + slot * SLOT
+            if mm[off : off + KEY_BYTES].rstrip(b"\0") == raw:
+                idx = self._index[key] = (off + KEY_BYTES) // 8
+                return idx
+        if used >= SLOTS:
+            return None  # full: the figure is dropped rather than the request failing
+        off = HEADER + used * SLOT
+        mm[off : off + KEY_BYTES] = raw.ljust(KEY_BYTES, b"\0")
+        words[(off + KEY_BYTES) // 8] = 0
+        words[_H_USED] = used + 1  # commit point
+        idx = self._index[key] = (off + KEY_BYTES) // 8
+        return idx
+
+    def add(self, key: str, n: int = 1) -> None:
+        """Add ``n`` (may be negative) to ``key``, creating it at 0."""
+        with self._locked():
+            idx = self._word(key)
+            if idx is not None:
+                self._words[idx] += n
+
+    def set(self, key: str, value: int) -> None:
+        with self._locked():
+            idx = self._word(key)
+            if idx is not None:
+                self._words[idx] = value
+
+    def items(self) -> dict[str, int]:
+        """Every key and its value, read without the lock."""
+        words, mm = self._words, self._mm
+        out = {}
+        for slot in range(min(words[_H_USED], SLOTS)):
+            off = HEADER + slot * SLOT
+            key = mm[off : off + KEY_BYTES].rstrip(b"\0").decode("ascii", "replace")
+            out[key] = words[(off + KEY_BYTES) // 8]
+        return out

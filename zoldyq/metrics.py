@@ -1,0 +1,164 @@
+"""Prometheus metrics read from shared memory at scrape time.
+
+Queue figures come straight from each queue's header words and the
+process-level ones from ``zoldyq.counters``, so any process of the
+namespace (any HTTP worker, the sidecar, a local tool) exposes the same
+numbers and no ``PROMETHEUS_MULTIPROC_DIR`` is needed. Histograms are the
+engine's per-bucket counts made cumulative, with ``le`` from 10 µs to 1 s.
+
+prometheus-client appends ``_total`` to counter families itself, so the
+families below are named without it; the exposed names are the contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
+
+from zoldyq.broker import Broker
+from zoldyq.counters import Counters
+from zoldyq.errors import ZoldyQError
+from zoldyq.shm import segment
+from zoldyq.shm.layout import HIST_BOUNDS
+
+__all__ = ["CONTENT_TYPE_LATEST", "QueueCollector", "count_request", "exposition", "registry"]
+
+HTTP_KEY = "http"
+WS_CONNECTIONS_KEY = "ws_connections"
+
+# (family name without _total, stats key, help): counters per queue
+_QUEUE_COUNTERS = (
+    ("zoldyq_enqueued", "enqueued_total", "Messages enqueued"),
+    ("zoldyq_dequeued", "dequeued_total", "Messages dequeued (cleared ones excluded)"),
+    ("zoldyq_queue_full", "queue_full_total", "Enqueues rejected because the queue was full"),
+    ("zoldyq_dequeue_timeout", "dequeue_timeout_total", "Waiting dequeues that timed out empty"),
+    ("zoldyq_cleared", "cleared_total", "Messages dropped by clear"),
+)
+_QUEUE_GAUGES = (
+    ("zoldyq_queue_size", "size", "Messages in the queue"),
+    ("zoldyq_queue_capacity", "capacity", "Most messages the queue holds"),
+    ("zoldyq_queue_bytes", "bytes", "Ring bytes in use"),
+    ("zoldyq_queue_max_bytes", "max_bytes", "Ring bytes the queue may use"),
+    ("zoldyq_queue_waiting_consumers", "waiters", "Consumers blocked waiting for a message"),
+)
+_HISTOGRAMS = (
+    ("zoldyq_enqueue_duration_seconds", "enqueue_histogram", "Enqueue latency"),
+    ("zoldyq_dequeue_duration_seconds", "dequeue_histogram", "Dequeue latency"),
+)
+_LE = [floatToGoString(b) for b in HIST_BOUNDS] + ["+Inf"]
+
+
+def cumulative_buckets(hist: list[int]) -> tuple[list[tuple[str, float]], float]:
+    """Engine histogram (per-bucket counts, then the sum in ns) -> (le buckets, sum in s)."""
+    buckets, total = [], 0
+    for le, n in zip(_LE, hist[: len(_LE)], strict=True):
+        total += n
+        buckets.append((le, float(total)))
+    return buckets, hist[len(_LE)] / 1e9
+
+
+def count_request(counters: Counters, method: str, route: str | None, status: int) -> None:
+    """Count one HTTP request (``route`` is the URI template: bounded label values)."""
+    counters.add(f"{HTTP_KEY} {method} {route or 'unmatched'} {status}")
+
+
+class QueueCollector:
+    """Collects every queue's figures and the namespace-wide process figures."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._counters: Counters | None = None
+
+    def _shared_counters(self) -> dict[str, int]:
+        if self._counters is None:
+            try:
+                self._counters = Counters(self.broker.namespace, create=False)
+            except FileNotFoundError:
+                return {}  # nobody counted anything yet
+        return self._counters.items()
+
+    def queue_stats(self) -> list[dict[str, Any]]:
+        out = []
+        for entry in self.broker.entries():
+            with contextlib.suppress(ZoldyQError):  # deleted while we looked
+                out.append(self.broker.queue(entry.name).stats())
+        return out
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.queue_stats()
+        for name, key, doc in _QUEUE_GAUGES:
+            g = GaugeMetricFamily(name, doc, labels=["queue"])
+            for s in stats:
+                g.add_metric([s["name"]], s[key])
+            yield g
+        for name, key, doc in _QUEUE_COUNTERS:
+            c = CounterMetricFamily(name, doc, labels=["queue"])
+            for s in stats:
+                c.add_metric([s["name"]], s[key])
+            yield c
+        for name, key, doc in _HISTOGRAMS:
+            h = HistogramMetricFamily(name, doc, labels=["queue"])
+            for s in stats:
+                buckets, total = cumulative_buckets(s[key])
+                h.add_metric([s["name"]], buckets, total)
+            yield h
+        yield from self._namespace_metrics(len(stats))
+
+    def _namespace_metrics(self, queues: int) -> Iterator[Metric]:
+        broker = self.broker
+        yield GaugeMetricFamily("zoldyq_queues", "Queues in the namespace", value=queues)
+        yield GaugeMetricFamily(
+            "zoldyq_max_queues", "Most queues the namespace holds", value=broker.max_queues
+        )
+        yield GaugeMetricFamily(
+            "zoldyq_uptime_seconds",
+            "Seconds since the namespace was created (at server start)",
+            value=uptime_seconds(broker),
+        )
+        yield GaugeMetricFamily(
+            "zoldyq_shm_free_bytes", "Bytes free in /dev/shm", value=segment.shm_free_bytes()
+        )
+        shared = self._shared_counters()
+        requests = CounterMetricFamily(
+            "zoldyq_http_requests", "HTTP requests by route and status",
+            labels=["method", "route", "status"],
+        )  # fmt: skip
+        for key, value in sorted(shared.items()):
+            parts = key.split(" ")
+            if parts[0] == HTTP_KEY and len(parts) == 4:
+                requests.add_metric(parts[1:], value)
+        yield requests
+        yield GaugeMetricFamily(
+            "zoldyq_websocket_connections",
+            "Open WebSocket connections",
+            value=max(0, shared.get(WS_CONNECTIONS_KEY, 0)),
+        )
+
+
+def uptime_seconds(broker: Broker) -> float:
+    return max(0.0, time.time() - broker.registry.created_at / 1e6)
+
+
+def registry(broker: Broker) -> CollectorRegistry:
+    """A registry with the queue collector and this process's ``process_*`` figures."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(QueueCollector(broker))
+    ProcessCollector(registry=reg)  # process_open_fds, memory, CPU of the answering process
+    return reg
+
+
+def exposition(reg: CollectorRegistry) -> bytes:
+    """The Prometheus text format (``CONTENT_TYPE_LATEST``)."""
+    return generate_latest(reg)
