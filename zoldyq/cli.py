@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from zoldyq import commands
 from zoldyq import settings as settings_mod
 from zoldyq.errors import ZoldyQError
 
@@ -19,7 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     settings_mod.add_arguments(ws)
     config = sub.add_parser("config", help="print the effective settings")
     settings_mod.add_arguments(config)
-    args = parser.parse_args(argv)
+    commands.add_parsers(sub)
+    args = commands.parse_args(parser, argv)
+    if args.command in commands.NAMES:
+        return commands.run(args)
     try:
         settings = settings_mod.from_args(args)
         if args.command == "config":
