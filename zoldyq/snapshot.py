@@ -112,6 +112,15 @@ class SnapshotsDisabled(ZoldyQError):
         return "snapshots are disabled: set snapshot_dir (ZOLDYQ_SNAPSHOT_DIR, --snapshot-dir)"
 
 
+class BadSnapshotName(InvalidName):
+    def __str__(self) -> str:
+        shown = repr(self.name)[:80]
+        return (
+            f"invalid snapshot name {shown}: use 1-64 characters from A-Z a-z 0-9 _ . - "
+            "not starting with '.' (a name, not a path)"
+        )
+
+
 @dataclass
 class QueueImage:
     name: str
@@ -130,13 +139,13 @@ def path_for(directory: str | os.PathLike[str] | None, name: str) -> Path:
     if not directory:
         raise SnapshotsDisabled()
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidName(name, "snapshot name")
+        raise BadSnapshotName(name, "snapshot name")
     if not name.endswith(SUFFIX):
         name += SUFFIX
     base = Path(directory).resolve()
     path = base / name
-    if path.resolve().parent != base:  # a symlink planted in the directory
-        raise InvalidName(name, "snapshot name (it leads out of the snapshot directory)")
+    if path.resolve().parent != base:
+        raise BadSnapshotName(name, "snapshot name")  # a symlink out of the directory
     return path
 
 
@@ -159,7 +168,7 @@ def _peek(broker: Broker, name: str) -> QueueImage:
             raise QueueNotFound(name)
         records, _, _ = sq.ring.read(sq.ring.count())
     return QueueImage(
-        name, entry.caps, [(r.kind, r.data) for r in records], [r.enqueued_at for r in records]
+        name, entry.caps, [(kind, data) for kind, data, _ in records], [r[2] for r in records]
     )
 
 
