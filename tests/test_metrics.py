@@ -1,0 +1,188 @@
+"""Prometheus metrics read from shared memory: exact values, names, histograms, promtool."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import zoldyq
+from zoldyq import metrics
+from zoldyq.counters import Counters
+from zoldyq.shm.layout import HIST_BOUNDS
+
+CONTRACT = {
+    "zoldyq_queue_size": "gauge",
+    "zoldyq_queue_capacity": "gauge",
+    "zoldyq_queue_bytes": "gauge",
+    "zoldyq_enqueued_total": "counter",
+    "zoldyq_dequeued_total": "counter",
+    "zoldyq_queue_full_total": "counter",
+    "zoldyq_dequeue_timeout_total": "counter",
+    "zoldyq_enqueue_duration_seconds": "histogram",
+    "zoldyq_dequeue_duration_seconds": "histogram",
+    "zoldyq_http_requests_total": "counter",
+    "zoldyq_websocket_connections": "gauge",
+    "zoldyq_uptime_seconds": "gauge",
+    "zoldyq_shm_free_bytes": "gauge",
+    "process_open_fds": "gauge",
+}
+
+
+def scrape(broker: zoldyq.Broker) -> str:
+    return metrics.exposition(metrics.registry(broker)).decode()
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """The one sample called ``name`` with exactly ``labels``."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    raise AssertionError(f"no sample {name}{labels}")
+
+
+def types(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+
+
+def test_exact_values_after_known_traffic(broker: zoldyq.Broker) -> None:
+    """Every per-queue figure matches the traffic that was sent, exactly."""
+    broker.create_queue("q", max_messages=3)
+    q = broker.queue("q")
+    q.put_many([1, 2, 3])
+    with pytest.raises(zoldyq.QueueFull):
+        q.put(4)
+    assert len(q.get_many(2)) == 2
+    assert q.get() is not None
+    assert q.get(timeout=0.01) is None
+    q.put_bytes(b"12345")
+    text = scrape(broker)
+    lab = {"queue": "q"}
+    assert value(text, "zoldyq_enqueued_total", **lab) == 4
+    assert value(text, "zoldyq_dequeued_total", **lab) == 3
+    assert value(text, "zoldyq_queue_full_total", **lab) == 1
+    assert value(text, "zoldyq_dequeue_timeout_total", **lab) == 1
+    assert value(text, "zoldyq_queue_size", **lab) == 1
+    assert value(text, "zoldyq_queue_capacity", **lab) == 3
+    assert value(text, "zoldyq_queue_bytes", **lab) == 16 + 8  # record header + padded payload
+    assert q.clear() == 1
+    text = scrape(broker)
+    assert value(text, "zoldyq_cleared_total", **lab) == 1
+    assert value(text, "zoldyq_dequeued_total", **lab) == 3  # a clear is not a dequeue
+    assert value(text, "zoldyq_queue_size", **lab) == 0
+    assert value(text, "zoldyq_queues") == 1
+    assert value(text, "zoldyq_max_queues") == 16
+
+
+def test_exposed_names_are_the_contract(broker: zoldyq.Broker) -> None:
+    """The names and types on the wire are exactly the specified ones (no doubled _total)."""
+    broker.queue("q").put(1)
+    found = types(scrape(broker))
+    assert {name: found.get(name) for name in CONTRACT} == CONTRACT
+    assert not [n for n in found if n.endswith("_total_total")]
+
+
+def test_histograms(broker: zoldyq.Broker) -> None:
+    """Buckets are cumulative from 10 µs to 1 s; +Inf equals _count equals the calls made."""
+    q = broker.queue("q")
+    for i in range(20):
+        q.put(i)
+    q.put_many(range(5))  # one call, one observation
+    while q.get_many(7):
+        pass
+    text = scrape(broker)
+    for name, calls in (("zoldyq_enqueue_duration_seconds", 21),
+                        ("zoldyq_dequeue_duration_seconds", 4)):  # fmt: skip
+        buckets = re.findall(rf'^{name}_bucket{{le="([^"]+)",queue="q"}} (\S+)$', text, re.M)
+        assert [float(le) for le, _ in buckets[:-1]] == list(HIST_BOUNDS)
+        assert buckets[0][0] == "1e-05"
+        assert buckets[-1][0] == "+Inf"
+        counts = [float(n) for _, n in buckets]
+        assert counts == sorted(counts)
+        assert counts[-1] == value(text, f"{name}_count", queue="q") == calls
+        engine = q.stats()["enqueue_histogram" if "enqueue" in name else "dequeue_histogram"]
+        assert value(text, f"{name}_sum", queue="q") == pytest.approx(engine[-1] / 1e9)
+        assert value(text, f"{name}_sum", queue="q") > 0
+
+
+def test_promtool_accepts_the_output(broker: zoldyq.Broker) -> None:
+    """``promtool check metrics`` finds no problem (with queues, requests and WS figures)."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: apt-get install prometheus (scripts/test does it)"
+    broker.queue("a").put(1)
+    broker.queue("b.c-d_e").put_bytes(b"x")
+    broker.queue("a").get(timeout=0.001)
+    counters = Counters(broker.namespace)
+    metrics.count_request(counters, "POST", "/queues/{name}/enqueue", 200)
+    metrics.count_request(counters, "GET", None, 404)
+    counters.add(metrics.WS_CONNECTIONS_KEY, 3)
+    counters.close()
+    text = scrape(broker)
+    done = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                          capture_output=True, timeout=30)  # fmt: skip
+    assert (done.returncode, done.stdout + done.stderr) == (0, b"")
+
+
+def test_process_figures_are_shared_by_every_process(broker: zoldyq.Broker) -> None:
+    """Requests counted in several processes at once add up exactly, whoever is scraped."""
+    code = (
+        "import sys; from zoldyq import metrics; from zoldyq.counters import Counters\n"
+        "c = Counters(sys.argv[1])\n"
+        "for _ in range(500): metrics.count_request(c, 'GET', '/health', 200)\n"
+        "c.add(metrics.WS_CONNECTIONS_KEY, 2)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, broker.namespace]) for _ in range(2)]
+    mine = Counters(broker.namespace)
+    for _ in range(500):
+        metrics.count_request(mine, "GET", "/health", 200)
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    mine.add(metrics.WS_CONNECTIONS_KEY, -1)
+    mine.close()
+    text = scrape(broker)
+    lab = {"method": "GET", "route": "/health", "status": "200"}
+    assert value(text, "zoldyq_http_requests_total", **lab) == 1500
+    assert value(text, "zoldyq_websocket_connections") == 3
+
+
+def test_two_processes_report_the_same_queue_figures(broker: zoldyq.Broker) -> None:
+    """A scrape in another process gives the same per-queue samples as one here."""
+    for name in ("x", "y"):
+        q = broker.queue(name)
+        q.put_many(range(10))
+        q.get_many(3)
+    code = (
+        "import sys, zoldyq; from zoldyq import metrics\n"
+        "b = zoldyq.attach(sys.argv[1])\n"
+        "sys.stdout.write(metrics.exposition(metrics.registry(b)).decode())\n"
+    )
+    cmd = [sys.executable, "-c", code, broker.namespace]
+    theirs = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+
+    def queue_lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if 'queue="' in line]
+
+    assert queue_lines(theirs) == queue_lines(scrape(broker))
+    assert len(queue_lines(theirs)) > 40
+
+
+def test_deleted_queue_disappears(broker: zoldyq.Broker) -> None:
+    """A deleted queue is no longer exposed."""
+    broker.queue("gone").put(1)
+    broker.queue("kept").put(1)
+    broker.delete("gone")
+    text = scrape(broker)
+    assert 'queue="gone"' not in text
+    assert value(text, "zoldyq_queue_size", queue="kept") == 1
+
+
+def test_uptime_and_shm_free(broker: zoldyq.Broker) -> None:
+    """Namespace-wide gauges are present and sane."""
+    text = scrape(broker)
+    assert 0 <= value(text, "zoldyq_uptime_seconds") < 60
+    assert value(text, "zoldyq_shm_free_bytes") > 0
+    assert value(text, "process_open_fds") > 0
