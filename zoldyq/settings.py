@@ -81,6 +81,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ws_compression", _bool, False, "permessage-deflate on WebSocket"),
     Setting("snapshot_dir", _optional_str, None, "directory for snapshots (unset: disabled)"),
     Setting("graceful_timeout", float, 5.0, "seconds to finish in-flight work on shutdown"),
+    Setting("worker_class", _choice("asgi", "gthread"), "asgi",
+            "gunicorn worker: asgi (a long-poll costs no thread) or gthread"),
+    Setting("max_body_bytes", int, 16 << 20, "largest HTTP request body (413 before reading)"),
     Setting("ws_origins", _optional_str, None,
             "comma-separated Origin values the WS sidecar accepts (unset: any)"),
     Setting("ws_ping_interval", float, 20.0, "seconds between WS keepalive pings (0: off)"),
@@ -116,6 +119,8 @@ class Settings:
     ws_compression: bool
     snapshot_dir: str | None
     graceful_timeout: float
+    worker_class: str
+    max_body_bytes: int
     ws_origins: str | None
     ws_ping_interval: float
     snapshot_on_exit: bool

@@ -1,0 +1,97 @@
+"""The API as a ``falcon.asgi`` app: a long-poll is a coroutine, not a thread.
+
+Waiting dequeues use ``Queue.aget_many``: one shared waiter thread per queue
+per process, so any number of long-polls leave the event loop free for
+enqueues and ``/health``. Everything else calls the engine directly: a ring
+operation is a microsecond and never waits for a consumer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from zoldyq.http import core, ops
+from zoldyq.http.errors import body_too_large, error_reply
+from zoldyq.http.routes import Route, by_path
+
+_perf = time.perf_counter
+
+
+async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
+    """The whole body, refused (413) before reading when Content-Length says too big,
+    or as soon as a chunked body passes ``limit``."""
+    size = req.content_length
+    if size is not None:
+        if size > limit:
+            raise body_too_large(size, limit)
+        return await req.stream.read() if size else b""
+    chunks, total = [], 0
+    async for chunk in req.stream:
+        total += len(chunk)
+        if total > limit:
+            raise body_too_large(None, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def write(resp: Any, reply: core.Reply) -> None:
+    resp.status = reply.status
+    if reply.status != 204:
+        resp.data = reply.body
+        resp.content_type = reply.content_type
+    if reply.headers:
+        resp.set_headers(reply.headers)
+
+
+def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
+    handler, name, needs_body, auth = route.handler, route.name, route.body, route.auth
+    waits = name == "dequeue"
+
+    async def respond(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: str) -> None:
+        t0 = _perf()
+        try:
+            if auth and ctx.token:
+                core.check_auth(ctx, req.get_header("Authorization"))
+            if waits:
+                q, n, timeout, batch = core.dequeue_args(
+                    ctx, req.get_param("timeout"), req.get_param("max"), **params
+                )
+                msgs = await q.aget_many(n, timeout) if timeout > 0 else q.get_many(n, 0)
+                reply = core.dequeue_reply(q, msgs, batch)
+            else:
+                body = await read_body(req, ctx.max_body) if needs_body else b""
+                assert handler is not None
+                reply = handler(ctx, req.content_type, body, **params)
+        except Exception as ex:
+            status, data, headers = error_reply(ex, req.method, req.path)
+            reply = core.Reply(status, data, core.JSON, headers)
+        write(resp, reply)
+        ops.observe(ctx, req.method, name, reply.status, _perf() - t0)
+
+    return respond
+
+
+def create(ctx: core.Ctx) -> falcon.asgi.App:
+    app = falcon.asgi.App(cors_enable=False)
+    for path, routes in by_path().items():
+        app.add_route(path, SimpleNamespace(
+            **{"on_" + r.method.lower(): _responder(ctx, r) for r in routes}
+        ))
+
+    async def unmatched(
+        req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: Any,
+        ws: Any = None,
+    ) -> None:
+        """Errors raised outside a responder: unknown route, wrong method, bad header."""
+        status, data, headers = error_reply(ex, req.method, req.path)
+        write(resp, core.Reply(status, data, core.JSON, headers))
+        ops.observe(ctx, req.method, "unmatched", status, 0.0)
+
+    app.add_error_handler((Exception, falcon.HTTPError), unmatched)
+    return app

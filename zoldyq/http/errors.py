@@ -1,0 +1,88 @@
+"""Request errors of the HTTP layer, and the one mapping of any exception to a reply.
+
+Engine errors (``zoldyq.errors``) already carry ``code``, ``http_status`` and
+``fields()``; ``RequestError`` adds the few that only exist over HTTP (bad
+query parameters, bodies, auth). ``error_reply`` is the single place where an
+exception becomes a status and a JSON body; both app shells call it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+import orjson
+
+from zoldyq.errors import ZoldyQError
+
+log = logging.getLogger("zoldyq.http")
+
+
+class RequestError(ZoldyQError):
+    """The request itself is wrong: bad parameter, body, method or credentials."""
+
+    def __init__(self, status: int, code: str, message: str, **fields: object) -> None:
+        super().__init__(status, code, message)
+        self.http_status = status
+        self.code = code
+        self.message = message
+        self._fields = fields
+
+    def __str__(self) -> str:
+        return self.message
+
+    def fields(self) -> dict[str, object]:
+        return self._fields
+
+
+def body_too_large(size: int | None, limit: int) -> RequestError:
+    what = "request body" if size is None else f"request body of {size} bytes"
+    return RequestError(
+        413, "body_too_large", f"{what} exceeds the limit of {limit} bytes", max_body_bytes=limit
+    )
+
+
+_FALCON_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    411: "length_required",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_reply(ex: BaseException, method: str, path: str) -> tuple[int, bytes, dict[str, str]]:
+    """(status, JSON body, extra headers) for any exception; logs it in one line.
+
+    Bad input is the client's fault and logged at info; anything else is a bug
+    or a broken namespace, logged with its stack trace here and never sent.
+    """
+    headers: dict[str, str] = {}
+    if isinstance(ex, ZoldyQError) and ex.http_status < 500:
+        status, code, message = ex.http_status, ex.code, str(ex)
+        body = {"error": code, "message": message, **ex.fields()}
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        log.info("%s %s -> %d %s: %s", method, path, status, code, message)
+    elif isinstance(ex, ZoldyQError):
+        status, code = ex.http_status, ex.code
+        body = {"error": code, "message": str(ex)}
+        log.error("%s %s -> %d %s: %s", method, path, status, code, ex)
+    elif isinstance(ex, falcon.HTTPError):
+        status = ex.status_code
+        code = _FALCON_CODES.get(status, "http_error")
+        message = ex.description or ex.title or code
+        if status == 404:
+            message = f"no route for {method} {path}"
+        elif status == 405:
+            message = f"method {method} is not allowed on {path}"
+        body = {"error": code, "message": message}
+        headers.update(ex.headers or {})
+        log.info("%s %s -> %d %s", method, path, status, code)
+    else:
+        status, code = 500, "internal_error"
+        body = {"error": code, "message": "internal error (logged by the server)"}
+        log.error("%s %s -> 500: %r", method, path, ex, exc_info=ex)
+    return status, orjson.dumps(body), headers

@@ -1,0 +1,222 @@
+"""``GET /openapi.json``: OpenAPI 3.1 for every route of ``routes.ROUTES``.
+
+One entry per route name in ``OPERATIONS`` (summary, parameters, request
+body, responses); ``document()`` fails loudly if a route is undocumented.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+from typing import Any
+
+import orjson
+
+from zoldyq.http.routes import ROUTES
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _resp(description: str, schema: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema:
+        out.update(_json(_ref(schema)))
+    return out
+
+
+def _err(description: str) -> dict[str, Any]:
+    return _resp(description, "Error")
+
+
+NAME = {"name": "name", "in": "path", "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}}
+AUTH = {"401": _err("missing or wrong bearer token (when ZOLDYQ_TOKEN is set)")}
+BAD_NAME = {"400": _err("bad queue name (`bad_name`)")}
+TOO_BIG = {"413": _err("body over ZOLDYQ_MAX_BODY_BYTES (`body_too_large`) or message over "
+                       "the queue's max_message_bytes (`message_too_large`)")}
+ENQUEUE_ERRORS = {
+    **BAD_NAME, **AUTH, **TOO_BIG,
+    "429": _err("queue at capacity (`queue_full`, with `queue_capacity`)"),
+    "507": _err("namespace holds ZOLDYQ_MAX_QUEUES queues (`too_many_queues`) or /dev/shm is "
+                "full (`storage_exhausted`)"),
+}
+NOT_FOUND = {"404": _err("no such queue (`queue_not_found`)")}
+
+OPERATIONS: dict[str, dict[str, Any]] = {
+    "enqueue": {
+        "summary": "Enqueue one message (created on first use)",
+        "parameters": [NAME],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _ref("EnqueueRequest")},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
+                                         "description": "stored and returned as raw bytes"},
+        }},
+        "responses": {"200": _resp("queued", "EnqueueResponse"),
+                      **ENQUEUE_ERRORS,
+                      "400": _err("bad JSON, no `payload` field, or bad name")},
+    },
+    "dequeue": {
+        "summary": "Dequeue one message, or a batch with `max`, waiting up to `timeout`",
+        "parameters": [
+            NAME,
+            {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0,
+             "maximum": 30, "default": 0},
+             "description": "seconds to wait for a message (max ZOLDYQ_DEQUEUE_MAX_TIMEOUT)"},
+            {"name": "max", "in": "query", "schema": {"type": "integer", "minimum": 1},
+             "description": "return a batch of up to `max` messages (max ZOLDYQ_MAX_BATCH)"},
+        ],
+        "responses": {
+            "200": {"description": "a message (a raw one comes back as its bytes, with "
+                                   "X-Zoldyq-Queue-Name, X-Zoldyq-Enqueued-At and "
+                                   "X-Zoldyq-Queue-Size headers), or a batch",
+                    "content": {
+                        "application/json": {"schema": {"oneOf": [
+                            _ref("DequeueResponse"), _ref("BatchDequeueResponse")]}},
+                        "application/octet-stream": {"schema": {"type": "string",
+                                                                "format": "binary"}},
+                    }},
+            "204": _resp("no message within the timeout (or the server is stopping)"),
+            "400": _err("bad name, `timeout` or `max`"),
+            **AUTH, **NOT_FOUND,
+        },
+    },
+    "enqueue_batch": {
+        "summary": "Enqueue a list of messages: all of them or none",
+        "parameters": [NAME],
+        "requestBody": {"required": True, **_json(_ref("BatchRequest"))},
+        "responses": {"200": _resp("all queued", "BatchResponse"), **ENQUEUE_ERRORS,
+                      "400": _err("bad JSON, no `payloads` list, too many messages, bad name")},
+    },
+    "list_queues": {
+        "summary": "Every queue with its size and caps",
+        "responses": {"200": _resp("the queues", "QueueList"), **AUTH},
+    },
+    "get_queue": {
+        "summary": "One queue's size, caps and counters",
+        "parameters": [NAME],
+        "responses": {"200": _resp("the queue", "QueueInfo"), **BAD_NAME, **AUTH, **NOT_FOUND},
+    },
+    "put_queue": {
+        "summary": "Create a queue, optionally with its own caps",
+        "parameters": [NAME],
+        "requestBody": {"required": False, **_json(_ref("QueueCaps"))},
+        "responses": {
+            "201": _resp("created", "QueueInfo"),
+            "200": _resp("already exists with these caps", "QueueInfo"),
+            "400": _err("bad name or caps"),
+            **AUTH,
+            "409": _err("exists with other caps (`queue_exists`)"),
+            "507": _err("too many queues or /dev/shm full"),
+        },
+    },
+    "delete_queue": {
+        "summary": "Delete a queue and its messages",
+        "parameters": [NAME],
+        "responses": {"200": _resp("deleted", "Deleted"), **BAD_NAME, **AUTH, **NOT_FOUND},
+    },
+    "clear_queue": {
+        "summary": "Drop every message of a queue",
+        "parameters": [NAME],
+        "responses": {"200": _resp("cleared", "Cleared"), **BAD_NAME, **AUTH, **NOT_FOUND},
+    },
+    "health": {
+        "summary": "Status, uptime and per-queue size, capacity, utilization and totals",
+        "responses": {"200": _resp("healthy", "Health"),
+                      "503": _resp("unhealthy, with a reason", "Health")},
+    },
+    "metrics": {
+        "summary": "Prometheus text exposition",
+        "responses": {"200": {"description": "metrics",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}},
+                      **AUTH},
+    },
+    "snapshot": {
+        "summary": "Write a snapshot of every queue to ZOLDYQ_SNAPSHOT_DIR",
+        "responses": {"200": _resp("written", "Snapshot"), **AUTH,
+                      "501": _err("snapshots are disabled")},
+    },
+    "openapi": {
+        "summary": "This document",
+        "responses": {"200": {"description": "OpenAPI 3.1",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}},
+    },
+}
+
+_INT = {"type": "integer"}
+_STR = {"type": "string"}
+_COUNTERS = ("enqueued_total", "dequeued_total", "cleared_total", "queue_full_total",
+             "dequeue_timeout_total", "bytes_in_total", "bytes_out_total")
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error", "message"],
+              "properties": {"error": _STR, "message": _STR},
+              "additionalProperties": True},
+    "EnqueueRequest": {"type": "object", "required": ["payload"],
+                       "properties": {"payload": {"description": "any JSON value"}}},
+    "EnqueueResponse": {"type": "object", "properties": {
+        "queued": {"type": "boolean"}, "queue_name": _STR, "queue_size": _INT,
+        "enqueued_at": {"type": "integer", "description": "µs since the epoch"}}},
+    "BatchRequest": {"type": "object", "required": ["payloads"],
+                     "properties": {"payloads": {"type": "array", "items": {}}}},
+    "BatchResponse": {"type": "object", "properties": {
+        "queued": {"type": "boolean"}, "queue_name": _STR, "count": _INT, "queue_size": _INT,
+        "enqueued_at": _INT}},
+    "DequeueResponse": {"type": "object", "properties": {
+        "payload": {}, "queue_name": _STR, "enqueued_at": _INT, "queue_size": _INT}},
+    "BatchDequeueResponse": {"type": "object", "properties": {
+        "messages": {"type": "array", "items": {"type": "object", "properties": {
+            "payload": {"description": "the JSON value, or base64 text for a raw message"},
+            "encoding": {"const": "base64"}, "enqueued_at": _INT}}},
+        "count": _INT, "queue_name": _STR, "queue_size": _INT}},
+    "QueueCaps": {"type": "object", "additionalProperties": False, "properties": {
+        "max_messages": _INT, "max_bytes": _INT, "max_message_bytes": _INT}},
+    "QueueInfo": {"type": "object", "properties": {
+        "name": _STR, "size": _INT, "capacity": _INT, "bytes": _INT, "max_bytes": _INT,
+        "max_message_bytes": _INT, "utilization": {"type": "number"}, "waiters": _INT,
+        "created_at": _INT, "created": {"type": "boolean"},
+        **{c: _INT for c in _COUNTERS}}},
+    "QueueList": {"type": "object", "properties": {
+        "queues": {"type": "array", "items": _ref("QueueInfo")}, "count": _INT}},
+    "Deleted": {"type": "object", "properties": {"deleted": {"type": "boolean"},
+                                                 "queue_name": _STR}},
+    "Cleared": {"type": "object", "properties": {"cleared": _INT, "queue_name": _STR,
+                                                 "queue_size": _INT}},
+    "Health": {"type": "object", "properties": {
+        "status": _STR, "uptime_seconds": {"type": "number"}, "total_queues": _INT,
+        "queues": {"type": "object", "additionalProperties": {"type": "object"}}}},
+    "Snapshot": {"type": "object", "additionalProperties": True},
+}
+
+
+def document() -> dict[str, Any]:
+    try:
+        version = importlib.metadata.version("zoldyq")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    paths: dict[str, dict[str, Any]] = {}
+    for r in ROUTES:
+        op = dict(OPERATIONS[r.name], operationId=r.name)
+        if not r.auth:
+            op["security"] = []
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ZoldyQ", "version": version,
+                 "description": "In-memory FIFO queues in POSIX shared memory."},
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+@functools.cache
+def document_bytes() -> bytes:
+    return orjson.dumps(document())

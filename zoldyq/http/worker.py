@@ -1,0 +1,53 @@
+"""gunicorn worker classes whose SIGTERM also wakes every long-poll at once.
+
+gunicorn's own handlers only mark the worker as stopping; a dequeue parked
+for 30 s would then hold the stop for 30 s. Both classes call
+``shutdown.begin()`` from their main loop (never inside a signal handler),
+which starts the wake-up thread; the parked dequeues answer 204 and gunicorn
+closes their connections since the worker is no longer alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from gunicorn.workers.gasgi import ASGIWorker
+from gunicorn.workers.gthread import ThreadWorker
+
+from zoldyq.http import shutdown
+
+KEEPALIVE_LINGER = 0.1  # a stopping gthread worker closes idle keep-alive connections this fast
+
+
+class AsgiWorker(ASGIWorker):
+    """gunicorn's asyncio worker running the ``falcon.asgi`` app."""
+
+    _main: asyncio.Task[Any] | None = None
+
+    async def _serve(self) -> None:
+        self._main = asyncio.current_task()
+        await super()._serve()
+
+    def handle_exit_signal(self) -> None:
+        # Runs in the event loop (loop.add_signal_handler), not in signal context.
+        super().handle_exit_signal()
+        shutdown.begin()
+        if self._main is not None and self.servers:
+            self._main.cancel()  # the main loop sleeps 1 s between heartbeats: stop now
+
+    def handle_quit_signal(self) -> None:
+        shutdown.begin()
+        super().handle_quit_signal()
+
+
+class GthreadWorker(ThreadWorker):
+    """gunicorn's gthread worker running the WSGI app."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        self.method_queue.defer(shutdown.begin)  # run by the main loop, right after the signal
+
+    def _cap_keepalive(self, deadline: float) -> None:
+        super()._cap_keepalive(min(deadline, time.monotonic() + KEEPALIVE_LINGER))
