@@ -1,0 +1,165 @@
+"""/health: the seed's shape when the namespace works, 503 with a reason when it does not."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import zoldyq
+from zoldyq import health
+from zoldyq.errors import BrokenError
+
+HOLD = """
+import sys, time, zoldyq
+b = zoldyq.attach(sys.argv[1])
+which = sys.argv[2]
+if which == "registry":
+    lock = b.registry.lock
+else:
+    sq = b._shared("q", create=False)
+    lock = sq.put_lock if which == "put" else sq.get_lock
+lock.acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def holder(broker: zoldyq.Broker) -> Iterator[object]:
+    """Start a process that takes one lock of the namespace and keeps it; killed at the end."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(which: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen([sys.executable, "-c", HOLD, broker.namespace, which],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+        procs.append(p)
+        assert p.stdout is not None
+        assert p.stdout.readline() == "held\n"
+        return p
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait(timeout=30)
+
+
+def wait_healthy(broker: zoldyq.Broker) -> dict[str, object]:
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = health.check(broker, lock_timeout=0.5)
+        if status == 200 or time.monotonic() > deadline:
+            assert status == 200, body
+            return body
+
+
+def test_shape_is_the_seeds(broker: zoldyq.Broker) -> None:
+    """Status, uptime, queue count and per-queue figures, with nothing else."""
+    broker.create_queue("emails", max_messages=200)
+    q = broker.queue("emails")
+    q.put_many(range(50))
+    q.get_many(4)
+    broker.create_queue("tiny", max_messages=1)
+    broker.queue("tiny").put(1)
+    with pytest.raises(zoldyq.QueueFull):
+        broker.queue("tiny").put(2)
+    status, body = health.check(broker)
+    assert status == 200
+    assert isinstance(body["uptime_seconds"], int)
+    assert body == {
+        "status": "healthy",
+        "uptime_seconds": body["uptime_seconds"],
+        "total_queues": 2,
+        "queues": {
+            "emails": {
+                "size": 46,
+                "capacity": 200,
+                "utilization": 0.23,
+                "enqueued_total": 50,
+                "dequeued_total": 4,
+                "queue_full_count": 0,
+            },
+            "tiny": {
+                "size": 1,
+                "capacity": 1,
+                "utilization": 1.0,
+                "enqueued_total": 1,
+                "dequeued_total": 0,
+                "queue_full_count": 1,
+            },
+        },
+    }
+
+
+def test_empty_namespace(broker: zoldyq.Broker) -> None:
+    """No queues is healthy too."""
+    assert health.check(broker)[1]["queues"] == {}
+
+
+@pytest.mark.parametrize(
+    ("which", "reason"),
+    [
+        ("put", r"the put lock of queue 'q' has been held for \d+\.\d s \(a stuck process\?\)"),
+        ("get", r"the get lock of queue 'q' has been held for \d+\.\d s \(a stuck process\?\)"),
+        ("registry", r"the registry lock has been held for \d+\.\d s \(a stuck process\?\)"),
+    ],
+)
+def test_stuck_lock_is_unhealthy_until_its_holder_dies(
+    broker: zoldyq.Broker, holder, which: str, reason: str  # type: ignore[no-untyped-def]
+) -> None:
+    """A live process that keeps a lock makes /health 503; once it dies, the lock is repaired."""
+    broker.queue("q").put(1)
+    proc = holder(which)
+    started = time.monotonic()
+    status, body = health.check(broker, lock_timeout=0.3)
+    assert time.monotonic() - started < 5
+    assert status == 503
+    assert set(body) == {"status", "reason"}
+    assert body["status"] == "unhealthy"
+    assert re.fullmatch(reason, body["reason"]), body["reason"]
+    proc.kill()
+    proc.wait(timeout=30)
+    wait_healthy(broker)
+    assert [m.payload for m in broker.queue("q").get_many(5)] == [1]
+
+
+def test_lock_that_cannot_be_repaired(broker: zoldyq.Broker, holder) -> None:  # type: ignore[no-untyped-def]
+    """A holder that died inside and a repair that fails: 503 saying which lock and why."""
+    broker.queue("q").put(1)
+    sq = broker._shared("q", create=False)
+    repair = sq.get_lock.on_dirty
+
+    def broken() -> None:
+        raise BrokenError("the ring does not parse")
+
+    proc = holder("get")
+    proc.kill()
+    proc.wait(timeout=30)
+    sq.get_lock.on_dirty = broken
+    try:
+        status, body = health.check(broker, lock_timeout=2.0)
+        assert (status, body) == (503, {
+            "status": "unhealthy",
+            "reason": "the get lock of queue 'q' cannot be recovered: the ring does not parse",
+        })  # fmt: skip
+    finally:
+        sq.get_lock.on_dirty = repair
+    wait_healthy(broker)
+
+
+def test_destroyed_namespace(namespace: str) -> None:
+    """A namespace destroyed under a live handle is reported, not crashed on."""
+    b = zoldyq.create(namespace, max_queues=4)
+    try:
+        b.queue("q").put(1)
+        zoldyq.destroy(namespace)
+        assert health.check(b) == (503, {
+            "status": "unhealthy",
+            "reason": f"namespace '{namespace}' was destroyed",
+        })  # fmt: skip
+    finally:
+        b.close()
