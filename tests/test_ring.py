@@ -106,7 +106,7 @@ def test_written_but_uncommitted_records_are_invisible() -> None:
     assert ring.read(10)[0] == []
     ring.commit_tail(new_tail, 1, 1)
     assert ring.count() == 1
-    assert ring.read(10)[0] == [(KIND_JSON, b"1", 5)]
+    assert ring.read(10)[0] == [(KIND_JSON, b"1", 5, None)]
 
 
 def test_an_empty_ring_always_fits_a_maximal_record() -> None:

@@ -9,10 +9,12 @@ the old one.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -30,7 +32,6 @@ from zoldyq.shm import names
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
-from zoldyq.shm.ring import Record
 
 DEFAULT_NAMESPACE = "zoldyq"
 _dumps = orjson.dumps
@@ -38,31 +39,32 @@ _loads = orjson.loads
 _perf_ns = time.perf_counter_ns
 
 
-class Message:
-    """One dequeued message. ``payload`` is the JSON value, or ``bytes`` for a raw message."""
+class Message(tuple):  # type: ignore[type-arg]
+    """One dequeued message: ``payload`` is the JSON value, or ``bytes`` for a raw message.
 
-    __slots__ = ("_payload", "data", "enqueued_at", "kind", "queue_name")
+    A tuple (kind, data, enqueued_at, queue_name) built straight from the ring's
+    records in C, because a batch of a thousand messages should not cost a
+    thousand Python ``__init__`` calls; ``payload`` is decoded on first access.
+    """
 
-    def __init__(self, queue_name: str, record: Record) -> None:
-        self.queue_name = queue_name
-        self.kind, self.data, self.enqueued_at = record
-        self._payload: Any = _UNSET
+    kind: int = property(itemgetter(0))  # type: ignore[assignment]
+    data: bytes = property(itemgetter(1))  # type: ignore[assignment]
+    enqueued_at: int = property(itemgetter(2))  # type: ignore[assignment]
+    queue_name: str = property(itemgetter(3))  # type: ignore[assignment]
 
     @property
     def is_raw(self) -> bool:
-        return self.kind == KIND_BYTES
+        return self[0] == KIND_BYTES
 
-    @property
+    @functools.cached_property
     def payload(self) -> Any:
-        if self._payload is _UNSET:
-            self._payload = self.data if self.kind == KIND_BYTES else _loads(self.data)
-        return self._payload
+        return self[1] if self[0] == KIND_BYTES else _loads(self[1])
 
     def __repr__(self) -> str:
         return f"Message({self.queue_name!r}, {self.payload!r}, enqueued_at={self.enqueued_at})"
 
 
-_UNSET: Any = object()
+_message = functools.partial(tuple.__new__, Message)
 
 
 class Receipt(NamedTuple):
@@ -70,6 +72,9 @@ class Receipt(NamedTuple):
 
     queue_size: int
     enqueued_at: int
+
+
+_receipt = functools.partial(tuple.__new__, Receipt)  # NamedTuple's own __new__ is slow
 
 
 def encode_json(payload: Any) -> bytes:
@@ -94,11 +99,15 @@ class Queue:
 
     def put(self, payload: Any) -> Receipt:
         """Enqueue a JSON value. Raises QueueFull, MessageTooLarge, InvalidPayload."""
-        return self.put_records([(KIND_JSON, encode_json(payload))])
+        try:
+            data = _dumps(payload)
+        except TypeError as ex:
+            raise InvalidPayload(str(ex)) from None
+        return self.put_records([(KIND_JSON, data)])
 
     def put_bytes(self, data: bytes) -> Receipt:
-        """Enqueue raw bytes, returned as ``bytes`` by get."""
-        return self.put_records([(KIND_BYTES, bytes(data))])
+        """Enqueue raw bytes (any bytes-like), returned as ``bytes`` by get."""
+        return self.put_records([(KIND_BYTES, data)])
 
     def put_many(self, payloads: Iterable[Any]) -> Receipt:
         """Enqueue JSON values in one lock round trip: all of them or none."""
@@ -117,9 +126,9 @@ class Queue:
                 if len(data) > limit:
                     raise MessageTooLarge(len(data), limit, self.name)
             if not records:
-                return Receipt(sq.ring.count(), time.time_ns() // 1000)
+                return _receipt((sq.ring.count(), time.time_ns() // 1000))
             try:
-                return Receipt(*sq.put(records, t0))
+                return _receipt(sq.put(records, t0))
             except QueueDeleted:
                 self._forget(sq)
                 if attempt:
@@ -147,12 +156,11 @@ class Queue:
             return []
         sq = self._sq or self._resolve(create=False)
         try:
-            records = sq.get(max, timeout)
+            records = sq.get(max, timeout, self.name)
         except QueueDeleted:
             self._forget(sq)
             raise QueueNotFound(self.name) from None
-        name = self.name
-        return [Message(name, r) for r in records]
+        return list(map(_message, records))
 
     def stream(self, timeout: float | None = None) -> Iterator[Message]:
         """Yield messages as they arrive; ends after ``timeout`` idle seconds or on interrupt."""

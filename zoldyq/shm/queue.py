@@ -58,7 +58,7 @@ from zoldyq.shm.ring import Record, Ring, RingCorrupt, RingFull
 
 RESERVE_CHUNK = 1 << 20  # ring memory is backed 1 MiB at a time as it is first used
 WAIT_SLICE = 0.5  # sem_timedwait uses the wall clock: wait in slices of a monotonic deadline
-SPIN_CHECKS = 40  # re-reads of the tail before parking (~10 µs): catches a busy producer
+SPIN_SECONDS = 50e-6  # how long an empty get watches the tail before parking
 
 _BusyError = posix_ipc.BusyError
 _SignalError = posix_ipc.SignalError
@@ -222,7 +222,9 @@ class SharedQueue:
 
     # -- get -------------------------------------------------------------------
 
-    def _take(self, max_n: int, t0: int, was_waiting: bool, keep_waiting: bool) -> list[Record]:
+    def _take(
+        self, max_n: int, t0: int, was_waiting: bool, keep_waiting: bool, tag: object = None
+    ) -> list[Record]:
         """Pop up to ``max_n`` under the get lock and (un)register as a waiter."""
         words, ring = self.words, self.ring
         lock = self.get_lock
@@ -237,7 +239,7 @@ class SharedQueue:
             records: list[Record] = []
             if ring.count():
                 try:
-                    records, new_head, nbytes = ring.read(max_n)
+                    records, new_head, nbytes = ring.read(max_n, tag)
                 except RingCorrupt as ex:
                     raise BrokenError(f"queue '{self.name}': {ex}") from ex
                 if hooks.pause_at:
@@ -260,15 +262,23 @@ class SharedQueue:
             lock.release()
         return records
 
-    def get(self, max_n: int, timeout: float) -> list[Record]:
+    def get(self, max_n: int, timeout: float, tag: object = None) -> list[Record]:
         """Take up to ``max_n`` records, waiting up to ``timeout`` seconds for the first."""
         if self.interrupted:
             timeout = 0.0
-        t0 = _perf_ns()
-        records = self._take(max_n, t0, False, timeout > 0)
+        records = self._take(max_n, _perf_ns(), False, False, tag)
         if records or timeout <= 0:
             return records
         deadline = _monotonic() + timeout
+        # A busy producer is usually microseconds away: look again before parking,
+        # which costs both sides a system call and this side a context switch.
+        if self._spin(min(SPIN_SECONDS, timeout)):
+            records = self._take(max_n, _perf_ns(), False, False, tag)
+            if records:
+                return records
+        records = self._take(max_n, _perf_ns(), False, True, tag)
+        if records:
+            return records
         waiting = True
         with self._waiters_lock:
             self._local_waiters += 1
@@ -276,7 +286,7 @@ class SharedQueue:
             while True:
                 self._park(deadline)
                 stay = not self.interrupted and _monotonic() < deadline
-                records = self._take(max_n, _perf_ns(), True, stay)
+                records = self._take(max_n, _perf_ns(), True, stay, tag)
                 waiting = stay and not records
                 if not waiting:
                     return records
@@ -286,12 +296,20 @@ class SharedQueue:
             if waiting:  # interrupted by an exception while parked
                 self._take(0, 0, True, False)
 
+    def _spin(self, seconds: float) -> bool:
+        """Watch the tail for ``seconds`` without any lock; True once there is a message."""
+        count = self.ring.count
+        end = _perf_ns() + int(seconds * 1e9)
+        while _perf_ns() < end:
+            for _ in range(16):
+                if count():
+                    return True
+        return False
+
     def _park(self, deadline: float) -> None:
         """Sleep until the doorbell rings, the ring is non-empty or the deadline passes."""
-        ring = self.ring
-        for _ in range(SPIN_CHECKS):
-            if ring.count():
-                return
+        if self.ring.count():
+            return
         remaining = deadline - _monotonic()
         if remaining <= 0 or self.interrupted:
             return

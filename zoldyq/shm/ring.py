@@ -30,7 +30,6 @@ the sequence numbers, which are exact.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 from zoldyq.shm.layout import (
     KIND_BYTES,
@@ -52,6 +51,8 @@ from zoldyq.shm.layout import (
 )
 
 HDR = RECORD.size
+_PAD = tuple(bytes(n) for n in range(8))
+_hdr = RECORD.pack
 _pack_hdr = RECORD.pack_into
 _unpack_hdr = RECORD.unpack_from
 
@@ -87,10 +88,7 @@ class RingCorrupt(Exception):
     """A record between head and tail does not parse: never handed out."""
 
 
-class Record(NamedTuple):
-    kind: int
-    data: bytes
-    enqueued_at: int
+Record = tuple[int, bytes, int, object]  # kind, payload, enqueued_at µs, the caller's tag
 
 
 class Ring:
@@ -154,24 +152,36 @@ class Ring:
         if count + n > self.max_messages:
             raise RingFull(count)
         free = size - (((off - (head & SEQ_MASK)) % size or size) if count else 0)
-        if n == 1:  # the common case, without the planning loop
-            need, high = _span(off, (HDR + len(records[0][1]) + 7) & ~7, size)
-        else:
-            need = high = 0
-            pos = off
-            for _kind, payload in records:
-                rec = (HDR + len(payload) + 7) & ~7
-                used, top = _span(pos, rec, size)
-                need += used
-                high = max(high, top)
-                pos = (pos + used) % size
+        if n == 1:
+            kind, payload = records[0]
+            blob = b""
+            need, high = _span(off, (HDR + len(payload) + 7) & ~7, size)
+        else:  # one contiguous blob when it fits before the end, else record by record
+            blob = b"".join([_hdr(len(p), k, enqueued_at) + p + _PAD[-len(p) & 7]
+                             for k, p in records])
+            need = high = len(blob)
+            if need <= size - off:
+                high += off
+            else:
+                blob, need, high, pos = b"", 0, 0, off
+                for _kind, payload in records:
+                    used, top = _span(pos, (HDR + len(payload) + 7) & ~7, size)
+                    need += used
+                    high = max(high, top)
+                    pos = (pos + used) % size
         if need > free:
             raise RingFull(count, need)
         if high > words[W_RESERVED] and self._reserve is not None:
             self._reserve(high)
-        pos = off
-        for kind, payload in records:
-            pos = self._emit(pos, kind, payload, enqueued_at)
+        if n == 1:
+            pos = self._emit(off, kind, payload, enqueued_at)
+        elif blob:
+            self.data[off : off + need] = blob
+            pos = (off + need) % size
+        else:
+            pos = off
+            for kind, payload in records:
+                pos = self._emit(pos, kind, payload, enqueued_at)
         return (((seq + n) & SEQ_MASK) << 32) | pos
 
     def _emit(self, pos: int, kind: int, payload: bytes, enqueued_at: int) -> int:
@@ -203,8 +213,8 @@ class Ring:
 
     # -- get side --------------------------------------------------------------
 
-    def read(self, max_n: int) -> tuple[list[Record], int, int]:
-        """Read up to ``max_n`` records from the head.
+    def read(self, max_n: int, tag: object = None) -> tuple[list[Record], int, int]:
+        """Read up to ``max_n`` records (kind, payload, enqueued_at, tag) from the head.
 
         Returns (records, new head word, payload bytes); nothing is removed
         until ``commit_head``. Raises RingCorrupt rather than return a record
@@ -213,28 +223,28 @@ class Ring:
         head = self.words[W_HEAD]
         seq, off = head >> 32, head & SEQ_MASK
         n = min(((self.words[W_TAIL] >> 32) - seq) & SEQ_MASK, max_n)
+        size, data = self.size, self.data
         out: list[Record] = []
+        append = out.append
         nbytes = 0
         for _ in range(n):
-            record, off = self._parse(off)
-            out.append(record)
-            nbytes += len(record.data)
+            if size - off < HDR:
+                off = 0
+            length, kind, ts = _unpack_hdr(data, off)
+            if kind == KIND_WRAP:
+                off = 0
+                length, kind, ts = _unpack_hdr(data, 0)
+            start = off + HDR
+            off = start + length
+            if (kind != KIND_JSON and kind != KIND_BYTES) or off > size:
+                raise RingCorrupt(f"bad record at offset {start - HDR}: kind {kind}, "
+                                  f"length {length}")
+            append((kind, bytes(data[start:off]), ts, tag))
+            nbytes += length
+            off = (off + 7) & ~7
+            if off == size:
+                off = 0
         return out, (((seq + n) & SEQ_MASK) << 32) | off, nbytes
-
-    def _parse(self, off: int) -> tuple[Record, int]:
-        """The record at ``off`` (following a wrap) and the offset after it."""
-        size, data = self.size, self.data
-        if size - off < HDR:
-            off = 0
-        length, kind, ts = _unpack_hdr(data, off)
-        if kind == KIND_WRAP:
-            off = 0
-            length, kind, ts = _unpack_hdr(data, 0)
-        start = off + HDR
-        if (kind != KIND_JSON and kind != KIND_BYTES) or start + length > size:
-            raise RingCorrupt(f"bad record at offset {off}: kind {kind}, length {length}")
-        off = (start + length + 7) & ~7
-        return Record(kind, bytes(data[start : start + length]), ts), 0 if off == size else off
 
     def commit_head(self, new_head: int, n: int, payload_bytes: int) -> None:
         words = self.words
