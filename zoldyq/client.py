@@ -9,6 +9,7 @@ JSON value, or ``bytes`` when ``raw``.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import ssl
@@ -181,7 +182,7 @@ class HttpClient:
                 conn.request(method, self._prefix + path, body=body, headers=headers)
                 r = conn.getresponse()
                 resp = Response(r.status, r.reason, r.getheader("Content-Type") or "", r.read(),
-                                r.getheader("X-Enqueued-At"))
+                                r.getheader("X-Zoldyq-Enqueued-At"))
                 break
             except (ConnectionError, http.client.HTTPException, OSError) as ex:
                 self.close()
@@ -208,7 +209,7 @@ class HttpClient:
         return orjson.loads(resp.body)  # type: ignore[no-any-return]
 
     def put_many(self, queue: str, payloads: list[Any]) -> dict[str, Any]:
-        body = {"messages": [{"payload": p} for p in payloads]}
+        body = {"payloads": payloads}
         return self._json("POST", f"/queues/{_q(queue)}/batch", body)
 
     def get(self, queue: str, timeout: float = 0.0, max: int = 1) -> list[dict[str, Any]]:
@@ -228,10 +229,7 @@ class HttpClient:
         return [_from_http(queue, m) for m in items]
 
     def queues(self) -> list[dict[str, Any]]:
-        status, doc = self.health()
-        if status != 200:
-            raise ClientError(status, "unhealthy", doc.get("reason", "server is unhealthy"))
-        return [_row({"name": n, **s}) for n, s in sorted(doc["queues"].items())]
+        return [_row(s) for s in self._json("GET", "/queues")["queues"]]
 
     def health(self) -> tuple[int, dict[str, Any]]:
         try:
@@ -265,11 +263,9 @@ def _q(name: str) -> str:
 
 
 def _from_http(queue: str, m: dict[str, Any]) -> dict[str, Any]:
-    if "payload_base64" in m:
-        import base64
-
+    if m.get("encoding") == "base64":
         return {
-            "payload": base64.b64decode(m["payload_base64"]),
+            "payload": base64.b64decode(m["payload"]),
             "queue_name": m.get("queue_name", queue),
             "enqueued_at": m.get("enqueued_at", 0),
             "raw": True,

@@ -13,6 +13,7 @@ families below are named without it; the exposed names are the contract.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "QueueCollector", "count_request", "exposition
 
 HTTP_KEY = "http"
 WS_CONNECTIONS_KEY = "ws_connections"
+STARTED_ENV = "ZOLDYQ_STARTED_AT"  # set by the launcher / gunicorn's master for its children
 
 # (family name without _total, stats key, help): counters per queue
 _QUEUE_COUNTERS = (
@@ -124,7 +126,7 @@ class QueueCollector:
         )
         yield GaugeMetricFamily(
             "zoldyq_uptime_seconds",
-            "Seconds since the namespace was created (at server start)",
+            "Seconds since the server started",
             value=uptime_seconds(broker),
         )
         yield GaugeMetricFamily(
@@ -148,7 +150,13 @@ class QueueCollector:
 
 
 def uptime_seconds(broker: Broker) -> float:
-    return max(0.0, time.time() - broker.registry.created_at / 1e6)
+    """Since the server started (``ZOLDYQ_STARTED_AT``, the same in every worker), else
+    since the namespace was created."""
+    try:
+        started = float(os.environ.get(STARTED_ENV) or "")
+    except ValueError:
+        started = broker.registry.created_at / 1e6
+    return max(0.0, time.time() - started)
 
 
 def registry(broker: Broker) -> CollectorRegistry:

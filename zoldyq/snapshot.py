@@ -167,9 +167,8 @@ def _peek(broker: Broker, name: str) -> QueueImage:
         if sq.deleted:
             raise QueueNotFound(name)
         records, _, _ = sq.ring.read(sq.ring.count())
-    return QueueImage(
-        name, entry.caps, [(kind, data) for kind, data, _ in records], [r[2] for r in records]
-    )
+    # a record is (kind, data, enqueued_at, ...): indexed, as the engine may append fields
+    return QueueImage(name, entry.caps, [(r[0], r[1]) for r in records], [r[2] for r in records])
 
 
 def _section(image: QueueImage) -> bytes:

@@ -2,78 +2,93 @@
 
 Handlers have the signature of ``core``'s: ``(ctx, content_type, body) -> Reply``;
 ``routes.ROUTES`` mounts them. ``observe`` is called once per request by both
-app shells with the route's name (``"enqueue"``, ... or ``"unmatched"``), the
-status and the duration, so request metrics need no middleware.
+app shells with the route's name (``"enqueue"``, ... or ``"unmatched"``) and
+the status; it counts into the namespace's shared counters, so whichever
+worker answers a scrape reports every worker's requests.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections import defaultdict
+import weakref
+from typing import Any
 
 import orjson
 
-from zoldyq.errors import QueueNotFound
+from zoldyq import health as health_mod
+from zoldyq import metrics as metrics_mod
+from zoldyq import snapshot as snapshot_mod
+from zoldyq.counters import Counters
 from zoldyq.http.core import Ctx, Reply
 from zoldyq.http.errors import RequestError
 
-_requests: defaultdict[tuple[str, str, int], list[float]] = defaultdict(lambda: [0, 0.0])
-_requests_lock = threading.Lock()
+
+class _Ops:
+    """Per-app state: the shared counters and the metrics registry, made once."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.counters = Counters(ctx.broker.namespace)
+        self.registry = metrics_mod.registry(ctx.broker)
+
+
+_state: weakref.WeakKeyDictionary[Ctx, _Ops] = weakref.WeakKeyDictionary()
+_state_lock = threading.Lock()
+
+
+def _ops(ctx: Ctx) -> _Ops:
+    ops = _state.get(ctx)
+    if ops is None:
+        with _state_lock:
+            ops = _state.get(ctx)
+            if ops is None:
+                ops = _state[ctx] = _Ops(ctx)
+    return ops
 
 
 def observe(ctx: Ctx, method: str, route: str, status: int, seconds: float) -> None:
-    """Count one request of this process: [count, total seconds] per (method, route, status)."""
-    with _requests_lock:
-        cell = _requests[(method, route, status)]
-        cell[0] += 1
-        cell[1] += seconds
+    """Count one request in the shared ``zoldyq_http_requests_total``."""
+    metrics_mod.count_request(_ops(ctx).counters, method, route, status)
 
 
 def health(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
-    """The seed's format: status, uptime, per-queue size, capacity, utilization, totals."""
-    queues = {}
-    for name in ctx.broker.queues():
-        try:
-            s = ctx.queue(name).stats()
-        except QueueNotFound:
-            continue
-        queues[name] = {
-            "size": s["size"],
-            "capacity": s["capacity"],
-            "utilization": round(s["size"] / s["capacity"], 6) if s["capacity"] else 0.0,
-            "enqueued_total": s["enqueued_total"],
-            "dequeued_total": s["dequeued_total"],
-            "queue_full_count": s["queue_full_total"],
-        }
-    return Reply(200, orjson.dumps({
-        "status": "healthy",
-        "uptime_seconds": int(time.time() - ctx.started),
-        "total_queues": len(queues),
-        "queues": queues,
-    }))
-
-
-_COUNTERS = ("size", "capacity", "enqueued_total", "dequeued_total", "queue_full_total",
-             "dequeue_timeout_total")
+    """The seed's format; 503 with a reason when the namespace is unusable."""
+    status, doc = health_mod.check(ctx.broker)
+    return Reply(status, orjson.dumps(doc))
 
 
 def metrics(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
-    """Placeholder exposition of the shared-memory counters (the metrics module replaces it)."""
-    lines = []
-    stats = []
-    for name in ctx.broker.queues():
-        try:
-            stats.append(ctx.queue(name).stats())
-        except QueueNotFound:
-            continue
-    for key in _COUNTERS:
-        metric = "zoldyq_queue_" + key if key in ("size", "capacity") else "zoldyq_" + key
-        kind = "gauge" if key in ("size", "capacity") else "counter"
-        lines.append(f"# TYPE {metric} {kind}")
-        lines += [f'{metric}{{queue="{s["name"]}"}} {s[key]}' for s in stats]
-    return Reply(200, ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4")
+    """Prometheus text format, read from shared memory now."""
+    reg = _ops(ctx).registry
+    return Reply(200, metrics_mod.exposition(reg), metrics_mod.CONTENT_TYPE_LATEST)
 
 
 def snapshot(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
-    raise RequestError(501, "not_implemented", "snapshots are not available in this build")
+    """``{"action": "save"|"load", "name": ..., "queue": ...}`` in the snapshot directory.
+
+    ``name`` defaults to the namespace (the file ``--snapshot-on-exit`` writes);
+    ``queue`` limits the action to one queue.
+    """
+    try:
+        doc: Any = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError as ex:
+        raise RequestError(400, "bad_json", f"request body is not valid JSON: {ex}") from None
+    if not isinstance(doc, dict):
+        raise RequestError(400, "bad_snapshot_request", "request body must be a JSON object")
+    action = doc.get("action", "save")
+    name = doc.get("name", ctx.settings.namespace)
+    queue = doc.get("queue")
+    unknown = set(doc) - {"action", "name", "queue"}
+    if action not in ("save", "load") or unknown or not isinstance(name, str) \
+            or not (queue is None or isinstance(queue, str)):
+        raise RequestError(
+            400, "bad_snapshot_request",
+            'body fields: "action" ("save" or "load"), "name" (string), "queue" (string, '
+            "optional)",
+        )  # fmt: skip
+    directory = ctx.settings.snapshot_dir
+    if action == "save":
+        summary = snapshot_mod.save(ctx.broker, directory, name, queue)
+        summary.pop("file")  # the server's path is not the client's business
+    else:
+        summary = snapshot_mod.load(ctx.broker, directory, name, queue)
+    return Reply(200, orjson.dumps({"action": action, **summary}))
