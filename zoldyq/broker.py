@@ -377,7 +377,9 @@ class Broker:
 
 
 def _namespace(namespace: str | None) -> str:
-    return namespace or os.environ.get("ZOLDYQ_NAMESPACE") or DEFAULT_NAMESPACE
+    if namespace is None:
+        return os.environ.get("ZOLDYQ_NAMESPACE") or DEFAULT_NAMESPACE
+    return names.check_namespace(namespace)
 
 
 def attach(namespace: str | None = None) -> Broker:
