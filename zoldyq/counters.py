@@ -36,6 +36,7 @@ KEY_BYTES = 56
 SLOTS = 1024
 SIZE = HEADER + SLOTS * SLOT
 _H_MAGIC, _H_VERSION, _H_USED = 0, 1, 2
+_flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
 
 
 def segment_name(namespace: str) -> str:
@@ -117,11 +118,19 @@ class Counters:
         return idx
 
     def add(self, key: str, n: int = 1) -> None:
-        """Add ``n`` (may be negative) to ``key``, creating it at 0."""
-        with self._locked():
-            idx = self._word(key)
-            if idx is not None:
-                self._words[idx] += n
+        """Add ``n`` (may be negative) to ``key``, creating it at 0.
+
+        Called once per HTTP request: plain lock calls, no context manager (~2 µs).
+        """
+        fd = self._fd
+        with self._lock:
+            _flock(fd, _LOCK_EX)
+            try:
+                idx = self._index.get(key) or self._word(key)
+                if idx is not None:
+                    self._words[idx] += n
+            finally:
+                _flock(fd, _LOCK_UN)
 
     def set(self, key: str, value: int) -> None:
         with self._locked():
