@@ -295,3 +295,24 @@ def test_queue_creation_checks_free_space(broker: zoldyq.Broker,
         broker.create_queue("huge", max_bytes=8 << 20)
     assert not broker.exists("huge")
     broker.queue("fits").put(1)  # the broker's small default still fits
+
+
+def test_idle_blocked_consumers_cost_almost_no_cpu(broker: zoldyq.Broker) -> None:
+    """100 consumers parked on an empty queue use (nearly) no CPU while they wait."""
+    q = broker.queue("idle100")
+    q.put(0)
+    q.get()
+    threads = [threading.Thread(target=q.get, kwargs={"timeout": 3}) for _ in range(100)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while q.stats()["waiters"] < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    time.sleep(1.0)
+    cpu = time.process_time() - cpu0
+    wall = time.monotonic() - wall0
+    broker.interrupt()
+    for t in threads:
+        t.join(5)
+    assert cpu < 0.05 * wall, f"{cpu:.3f} s of CPU in {wall:.2f} s"
