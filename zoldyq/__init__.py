@@ -9,6 +9,7 @@
 
 from zoldyq.broker import Broker, Message, Queue, Receipt, attach, create, destroy
 from zoldyq.errors import (
+    AccessDenied,
     BrokenError,
     ClosedError,
     ConfigError,
@@ -27,6 +28,7 @@ from zoldyq.errors import (
 )
 
 __all__ = [
+    "AccessDenied",
     "BrokenError",
     "Broker",
     "ClosedError",

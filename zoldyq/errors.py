@@ -14,6 +14,7 @@
     │   └── QueueDeleted                       404 queue_not_found
     └── BrokenError                            503 namespace_broken (it broke under you)
         ├── NamespaceNotFound  (FileNotFoundError)
+        ├── AccessDenied       (PermissionError)
         └── LayoutMismatch
 
 Each class carries structured fields and renders its sentence in ``__str__``;
@@ -228,6 +229,18 @@ class NamespaceNotFound(BrokenError, FileNotFoundError):
 
     def __str__(self) -> str:
         return f"namespace '{self.namespace}' does not exist on this host (create it first)"
+
+
+class AccessDenied(BrokenError, PermissionError):
+    def __init__(self, namespace: str) -> None:
+        super().__init__(namespace)
+        self.namespace = namespace
+
+    def __str__(self) -> str:
+        return (
+            f"namespace '{self.namespace}' belongs to another user (its objects are mode 0600): "
+            "run as the user who created it"
+        )
 
 
 class LayoutMismatch(BrokenError):

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import posix_ipc
 
 from zoldyq.errors import (
+    AccessDenied,
     BrokenError,
     ConfigError,
     LayoutMismatch,
@@ -111,6 +112,8 @@ class Registry:
             shm = segment.open_shm(base)
         except posix_ipc.ExistentialError:
             raise NamespaceNotFound(ns) from None
+        except posix_ipc.PermissionsError:
+            raise AccessDenied(ns) from None
         if shm.size < HEADER_BYTES:
             shm.close_fd()
             raise BrokenError(f"namespace '{ns}' has a truncated registry")

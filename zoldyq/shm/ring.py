@@ -222,8 +222,11 @@ class Ring:
         """
         head = self.words[W_HEAD]
         seq, off = head >> 32, head & SEQ_MASK
-        n = min(((self.words[W_TAIL] >> 32) - seq) & SEQ_MASK, max_n)
+        available = ((self.words[W_TAIL] >> 32) - seq) & SEQ_MASK
         size, data = self.size, self.data
+        if available > self.max_messages or off >= size or off & 7:
+            raise RingCorrupt(f"bad head {head:#x}: offset {off}, {available} records")
+        n = min(available, max_n)
         out: list[Record] = []
         append = out.append
         nbytes = 0

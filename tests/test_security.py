@@ -1,0 +1,92 @@
+"""Hostile neighbours and hostile bytes: other users cannot attach, garbage never decodes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import zoldyq
+from zoldyq.shm.layout import HEADER_BYTES, KIND_BYTES, KIND_JSON, W_HEAD, W_TAIL
+from zoldyq.shm.ring import Ring, RingCorrupt, RingFull
+
+NOBODY = 65534
+
+
+def test_another_user_cannot_attach(namespace: str) -> None:
+    """A process of another Unix user is refused with AccessDenied (objects are 0600)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root so that this test can switch users")
+        pytest.skip("needs root to switch to another user")
+    zoldyq.create(namespace, max_bytes=1 << 20).close()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                zoldyq.attach(namespace)
+                result = "attached"
+            except zoldyq.AccessDenied as ex:
+                result = f"denied: {ex}"
+            os.write(write_fd, result.encode())
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    result = os.read(read_fd, 1000).decode()
+    os.close(read_fd)
+    os.close(write_fd)
+    assert result == (
+        f"denied: namespace '{namespace}' belongs to another user (its objects are mode 0600): "
+        "run as the user who created it"
+    )
+
+
+SIZE, MAX = 512, 64
+
+
+@given(
+    data=st.binary(min_size=SIZE, max_size=SIZE),
+    head=st.integers(0, 2**64 - 1),
+    tail=st.integers(0, 2**64 - 1),
+    max_n=st.integers(1, 100),
+)
+def test_garbage_in_the_ring_never_decodes(data: bytes, head: int, tail: int,
+                                           max_n: int) -> None:
+    """Random ring bytes and words give well-formed records or RingCorrupt, nothing else."""
+    words = memoryview(bytearray(HEADER_BYTES)).cast("Q")
+    Ring.format(words, SIZE, MAX, SIZE // 2 - 16)
+    words[W_HEAD], words[W_TAIL] = head, tail
+    ring = Ring(words, bytearray(data))
+    try:
+        records, _, nbytes = ring.read(max_n)
+    except RingCorrupt:
+        return
+    assert len(records) <= max_n
+    assert all(kind in (KIND_JSON, KIND_BYTES) for kind, *_ in records)
+    assert nbytes == sum(len(payload) for _, payload, *_ in records) <= SIZE
+
+
+@given(st.lists(st.binary(max_size=120), min_size=1, max_size=8), st.integers(0, SIZE))
+def test_truncated_or_flipped_records_are_refused(payloads: list[bytes], flip: int) -> None:
+    """Flipping any byte of valid records yields the originals, other valid records,
+    or RingCorrupt; never an exception of another kind."""
+    words = memoryview(bytearray(HEADER_BYTES)).cast("Q")
+    Ring.format(words, SIZE, MAX, SIZE // 2 - 16)
+    ring = Ring(words, bytearray(SIZE))
+    try:
+        words[W_TAIL] = ring.write([(KIND_BYTES, p) for p in payloads], 1)
+    except RingFull:
+        return  # a batch too big for the ring is not the point here
+    if flip < SIZE:
+        ring.data[flip] ^= 0xFF
+    try:
+        records, _, _ = ring.read(len(payloads))
+    except RingCorrupt:
+        return
+    assert len(records) == len(payloads)
