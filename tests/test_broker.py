@@ -316,3 +316,29 @@ def test_idle_blocked_consumers_cost_almost_no_cpu(broker: zoldyq.Broker) -> Non
     for t in threads:
         t.join(5)
     assert cpu < 0.05 * wall, f"{cpu:.3f} s of CPU in {wall:.2f} s"
+
+
+def test_deleting_a_queue_wakes_its_waiters(broker: zoldyq.Broker) -> None:
+    """A get parked on a queue that another process deletes ends at once: QueueNotFound."""
+    q = broker.queue("doomed")
+    q.put(0)
+    q.get()
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            q.get(timeout=20)
+        except zoldyq.QueueNotFound as ex:
+            errors.append(ex)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    deadline = time.monotonic() + 5
+    while q.stats()["waiters"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    with zoldyq.attach(broker.namespace) as other:
+        other.delete("doomed")
+    t.join(5)
+    assert time.monotonic() - t0 < 1.0
+    assert [type(e) for e in errors] == [zoldyq.QueueNotFound]

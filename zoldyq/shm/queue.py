@@ -231,9 +231,7 @@ class SharedQueue:
         lock.acquire()
         try:
             if words[W_FLAGS] & FLAG_CLOSED:
-                if was_waiting:
-                    words[W_WAITERS] -= 1
-                raise QueueDeleted(self.name)
+                raise QueueDeleted(self.name)  # a waiter unregisters in get()'s finally
             if hooks.pause_at:
                 hooks.reach("get.locked")
             records: list[Record] = []
@@ -293,8 +291,8 @@ class SharedQueue:
         finally:
             with self._waiters_lock:
                 self._local_waiters -= 1
-            if waiting:  # interrupted by an exception while parked
-                self._take(0, 0, True, False)
+            if waiting:  # left by an exception: parked when interrupted, or queue deleted
+                self._register(-1)
 
     def _spin(self, seconds: float) -> bool:
         """Watch the tail for ``seconds`` without any lock; True once there is a message."""
