@@ -34,6 +34,7 @@ from zoldyq.ws.checks import BadPath, parse_path
 log = logging.getLogger("zoldyq.ws")
 
 MAX_BATCH = 512  # messages taken in one lock round trip at most
+MAX_PIPELINE = 1024  # received frames not yet enqueued, per connection, at most
 IDLE_WAIT = 5.0  # an empty stream re-checks for shutdown at least this often
 MISSING_QUEUE_POLL = 0.2  # a stream on a queue that does not exist yet looks again
 SHUTDOWN_REASON = "going_away: the server is shutting down"
@@ -64,25 +65,110 @@ async def handle(ws: ServerConnection, broker: Broker) -> None:
         await ws.close(CloseCode.INTERNAL_ERROR, "internal_error: see the sidecar log")
 
 
+async def send_frames(ws: ServerConnection, out: list[bytes], binary: bool = False) -> None:
+    """Send frames (text, or all binary) with one transport write, then wait like ``send``.
+
+    ``ws.send`` costs a socket write per frame; here all but the last frame are
+    framed by the sans-I/O protocol and written together, and the last one goes
+    through ``ws.send``, which writes it and waits while the buffer is above
+    its high-water mark.
+    """
+    if len(out) > 1:
+        protocol = ws.protocol
+        if protocol.state is State.OPEN:  # else ws.send below raises ConnectionClosed
+            frame = protocol.send_binary if binary else protocol.send_text
+            for data in out[:-1]:
+                frame(data)
+            ws.transport.write(b"".join(protocol.data_to_send()))
+    await ws.send(out[-1], text=not binary)
+
+
 async def enqueue(ws: ServerConnection, queue: Queue) -> None:
-    """Enqueue each frame and answer it, in order; bad frames get an error frame."""
+    """Enqueue each frame and answer it, in order; bad frames get an error frame.
+
+    A reader task moves received frames to ``pending``; this loop takes
+    whatever has piled up, enqueues runs of valid frames with one
+    ``put_records`` each, and sends the answers together. A pipelining client
+    thus costs one lock round trip per batch, not per frame.
+    """
     broker = queue.broker
     limit = broker.defaults.max_message_bytes
     for entry in broker.entries():
         if entry.name == queue.name:
             limit = entry.caps.max_message_bytes
     ws.protocol.max_message_size = limit + frames.ENVELOPE_BYTES
-    prefix = frames.ack_prefix(queue.name)
-    parse, put, ack, send = frames.parse_enqueue, queue.put_records, frames.ack, ws.send
-    async for frame in ws:
+    pending: list[str | bytes] = []
+    arrived = asyncio.Event()
+    room = asyncio.Event()
+    room.set()
+
+    async def read() -> None:
         try:
-            size, at = put([parse(frame)])
-            out = ack(prefix, size, at)
+            async for frame in ws:
+                pending.append(frame)
+                arrived.set()
+                if len(pending) >= MAX_PIPELINE:
+                    room.clear()
+                    await room.wait()
+        finally:
+            arrived.set()
+
+    reader = asyncio.create_task(read())
+    batcher = Batcher(queue)
+    try:
+        while True:
+            await arrived.wait()
+            if not pending:
+                break  # the reader ended
+            batch = pending[:]
+            pending.clear()
+            arrived.clear()
+            room.set()
+            await send_frames(ws, batcher.apply(batch))
+        reader.result()  # re-raise what ended the reader, if anything but a close
+    finally:
+        reader.cancel()
+
+
+class Batcher:
+    """Turns a batch of client frames into queue puts and one answer per frame."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self.prefix = frames.ack_prefix(queue.name)
+
+    def apply(self, batch: list[str | bytes]) -> list[bytes]:
+        out: list[bytes] = [b""] * len(batch)
+        run: list[tuple[int, tuple[int, bytes]]] = []
+        parse = frames.parse_enqueue
+        for i, frame in enumerate(batch):
+            try:
+                run.append((i, parse(frame)))
+            except frames.BadFrame as ex:
+                self._put(run, out)
+                run = []
+                out[i] = frames.error(ex)
+        self._put(run, out)
+        return out
+
+    def _put(self, run: list[tuple[int, tuple[int, bytes]]], out: list[bytes]) -> None:
+        """Enqueue a run of records all at once; if that fails, one by one for exact answers."""
+        if not run:
+            return
+        try:
+            size, at = self.queue.put_records([rec for _, rec in run])
         except (BrokenError, ClosedError):
             raise
         except ZoldyQError as ex:
-            out = frames.error(ex)
-        await send(out, text=True)
+            if len(run) > 1:
+                for item in run:
+                    self._put([item], out)
+            else:
+                out[run[0][0]] = frames.error(ex)
+            return
+        ack, prefix, last = frames.ack, self.prefix, len(run) - 1
+        for j, (i, _) in enumerate(run):
+            out[i] = ack(prefix, size - last + j, at)
 
 
 class Dequeue:
@@ -143,7 +229,11 @@ class Dequeue:
         transport = ws.transport
         high = transport.get_write_buffer_limits()[1]
         before, middle = frames.message_prefix(queue.name)
-        encode, send, take = frames.message, ws.send, self._take
+        overhead = len(before) + len(middle) + 24  # + enqueued_at and the frame header
+        encode, take = frames.message, self._take
+
+        async def send(out: list[bytes]) -> None:
+            await send_frames(ws, out)
         frame_size = 256  # running estimate, to turn free buffer bytes into a count
         while True:
             room = high - transport.get_write_buffer_size()
@@ -159,12 +249,17 @@ class Dequeue:
                     await ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
                     return
                 continue
-            total = 0
-            for m in msgs:
-                data = m.data
-                total += len(data)
-                if m.kind == KIND_BYTES:
-                    await send(data)
-                else:
-                    await send(encode(before, middle, data, m.enqueued_at), text=True)
-            frame_size = total // len(msgs) + len(before) + len(middle) + 24
+            if any(m.kind == KIND_BYTES for m in msgs):
+                await self._send_mixed(msgs, before, middle)
+            else:
+                await send([encode(before, middle, m.data, m.enqueued_at) for m in msgs])
+            frame_size = sum(len(m.data) for m in msgs) // len(msgs) + overhead
+
+    async def _send_mixed(self, msgs: list[Message], before: bytes, middle: bytes) -> None:
+        """Raw messages go out as binary frames, JSON ones as text frames, in order."""
+        for m in msgs:
+            if m.kind == KIND_BYTES:
+                await self.ws.send(m.data)
+            else:
+                await self.ws.send(frames.message(before, middle, m.data, m.enqueued_at),
+                                   text=True)

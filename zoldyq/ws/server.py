@@ -23,7 +23,6 @@ import http
 import logging
 import signal
 import ssl
-import sys
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -32,6 +31,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 import zoldyq
+from zoldyq import logs
 from zoldyq.broker import Broker
 from zoldyq.errors import ZoldyQError
 from zoldyq.settings import Settings
@@ -184,11 +184,6 @@ async def _watchdog(server: Server, timeout: float) -> None:
 
 
 def _setup_logging(settings: Settings) -> None:
-    if settings.log_format == "json":
-        fmt = '{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=settings.log_level.upper(), format=fmt, stream=sys.stderr)
-    logging.getLogger("websockets").setLevel(
-        max(logging.WARNING, logging.getLogger().getEffectiveLevel())
-    )
+    logs.setup(settings)
+    if settings.log_level != "debug":  # one line per connection is noise (and CPU)
+        logging.getLogger("websockets").setLevel(logging.WARNING)
