@@ -25,7 +25,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
 from zoldyq.broker import Broker
@@ -34,8 +33,10 @@ from zoldyq.errors import ZoldyQError
 from zoldyq.shm import segment
 from zoldyq.shm.layout import HIST_BOUNDS
 
-__all__ = ["CONTENT_TYPE_LATEST", "QueueCollector", "count_request", "exposition", "registry"]
+__all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "registry"]
 
+# The classic text format, which every Prometheus reads (generate_latest writes it).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HTTP_KEY = "http"
 WS_CONNECTIONS_KEY = "ws_connections"
 STARTED_ENV = "ZOLDYQ_STARTED_AT"  # set by the launcher / gunicorn's master for its children
@@ -168,5 +169,5 @@ def registry(broker: Broker) -> CollectorRegistry:
 
 
 def exposition(reg: CollectorRegistry) -> bytes:
-    """The Prometheus text format (``CONTENT_TYPE_LATEST``)."""
+    """The Prometheus text format (``CONTENT_TYPE``)."""
     return generate_latest(reg)

@@ -59,7 +59,7 @@ def health(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
 def metrics(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
     """Prometheus text format, read from shared memory now."""
     reg = _ops(ctx).registry
-    return Reply(200, metrics_mod.exposition(reg), metrics_mod.CONTENT_TYPE_LATEST)
+    return Reply(200, metrics_mod.exposition(reg), metrics_mod.CONTENT_TYPE)
 
 
 def snapshot(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
