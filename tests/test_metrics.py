@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import zoldyq
 from zoldyq import metrics
+from zoldyq import settings as settings_mod
 from zoldyq.counters import Counters
 from zoldyq.shm.layout import HIST_BOUNDS
 
@@ -186,3 +190,73 @@ def test_uptime_and_shm_free(broker: zoldyq.Broker) -> None:
     assert 0 <= value(text, "zoldyq_uptime_seconds") < 60
     assert value(text, "zoldyq_shm_free_bytes") > 0
     assert value(text, "process_open_fds") > 0
+
+
+# -- deploy/: the dashboard, Prometheus config and systemd unit use what exists -------------
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def _promtool() -> str:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: apt-get install prometheus (scripts/test does it)"
+    return promtool
+
+
+def _dashboard_exprs() -> list[str]:
+    dash = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dash["templating"]["list"] if "definition" in v]
+    assert len(exprs) > 10
+    return exprs
+
+
+def test_dashboard_uses_only_exposed_metrics(broker: zoldyq.Broker) -> None:
+    """Every metric name in the Grafana dashboard is a sample name ZoldyQ exposes."""
+    broker.queue("q").put(1)
+    broker.queue("q").get()
+    counters = Counters(broker.namespace)
+    metrics.count_request(counters, "GET", "health", 200)
+    counters.add(metrics.WS_CONNECTIONS_KEY, 1)
+    counters.close()
+    exposed = {s.name for f in text_string_to_metric_families(scrape(broker)) for s in f.samples}
+    used = {m for e in _dashboard_exprs() for m in re.findall(r"\b((?:zoldyq|process)_\w+)", e)}
+    assert used
+    assert used - exposed == set()
+    assert {"zoldyq_queue_size", "zoldyq_enqueued_total", "zoldyq_queue_full_total",
+            "zoldyq_enqueue_duration_seconds_bucket"} <= used  # fmt: skip
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool parses every dashboard query (Grafana variables filled in)."""
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:q{i}", "expr": e.replace("$__rate_interval", "1m")
+         .replace("$queue", ".*")}
+        for i, e in enumerate(_dashboard_exprs()) if not e.startswith("label_values")
+    ]}]}  # fmt: skip
+    path = tmp_path / "rules.yml"
+    path.write_text(json.dumps(rules))  # JSON is YAML
+    done = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True,
+                          timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_prometheus_config_and_alerts_are_valid() -> None:
+    """deploy/prometheus.yml and its alert rules pass promtool."""
+    done = subprocess.run([_promtool(), "check", "config", str(DEPLOY / "prometheus.yml")],
+                          capture_output=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert b"SUCCESS: 6 rules found" in done.stdout
+
+
+def test_systemd_unit_runs_a_valid_command() -> None:
+    """The unit's ExecStart is ``zoldyq serve`` with flags that ``serve`` accepts."""
+    unit = (DEPLOY / "zoldyq.service").read_text()
+    (command,) = re.findall(r"^ExecStart=(.*)$", unit, re.M)
+    program, sub, *flags = command.split()
+    assert (Path(program).name, sub) == ("zoldyq", "serve")
+    serve = argparse.ArgumentParser(exit_on_error=False)
+    settings_mod.add_arguments(serve)  # what ``zoldyq serve`` declares
+    args = serve.parse_args(flags)
+    assert (args.snapshot_on_exit, args.restore) == (True, True)
+    assert "Environment=ZOLDYQ_SNAPSHOT_DIR=" in unit
