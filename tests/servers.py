@@ -12,6 +12,8 @@ teardown kills whatever is left of the group.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json as jsonlib
 import os
 import signal
 import socket
@@ -54,6 +56,7 @@ class Server:
         self.port = int(url.rsplit(":", 1)[1]) if url else 0
         fd, self._logpath = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
         self._log = os.fdopen(fd, "wb")
+        self.ws_port = 0
         self.proc = subprocess.Popen(
             cmd, env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True,
@@ -62,6 +65,9 @@ class Server:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def call(self, method: str, path: str, **kw: Any) -> Response:
+        return call(self.url, method, path, **kw)
 
     def log(self) -> str:
         return Path(self._logpath).read_text(errors="replace")
@@ -96,12 +102,49 @@ class Server:
     def close(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(RuntimeError):
+                t0 = time.monotonic()
                 self.stop(timeout=10)
+                if os.environ.get("DEBUG_STOP"):
+                    print("STOP took", time.monotonic() - t0, self.log()[-3000:])
         # children that outlived their parent (a crashed master) still sit in the group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self._log.close()
         os.unlink(self._logpath)
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {self.body[:200]!r})"
+
+
+def call(url: str, method: str, path: str, body: bytes | None = None, json: Any = None,
+         headers: Mapping[str, str] | None = None, timeout: float = 40.0,
+         context: ssl.SSLContext | None = None) -> Response:
+    """One request on a fresh connection (so requests spread over the workers)."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    if url.startswith("https"):
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            host, int(port), timeout=timeout, context=context or ssl._create_unverified_context()
+        )
+    else:
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    hdrs = dict(headers or {})
+    if json is not None:
+        body = jsonlib.dumps(json).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    try:
+        conn.request(method, path, body=body, headers=hdrs)
+        r = conn.getresponse()
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
 
 
 def http_ready(url: str, path: str = "/health") -> Callable[[], bool]:
@@ -150,7 +193,7 @@ def serve(namespace: str, *args: str, ws: bool = True, **settings: Any) -> Itera
     env = settings_env(namespace, port=port, ws_port=ws_port, ws=ws, **settings)
     srv = Server("zoldyq-serve", [PYTHON, "-m", "zoldyq.cli", "serve", *args], env,
                  f"http://127.0.0.1:{port}")
-    srv.ws_port = ws_port  # type: ignore[attr-defined]
+    srv.ws_port = ws_port
     try:
         srv.wait_ready(http_ready(srv.url))
         yield srv

@@ -77,7 +77,36 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
     return respond
 
 
-def create(ctx: core.Ctx) -> falcon.asgi.App:
+def guard_body_size(app: Any, ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
+    """Answer 413 to a Content-Length over the limit before the body is read.
+
+    Falcon awaits the first body chunk before it calls a responder, so the
+    check on the declared length must come first, at the ASGI level.
+    """
+    limit = ctx.max_body
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT"):
+            for key, value in scope["headers"]:
+                if key == b"content-length":
+                    if value.isdigit() and int(value) > limit:
+                        await _refuse(scope, send, int(value), limit)
+                        return
+                    break
+        await app(scope, receive, send)
+
+    async def _refuse(scope: dict[str, Any], send: Any, size: int, limit: int) -> None:
+        status, data, _ = error_reply(body_too_large(size, limit), scope["method"], scope["path"])
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", core.JSON.encode()), (b"content-length", b"%d" % len(data)),
+            (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": data})
+        ops.observe(ctx, scope["method"], "unmatched", status, 0.0)
+
+    return guarded
+
+
+def create(ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
     app = falcon.asgi.App(cors_enable=False)
     for path, routes in by_path().items():
         app.add_route(path, SimpleNamespace(
@@ -94,4 +123,4 @@ def create(ctx: core.Ctx) -> falcon.asgi.App:
         ops.observe(ctx, req.method, "unmatched", status, 0.0)
 
     app.add_error_handler((Exception, falcon.HTTPError), unmatched)
-    return app
+    return guard_body_size(app, ctx)

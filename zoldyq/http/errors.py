@@ -56,20 +56,18 @@ _FALCON_CODES = {
 def error_reply(ex: BaseException, method: str, path: str) -> tuple[int, bytes, dict[str, str]]:
     """(status, JSON body, extra headers) for any exception; logs it in one line.
 
-    Bad input is the client's fault and logged at info; anything else is a bug
-    or a broken namespace, logged with its stack trace here and never sent.
+    Bad input is the client's fault and logged at info, a known server-side
+    condition (full storage, broken namespace) at warning; anything else is a
+    bug, logged with its stack trace here and never sent.
     """
     headers: dict[str, str] = {}
-    if isinstance(ex, ZoldyQError) and ex.http_status < 500:
+    if isinstance(ex, ZoldyQError):
         status, code, message = ex.http_status, ex.code, str(ex)
         body = {"error": code, "message": message, **ex.fields()}
         if status == 401:
             headers["WWW-Authenticate"] = "Bearer"
-        log.info("%s %s -> %d %s: %s", method, path, status, code, message)
-    elif isinstance(ex, ZoldyQError):
-        status, code = ex.http_status, ex.code
-        body = {"error": code, "message": str(ex)}
-        log.error("%s %s -> %d %s: %s", method, path, status, code, ex)
+        level = logging.INFO if status < 500 else logging.WARNING
+        log.log(level, "%s %s -> %d %s: %s", method, path, status, code, message)
     elif isinstance(ex, falcon.HTTPError):
         status = ex.status_code
         code = _FALCON_CODES.get(status, "http_error")

@@ -10,6 +10,7 @@ closes their connections since the worker is no longer alive.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from typing import Any
 
@@ -25,6 +26,21 @@ class AsgiWorker(ASGIWorker):
     """gunicorn's asyncio worker running the ``falcon.asgi`` app."""
 
     _main: asyncio.Task[Any] | None = None
+
+    def init_signals(self) -> None:
+        """Stop signals through plain handlers that only schedule the stop on the loop.
+
+        asyncio learns of a signal by reading its number from the loop's
+        self-pipe, and every ``call_soon_threadsafe`` writes a byte there: a
+        burst of them (say, waking 100 parked dequeues) can fill it, and a
+        SIGTERM written at that moment is lost. A Python-level handler still runs.
+        """
+        super().init_signals()
+        for sig, stop in ((signal.SIGTERM, self.handle_exit_signal),
+                          (signal.SIGINT, self.handle_quit_signal),
+                          (signal.SIGQUIT, self.handle_quit_signal)):
+            self.loop.remove_signal_handler(sig)
+            signal.signal(sig, lambda _s, _f, stop=stop: self.loop.call_soon_threadsafe(stop))
 
     async def _serve(self) -> None:
         self._main = asyncio.current_task()

@@ -1,0 +1,192 @@
+"""The HTTP server's processes: graceful stop, launcher supervision, token, TLS, gthread."""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import os
+import signal
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import zoldyq
+from tests import servers
+
+
+def _shm(namespace: str) -> list[str]:
+    return [e for e in os.listdir("/dev/shm") if f"zoldyq.{namespace}" in e]
+
+
+def _children(pid: int) -> dict[int, str]:
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True,
+                         text=True).stdout
+    return {int(line.split(None, 1)[0]): line.split(None, 1)[1] for line in out.splitlines()}
+
+
+class LongPolls:
+    """``n`` dequeues with a long timeout, each on its own connection, sent before returning."""
+
+    def __init__(self, srv: servers.Server, queue: str, n: int, timeout: float = 25) -> None:
+        self.results: list[tuple[int, float, dict[str, str]]] = []
+        sent = threading.Semaphore(0)
+
+        def run() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=40)
+            try:
+                conn.request("GET", f"/queues/{queue}/dequeue?timeout={timeout}")
+                sent.release()
+                r = conn.getresponse()
+                r.read()
+                self.results.append((r.status, time.monotonic(),
+                                     {k.lower(): v for k, v in r.getheaders()}))
+            except OSError:
+                self.results.append((0, time.monotonic(), {}))
+            finally:
+                conn.close()
+
+        self.threads = [threading.Thread(target=run) for _ in range(n)]
+        for t in self.threads:
+            t.start()
+        for _ in self.threads:
+            assert sent.acquire(timeout=15)
+
+    def join(self) -> list[tuple[int, float, dict[str, str]]]:
+        for t in self.threads:
+            t.join(40)
+        return self.results
+
+
+def _wait_parked(srv: servers.Server, queue: str, at_least: int = 1) -> None:
+    deadline = time.monotonic() + 10
+    while srv.call("GET", f"/queues/{queue}").json()["waiters"] < at_least:
+        assert time.monotonic() < deadline, "no long-poll parked"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("worker_class", ["asgi", "gthread"])
+def test_sigterm_answers_long_polls_and_exits_0_within_2s(namespace: str,
+                                                          worker_class: str) -> None:
+    """20 outstanding long-polls answer 204 at once, gunicorn exits 0 and removes the namespace."""
+    with servers.gunicorn(namespace, worker_class=worker_class, threads=32) as srv:
+        srv.call("PUT", "/queues/lp")
+        polls = LongPolls(srv, "lp", 20)
+        _wait_parked(srv, "lp")
+        t0 = time.monotonic()
+        assert srv.stop(signal.SIGTERM) == 0
+        stopped = time.monotonic() - t0
+        results = polls.join()
+    assert stopped < 2.0, srv.log()
+    assert [status for status, _, _ in results] == [204] * 20
+    assert max(at for _, at, _ in results) - t0 < 1.0
+    assert _shm(namespace) == []
+
+
+def test_gthread_bounds_long_polls_below_its_threads(namespace: str) -> None:
+    """gthread: long-polls past the bound answer at once (204 + Retry-After), /health stays up."""
+    with servers.gunicorn(namespace, workers=1, worker_class="gthread", threads=8) as srv:
+        srv.call("PUT", "/queues/lp")
+        polls = LongPolls(srv, "lp", 20, timeout=5)
+        _wait_parked(srv, "lp")
+        t0 = time.monotonic()
+        assert srv.call("GET", "/health").status == 200
+        assert srv.call("POST", "/queues/x/enqueue", json={"payload": 1}).status == 200
+        assert time.monotonic() - t0 < 1.0
+        srv.call("POST", "/queues/lp/batch", json={"payloads": list(range(6))})
+        results = polls.join()
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200] * 6 + [204] * 14, statuses  # 8 threads - 2 spare = 6 wait
+    assert all(h.get("retry-after") == "1" for status, _, h in results if status == 204)
+
+
+def test_token_guards_everything_but_health(namespace: str) -> None:
+    with servers.gunicorn(namespace, token="s3cret") as srv:
+        r = srv.call("POST", "/queues/a/enqueue", json={"payload": 1})
+        assert r.status == 401
+        assert r.json()["error"] == "unauthorized"
+        assert r.headers["www-authenticate"] == "Bearer"
+        bad = srv.call("GET", "/queues", headers={"Authorization": "Bearer s3crex"})
+        assert bad.status == 401
+        assert srv.call("GET", "/queues/a/dequeue").status == 401
+        assert srv.call("GET", "/metrics").status == 401
+        ok = {"Authorization": "Bearer s3cret"}
+        assert srv.call("POST", "/queues/a/enqueue", json={"payload": 1}, headers=ok).status == 200
+        assert srv.call("GET", "/queues/a/dequeue", headers=ok).json()["payload"] == 1
+        assert srv.call("GET", "/health").status == 200
+        assert srv.call("GET", "/openapi.json").status == 200
+
+
+def test_tls(namespace: str, tmp_path: Path) -> None:
+    """With a certificate and key, gunicorn serves HTTPS and the API works over it."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    with servers.gunicorn(namespace, tls=True, tls_cert=cert, tls_key=key) as srv:
+        context = ssl.create_default_context(cafile=str(cert))
+        r = servers.call(srv.url, "POST", "/queues/t/enqueue", json={"payload": "secure"},
+                         context=context)
+        assert r.status == 200
+        r = servers.call(srv.url, "GET", "/queues/t/dequeue", context=context)
+        assert r.json()["payload"] == "secure"
+        plain = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        plain.request("GET", "/health")
+        with pytest.raises(http.client.RemoteDisconnected):  # no plain HTTP on the TLS port
+            plain.getresponse()
+        plain.close()
+
+
+def test_gunicorn_keeps_a_namespace_it_did_not_create(namespace: str) -> None:
+    broker = zoldyq.create(namespace)
+    broker.queue("kept").put(1)
+    with servers.gunicorn(namespace) as srv:
+        assert srv.call("GET", "/queues/kept").json()["size"] == 1
+        assert srv.stop() == 0
+    assert broker.queue("kept").get().payload == 1
+    broker.close()
+
+
+# -- the launcher (zoldyq serve) ----------------------------------------------------------
+
+
+def test_serve_sigint_is_graceful_and_destroys_the_namespace(namespace: str) -> None:
+    with servers.serve(namespace, ws=False) as srv:
+        assert srv.call("POST", "/queues/a/enqueue", json={"payload": 1}).status == 200
+        srv.call("PUT", "/queues/lp")
+        polls = LongPolls(srv, "lp", 5)
+        _wait_parked(srv, "lp")
+        t0 = time.monotonic()
+        assert srv.stop(signal.SIGINT) == 0
+        assert time.monotonic() - t0 < 2.5, srv.log()
+    assert [s for s, _, _ in polls.join()] == [204] * 5
+    assert _shm(namespace) == []
+
+
+def test_serve_restarts_a_dead_child_and_can_keep_the_namespace(namespace: str) -> None:
+    with servers.serve(namespace, "--keep-namespace", ws=False) as srv:
+        srv.call("POST", "/queues/a/enqueue", json={"payload": "survives"})
+        (master,) = [p for p, args in _children(srv.pid).items() if "gunicorn" in args]
+        os.killpg(master, signal.SIGKILL)  # the master and its workers
+        srv.wait_ready(servers.http_ready(srv.url))
+        (again,) = [p for p, args in _children(srv.pid).items() if "gunicorn" in args]
+        assert again != master
+        assert srv.call("GET", "/queues/a/dequeue").json()["payload"] == "survives"
+        assert srv.stop() == 0
+    assert _shm(namespace)  # kept
+    zoldyq.destroy(namespace)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("workers.ws") is None,
+                    reason="the WebSocket sidecar is not built")
+def test_serve_runs_the_sidecar_as_a_sibling_of_gunicorn(namespace: str) -> None:
+    with servers.serve(namespace) as srv:
+        srv.wait_ready(servers.tcp_ready(srv.ws_port))
+        kids = _children(srv.pid)
+        assert any("gunicorn" in args for args in kids.values()), kids
+        assert any("workers.ws" in args for args in kids.values()), kids
+        assert srv.stop() == 0
+    assert _shm(namespace) == []
