@@ -291,3 +291,46 @@ def test_on_exit_and_restore(broker: zoldyq.Broker, snapdir: Path) -> None:
     assert contents(broker) == want
     assert sorted(os.listdir(snapdir)) == [f"{broker.namespace}.restored.zqsnap"]
     assert snapshot.restore(broker, on) is None  # a second start does not replay it
+
+
+def test_planned_restart_loses_nothing(namespace: str, snapdir: Path) -> None:
+    """``zoldyq serve --snapshot-on-exit --restore``: SIGTERM saves, the next start restores."""
+    from tests import servers
+
+    flags = ("--snapshot-on-exit", "--restore")
+    with servers.serve(namespace, *flags, ws=False, snapshot_dir=snapdir) as srv:
+        for i in range(3):
+            assert srv.call("POST", "/queues/jobs/enqueue", json={"payload": i}).status == 200
+        assert srv.call("POST", "/queues/raw/enqueue", body=b"\x00\x01",
+                        headers={"Content-Type": "application/octet-stream"}).status == 200
+        assert srv.stop() == 0
+    assert os.listdir(snapdir) == [f"{namespace}.zqsnap"]
+    with pytest.raises(zoldyq.NamespaceNotFound):
+        zoldyq.attach(namespace)
+    with servers.serve(namespace, *flags, ws=False, snapshot_dir=snapdir) as srv:
+        got = [srv.call("GET", "/queues/jobs/dequeue").json()["payload"] for _ in range(3)]
+        assert got == [0, 1, 2]
+        assert srv.call("GET", "/queues/raw/dequeue").body == b"\x00\x01"
+        assert sorted(os.listdir(snapdir)) == [f"{namespace}.restored.zqsnap"]
+        assert srv.stop() == 0
+    assert sorted(os.listdir(snapdir)) == [f"{namespace}.restored.zqsnap", f"{namespace}.zqsnap"]
+
+
+def test_serve_refuses_a_corrupt_snapshot(namespace: str, snapdir: Path) -> None:
+    """--restore with a corrupt file: the server does not start, says why, leaves no namespace."""
+    import subprocess
+    import sys
+
+    from tests import servers
+
+    (snapdir / f"{namespace}.zqsnap").write_bytes(b"ZQSNAP\0\0" + b"\0" * 100)
+    env = servers.settings_env(namespace, port=servers.free_port(), ws=False,
+                               snapshot_dir=snapdir)  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "zoldyq.cli", "serve", "--restore"], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"zoldyq: snapshot '{namespace}' was not loaded: format version 0, this ZoldyQ reads 1\n"
+    )
+    with pytest.raises(zoldyq.NamespaceNotFound):
+        zoldyq.attach(namespace)

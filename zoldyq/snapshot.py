@@ -30,6 +30,7 @@ that queue wait for the read (about 1 µs per message).
 from __future__ import annotations
 
 import hashlib
+import logging
 import mmap
 import os
 import re
@@ -43,6 +44,7 @@ from typing import Any
 
 import orjson
 
+import zoldyq
 from zoldyq.broker import Broker
 from zoldyq.errors import InvalidName, QueueNotFound, ZoldyQError
 from zoldyq.settings import Settings
@@ -57,6 +59,7 @@ SUFFIX = ".zqsnap"
 HEADER = struct.Struct("<8sIIQQ32s")
 QUEUE = struct.Struct("<QQQQ")
 RECORD = struct.Struct("<IIq")
+log = logging.getLogger("zoldyq.snapshot")
 _NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}")
 
 
@@ -395,3 +398,45 @@ def restore(broker: Broker, settings: Settings) -> dict[str, Any] | None:
         path_for(settings.snapshot_dir, f"{name}.restored"),
     )
     return summary
+
+
+def on_start(broker: Broker, settings: Settings) -> None:
+    """For the launcher, after creating the namespace: --restore, logged.
+
+    A namespace that already holds queues (kept from a previous run) is not
+    restored into: that would duplicate them. A bad snapshot file raises, so
+    the server refuses to start rather than start empty.
+    """
+    if not settings.restore:
+        return
+    if broker.queues():
+        log.warning("namespace '%s' already holds queues: snapshot not restored",
+                    settings.namespace)
+        return
+    summary = restore(broker, settings)
+    if summary is None:
+        log.info("no snapshot '%s' to restore: starting empty", default_name(settings))
+    else:
+        log.info("restored %d messages in %d queues from snapshot '%s'",
+                 summary["messages"], summary["queues"], summary["snapshot"])
+
+
+def on_exit(settings: Settings) -> bool:
+    """For the launcher, once the servers stopped: --snapshot-on-exit, logged.
+
+    Returns False when the save failed: the caller must then keep the
+    namespace, or the messages would be lost.
+    """
+    if not settings.snapshot_on_exit:
+        return True
+    try:
+        with zoldyq.attach(settings.namespace) as broker:
+            summary = save_all(broker, settings)
+    except (ZoldyQError, OSError) as ex:
+        log.error("snapshot on exit failed: %s; namespace '%s' kept so nothing is lost",
+                  ex, settings.namespace)
+        return False
+    assert summary is not None
+    log.info("saved %d messages in %d queues to %s",
+             summary["messages"], summary["queues"], summary["file"])
+    return True
