@@ -22,7 +22,7 @@ import sys
 import time
 
 import zoldyq
-from zoldyq import logs
+from zoldyq import logs, snapshot
 from zoldyq.settings import Settings
 
 log = logging.getLogger("zoldyq.launcher")
@@ -113,7 +113,15 @@ class Child:
 def run(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; 0 after a graceful stop, 1 if a child cannot stay up."""
     logs.setup(settings)
-    create_namespace(settings).close()
+    broker = create_namespace(settings)
+    try:
+        snapshot.on_start(broker, settings)  # --restore
+    except BaseException:
+        if not settings.keep_namespace:
+            zoldyq.destroy(settings.namespace)
+        raise
+    finally:
+        broker.close()
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
            STARTED_ENV: str(time.time())}
     children = [Child("http", HTTP_CMD, env)]
@@ -144,7 +152,10 @@ def run(settings: Settings) -> int:
             child.wait(deadline)
         for s, handler in old.items():
             signal.signal(s, handler)
-        if not settings.keep_namespace:
+        saved = snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep the namespace
+        if not settings.keep_namespace and saved:
             zoldyq.destroy(settings.namespace)
             log.info("namespace '%s' destroyed", settings.namespace)
+        elif not saved:
+            status = status or 1
     return status
