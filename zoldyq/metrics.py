@@ -8,6 +8,11 @@ engine's per-bucket counts made cumulative, with ``le`` from 10 µs to 1 s.
 
 prometheus-client appends ``_total`` to counter families itself, so the
 families below are named without it; the exposed names are the contract.
+
+Writers: the HTTP shells call ``count_request`` once per request (via
+``http.ops.observe``); the WebSocket sidecar sets its open-connection count
+with ``Counters(ns).set(WS_CONNECTIONS_KEY, n)`` (on each watchdog tick, and
+0 when it stops), so a restarted sidecar never leaves a stale figure.
 """
 
 from __future__ import annotations
