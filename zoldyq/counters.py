@@ -53,6 +53,7 @@ class Counters:
 
     Raises:
         FileNotFoundError: ``create`` is False and there is no segment yet.
+        StorageExhausted: /dev/shm has no room for it.
     """
 
     def __init__(self, namespace: str, create: bool = True) -> None:
@@ -65,6 +66,11 @@ class Counters:
             # O_CREAT without O_EXCL: racing creators share one object; the
             # kernel zero-fills it and ftruncate to the same size is harmless.
             shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREAT, mode=segment.MODE, size=SIZE)
+            try:  # back every page now: a write to an unbacked page of a full tmpfs is SIGBUS
+                segment.reserve(shm.fd, 0, SIZE)
+            except BaseException:
+                shm.close_fd()
+                raise
         if shm.size < SIZE:
             shm.close_fd()
             raise FileNotFoundError(f"{name} is truncated")

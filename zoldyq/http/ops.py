@@ -9,6 +9,7 @@ worker answers a scrape reports every worker's requests.
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from typing import Any
@@ -19,6 +20,7 @@ from zoldyq import health as health_mod
 from zoldyq import metrics as metrics_mod
 from zoldyq import snapshot as snapshot_mod
 from zoldyq.counters import Counters
+from zoldyq.errors import ZoldyQError
 from zoldyq.http.core import Ctx, Reply
 from zoldyq.http.errors import RequestError
 
@@ -27,10 +29,15 @@ class _Ops:
     """Per-app state: the shared counters and the metrics registry, made once."""
 
     def __init__(self, ctx: Ctx) -> None:
-        self.counters = Counters(ctx.broker.namespace)
         self.registry = metrics_mod.registry(ctx.broker)
+        try:
+            self.counters: Counters | None = Counters(ctx.broker.namespace)
+        except (ZoldyQError, OSError) as ex:  # no room in /dev/shm: serve without the figure
+            log.warning("request metrics unavailable: %s", ex)
+            self.counters = None
 
 
+log = logging.getLogger("zoldyq.http")
 _state: weakref.WeakKeyDictionary[Ctx, _Ops] = weakref.WeakKeyDictionary()
 _state_lock = threading.Lock()
 
@@ -46,8 +53,10 @@ def _ops(ctx: Ctx) -> _Ops:
 
 
 def observe(ctx: Ctx, method: str, route: str, status: int, seconds: float) -> None:
-    """Count one request in the shared ``zoldyq_http_requests_total``."""
-    metrics_mod.count_request(_ops(ctx).counters, method, route, status)
+    """Count one request in the shared ``zoldyq_http_requests_total`` (if it could be made)."""
+    counters = _ops(ctx).counters
+    if counters is not None:
+        metrics_mod.count_request(counters, method, route, status)
 
 
 def health(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
