@@ -140,6 +140,9 @@ def test_delete_and_recreate_is_a_new_queue(broker: zoldyq.Broker) -> None:
             q.get()
         q.put("new")  # auto-creates a fresh queue in a new generation
         assert [m.payload for m in other.queue("gen").get_many(10)] == ["new"]
+        other.delete("gen")
+        other.queue("gen").put("newer")  # re-created elsewhere: the old handle follows
+        assert [m.payload for m in q.get_many(10)] == ["newer"]
     finally:
         other.close()
 
@@ -342,3 +345,22 @@ def test_deleting_a_queue_wakes_its_waiters(broker: zoldyq.Broker) -> None:
     t.join(5)
     assert time.monotonic() - t0 < 1.0
     assert [type(e) for e in errors] == [zoldyq.QueueNotFound]
+
+
+def test_peek_leaves_messages_in_place(broker: zoldyq.Broker) -> None:
+    """peek() shows the head of the queue without taking anything."""
+    q = broker.queue("peek")
+    q.put_many(["a", "b", "c"])
+    assert [m.payload for m in q.peek(2)] == ["a", "b"]
+    assert [m.payload for m in q.peek()] == ["a", "b", "c"]
+    assert [m.payload for m in q.get_many(10)] == ["a", "b", "c"]
+
+
+def test_async_timeouts_are_counted(broker: zoldyq.Broker) -> None:
+    """An aget that waits in vain counts as a dequeue timeout, like a blocking get."""
+    q = broker.queue("async-count")
+    q.put(0)
+    q.get()
+    assert asyncio.run(q.aget(timeout=0.1)) is None
+    assert asyncio.run(q.aget(timeout=0)) is None  # did not wait: not a timeout
+    assert q.stats()["dequeue_timeout_total"] == 1

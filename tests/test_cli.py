@@ -359,8 +359,6 @@ def test_metrics_agree_across_workers(remote: Run, server: servers.Server) -> No
     assert health.json()["queues"]["w"]["dequeued_total"] == 3
 
 
-@pytest.mark.xfail(strict=True, reason="engine: Queue.aget_many (the asgi worker's long-poll) "
-                   "does not count dequeue timeouts")
 def test_http_long_poll_timeout_is_counted(remote: Run, server: servers.Server) -> None:
     """A long-poll that times out empty shows in zoldyq_dequeue_timeout_total."""
     remote("put", "t", "1")

@@ -13,9 +13,9 @@ import functools
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 import posix_ipc
@@ -34,6 +34,7 @@ from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
 
 DEFAULT_NAMESPACE = "zoldyq"
+T = TypeVar("T")
 _dumps = orjson.dumps
 _loads = orjson.loads
 _perf_ns = time.perf_counter_ns
@@ -158,9 +159,28 @@ class Queue:
         try:
             records = sq.get(max, timeout, self.name)
         except QueueDeleted:
+            records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name))
+        return list(map(_message, records))
+
+    def peek(self, max: int | None = None) -> list[Message]:
+        """The first ``max`` messages (all by default) without removing them."""
+        sq = self._sq or self._resolve(create=False)
+        n = len(self) if max is None else max
+        try:
+            records = sq.peek(n, self.name)
+        except QueueDeleted:
+            records = self._again(sq, lambda fresh: fresh.peek(n, self.name))
+        return list(map(_message, records))
+
+    def _again(self, stale: SharedQueue, op: Callable[[SharedQueue], T]) -> T:
+        """``stale`` was deleted: run ``op`` once on the queue that has the name now."""
+        self._forget(stale)
+        sq = self._resolve(create=False)  # QueueNotFound if there is none
+        try:
+            return op(sq)
+        except QueueDeleted:
             self._forget(sq)
             raise QueueNotFound(self.name) from None
-        return list(map(_message, records))
 
     def stream(self, timeout: float | None = None) -> Iterator[Message]:
         """Yield messages as they arrive; ends after ``timeout`` idle seconds or on interrupt."""
@@ -184,9 +204,13 @@ class Queue:
         while True:
             got = self.get_many(max, 0)
             remaining = deadline - time.monotonic()
-            if got or remaining <= 0 or self.broker.interrupted:
+            if got or self.broker.interrupted:
                 return got
-            sq = self.broker._shared(self.name, create=False)
+            sq = self._sq or self._resolve(create=False)
+            if remaining <= 0:
+                if timeout > 0:
+                    sq.note_timeout()
+                return got
             await self.broker._async_bell(sq).wait(remaining)
 
     async def astream(self) -> AsyncIterator[Message]:
@@ -209,8 +233,7 @@ class Queue:
         try:
             return sq.clear()
         except QueueDeleted:
-            self._forget(sq)
-            raise QueueNotFound(self.name) from None
+            return self._again(sq, SharedQueue.clear)
 
     def delete(self) -> None:
         self.broker.delete(self.name)

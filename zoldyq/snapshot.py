@@ -165,13 +165,9 @@ def _peek(broker: Broker, name: str) -> QueueImage:
     entry = broker.registry.lookup(names.check_queue_name(name))
     if entry is None:
         raise QueueNotFound(name)
-    sq = broker._shared(name, create=False)
-    with sq.get_lock:
-        if sq.deleted:
-            raise QueueNotFound(name)
-        records, _, _ = sq.ring.read(sq.ring.count())
-    # a record is (kind, data, enqueued_at, ...): indexed, as the engine may append fields
-    return QueueImage(name, entry.caps, [(r[0], r[1]) for r in records], [r[2] for r in records])
+    messages = broker.queue(name).peek()
+    return QueueImage(name, entry.caps, [(m.kind, m.data) for m in messages],
+                      [m.enqueued_at for m in messages])
 
 
 def _section(image: QueueImage) -> bytes:

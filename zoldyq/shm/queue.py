@@ -357,6 +357,18 @@ class SharedQueue:
             self._ring_bell(max(self.words[W_WAITERS], 1))
             time.sleep(0.0005)
 
+    def peek(self, max_n: int, tag: object = None) -> list[Record]:
+        """Up to ``max_n`` records from the head, left in place (snapshots)."""
+        with self.get_lock:
+            if self.deleted:
+                raise QueueDeleted(self.name)
+            return self.ring.read(max_n, tag)[0]
+
+    def note_timeout(self) -> None:
+        """Count a get that waited and found nothing (asyncio waiters count here)."""
+        with self.get_lock:
+            self.words[W_TIMEOUTS] += 1
+
     def clear(self) -> int:
         with self.get_lock:
             if self.deleted:
