@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -34,6 +35,7 @@ from zoldyq.ws.checks import BadPath, parse_path
 log = logging.getLogger("zoldyq.ws")
 
 MAX_BATCH = 512  # messages taken in one lock round trip at most
+KERNEL_SEND_BUFFER = 64 << 10  # per dequeue stream (the kernel doubles it)
 MAX_PIPELINE = 1024  # received frames not yet enqueued, per connection, at most
 IDLE_WAIT = 5.0  # an empty stream re-checks for shutdown at least this often
 MISSING_QUEUE_POLL = 0.2  # a stream on a queue that does not exist yet looks again
@@ -182,6 +184,9 @@ class Dequeue:
 
     async def run(self) -> None:
         self.task = asyncio.current_task()
+        sock = self.ws.transport.get_extra_info("socket")
+        if sock is not None:  # a fixed kernel buffer: autotuning would grow it to MBs
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
         self.ws.protocol.max_message_size = 4096  # clients have nothing to say here
         reader = asyncio.create_task(self._read())
         try:
