@@ -1,0 +1,244 @@
+#!/usr/bin/env python
+"""HTTP throughput and latency of ZoldyQ, side by side with its ceiling and a Redis baseline.
+
+Usage: .venv/bin/python scripts/bench_http.py [--seconds 3] [--rounds 3]
+           [--connections 50] [--worker-class asgi|gthread|both]
+
+Three servers under the same gunicorn settings (2 workers; gthread: 8 threads
+each), loaded by wrk over loopback with 50 connections, in the same run:
+
+    zoldyq   this project: POST /queues/b/enqueue, GET /queues/b/dequeue,
+             POST /queues/b/batch (100 messages a request)
+    noop     a Falcon route that reads the body and answers a constant: the
+             ceiling of Falcon + gunicorn here (POST for enqueue, GET for dequeue)
+    redis    the same API on Falcon + Redis lists (LPUSH/RPOP), redis-server
+             from Debian on a unix-less TCP port, persistence off
+
+The three servers run at the same time and every measurement is repeated
+``--rounds`` times, interleaved, so that other load on the host hits them
+alike; each row is the median round. Payloads are ~100 bytes of JSON.
+Dequeue runs against a queue pre-filled beyond what it can drain, so every
+answer carries a message. Needs wrk and
+redis-server (installed with apt-get when missing and run as root) and the
+``redis`` client (the ``bench`` extra; pip-installed when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import servers  # noqa: E402
+
+PAYLOAD = {"id": 12345, "kind": "email", "to": "someone@example.com", "body": "x" * 40}
+WORKERS = 2
+THREADS = 8
+PREFILL = 150_000  # more than --rounds dequeue runs can drain
+
+
+def ensure_tools() -> None:
+    missing = [deb for tool, deb in (("wrk", "wrk"), ("redis-server", "redis-server"))
+               if shutil.which(tool) is None]
+    if missing:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            sys.exit(f"install {' '.join(missing)} first (apt-get install {' '.join(missing)})")
+        print(f"installing {' '.join(missing)} ...", file=sys.stderr)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                       check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "redis>=5"], check=True)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    port = servers.free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tmp, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                with contextlib.suppress(OSError):
+                    servers.tcp_ready(port)()
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def gunicorn_cmd(app: str, worker_class: str) -> list[str]:
+    worker = {"asgi": "zoldyq.http.worker.AsgiWorker",
+              "gthread": "zoldyq.http.worker.GthreadWorker"}[worker_class]
+    return [servers.PYTHON, "-m", "gunicorn", "-k", worker, "-w", str(WORKERS),
+            "--threads", str(THREADS), "--keep-alive", "1", "--no-control-socket",
+            "--log-level", "warning", "--chdir", str(ROOT / "scripts"), app]
+
+
+@contextlib.contextmanager
+def baseline(app: str, worker_class: str, env: dict[str, str]) -> Iterator[servers.Server]:
+    port = servers.free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [*gunicorn_cmd(app, worker_class), "-b", f"127.0.0.1:{port}"]
+    srv = servers.Server(app, cmd, env, url)
+    try:
+        srv.wait_ready(servers.tcp_ready(port))
+        yield srv
+    finally:
+        srv.close()
+
+
+def wrk(url: str, seconds: float, connections: int, method: str = "GET",
+        body: bytes | None = None) -> dict[str, float]:
+    """req/s, p50 and p99 (ms), and non-2xx count of one wrk run."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(f'wrk.method = "{method}"\n')
+        if body is not None:
+            lua.write(f"wrk.body = {json.dumps(body.decode())}\n")
+            lua.write('wrk.headers["Content-Type"] = "application/json"\n')
+    try:
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+             "-s", lua.name, url],
+            check=True, capture_output=True, text=True).stdout
+    finally:
+        os.unlink(lua.name)
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m.group(1)) * units[m.group(2)]
+
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: .*", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+            "p50": pct("50"), "p99": pct("99"), "bad": int(bad.group(1)) if bad else 0,
+            "socket_errors": errors.group(0) if errors else ""}  # type: ignore[dict-item]
+
+
+def prefill(url: str, path: str, n: int) -> None:
+    batch = {"payloads": [PAYLOAD] * 1000}
+    for _ in range(n // 1000):
+        r = servers.call(url, "POST", path, json=batch)
+        assert r.status == 200, r
+
+
+def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
+              redis_url: str) -> dict[str, dict[str, float]]:
+    """Every measurement ``rounds`` times, interleaved, so that noise from other load on the
+    host hits the three servers alike; the median round of each is kept."""
+    import redis
+
+    import zoldyq
+
+    one = json.dumps({"payload": PAYLOAD}).encode()
+    hundred = json.dumps({"payloads": [PAYLOAD] * 100}).encode()
+    flavour = "asgi" if worker_class == "asgi" else "wsgi"
+    env = servers.settings_env("unused")
+    env["BENCH_REDIS_URL"] = redis_url
+    r = redis.Redis.from_url(redis_url)
+    ns = f"zqbench{os.getpid()}"
+    runs: dict[str, list[dict[str, float]]] = {}
+    with contextlib.ExitStack() as stack:
+        stack.callback(zoldyq.destroy, ns)
+        noop = stack.enter_context(baseline(f"bench_http_apps:noop_{flavour}", worker_class, env))
+        zq = stack.enter_context(servers.gunicorn(
+            ns, workers=WORKERS, threads=THREADS, worker_class=worker_class,
+            default_queue_capacity=10_000_000, default_queue_max_bytes=2 << 30))
+        rd = stack.enter_context(baseline(f"bench_http_apps:redis_{flavour}", worker_class, env))
+        plan = [
+            ("noop POST", noop.url + "/noop/b", "POST", one),
+            ("noop GET", noop.url + "/noop/b", "GET", None),
+            ("zoldyq enqueue", zq.url + "/queues/b/enqueue", "POST", one),
+            ("zoldyq dequeue", zq.url + "/queues/b/dequeue", "GET", None),
+            ("zoldyq batch", zq.url + "/queues/c/batch", "POST", hundred),
+            ("redis enqueue", rd.url + "/queues/b/enqueue", "POST", one),
+            ("redis dequeue", rd.url + "/queues/b/dequeue", "GET", None),
+            ("redis batch", rd.url + "/queues/c/batch", "POST", hundred),
+        ]
+        r.flushall()
+        for url in (zq.url, rd.url):
+            prefill(url, "/queues/b/batch", PREFILL)
+        for _, url, method, body in plan:
+            wrk(url, 1, connections, method, body)  # warm-up: imports, connections, caches
+        for i in range(rounds):
+            for key, url, method, body in plan:
+                res = wrk(url, seconds, connections, method, body)
+                runs.setdefault(key, []).append(res)
+                print(f"  {worker_class:8} round {i + 1}  {key:16} {res['rps']:9.0f} req/s  "
+                      f"p50 {res['p50']:6.2f} ms  p99 {res['p99']:6.2f} ms", file=sys.stderr)
+            zq.call("POST", "/queues/c/clear")
+            r.delete("c")
+        assert zq.call("GET", "/queues/b").json()["size"] > 0, "zoldyq queue ran dry"
+        assert r.llen("b") > 0, "redis queue ran dry"
+        r.flushall()
+    return {key: sorted(rs, key=lambda x: x["rps"])[len(rs) // 2] for key, rs in runs.items()}
+
+
+def table(worker_class: str, res: dict[str, dict[str, float]]) -> str:
+    rows = [f"| {worker_class} | req/s | msg/s | p50 ms | p99 ms | vs no-op | vs Redis | "
+            "p99 vs no-op |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for op, noop in (("enqueue", "noop POST"), ("dequeue", "noop GET"), ("batch", None)):
+        for who in ("zoldyq", "redis"):
+            r = res[f"{who} {op}"]
+            per = 100 if op == "batch" else 1
+            ceiling = res[noop] if noop else None
+            vs_noop = f"{r['rps'] / ceiling['rps']:.0%}" if ceiling else "-"
+            p99_ratio = f"{r['p99'] / ceiling['p99']:.2f}x" if ceiling else "-"
+            vs_redis = (f"{r['rps'] / res[f'redis {op}']['rps']:.2f}x" if who == "zoldyq"
+                        else "-")
+            rows.append(f"| {who} {op}{' (100/req)' if per > 1 else ''} | {r['rps']:.0f} | "
+                        f"{r['rps'] * per:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {vs_noop} | "
+                        f"{vs_redis} | {p99_ratio} |")
+    for noop in ("noop POST", "noop GET"):
+        r = res[noop]
+        rows.append(f"| {noop} | {r['rps']:.0f} | - | {r['p50']:.2f} | {r['p99']:.2f} | 100% | "
+                    "- | 1.00x |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--worker-class", choices=("asgi", "gthread", "both"), default="asgi")
+    args = parser.parse_args()
+    ensure_tools()
+    classes = ["asgi", "gthread"] if args.worker_class == "both" else [args.worker_class]
+    tables = []
+    with redis_server() as redis_url:
+        for wc in classes:
+            res = run_class(wc, args.seconds, args.connections, args.rounds, redis_url)
+            tables.append(table(wc, res))
+    print(f"\n{args.connections} connections, median of {args.rounds} interleaved {args.seconds} s "
+          f"runs, {WORKERS} workers (gthread: {THREADS} threads), wrk -t2 on the same "
+          f"{os.cpu_count()}-core host\n")
+    print("\n\n".join(tables))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
