@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from urllib.parse import parse_qs, urlsplit
 
-from zoldyq.errors import InvalidName, ZoldyQError
+from zoldyq.errors import ZoldyQError
 from zoldyq.shm import names
 
 OPERATIONS = ("enqueue", "dequeue")
@@ -36,10 +36,7 @@ def parse_path(target: str) -> tuple[str, str]:
     parts = urlsplit(target).path.split("/")
     if len(parts) != 4 or parts[0] or parts[1] != "queues" or parts[3] not in OPERATIONS:
         raise BadPath(urlsplit(target).path)
-    try:
-        return names.check_queue_name(parts[2]), parts[3]
-    except InvalidName:
-        raise InvalidName(parts[2]) from None
+    return names.check_queue_name(parts[2]), parts[3]
 
 
 def token_ok(expected: str | None, authorization: str | None, target: str) -> bool:

@@ -1,0 +1,122 @@
+"""The WebSocket wire format and handshake rules, as pure functions (no sockets)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from zoldyq.errors import InvalidName, InvalidPayload, MessageTooLarge, QueueFull
+from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
+from zoldyq.ws import checks, frames
+
+
+def test_text_frame_stores_the_payload_as_compact_json() -> None:
+    """A text frame {"payload": v} is stored as v's JSON; other keys are ignored."""
+    assert frames.parse_enqueue('{ "payload" : {"a": [1, 2]}, "x": 1 }') == (
+        KIND_JSON, b'{"a":[1,2]}')
+    assert frames.parse_enqueue('{"payload": null}') == (KIND_JSON, b"null")
+
+
+def test_binary_frame_is_stored_raw() -> None:
+    """A binary frame is stored byte for byte as a raw message."""
+    assert frames.parse_enqueue(b"\x00\xffraw") == (KIND_BYTES, b"\x00\xffraw")
+
+
+@pytest.mark.parametrize("frame", ["not json", "{", '{"payload": 1,}', ""])
+def test_invalid_json_is_a_bad_request(frame: str) -> None:
+    """A text frame that is not JSON is rejected with a sentence saying so."""
+    with pytest.raises(frames.BadFrame, match=r"^frame is not valid JSON: ") as info:
+        frames.parse_enqueue(frame)
+    assert info.value.code == "bad_request"
+
+
+@pytest.mark.parametrize("frame", ['[1]', '"payload"', '{"Payload": 1}', "{}", "3"])
+def test_json_without_payload_is_a_bad_request(frame: str) -> None:
+    """Valid JSON that is not an object with a payload key is rejected."""
+    with pytest.raises(frames.BadFrame,
+                       match=r'^a text frame must be a JSON object \{"payload": <value>\}$'):
+        frames.parse_enqueue(frame)
+
+
+def test_ack_has_the_seed_shape() -> None:
+    """The confirmation is {"queued", "queue_name", "queue_size", "enqueued_at"}."""
+    raw = frames.ack(frames.ack_prefix("jobs.v1"), 42, 1701234567890123)
+    assert orjson.loads(raw) == {"queued": True, "queue_name": "jobs.v1", "queue_size": 42,
+                                 "enqueued_at": 1701234567890123}
+
+
+def test_message_frame_embeds_the_stored_json_unchanged() -> None:
+    """A dequeued JSON message is framed around its stored bytes, never re-encoded."""
+    before, middle = frames.message_prefix("q-1")
+    raw = frames.message(before, middle, b'{"k":"v\\u00e9"}', 17)
+    assert raw == b'{"payload":{"k":"v\\u00e9"},"queue_name":"q-1","enqueued_at":17}'
+    assert orjson.loads(raw) == {"payload": {"k": "vé"}, "queue_name": "q-1", "enqueued_at": 17}
+
+
+def test_error_frames_carry_code_message_and_fields() -> None:
+    """Engine errors keep their code and fields; an invalid payload is a bad_request."""
+    full = orjson.loads(frames.error(QueueFull("jobs", 3, 3, 1024)))
+    assert full == {"error": "queue_full", "message": "Queue 'jobs' is at capacity",
+                    "queue_name": "jobs", "queue_capacity": 3, "queue_size": 3,
+                    "queue_max_bytes": 1024}
+    big = orjson.loads(frames.error(MessageTooLarge(10, 5)))
+    assert big["error"] == "message_too_large"
+    assert big["message"] == "message of 10 bytes exceeds the limit of 5 bytes"
+    assert orjson.loads(frames.error(InvalidPayload("x")))["error"] == "bad_request"
+
+
+def test_close_reason_fits_a_close_frame() -> None:
+    """Close reasons are cut to 123 bytes, never in the middle of a character."""
+    assert frames.close_reason("bad_path", "short") == "bad_path: short"
+    long = frames.close_reason("bad_name", "é" * 200)
+    assert len(long.encode()) <= 123
+    assert long.endswith("...")
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("/queues/jobs/enqueue", ("jobs", "enqueue")),
+    ("/queues/a.b-c_9/dequeue?token=t", ("a.b-c_9", "dequeue")),
+])
+def test_stream_paths(target: str, expected: tuple[str, str]) -> None:
+    """/queues/<name>/enqueue and /queues/<name>/dequeue, with or without a query."""
+    assert checks.parse_path(target) == expected
+
+
+@pytest.mark.parametrize("target", [
+    "/", "/queues", "/queues/jobs", "/queues/jobs/peek", "/queues/jobs/dequeue/",
+    "queues/jobs/dequeue", "/x/jobs/dequeue", "/queues//dequeue/x",
+])
+def test_other_paths_are_refused(target: str) -> None:
+    """Any other path is a BadPath whose sentence shows the two valid shapes."""
+    with pytest.raises(checks.BadPath, match=r"use /queues/<name>/enqueue or"):
+        checks.parse_path(target)
+
+
+def test_bad_queue_names_are_refused() -> None:
+    """A queue name outside [A-Za-z0-9_.-]{1,64} is an InvalidName."""
+    with pytest.raises(InvalidName, match=r"^invalid queue name 'j\$bs'"):
+        checks.parse_path("/queues/j$bs/dequeue")
+    with pytest.raises(InvalidName):
+        checks.parse_path("/queues/" + "a" * 65 + "/enqueue")
+    with pytest.raises(InvalidName, match=r"^invalid queue name ''"):
+        checks.parse_path("/queues//enqueue")
+
+
+def test_token_from_header_or_query() -> None:
+    """Bearer header (any case of the scheme) or ?token= pass; anything else fails."""
+    path = "/queues/a/dequeue"
+    assert checks.token_ok(None, None, path)
+    assert checks.token_ok("s3cret", "Bearer s3cret", path)
+    assert checks.token_ok("s3cret", "bearer s3cret", path)
+    assert checks.token_ok("s3cret", None, path + "?token=s3cret")
+    assert not checks.token_ok("s3cret", None, path)
+    assert not checks.token_ok("s3cret", "Bearer wrong", path + "?token=wrong")
+    assert not checks.token_ok("s3cret", "Basic s3cret", path)
+    assert not checks.token_ok("s3cret", "Bearer s3cre", path)
+
+
+def test_origins_setting() -> None:
+    """Unset allows any Origin; a list also lets clients without an Origin header in."""
+    assert checks.origins(None) is None
+    assert checks.origins("https://a.example, https://b.example") == [
+        "https://a.example", "https://b.example", None]
