@@ -460,3 +460,36 @@ def test_keepalive_closes_a_peer_that_never_answers_pings(namespace: str,
     assert frames[0] == 0x89  # a ping came first
     close = frames[frames.index(b"\x88"):]
     assert int.from_bytes(close[2:4], "big") == 1011
+
+
+def test_destroyed_namespace_closes_streams_with_1011(namespace: str, broker: zoldyq.Broker
+                                                      ) -> None:
+    """The namespace destroyed under the sidecar: streams close with 1011 and the reason."""
+    reason = (f"namespace_broken: namespace '{namespace}' does not exist on this host "
+              "(create it first)")
+    with sidecar(namespace) as srv, connect(srv.url + "/queues/d/dequeue") as consumer, \
+            connect(srv.url + "/queues/d/enqueue") as producer:
+        producer.send('{"payload": 1}')
+        assert json.loads(consumer.recv(timeout=10))["payload"] == 1
+        zoldyq.destroy(namespace)
+        producer.send('{"payload": 2}')
+        assert closed_with(producer) == (1011, reason)
+        assert closed_with(consumer) == (1011, reason)
+        with connect(srv.url + "/queues/other/enqueue") as late:
+            late.send('{"payload": 3}')
+            assert closed_with(late) == (1011, reason)
+
+
+def test_compression_when_enabled(namespace: str, broker: zoldyq.Broker) -> None:
+    """ws_compression negotiates permessage-deflate; off by default."""
+    with sidecar(namespace, ws_compression=True) as srv:
+        with connect(srv.url + "/queues/z/enqueue") as c:
+            assert "permessage-deflate" in c.response.headers.get("Sec-WebSocket-Extensions", "")
+            for i in range(3):
+                c.send(json.dumps({"payload": "z" * 1000 + str(i)}))
+            assert [json.loads(c.recv(timeout=10))["queue_size"] for _ in range(3)] == [1, 2, 3]
+        with connect(srv.url + "/queues/z/dequeue") as c:
+            got = [json.loads(c.recv(timeout=10))["payload"] for _ in range(3)]
+        assert got == ["z" * 1000 + str(i) for i in range(3)]
+    with sidecar(namespace) as srv, connect(srv.url + "/queues/z/dequeue") as c:
+        assert "Sec-WebSocket-Extensions" not in c.response.headers

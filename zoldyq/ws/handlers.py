@@ -27,7 +27,13 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from zoldyq.broker import Broker, Message, Queue
-from zoldyq.errors import BrokenError, ClosedError, QueueNotFound, ZoldyQError
+from zoldyq.errors import (
+    BrokenError,
+    ClosedError,
+    NamespaceNotFound,
+    QueueNotFound,
+    ZoldyQError,
+)
 from zoldyq.shm.layout import KIND_BYTES
 from zoldyq.ws import frames
 from zoldyq.ws.checks import BadPath, parse_path
@@ -222,6 +228,10 @@ class Dequeue:
             self.waiting = False
 
     async def _wait_for_queue(self) -> None:
+        """The queue does not exist (yet): look again soon, unless the namespace is gone."""
+        registry = self.queue.broker.registry
+        if registry.destroyed:
+            raise NamespaceNotFound(registry.ns)
         self.waiting = True
         try:
             await asyncio.sleep(MISSING_QUEUE_POLL)
