@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -40,6 +41,17 @@ def broker(namespace: str) -> Iterator[zoldyq.Broker]:
         yield b
     finally:
         b.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes started by the test; whatever is still running at the end is killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,6 @@ import zoldyq
 from tests.procs import read_acks, read_pairs
 from tests.test_multiprocess import check_fifo, spawn
 from zoldyq.shm import segment
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
 
 
 def paused(namespace: str, queue: str, op: str, point: str, tmp_path: Path,

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +19,6 @@ def spawn(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen[
         [sys.executable, "-m", "tests.procs", *map(str, args)],
         cwd=Path(__file__).parent.parent, env=env,
     )
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes started by the test; whatever is still running at the end is killed."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
 
 
 def check_fifo(streams: list[list[tuple[int, int]]]) -> None:

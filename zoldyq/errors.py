@@ -125,34 +125,32 @@ class QueueFull(ZoldyQError, queue.Full):
         }
 
 
-class QueueNotFound(ZoldyQError, LookupError):
+class _AboutQueue(ZoldyQError):
+    """An error about one named queue; ``sentence`` has a ``{}`` for its name."""
+
+    sentence = ""
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self.queue_name = queue_name
+
+    def __str__(self) -> str:
+        return self.sentence.format(self.queue_name)
+
+    def fields(self) -> dict[str, object]:
+        return {"queue_name": self.queue_name}
+
+
+class QueueNotFound(_AboutQueue, LookupError):
     code = "queue_not_found"
     http_status = 404
-
-    def __init__(self, queue_name: str) -> None:
-        super().__init__(queue_name)
-        self.queue_name = queue_name
-
-    def __str__(self) -> str:
-        return f"Queue '{self.queue_name}' does not exist"
-
-    def fields(self) -> dict[str, object]:
-        return {"queue_name": self.queue_name}
+    sentence = "Queue '{}' does not exist"
 
 
-class QueueExists(ZoldyQError):
+class QueueExists(_AboutQueue):
     code = "queue_exists"
     http_status = 409
-
-    def __init__(self, queue_name: str) -> None:
-        super().__init__(queue_name)
-        self.queue_name = queue_name
-
-    def __str__(self) -> str:
-        return f"Queue '{self.queue_name}' already exists with other limits"
-
-    def fields(self) -> dict[str, object]:
-        return {"queue_name": self.queue_name}
+    sentence = "Queue '{}' already exists with other limits"
 
 
 class TooManyQueues(ZoldyQError):
