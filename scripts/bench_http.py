@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """HTTP throughput and latency of ZoldyQ, side by side with its ceiling and a Redis baseline.
 
-Usage: .venv/bin/python scripts/bench_http.py [--seconds 3] [--rounds 3]
+Usage: .venv/bin/python scripts/bench_http.py [--seconds 2] [--rounds 5]
            [--connections 50] [--worker-class asgi|gthread|both]
 
 Three servers under the same gunicorn settings (2 workers; gthread: 8 threads
@@ -16,7 +16,8 @@ each), loaded by wrk over loopback with 50 connections, in the same run:
 
 The three servers run at the same time and every measurement is repeated
 ``--rounds`` times, interleaved, so that other load on the host hits them
-alike; each row is the median round. Payloads are ~100 bytes of JSON.
+alike: figures are medians, and each ratio is the median of the ratios of
+runs made seconds apart in the same round. Payloads are ~100 bytes of JSON.
 Dequeue runs against a queue pre-filled beyond what it can drain, so every
 answer carries a message. Needs wrk and
 redis-server (installed with apt-get when missing and run as root) and the
@@ -46,7 +47,7 @@ from tests import servers  # noqa: E402
 PAYLOAD = {"id": 12345, "kind": "email", "to": "someone@example.com", "body": "x" * 40}
 WORKERS = 2
 THREADS = 8
-PREFILL = 150_000  # more than --rounds dequeue runs can drain
+PREFILL = 200_000  # more than --rounds dequeue runs can drain
 
 
 def ensure_tools() -> None:
@@ -146,9 +147,9 @@ def prefill(url: str, path: str, n: int) -> None:
 
 
 def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
-              redis_url: str) -> dict[str, dict[str, float]]:
+              redis_url: str) -> dict[str, list[dict[str, float]]]:
     """Every measurement ``rounds`` times, interleaved, so that noise from other load on the
-    host hits the three servers alike; the median round of each is kept."""
+    host hits the three servers alike: the runs of each key, in round order."""
     import redis
 
     import zoldyq
@@ -168,14 +169,14 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
             ns, workers=WORKERS, threads=THREADS, worker_class=worker_class,
             default_queue_capacity=10_000_000, default_queue_max_bytes=2 << 30))
         rd = stack.enter_context(baseline(f"bench_http_apps:redis_{flavour}", worker_class, env))
-        plan = [
+        plan = [  # each ZoldyQ run right next to the runs it is compared with
             ("noop POST", noop.url + "/noop/b", "POST", one),
-            ("noop GET", noop.url + "/noop/b", "GET", None),
             ("zoldyq enqueue", zq.url + "/queues/b/enqueue", "POST", one),
-            ("zoldyq dequeue", zq.url + "/queues/b/dequeue", "GET", None),
-            ("zoldyq batch", zq.url + "/queues/c/batch", "POST", hundred),
             ("redis enqueue", rd.url + "/queues/b/enqueue", "POST", one),
+            ("noop GET", noop.url + "/noop/b", "GET", None),
+            ("zoldyq dequeue", zq.url + "/queues/b/dequeue", "GET", None),
             ("redis dequeue", rd.url + "/queues/b/dequeue", "GET", None),
+            ("zoldyq batch", zq.url + "/queues/c/batch", "POST", hundred),
             ("redis batch", rd.url + "/queues/c/batch", "POST", hundred),
         ]
         r.flushall()
@@ -194,36 +195,46 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
         assert zq.call("GET", "/queues/b").json()["size"] > 0, "zoldyq queue ran dry"
         assert r.llen("b") > 0, "redis queue ran dry"
         r.flushall()
-    return {key: sorted(rs, key=lambda x: x["rps"])[len(rs) // 2] for key, rs in runs.items()}
+    return runs
 
 
-def table(worker_class: str, res: dict[str, dict[str, float]]) -> str:
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def table(worker_class: str, runs: dict[str, list[dict[str, float]]]) -> str:
+    """Medians of the runs; each ratio is the median of the per-round ratios (runs made
+    seconds apart), which cancels most of the noise of a shared host."""
+
+    def med(key: str, field: str) -> float:
+        return _median([r[field] for r in runs[key]])
+
+    def ratio(a: str, b: str, field: str) -> float:
+        return _median([x[field] / y[field] for x, y in zip(runs[a], runs[b], strict=True)])
+
     rows = [f"| {worker_class} | req/s | msg/s | p50 ms | p99 ms | vs no-op | vs Redis | "
             "p99 vs no-op |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for op, noop in (("enqueue", "noop POST"), ("dequeue", "noop GET"), ("batch", None)):
         for who in ("zoldyq", "redis"):
-            r = res[f"{who} {op}"]
+            key = f"{who} {op}"
             per = 100 if op == "batch" else 1
-            ceiling = res[noop] if noop else None
-            vs_noop = f"{r['rps'] / ceiling['rps']:.0%}" if ceiling else "-"
-            p99_ratio = f"{r['p99'] / ceiling['p99']:.2f}x" if ceiling else "-"
-            vs_redis = (f"{r['rps'] / res[f'redis {op}']['rps']:.2f}x" if who == "zoldyq"
-                        else "-")
-            rows.append(f"| {who} {op}{' (100/req)' if per > 1 else ''} | {r['rps']:.0f} | "
-                        f"{r['rps'] * per:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {vs_noop} | "
-                        f"{vs_redis} | {p99_ratio} |")
+            vs_noop = f"{ratio(key, noop, 'rps'):.0%}" if noop else "-"
+            p99 = f"{ratio(key, noop, 'p99'):.2f}x" if noop else "-"
+            vs_redis = f"{ratio(key, f'redis {op}', 'rps'):.2f}x" if who == "zoldyq" else "-"
+            rows.append(f"| {key}{' (100/req)' if per > 1 else ''} | {med(key, 'rps'):.0f} | "
+                        f"{med(key, 'rps') * per:.0f} | {med(key, 'p50'):.2f} | "
+                        f"{med(key, 'p99'):.2f} | {vs_noop} | {vs_redis} | {p99} |")
     for noop in ("noop POST", "noop GET"):
-        r = res[noop]
-        rows.append(f"| {noop} | {r['rps']:.0f} | - | {r['p50']:.2f} | {r['p99']:.2f} | 100% | "
-                    "- | 1.00x |")
+        rows.append(f"| {noop} | {med(noop, 'rps'):.0f} | - | {med(noop, 'p50'):.2f} | "
+                    f"{med(noop, 'p99'):.2f} | 100% | - | 1.00x |")
     return "\n".join(rows)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--worker-class", choices=("asgi", "gthread", "both"), default="asgi")
     args = parser.parse_args()
     ensure_tools()
@@ -233,9 +244,9 @@ def main() -> int:
         for wc in classes:
             res = run_class(wc, args.seconds, args.connections, args.rounds, redis_url)
             tables.append(table(wc, res))
-    print(f"\n{args.connections} connections, median of {args.rounds} interleaved {args.seconds} s "
-          f"runs, {WORKERS} workers (gthread: {THREADS} threads), wrk -t2 on the same "
-          f"{os.cpu_count()}-core host\n")
+    print(f"\n{args.connections} connections, medians of {args.rounds} interleaved "
+          f"{args.seconds} s runs, {WORKERS} workers (gthread: {THREADS} threads), "
+          f"wrk -t2 on the same {os.cpu_count()}-core host\n")
     print("\n\n".join(tables))
     return 0
 

@@ -102,10 +102,7 @@ class Server:
     def close(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(RuntimeError):
-                t0 = time.monotonic()
                 self.stop(timeout=10)
-                if os.environ.get("DEBUG_STOP"):
-                    print("STOP took", time.monotonic() - t0, self.log()[-3000:])
         # children that outlived their parent (a crashed master) still sit in the group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
