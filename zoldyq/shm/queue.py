@@ -60,6 +60,7 @@ RESERVE_CHUNK = 1 << 20  # ring memory is backed 1 MiB at a time as it is first 
 WAIT_SLICE = 0.5  # sem_timedwait uses the wall clock: wait in slices of a monotonic deadline
 SPIN_SECONDS = 50e-6  # how long an empty get watches the tail before parking
 
+_HOOKED = hooks.pause_at is not None  # crash tests only; read once per process
 _BusyError = posix_ipc.BusyError
 _SignalError = posix_ipc.SignalError
 _monotonic = time.monotonic
@@ -188,7 +189,7 @@ class SharedQueue:
         try:
             if words[W_FLAGS] & FLAG_CLOSED:
                 raise QueueDeleted(self.name)
-            if hooks.pause_at:
+            if _HOOKED:
                 hooks.reach("put.locked")
             now_us = _time_ns() // 1000
             try:
@@ -198,11 +199,11 @@ class SharedQueue:
                 raise QueueFull(
                     self.name, ring.max_messages, full.count, ring.size, full.needed_bytes
                 ) from None
-            if hooks.pause_at:
+            if _HOOKED:
                 hooks.reach("put.written")
             n = len(records)
             ring.commit_tail(new_tail, n, len(records[0][1]) if n == 1 else _payload_bytes(records))
-            if hooks.pause_at:
+            if _HOOKED:
                 hooks.reach("put.committed")
             elapsed = _perf_ns() - t0
             words[W_ENQ_HIST + bisect_left(HIST_BOUNDS_NS, elapsed)] += 1
@@ -232,30 +233,30 @@ class SharedQueue:
         try:
             if words[W_FLAGS] & FLAG_CLOSED:
                 raise QueueDeleted(self.name)  # a waiter unregisters in get()'s finally
-            if hooks.pause_at:
+            if _HOOKED:
                 hooks.reach("get.locked")
-            records: list[Record] = []
-            if ring.count():
-                try:
-                    records, new_head, nbytes = ring.read(max_n, tag)
-                except RingCorrupt as ex:
-                    raise BrokenError(f"queue '{self.name}': {ex}") from ex
-                if hooks.pause_at:
+            try:
+                records, new_head, nbytes = ring.read(max_n, tag)
+            except RingCorrupt as ex:
+                raise BrokenError(f"queue '{self.name}': {ex}") from ex
+            if records:
+                if _HOOKED:
                     hooks.reach("get.read")
                 ring.commit_head(new_head, len(records), nbytes)
-                if hooks.pause_at:
+                if _HOOKED:
                     hooks.reach("get.committed")
                 elapsed = _perf_ns() - t0
                 words[W_DEQ_HIST + bisect_left(HIST_BOUNDS_NS, elapsed)] += 1
                 words[W_DEQ_HIST + HIST_BUCKETS] += elapsed
-            wait = keep_waiting and not records
-            if wait != was_waiting:
-                if wait:
-                    words[W_WAITERS] += 1
-                elif words[W_WAITERS]:
-                    words[W_WAITERS] -= 1
-            if was_waiting and not keep_waiting and not records:
-                words[W_TIMEOUTS] += 1
+            if was_waiting or keep_waiting:
+                wait = keep_waiting and not records
+                if wait != was_waiting:
+                    if wait:
+                        words[W_WAITERS] += 1
+                    elif words[W_WAITERS]:
+                        words[W_WAITERS] -= 1
+                if was_waiting and not keep_waiting and not records:
+                    words[W_TIMEOUTS] += 1
         finally:
             lock.release()
         return records

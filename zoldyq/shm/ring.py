@@ -144,38 +144,34 @@ class Ring:
         Nothing is visible until ``commit_tail``. Raises RingFull when the
         batch does not fit whole (and then writes nothing).
         """
+        n = len(records)
+        if n == 1:
+            return self.write_one(*records[0], enqueued_at)
         words, size = self.words, self.size
         tail, head = words[W_TAIL], words[W_HEAD]
         seq, off = tail >> 32, tail & SEQ_MASK
         count = (seq - (head >> 32)) & SEQ_MASK
-        n = len(records)
         if count + n > self.max_messages:
             raise RingFull(count)
         free = size - (((off - (head & SEQ_MASK)) % size or size) if count else 0)
-        if n == 1:
-            kind, payload = records[0]
-            blob = b""
-            need, high = _span(off, (HDR + len(payload) + 7) & ~7, size)
-        else:  # one contiguous blob when it fits before the end, else record by record
-            blob = b"".join([_hdr(len(p), k, enqueued_at) + p + _PAD[-len(p) & 7]
-                             for k, p in records])
-            need = high = len(blob)
-            if need <= size - off:
-                high += off
-            else:
-                blob, need, high, pos = b"", 0, 0, off
-                for _kind, payload in records:
-                    used, top = _span(pos, (HDR + len(payload) + 7) & ~7, size)
-                    need += used
-                    high = max(high, top)
-                    pos = (pos + used) % size
+        # one contiguous blob when it fits before the end, else record by record
+        blob = b"".join([_hdr(len(p), k, enqueued_at) + p + _PAD[-len(p) & 7]
+                         for k, p in records])
+        need = high = len(blob)
+        if need <= size - off:
+            high += off
+        else:
+            blob, need, high, pos = b"", 0, 0, off
+            for _kind, payload in records:
+                used, top = _span(pos, (HDR + len(payload) + 7) & ~7, size)
+                need += used
+                high = max(high, top)
+                pos = (pos + used) % size
         if need > free:
             raise RingFull(count, need)
         if high > words[W_RESERVED] and self._reserve is not None:
             self._reserve(high)
-        if n == 1:
-            pos = self._emit(off, kind, payload, enqueued_at)
-        elif blob:
+        if blob:
             self.data[off : off + need] = blob
             pos = (off + need) % size
         else:
@@ -183,6 +179,31 @@ class Ring:
             for kind, payload in records:
                 pos = self._emit(pos, kind, payload, enqueued_at)
         return (((seq + n) & SEQ_MASK) << 32) | pos
+
+    def write_one(self, kind: int, payload: bytes, enqueued_at: int) -> int:
+        """``write`` for one record: the hot path, without lists or planning."""
+        words, size = self.words, self.size
+        tail, head = words[W_TAIL], words[W_HEAD]
+        seq, off = tail >> 32, tail & SEQ_MASK
+        count = (seq - (head >> 32)) & SEQ_MASK
+        if count >= self.max_messages:
+            raise RingFull(count)
+        length = len(payload)
+        rec = (HDR + length + 7) & ~7
+        end = off + rec
+        need, high = (rec, end) if end <= size else _span(off, rec, size)
+        if count and need > size - ((off - (head & SEQ_MASK)) % size or size):
+            raise RingFull(count, need)
+        if high > words[W_RESERVED] and self._reserve is not None:
+            self._reserve(high)
+        if end > size:
+            end = self._emit(off, kind, payload, enqueued_at)
+        else:
+            _pack_hdr(self.data, off, length, kind, enqueued_at)
+            self.data[off + HDR : off + HDR + length] = payload
+            if end == size:
+                end = 0
+        return (((seq + 1) & SEQ_MASK) << 32) | end
 
     def _emit(self, pos: int, kind: int, payload: bytes, enqueued_at: int) -> int:
         """Write one record at ``pos``, wrapping first if it does not fit; return its end."""
