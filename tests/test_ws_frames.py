@@ -135,3 +135,10 @@ def test_wire_matches_the_library_framing(size: int, binary: bool) -> None:
     for data in out:
         (protocol.send_binary if binary else protocol.send_text)(data)
     assert frames.wire(out, binary) == b"".join(protocol.data_to_send())
+
+
+def test_wire_mixes_text_and_binary_frames() -> None:
+    """One flag per frame picks text or binary for each."""
+    assert frames.wire([b"t", b"b", b"t"], [False, True, False]) == (
+        b"\x81\x01t\x82\x01b\x81\x01t")
+    assert frames.wire([], True) == b""

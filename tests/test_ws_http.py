@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 import zoldyq
@@ -106,6 +106,13 @@ def test_sidecar_survives_kill_9_of_an_http_worker(namespace: str, broker: zoldy
         assert json.loads(consumer.recv(timeout=10))["payload"] == "after"
 
 
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
 def test_serve_restarts_the_sidecar_and_stops_streams_with_1001(namespace: str) -> None:
     """Under ``zoldyq serve``: a killed sidecar comes back; SIGTERM gives streams 1001, exit 0."""
     with servers.serve(namespace, keep_namespace=False) as srv:
@@ -117,6 +124,7 @@ def test_serve_restarts_the_sidecar_and_stops_streams_with_1001(namespace: str) 
                     if b"workers.ws" in Path(f"/proc/{k}/cmdline").read_bytes()]
         assert len(sidecars) == 1
         os.kill(sidecars[0], signal.SIGKILL)
+        poll(lambda: _gone(sidecars[0]), what="the killed sidecar to die")
         deadline = time.monotonic() + 20
         while True:  # the launcher restarts it after a short delay
             try:
@@ -124,7 +132,7 @@ def test_serve_restarts_the_sidecar_and_stops_streams_with_1001(namespace: str) 
                     c.send('{"payload": "back"}')
                     assert json.loads(c.recv(timeout=10))["queued"] is True
                 break
-            except (OSError, InvalidHandshake):
+            except (OSError, InvalidHandshake, ConnectionClosed):
                 assert time.monotonic() < deadline, srv.log()
                 time.sleep(0.1)
         with connect(url + "/queues/s/dequeue") as c:

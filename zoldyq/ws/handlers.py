@@ -36,7 +36,7 @@ from zoldyq.errors import (
 )
 from zoldyq.shm.layout import KIND_BYTES
 from zoldyq.ws import frames
-from zoldyq.ws.checks import BadPath, parse_path
+from zoldyq.ws.checks import parse_path
 
 log = logging.getLogger("zoldyq.ws")
 
@@ -52,7 +52,7 @@ async def handle(ws: ServerConnection, broker: Broker) -> None:
     """Route one connection by path; close it with 1008/1011 and a reason on failure."""
     try:
         name, op = parse_path(ws.request.path if ws.request else "")
-    except (BadPath, ZoldyQError) as ex:
+    except ZoldyQError as ex:  # BadPath, InvalidName
         await ws.close(CloseCode.POLICY_VIOLATION, frames.close_reason(ex.code, str(ex)))
         return
     queue = broker.queue(name)
@@ -71,37 +71,54 @@ async def handle(ws: ServerConnection, broker: Broker) -> None:
     except Exception:
         log.exception("stream on queue %r failed", name)
         await ws.close(CloseCode.INTERNAL_ERROR, "internal_error: see the sidecar log")
+    finally:
+        log.info("%s stream on %r from %s ended", op, name, _peer(ws))
 
 
-async def send_frames(ws: ServerConnection, out: list[bytes], binary: bool = False) -> None:
-    """Send frames (all text, or all binary) with one transport write; wait like ``send``.
+def _peer(ws: ServerConnection) -> str:
+    try:
+        host, port = ws.remote_address[:2]
+    except (TypeError, ValueError):
+        return "?"
+    return f"{host}:{port}"
 
-    ``ws.send`` costs a protocol call and a socket write per frame. Here the
-    frames are built at once (``frames.wire``; by the sans-I/O protocol when an
-    extension such as compression is on) and written together. When they do
-    not fit under the transport's high-water mark, the last one goes through
-    ``ws.send``, which waits until the buffer drains.
+
+async def send_frames(ws: ServerConnection, out: list[bytes],
+                      binary: bool | list[bool] = False) -> None:
+    """Send frames with one transport write, then wait like ``send`` does.
+
+    ``binary``: all frames binary, all text, or one flag per frame. ``ws.send``
+    costs a protocol call and a socket write per frame; here the frames are
+    built at once (``frames.wire``, or the sans-I/O protocol when an extension
+    such as compression is on) and written together. When they do not fit
+    under the transport's high-water mark, the last one goes through
+    ``ws.send``, which waits until the buffer drains. Either way every frame
+    is in the transport before the first ``await``.
     """
     protocol, transport = ws.protocol, ws.transport
+    last_binary = binary[-1] if isinstance(binary, list) else binary
     if protocol.state is not State.OPEN:
-        await ws.send(out[-1], text=not binary)  # raises ConnectionClosed
+        await ws.send(out[-1], text=not last_binary)  # raises ConnectionClosed
         return
     head, last = out[:-1], out[-1:]
     if protocol.extensions:
-        frame = protocol.send_binary if binary else protocol.send_text
-        for data in head:
-            frame(data)
+        for i, data in enumerate(head):
+            if binary if isinstance(binary, bool) else binary[i]:
+                protocol.send_binary(data)
+            else:
+                protocol.send_text(data)
         pending = protocol.data_to_send()
     else:
         pending = protocol.data_to_send()  # whatever the protocol queued (a pong) goes first
-        pending.append(frames.wire(head, binary))
-        if transport.get_write_buffer_size() + len(out[-1]) + 10 <= (
-                transport.get_write_buffer_limits()[1] - sum(map(len, pending))):
-            pending.append(frames.wire(last, binary))
-            last = []
+        pending.append(frames.wire(out, binary))
+        high = transport.get_write_buffer_limits()[1]
+        if transport.get_write_buffer_size() + sum(map(len, pending)) <= high:
+            last = []  # all of it fits: no need to wait for a drain
+        else:
+            pending[-1] = frames.wire(head, binary[:-1] if isinstance(binary, list) else binary)
     transport.write(b"".join(pending))
     if last:
-        await ws.send(last[0], text=not binary)
+        await ws.send(last[0], text=not last_binary)
 
 
 async def enqueue(ws: ServerConnection, queue: Queue) -> None:
@@ -259,9 +276,6 @@ class Dequeue:
         before, middle = frames.message_prefix(queue.name)
         overhead = len(before) + len(middle) + 24  # + enqueued_at and the frame header
         encode, take = frames.message, self._take
-
-        async def send(out: list[bytes]) -> None:
-            await send_frames(ws, out)
         frame_size = 256  # running estimate, to turn free buffer bytes into a count
         while True:
             room = high - transport.get_write_buffer_size()
@@ -277,17 +291,12 @@ class Dequeue:
                     await ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
                     return
                 continue
-            if any(m.kind == KIND_BYTES for m in msgs):
-                await self._send_mixed(msgs, before, middle)
+            if any(m.kind == KIND_BYTES for m in msgs):  # raw ones go out as binary frames
+                await send_frames(ws, [m.data if m.kind == KIND_BYTES else
+                                       encode(before, middle, m.data, m.enqueued_at)
+                                       for m in msgs],
+                                  [m.kind == KIND_BYTES for m in msgs])
             else:
-                await send([encode(before, middle, m.data, m.enqueued_at) for m in msgs])
+                await send_frames(ws, [encode(before, middle, m.data, m.enqueued_at)
+                                       for m in msgs])
             frame_size = sum(len(m.data) for m in msgs) // len(msgs) + overhead
-
-    async def _send_mixed(self, msgs: list[Message], before: bytes, middle: bytes) -> None:
-        """Raw messages go out as binary frames, JSON ones as text frames, in order."""
-        for m in msgs:
-            if m.kind == KIND_BYTES:
-                await self.ws.send(m.data)
-            else:
-                await self.ws.send(frames.message(before, middle, m.data, m.enqueued_at),
-                                   text=True)
