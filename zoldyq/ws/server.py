@@ -37,7 +37,7 @@ from zoldyq.errors import ZoldyQError
 from zoldyq.settings import Settings
 from zoldyq.ws import frames
 from zoldyq.ws.checks import origins, token_ok
-from zoldyq.ws.handlers import handle
+from zoldyq.ws.handlers import SHUTDOWN_REASON, handle
 
 log = logging.getLogger("zoldyq.ws")
 
@@ -94,7 +94,7 @@ async def serve_until_stopped(
     await stop.wait()
     log.info("zoldyq ws shutting down")
     watchdog.cancel()
-    server.close(code=CloseCode.GOING_AWAY, reason="going_away: the server is shutting down")
+    server.close(code=CloseCode.GOING_AWAY, reason=SHUTDOWN_REASON)
     broker.interrupt()  # waiting streams see it and leave
     try:
         await asyncio.wait_for(server.wait_closed(), settings.graceful_timeout + 1)
