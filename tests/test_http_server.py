@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import importlib.util
+import json
 import os
 import signal
 import ssl
@@ -192,3 +193,19 @@ def test_serve_runs_the_sidecar_as_a_sibling_of_gunicorn(namespace: str) -> None
         assert any("workers.ws" in args for args in kids.values()), kids
         assert srv.stop() == 0
     assert _shm(namespace) == []
+
+
+def test_json_logs_one_line_per_event(namespace: str) -> None:
+    """--log-format json: every line the server writes is one JSON object, errors included."""
+    with servers.gunicorn(namespace, log_format="json") as srv:
+        srv.call("GET", "/queues/nope/dequeue")
+        srv.call("POST", "/queues/a/enqueue", body=b"{bad")
+        assert srv.stop() == 0
+        lines = [json.loads(line) for line in srv.log().splitlines() if line.strip()]
+    errors = [d for d in lines if d["logger"] == "zoldyq.http"]
+    assert len(errors) == 2
+    assert errors[0]["msg"] == ("GET /queues/nope/dequeue -> 404 queue_not_found: "
+                                "Queue 'nope' does not exist")
+    assert errors[1]["msg"].startswith("POST /queues/a/enqueue -> 400 bad_json: request body "
+                                       "is not valid JSON: ")
+    assert {d["logger"] for d in lines} >= {"gunicorn.error", "zoldyq.http"}
