@@ -309,6 +309,7 @@ def _killed_consumer(srv: servers.Server, q: zoldyq.Queue) -> None:
     finally:
         p.kill()
         p.wait()
+        p.stdout.close()  # type: ignore[union-attr]
     poll(lambda: "dequeue stream on 'k' from" in srv.log(), what="the sidecar to see it die")
     q.put_many(list(range(6, 106)))
     time.sleep(0.3)  # asserting that nothing happens
@@ -331,6 +332,7 @@ def test_killed_producer_leaves_every_whole_frame_enqueued(ws: str, broker: zold
     finally:
         p.kill()
         p.wait()
+        p.stdout.close()  # type: ignore[union-attr]
     last = -1
     while last != len(q):  # until the sidecar has enqueued what reached it
         last = len(q)
