@@ -47,7 +47,9 @@ class AsgiWorker(ASGIWorker):
         await super()._serve()
 
     def handle_exit_signal(self) -> None:
-        # Runs in the event loop (loop.add_signal_handler), not in signal context.
+        # Runs as a loop callback (see init_signals), not in signal context.
+        if not self.alive:
+            return  # a second SIGTERM (the arbiter's and, say, systemd's): already stopping
         super().handle_exit_signal()
         shutdown.begin()
         if self._main is not None and self.servers:
