@@ -2,8 +2,10 @@
 
 Waiting dequeues use ``Queue.aget_many``: one shared waiter thread per queue
 per process, so any number of long-polls leave the event loop free for
-enqueues and ``/health``. Everything else calls the engine directly: a ring
-operation is a microsecond and never waits for a consumer.
+enqueues and ``/health``. Everything else calls the engine directly, on the
+loop: a put or a non-waiting get holds the queue's lock for microseconds and
+never waits for a consumer (it can wait, briefly, for another process that
+holds the same lock).
 """
 
 from __future__ import annotations
@@ -40,15 +42,6 @@ async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def write(resp: Any, reply: core.Reply) -> None:
-    resp.status = reply.status
-    if reply.status != 204:
-        resp.data = reply.body
-        resp.content_type = reply.content_type
-    if reply.headers:
-        resp.set_headers(reply.headers)
-
-
 def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
     handler, name, needs_body, auth = route.handler, route.name, route.body, route.auth
     waits = name == "dequeue"
@@ -71,7 +64,7 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
         except Exception as ex:
             status, data, headers = error_reply(ex, req.method, req.path)
             reply = core.Reply(status, data, core.JSON, headers)
-        write(resp, reply)
+        core.write(resp, reply)
         ops.observe(ctx, req.method, name, reply.status, _perf() - t0)
 
     return respond
@@ -119,7 +112,7 @@ def create(ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
     ) -> None:
         """Errors raised outside a responder: unknown route, wrong method, bad header."""
         status, data, headers = error_reply(ex, req.method, req.path)
-        write(resp, core.Reply(status, data, core.JSON, headers))
+        core.write(resp, core.Reply(status, data, core.JSON, headers))
         ops.observe(ctx, req.method, "unmatched", status, 0.0)
 
     app.add_error_handler((Exception, falcon.HTTPError), unmatched)

@@ -42,6 +42,16 @@ class Reply(NamedTuple):
 NO_CONTENT = Reply(204)
 
 
+def write(resp: Any, reply: Reply) -> None:
+    """Put a Reply on a Falcon response (WSGI or ASGI: same attributes)."""
+    resp.status = reply.status
+    if reply.status != 204:
+        resp.data = reply.body
+        resp.content_type = reply.content_type
+    if reply.headers:
+        resp.set_headers(reply.headers)
+
+
 class Ctx:
     """What every handler of one app needs: settings, the attached broker, queue handles."""
 

@@ -19,7 +19,6 @@ from typing import Any
 import falcon
 
 from zoldyq.http import core, ops
-from zoldyq.http.asgi import write
 from zoldyq.http.errors import body_too_large, error_reply
 from zoldyq.http.routes import Route, by_path
 
@@ -78,7 +77,7 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
         except Exception as ex:
             status, data, headers = error_reply(ex, req.method, req.path)
             reply = core.Reply(status, data, core.JSON, headers)
-        write(resp, reply)
+        core.write(resp, reply)
         ops.observe(ctx, req.method, name, reply.status, _perf() - t0)
 
     return respond
@@ -95,7 +94,7 @@ def create(ctx: core.Ctx) -> falcon.App:
     def unmatched(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
         """Errors raised outside a responder: unknown route, wrong method, bad header."""
         status, data, headers = error_reply(ex, req.method, req.path)
-        write(resp, core.Reply(status, data, core.JSON, headers))
+        core.write(resp, core.Reply(status, data, core.JSON, headers))
         ops.observe(ctx, req.method, "unmatched", status, 0.0)
 
     app.add_error_handler((Exception, falcon.HTTPError), unmatched)
