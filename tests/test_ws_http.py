@@ -139,3 +139,19 @@ def test_serve_restarts_the_sidecar_and_stops_streams_with_1001(namespace: str) 
             assert json.loads(c.recv(timeout=10))["payload"] == "back"
             assert srv.stop() == 0, srv.log()
             assert closed_with(c)[0] == 1001
+
+
+def test_metrics_count_open_websocket_connections(namespace: str) -> None:
+    """zoldyq_websocket_connections on /metrics follows the sidecar's open connections."""
+    from tests.test_metrics import value
+
+    def gauge(srv: servers.Server) -> float:
+        return value(srv.call("GET", "/metrics").body.decode(), "zoldyq_websocket_connections")
+
+    with servers.serve(namespace, keep_namespace=False) as srv:
+        srv.wait_ready(servers.tcp_ready(srv.ws_port))
+        url = f"ws://127.0.0.1:{srv.ws_port}/queues/g/dequeue"
+        with connect(url) as first, connect(url) as second:
+            assert first.protocol.state.name == second.protocol.state.name == "OPEN"
+            poll(lambda: gauge(srv) == 2, what="the gauge to show 2 connections")
+        poll(lambda: gauge(srv) == 0, what="the gauge to drop back to 0")

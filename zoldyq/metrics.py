@@ -33,7 +33,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from zoldyq.broker import Broker
-from zoldyq.counters import Counters
+from zoldyq.counters import WS_CONNECTIONS_KEY, Counters
 from zoldyq.errors import ZoldyQError
 from zoldyq.shm import segment
 from zoldyq.shm.layout import HIST_BOUNDS
@@ -43,7 +43,6 @@ __all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "reg
 # The classic text format, which every Prometheus reads (generate_latest writes it).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HTTP_KEY = "http"
-WS_CONNECTIONS_KEY = "ws_connections"
 STARTED_ENV = "ZOLDYQ_STARTED_AT"  # set by the launcher / gunicorn's master for its children
 
 # (family name without _total, stats key, help): counters per queue

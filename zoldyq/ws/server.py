@@ -33,6 +33,7 @@ from websockets.http11 import Request, Response
 import zoldyq
 from zoldyq import logs
 from zoldyq.broker import Broker
+from zoldyq.counters import WS_CONNECTIONS_KEY, Counters
 from zoldyq.errors import ZoldyQError
 from zoldyq.settings import Settings
 from zoldyq.ws import frames
@@ -91,9 +92,11 @@ async def serve_until_stopped(
     log.info("zoldyq ws listening on %s:%d (namespace %s)",
              settings.host, settings.ws_port, settings.namespace)
     watchdog = asyncio.create_task(_watchdog(server, settings.ws_slow_consumer_timeout))
+    gauge = asyncio.create_task(_publish_connections(server, settings.namespace))
     await stop.wait()
     log.info("zoldyq ws shutting down")
     watchdog.cancel()
+    gauge.cancel()
     server.close(code=CloseCode.GOING_AWAY, reason=SHUTDOWN_REASON)
     broker.interrupt()  # waiting streams see it and leave
     try:
@@ -153,6 +156,23 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
     return ctx
+
+
+async def _publish_connections(server: Server, namespace: str) -> None:
+    """Keep zoldyq_websocket_connections current in the namespace's shared counters."""
+    try:
+        counters = Counters(namespace)
+    except (OSError, ZoldyQError) as ex:
+        log.warning("cannot publish the connection count: %s", ex)
+        return
+    try:
+        while True:
+            counters.set(WS_CONNECTIONS_KEY, len(server.connections))
+            await asyncio.sleep(1.0)
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            counters.set(WS_CONNECTIONS_KEY, 0)
+            counters.close()
 
 
 async def _watchdog(server: Server, timeout: float) -> None:
