@@ -144,6 +144,12 @@ def parse_max(raw: str, limit: int) -> int:
     return value
 
 
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages never echo unbounded input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _qname(name: str) -> bytes:
     return b'"' + name.encode() + b'"'  # validated names need no JSON escaping
 
@@ -261,8 +267,8 @@ def put_queue(ctx: Ctx, content_type: str | None, body: bytes, name: str) -> Rep
                     or value < 1:
                 raise RequestError(
                     400, "bad_caps",
-                    f"unknown cap or bad value {key!r}: {value!r} (caps are positive integers: "
-                    f"{', '.join(CAPS)})",
+                    f"unknown cap or bad value {_short(key)}: {_short(value)} (caps are positive "
+                    f"integers: {', '.join(CAPS)})",
                 )
             caps[key] = value
     q, created = ctx.broker.create_queue(name, exist_ok=True, **caps)
