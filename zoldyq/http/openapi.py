@@ -63,14 +63,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     },
     "dequeue": {
         "summary": "Dequeue one message, or a batch with `max`, waiting up to `timeout`",
-        "parameters": [
-            NAME,
-            {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0,
-             "maximum": 30, "default": 0},
-             "description": "seconds to wait for a message (max ZOLDYQ_DEQUEUE_MAX_TIMEOUT)"},
-            {"name": "max", "in": "query", "schema": {"type": "integer", "minimum": 1},
-             "description": "return a batch of up to `max` messages (max ZOLDYQ_MAX_BATCH)"},
-        ],
+        "parameters": [NAME],  # + timeout and max, whose maxima are settings: see document()
         "responses": {
             "200": {"description": "a message (a raw one comes back as its bytes, with "
                                    "X-Zoldyq-Queue-Name, X-Zoldyq-Enqueued-At and "
@@ -150,6 +143,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
 
 _INT = {"type": "integer"}
 _STR = {"type": "string"}
+_CAP = {"type": "integer", "minimum": 1}
 _COUNTERS = ("enqueued_total", "dequeued_total", "cleared_total", "queue_full_total",
              "dequeue_timeout_total", "bytes_in_total", "bytes_out_total")
 SCHEMAS: dict[str, Any] = {
@@ -166,15 +160,15 @@ SCHEMAS: dict[str, Any] = {
     "BatchResponse": {"type": "object", "properties": {
         "queued": {"type": "boolean"}, "queue_name": _STR, "count": _INT, "queue_size": _INT,
         "enqueued_at": _INT}},
-    "DequeueResponse": {"type": "object", "properties": {
+    "DequeueResponse": {"type": "object", "required": ["payload", "queue_name"], "properties": {
         "payload": {}, "queue_name": _STR, "enqueued_at": _INT, "queue_size": _INT}},
-    "BatchDequeueResponse": {"type": "object", "properties": {
+    "BatchDequeueResponse": {"type": "object", "required": ["messages", "count"], "properties": {
         "messages": {"type": "array", "items": {"type": "object", "properties": {
             "payload": {"description": "the JSON value, or base64 text for a raw message"},
             "encoding": {"const": "base64"}, "enqueued_at": _INT}}},
         "count": _INT, "queue_name": _STR, "queue_size": _INT}},
     "QueueCaps": {"type": "object", "additionalProperties": False, "properties": {
-        "max_messages": _INT, "max_bytes": _INT, "max_message_bytes": _INT}},
+        "max_messages": _CAP, "max_bytes": _CAP, "max_message_bytes": _CAP}},
     "QueueInfo": {"type": "object", "properties": {
         "name": _STR, "size": _INT, "capacity": _INT, "bytes": _INT, "max_bytes": _INT,
         "max_message_bytes": _INT, "utilization": {"type": "number"}, "waiters": _INT,
@@ -193,7 +187,20 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def document() -> dict[str, Any]:
+def _dequeue_params(max_timeout: float, max_batch: int) -> list[dict[str, Any]]:
+    return [
+        NAME,
+        {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0,
+         "maximum": max_timeout, "default": 0},
+         "description": "seconds to wait for a message (max ZOLDYQ_DEQUEUE_MAX_TIMEOUT)"},
+        {"name": "max", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                  "maximum": max_batch},
+         "description": "return a batch of up to `max` messages (max ZOLDYQ_MAX_BATCH)"},
+    ]
+
+
+def document(max_timeout: float = 30.0, max_batch: int = 1000) -> dict[str, Any]:
+    """The document for a server with these limits (the query parameters' maxima)."""
     try:
         version = importlib.metadata.version("zoldyq")
     except importlib.metadata.PackageNotFoundError:
@@ -201,6 +208,8 @@ def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for r in ROUTES:
         op = dict(OPERATIONS[r.name], operationId=r.name)
+        if r.name == "dequeue":
+            op["parameters"] = _dequeue_params(max_timeout, max_batch)
         if not r.auth:
             op["security"] = []
         paths.setdefault(r.path, {})[r.method.lower()] = op
@@ -218,5 +227,5 @@ def document() -> dict[str, Any]:
 
 
 @functools.cache
-def document_bytes() -> bytes:
-    return orjson.dumps(document())
+def document_bytes(max_timeout: float = 30.0, max_batch: int = 1000) -> bytes:
+    return orjson.dumps(document(max_timeout, max_batch))

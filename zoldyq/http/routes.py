@@ -36,7 +36,7 @@ ROUTES: tuple[Route, ...] = (
 def _openapi(ctx: core.Ctx, content_type: str | None, body: bytes) -> core.Reply:
     from zoldyq.http import openapi  # it reads this table
 
-    return core.Reply(200, openapi.document_bytes())
+    return core.Reply(200, openapi.document_bytes(ctx.max_timeout, ctx.max_batch))
 
 
 def by_path() -> dict[str, list[Route]]:
