@@ -63,11 +63,18 @@ class AsyncBell:
             thread.join(2.0)
 
     def _wake_all(self) -> None:
+        """One call_soon_threadsafe per event loop, not per waiter.
+
+        Each call writes a byte to the loop's self-pipe; a hundred of them can
+        fill it, and asyncio then drops a signal arriving at that moment.
+        """
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         with self._cond:
-            waiters = list(self._waiters)
-        for loop, fut in waiters:
+            for loop, fut in self._waiters:
+                by_loop.setdefault(loop, []).append(fut)
+        for loop, futs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # loop closed
-                loop.call_soon_threadsafe(_resolve, fut)
+                loop.call_soon_threadsafe(_resolve, futs)
 
     def _run(self) -> None:
         sq = self.sq
@@ -92,6 +99,7 @@ class AsyncBell:
                     sq.pass_bell()
 
 
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+def _resolve(futs: list[asyncio.Future[None]]) -> None:
+    for fut in futs:
+        if not fut.done():
+            fut.set_result(None)
