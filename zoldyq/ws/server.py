@@ -35,6 +35,7 @@ from zoldyq import logs
 from zoldyq.broker import Broker
 from zoldyq.counters import WS_CONNECTIONS_KEY, Counters
 from zoldyq.errors import ZoldyQError
+from zoldyq.launcher import create_namespace
 from zoldyq.settings import Settings
 from zoldyq.ws import frames
 from zoldyq.ws.checks import origins, token_ok
@@ -55,17 +56,7 @@ def run(settings: Settings, standalone: bool = False) -> int:
     """
     _setup_logging(settings)
     try:
-        if standalone:
-            broker = zoldyq.create(
-                settings.namespace,
-                max_queues=settings.max_queues,
-                max_messages=settings.default_queue_capacity,
-                max_bytes=settings.default_queue_max_bytes,
-                max_message_bytes=settings.max_message_bytes,
-                exist_ok=True,
-            )
-        else:
-            broker = zoldyq.attach(settings.namespace)
+        broker = create_namespace(settings) if standalone else zoldyq.attach(settings.namespace)
     except ZoldyQError as ex:
         log.error("cannot start: %s", ex)
         return 2
