@@ -90,7 +90,7 @@ class SharedQueue:
         if words[W_SLOT_GEN] != (slot << 32 | gen):
             raise BrokenError(f"queue segment {objs['ring']} belongs to another slot")
         self.ring = Ring(words, view[HEADER_BYTES : HEADER_BYTES + words[W_RING_SIZE]],
-                         self._reserve)
+                         self._reserve, source=self._mm, base=HEADER_BYTES)
         self.max_message_bytes = words[W_MAX_MESSAGE_BYTES]
         self.put_lock = RobustLock(objs["put_file"], objs["put_sem"], self.ring.repair_put_side)
         self.get_lock = RobustLock(objs["get_file"], objs["get_sem"], self.ring.repair_get_side)

@@ -30,6 +30,7 @@ the sequence numbers, which are exact.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from zoldyq.shm.layout import (
     KIND_BYTES,
@@ -100,21 +101,29 @@ class Ring:
         reserve: called with a ring offset before the first write past
             ``words[W_RESERVED]``; it must back the memory up to there (or
             raise, in which case nothing is written).
+        source, base: where ``data`` lives, for copying payloads out
+            (default: ``data`` itself at 0).
     """
 
-    __slots__ = ("_reserve", "data", "max_messages", "size", "words")
+    __slots__ = ("_base", "_reserve", "_source", "data", "max_messages", "size", "words")
 
     def __init__(
         self,
         words: memoryview,
         data: memoryview | bytearray,
         reserve: Callable[[int], None] | None = None,
+        source: Any = None,
+        base: int = 0,
     ) -> None:
         self.words = words
         self.data = data
         self.size = words[W_RING_SIZE]
         self.max_messages = words[W_MAX_MESSAGES]
         self._reserve = reserve
+        # Payloads are copied out by slicing ``source`` at ``base + offset``: an mmap
+        # slices straight to bytes, twice as fast as bytes(memoryview[...]).
+        self._source = data if source is None else source
+        self._base = base
 
     @staticmethod
     def format(
@@ -244,7 +253,7 @@ class Ring:
         head = self.words[W_HEAD]
         seq, off = head >> 32, head & SEQ_MASK
         available = ((self.words[W_TAIL] >> 32) - seq) & SEQ_MASK
-        size, data = self.size, self.data
+        size, data, source, base = self.size, self.data, self._source, self._base
         if available > self.max_messages or off >= size or off & 7:
             raise RingCorrupt(f"bad head {head:#x}: offset {off}, {available} records")
         n = min(available, max_n)
@@ -263,7 +272,7 @@ class Ring:
             if (kind != KIND_JSON and kind != KIND_BYTES) or off > size:
                 raise RingCorrupt(f"bad record at offset {start - HDR}: kind {kind}, "
                                   f"length {length}")
-            append((kind, bytes(data[start:off]), ts, tag))
+            append((kind, source[base + start : base + off], ts, tag))
             nbytes += length
             off = (off + 7) & ~7
             if off == size:
