@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 
 from zoldyq.http.routes import ROUTES
+from zoldyq.shm.layout import MAX_MESSAGES_LIMIT, MAX_RING_SIZE
+from zoldyq.shm.registry import MAX_MESSAGE_BYTES_LIMIT
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -102,7 +104,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "responses": {
             "201": _resp("created", "QueueInfo"),
             "200": _resp("already exists with these caps", "QueueInfo"),
-            "400": _err("bad name or caps"),
+            "400": _err("bad name or caps (`bad_caps`, `bad_config`)"),
             **AUTH,
             "409": _err("exists with other caps (`queue_exists`)"),
             "507": _err("too many queues or /dev/shm full"),
@@ -144,6 +146,13 @@ OPERATIONS: dict[str, dict[str, Any]] = {
 _INT = {"type": "integer"}
 _STR = {"type": "string"}
 _CAP = {"type": "integer", "minimum": 1}
+_CAPS = {
+    "max_messages": {**_CAP, "maximum": MAX_MESSAGES_LIMIT},
+    "max_bytes": {**_CAP, "maximum": MAX_RING_SIZE,
+                  "description": "ring bytes; must hold two records of max_message_bytes "
+                                 "(else 400 `bad_config`)"},
+    "max_message_bytes": {**_CAP, "maximum": MAX_MESSAGE_BYTES_LIMIT},
+}
 _COUNTERS = ("enqueued_total", "dequeued_total", "cleared_total", "queue_full_total",
              "dequeue_timeout_total", "bytes_in_total", "bytes_out_total")
 SCHEMAS: dict[str, Any] = {
@@ -167,8 +176,7 @@ SCHEMAS: dict[str, Any] = {
             "payload": {"description": "the JSON value, or base64 text for a raw message"},
             "encoding": {"const": "base64"}, "enqueued_at": _INT}}},
         "count": _INT, "queue_name": _STR, "queue_size": _INT}},
-    "QueueCaps": {"type": "object", "additionalProperties": False, "properties": {
-        "max_messages": _CAP, "max_bytes": _CAP, "max_message_bytes": _CAP}},
+    "QueueCaps": {"type": "object", "additionalProperties": False, "properties": _CAPS},
     "QueueInfo": {"type": "object", "properties": {
         "name": _STR, "size": _INT, "capacity": _INT, "bytes": _INT, "max_bytes": _INT,
         "max_message_bytes": _INT, "utilization": {"type": "number"}, "waiters": _INT,
