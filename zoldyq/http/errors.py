@@ -72,10 +72,11 @@ def error_reply(ex: BaseException, method: str, path: str) -> tuple[int, bytes, 
         status = ex.status_code
         code = _FALCON_CODES.get(status, "http_error")
         message = ex.description or ex.title or code
+        shown = path if len(path) <= 80 else path[:77] + "..."  # never echo unbounded input
         if status == 404:
-            message = f"no route for {method} {path}"
+            message = f"no route for {method[:20]} {shown}"
         elif status == 405:
-            message = f"method {method} is not allowed on {path}"
+            message = f"method {method[:20]} is not allowed on {shown}"
         body = {"error": code, "message": message}
         headers.update(ex.headers or {})
         log.info("%s %s -> %d %s", method, path, status, code)
