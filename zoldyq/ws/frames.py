@@ -51,7 +51,8 @@ def parse_enqueue(frame: str | bytes) -> tuple[int, bytes]:
     """The (kind, data) record one client frame asks to enqueue.
 
     Raises:
-        BadFrame: the text frame is not a JSON object with a ``payload`` key.
+        BadFrame: the text frame is not a JSON object with a ``payload`` key, or
+            the payload is nested too deep to store.
     """
     if type(frame) is bytes:
         return KIND_BYTES, frame
@@ -61,7 +62,10 @@ def parse_enqueue(frame: str | bytes) -> tuple[int, bytes]:
         raise BadFrame(f"frame is not valid JSON: {ex}") from None
     if type(obj) is not dict or "payload" not in obj:
         raise BadFrame('a text frame must be a JSON object {"payload": <value>}')
-    return KIND_JSON, _dumps(obj["payload"])
+    try:
+        return KIND_JSON, _dumps(obj["payload"])
+    except orjson.JSONEncodeError as ex:  # nested deeper than orjson writes (254 levels)
+        raise BadFrame(f"payload cannot be stored: {ex}") from None
 
 
 def ack_prefix(queue_name: str) -> bytes:
