@@ -19,7 +19,7 @@ import falcon
 import falcon.asgi
 
 from zoldyq.http import core, ops
-from zoldyq.http.errors import body_too_large, error_reply
+from zoldyq.http.errors import body_too_large, complete, error_reply
 from zoldyq.http.routes import Route, by_path
 
 _perf = time.perf_counter
@@ -32,7 +32,7 @@ async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     if size is not None:
         if size > limit:
             raise body_too_large(size, limit)
-        return await req.stream.read() if size else b""
+        return complete(await req.stream.read(), size) if size else b""
     chunks, total = [], 0
     async for chunk in req.stream:
         total += len(chunk)

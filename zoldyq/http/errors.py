@@ -42,6 +42,18 @@ def body_too_large(size: int | None, limit: int) -> RequestError:
     )
 
 
+def complete(body: bytes, size: int) -> bytes:
+    """``body`` if it has the ``Content-Length`` announced; else 400 ``incomplete_body``.
+
+    A client that goes away (or stalls past gunicorn's timeout) mid-body leaves the
+    server a short read, not an error: storing it would enqueue a truncated message.
+    """
+    if len(body) != size:
+        raise RequestError(400, "incomplete_body",
+                           f"request body ended after {len(body)} of its {size} bytes")
+    return body
+
+
 _FALCON_CODES = {
     400: "bad_request",
     401: "unauthorized",

@@ -19,7 +19,7 @@ from typing import Any
 import falcon
 
 from zoldyq.http import core, ops
-from zoldyq.http.errors import body_too_large, error_reply
+from zoldyq.http.errors import body_too_large, complete, error_reply
 from zoldyq.http.routes import Route, by_path
 
 _perf = time.perf_counter
@@ -33,7 +33,7 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     if size is not None:
         if size > limit:
             raise body_too_large(size, limit)
-        return req.bounded_stream.read() if size else b""
+        return complete(req.bounded_stream.read(), size) if size else b""
     chunks, total = [], 0
     while chunk := req.stream.read(CHUNK):
         total += len(chunk)
