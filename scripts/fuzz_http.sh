@@ -5,4 +5,5 @@
 set -eu
 cd "$(dirname "$0")/.."
 export FUZZ_EXAMPLES="${1:-2000}" FUZZ_MAX_TIME="${2:-600}"
-exec .venv/bin/python -m pytest tests/test_fuzz_http.py -q -p no:cacheprovider
+exec .venv/bin/python -m pytest tests/test_fuzz_http.py -q -p no:cacheprovider \
+  --timeout "$((FUZZ_MAX_TIME + 600))"
