@@ -364,3 +364,19 @@ def test_async_timeouts_are_counted(broker: zoldyq.Broker) -> None:
     assert asyncio.run(q.aget(timeout=0.1)) is None
     assert asyncio.run(q.aget(timeout=0)) is None  # did not wait: not a timeout
     assert q.stats()["dequeue_timeout_total"] == 1
+
+
+def test_a_handle_outlives_the_mapping_of_its_deleted_queue(broker: zoldyq.Broker) -> None:
+    """A long-lived handle whose old queue was deleted, re-created and then unmapped here
+    (retired mappings are closed after a while) still reaches the new queue."""
+    q = broker.queue("longlived")
+    q.put("old")
+    stale = q._sq
+    with zoldyq.attach(broker.namespace) as other:
+        other.delete("longlived")
+        other.queue("longlived").put("new")
+    assert stale is not None
+    stale.close()  # what the broker does to a retired mapping after its grace period
+    assert [m.payload for m in q.get_many(10)] == ["new"]
+    q.put("newer")
+    assert [m.payload for m in q.get_many(10)] == ["newer"]

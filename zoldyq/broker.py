@@ -25,7 +25,6 @@ from zoldyq.errors import (
     ClosedError,
     InvalidPayload,
     MessageTooLarge,
-    QueueDeleted,
     QueueNotFound,
 )
 from zoldyq.shm import names
@@ -118,7 +117,7 @@ class Queue:
             raise MessageTooLarge(len(data), sq.max_message_bytes, self.name)
         try:
             return _receipt(sq.put(((kind, data),), t0))
-        except QueueDeleted:
+        except ClosedError:
             self._forget(sq)
             return self.put_records([(kind, data)])
 
@@ -142,7 +141,7 @@ class Queue:
                 return _receipt((sq.ring.count(), time.time_ns() // 1000))
             try:
                 return _receipt(sq.put(records, t0))
-            except QueueDeleted:
+            except ClosedError:
                 self._forget(sq)
                 if attempt:
                     raise
@@ -170,7 +169,7 @@ class Queue:
         sq = self._sq or self._resolve(create=False)
         try:
             records = sq.get(max, timeout, self.name)
-        except QueueDeleted:
+        except ClosedError:
             records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name))
         return list(map(_message, records))
 
@@ -180,7 +179,7 @@ class Queue:
         n = len(self) if max is None else max
         try:
             records = sq.peek(n, self.name)
-        except QueueDeleted:
+        except ClosedError:
             records = self._again(sq, lambda fresh: fresh.peek(n, self.name))
         return list(map(_message, records))
 
@@ -190,7 +189,7 @@ class Queue:
         sq = self._resolve(create=False)  # QueueNotFound if there is none
         try:
             return op(sq)
-        except QueueDeleted:
+        except ClosedError:
             self._forget(sq)
             raise QueueNotFound(self.name) from None
 
@@ -244,7 +243,7 @@ class Queue:
         sq = self._sq or self._resolve(create=False)
         try:
             return sq.clear()
-        except QueueDeleted:
+        except ClosedError:
             return self._again(sq, SharedQueue.clear)
 
     def delete(self) -> None:

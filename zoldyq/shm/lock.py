@@ -54,6 +54,7 @@ from collections.abc import Callable
 
 import posix_ipc
 
+from zoldyq.errors import ClosedError
 from zoldyq.shm import hooks, segment
 
 _live_locks: weakref.WeakSet[RobustLock] = weakref.WeakSet()
@@ -106,6 +107,9 @@ class RobustLock:
                 _flock(self._fd, _LOCK_EX_NB)
             except BlockingIOError:
                 self._contended()
+        except ValueError:  # closed: its fd is -1
+            self._tlock.release()
+            raise ClosedError(f"lock {self._file_name}") from None
         except BaseException:
             self._tlock.release()
             raise
@@ -174,7 +178,7 @@ class RobustLock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-            self._sem.close()
+                self._sem.close()
         finally:
             self._tlock.release()
 

@@ -98,6 +98,7 @@ class SharedQueue:
         self._local_waiters = 0
         self._waiters_lock = threading.Lock()
         self.interrupted = False
+        self.closed = False
         self.retired_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------
@@ -150,6 +151,9 @@ class SharedQueue:
         A semaphore closed under a thread blocked on it would crash the
         process, so the doorbell stays open if a waiter does not leave.
         """
+        if self.closed:
+            return
+        self.closed = True
         self.interrupt()
         self.put_lock.close()
         self.get_lock.close()
