@@ -56,7 +56,6 @@ class Ctx:
     """What every handler of one app needs: settings, the attached broker, queue handles."""
 
     MAX_CACHED = 4096
-    MAX_AGE = 10.0
 
     def __init__(self, settings: Settings, broker: zoldyq.Broker) -> None:
         self.settings = settings
@@ -67,22 +66,14 @@ class Ctx:
         self.token = settings.token.encode() if settings.token else None
         self.max_body = settings.max_body_bytes
         self._queues: dict[str, zoldyq.Queue] = {}
-        self._since = time.monotonic()
         self._lock = threading.Lock()
 
     def queue(self, name: str) -> zoldyq.Queue:
         """A cached handle; the name is validated once (InvalidName -> 400).
 
-        The cache is emptied every ``MAX_AGE`` seconds: the engine closes a deleted
-        queue's mapping 30 s after it retires it, and a handle resolved before the
-        delete would then fail with ValueError instead of following the name
-        (engine bug, reported); a handle younger than that is always safe.
+        A handle follows its name: when the queue is deleted and re-created, by
+        any process, its next operation finds the new one.
         """
-        now = time.monotonic()
-        if now - self._since > self.MAX_AGE:
-            with self._lock:
-                self._queues.clear()
-                self._since = now
         q = self._queues.get(name)
         if q is None:
             q = self.broker.queue(name)
