@@ -131,10 +131,10 @@ class Run:
         self.clients.append(client)
         return client
 
-    def start(self, mix: dict[str, int]) -> None:
+    def start(self, mix: dict[str, int], queue_max_bytes: int | None = None) -> None:
         broker = zoldyq.attach(self.env["LOAD_NS"])
         for name in QUEUES:
-            broker.create_queue(name, exist_ok=True)
+            broker.create_queue(name, max_bytes=queue_max_bytes, exist_ok=True)
         broker.close()
         for role, n in mix.items():
             for _ in range(n):
@@ -321,7 +321,7 @@ def drain(namespace: str) -> dict[str, list[Any]]:
 
 def chaos(seconds: float, seed: int, kill_interval: float, workers: int, rate: float,
           mix: dict[str, int] = MIX, on_tick: Callable[[Run], None] | None = None,
-          kills: bool = True, settle: float = 0.0) -> dict[str, Any]:
+          kills: bool = True, queue_max_bytes: int | None = None) -> dict[str, Any]:
     """Run traffic (and kills) for ``seconds``; drain and return the report."""
     rng = random.Random(seed)
     namespace = f"zqchaos{os.getpid()}x{seed}"
@@ -331,8 +331,7 @@ def chaos(seconds: float, seed: int, kill_interval: float, workers: int, rate: f
         with servers.serve(namespace, workers=workers) as srv:
             srv.wait_ready(servers.tcp_ready(srv.ws_port))
             run = Run(srv, workdir, rate)
-            run.start(mix)
-            time.sleep(settle)
+            run.start(mix, queue_max_bytes)
             end = time.monotonic() + seconds
             next_kill = time.monotonic() + kill_interval
             next_tick = time.monotonic()
@@ -365,8 +364,9 @@ def chaos(seconds: float, seed: int, kill_interval: float, workers: int, rate: f
 def render(r: dict[str, Any]) -> str:
     k = r["kills"]
     lines = [
-        f"chaos: {r['seconds']:g} s, seed {r['seed']}, a kill every ~{r['kill_interval']:g} s, "
-        f"{r['workers']} gunicorn workers + sidecar, {r['clients']} client processes in all",
+        f"chaos: {r['seconds']:g} s, seed {r['seed']}, "
+        + (f"a kill every ~{r['kill_interval']:g} s, " if r["kill_interval"] else "no kills, ")
+        + f"{r['workers']} gunicorn workers + sidecar, {r['clients']} client processes in all",
         f"kills:        {k.get('worker', 0)} gunicorn workers, {k.get('sidecar', 0)} sidecars, "
         f"{k.get('local-producer', 0)} local producers, "
         f"{k.get('local-consumer', 0)} local consumers",
