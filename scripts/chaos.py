@@ -401,6 +401,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=150, help="operations/s per producer")
     parser.add_argument("--json", help="also write the report to this file")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up like on Ctrl-C
     report = chaos(args.seconds, args.seed, args.kill_interval, args.workers, args.rate)
     print(render(report))
     if args.json:

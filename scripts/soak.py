@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import csv
 import os
+import signal
 import statistics
 import sys
 import time
@@ -203,6 +204,7 @@ def main() -> int:
     parser.add_argument("--csv", default="soak.csv")
     parser.add_argument("--png", help="plot to this file (needs matplotlib)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up like on Ctrl-C
     warmup = args.warmup if args.warmup is not None else max(5.0, args.seconds / 5)
     report, rows = soak(args.seconds, args.rate, args.workers, warmup, args.queue_max_bytes)
     with open(args.csv, "w", newline="") as f:
