@@ -81,7 +81,6 @@ HIST_BOUNDS = (
 )  # fmt: skip
 HIST_BOUNDS_NS = tuple(round(b * 1e9) for b in HIST_BOUNDS)
 HIST_BUCKETS = len(HIST_BOUNDS) + 1  # + Inf
-HIST_WORDS = HIST_BUCKETS + 1  # + sum in ns
 
 # records
 RECORD = struct.Struct("<IIq")  # payload length, kind, enqueued_at µs

@@ -153,22 +153,6 @@ class RobustLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def is_dirty(self) -> bool:
-        """True when a holder died inside and nobody has repaired yet (racy; for health)."""
-        if not self._tlock.acquire(blocking=False):
-            return False
-        try:
-            try:
-                _flock(self._fd, _LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # somebody alive holds it
-            try:
-                return self._sem.value == 0
-            finally:
-                _flock(self._fd, _LOCK_UN)
-        finally:
-            self._tlock.release()
-
     def close(self) -> None:
         """Release this process's handles; waits (2 s at most) for a thread inside."""
         _live_locks.discard(self)

@@ -14,7 +14,6 @@ from zoldyq.errors import InvalidName
 PREFIX = "zoldyq"
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _NAMESPACE = re.compile(r"[A-Za-z0-9_\-]{1,32}")
-MAX_QUEUE_NAME = 64
 
 
 def check_queue_name(name: object) -> str:
