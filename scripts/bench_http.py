@@ -90,8 +90,8 @@ def redis_server() -> Iterator[str]:
 
 
 def gunicorn_cmd(app: str, worker_class: str) -> list[str]:
-    worker = {"asgi": "zoldyq.http.worker.AsgiWorker",
-              "gthread": "zoldyq.http.worker.GthreadWorker"}[worker_class]
+    worker = {"asgi": "zoldyq.serve.worker.AsgiWorker",
+              "gthread": "zoldyq.serve.worker.GthreadWorker"}[worker_class]
     return [servers.PYTHON, "-m", "gunicorn", "-k", worker, "-w", str(WORKERS),
             "--threads", str(THREADS), "--keep-alive", "1", "--no-control-socket",
             "--log-level", "warning", "--chdir", str(ROOT / "scripts"), app]

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 
 import zoldyq
-from zoldyq import health, metrics, snapshot
-from zoldyq.counters import Counters
-from zoldyq.term import table
+from zoldyq.cli.term import table
+from zoldyq.ops import health, metrics, snapshot
+from zoldyq.shm.counters import Counters
 
 
 def per_call(fn: Callable[[], object], n: int) -> float:

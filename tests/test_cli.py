@@ -17,7 +17,7 @@ import pytest
 import zoldyq
 from tests import servers
 from tests.conftest import unique_namespace
-from zoldyq import cli
+from zoldyq.cli import main as cli
 
 ZOLDYQ = str(Path(sys.executable).with_name("zoldyq"))
 TOKEN = "s3cret-token"

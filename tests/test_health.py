@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 import zoldyq
-from zoldyq import health
 from zoldyq.errors import BrokenError
+from zoldyq.ops import health
 
 HOLD = """
 import sys, time, zoldyq

@@ -10,7 +10,7 @@ import pytest
 import zoldyq
 from zoldyq.http import core
 from zoldyq.http.errors import RequestError, error_reply
-from zoldyq.logs import JsonFormatter, PrettyFormatter
+from zoldyq.ops.logs import JsonFormatter, PrettyFormatter
 
 
 def test_a_bug_is_a_500_without_its_stack_trace(caplog: pytest.LogCaptureFixture) -> None:

@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import zoldyq
-from zoldyq import metrics
 from zoldyq import settings as settings_mod
-from zoldyq.counters import Counters
+from zoldyq.ops import metrics
+from zoldyq.shm.counters import Counters
 from zoldyq.shm.layout import HIST_BOUNDS
 
 CONTRACT = {
@@ -135,7 +135,7 @@ def test_promtool_accepts_the_output(broker: zoldyq.Broker) -> None:
 def test_process_figures_are_shared_by_every_process(broker: zoldyq.Broker) -> None:
     """Requests counted in several processes at once add up exactly, whoever is scraped."""
     code = (
-        "import sys; from zoldyq import metrics; from zoldyq.counters import Counters\n"
+        "import sys; from zoldyq.ops import metrics; from zoldyq.shm.counters import Counters\n"
         "c = Counters(sys.argv[1])\n"
         "for _ in range(500): metrics.count_request(c, 'GET', '/health', 200)\n"
         "c.add(metrics.WS_CONNECTIONS_KEY, 2)\n"
@@ -160,7 +160,7 @@ def test_two_processes_report_the_same_queue_figures(broker: zoldyq.Broker) -> N
         q.put_many(range(10))
         q.get_many(3)
     code = (
-        "import sys, zoldyq; from zoldyq import metrics\n"
+        "import sys, zoldyq; from zoldyq.ops import metrics\n"
         "b = zoldyq.attach(sys.argv[1])\n"
         "sys.stdout.write(metrics.exposition(metrics.registry(b)).decode())\n"
     )

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 import zoldyq
-from zoldyq import snapshot
-from zoldyq.settings import Settings
-from zoldyq.snapshot import (
+from zoldyq.ops import snapshot
+from zoldyq.ops.snapshot import (
     HEADER,
     BadSnapshotName,
     SnapshotConflict,
@@ -19,6 +18,7 @@ from zoldyq.snapshot import (
     SnapshotNotFound,
     SnapshotsDisabled,
 )
+from zoldyq.settings import Settings
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@
     msg = q.get(timeout=5.0)            # Message | None
 """
 
-from zoldyq.broker import Broker, Message, Queue, Receipt, attach, create, destroy
 from zoldyq.errors import (
     AccessDenied,
     BrokenError,
@@ -26,6 +25,7 @@ from zoldyq.errors import (
     TooManyQueues,
     ZoldyQError,
 )
+from zoldyq.shm.broker import Broker, Message, Queue, Receipt, attach, create, destroy
 
 __all__ = [
     "AccessDenied",

@@ -16,13 +16,13 @@ from typing import Any
 
 import orjson
 
-from zoldyq import health as health_mod
-from zoldyq import metrics as metrics_mod
-from zoldyq import snapshot as snapshot_mod
-from zoldyq.counters import Counters
 from zoldyq.errors import ZoldyQError
 from zoldyq.http.core import Ctx, Reply
 from zoldyq.http.errors import RequestError
+from zoldyq.ops import health as health_mod
+from zoldyq.ops import metrics as metrics_mod
+from zoldyq.ops import snapshot as snapshot_mod
+from zoldyq.shm.counters import Counters
 
 
 class _Ops:

@@ -26,7 +26,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from zoldyq.broker import Broker, Message, Queue
 from zoldyq.errors import (
     BrokenError,
     ClosedError,
@@ -34,6 +33,7 @@ from zoldyq.errors import (
     QueueNotFound,
     ZoldyQError,
 )
+from zoldyq.shm.broker import Broker, Message, Queue
 from zoldyq.shm.layout import KIND_BYTES
 from zoldyq.ws import frames
 from zoldyq.ws.checks import parse_path

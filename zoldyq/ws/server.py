@@ -31,12 +31,12 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 import zoldyq
-from zoldyq import logs
-from zoldyq.broker import Broker
-from zoldyq.counters import WS_CONNECTIONS_KEY, Counters
+from zoldyq.broker import open_namespace
 from zoldyq.errors import ZoldyQError
-from zoldyq.launcher import create_namespace
+from zoldyq.ops import logs
 from zoldyq.settings import Settings
+from zoldyq.shm.broker import Broker
+from zoldyq.shm.counters import WS_CONNECTIONS_KEY, Counters
 from zoldyq.ws import frames
 from zoldyq.ws.checks import origins, token_ok
 from zoldyq.ws.handlers import SHUTDOWN_REASON, handle
@@ -56,7 +56,7 @@ def run(settings: Settings, standalone: bool = False) -> int:
     """
     _setup_logging(settings)
     try:
-        broker = create_namespace(settings) if standalone else zoldyq.attach(settings.namespace)
+        broker = open_namespace(settings) if standalone else zoldyq.attach(settings.namespace)
     except ZoldyQError as ex:
         log.error("cannot start: %s", ex)
         return 2

@@ -1,7 +1,7 @@
 """Prometheus metrics read from shared memory at scrape time.
 
 Queue figures come straight from each queue's header words and the
-process-level ones from ``zoldyq.counters``, so any process of the
+process-level ones from ``zoldyq.shm.counters``, so any process of the
 namespace (any HTTP worker, the sidecar, a local tool) exposes the same
 numbers and no ``PROMETHEUS_MULTIPROC_DIR`` is needed. Histograms are the
 engine's per-bucket counts made cumulative, with ``le`` from 10 µs to 1 s.
@@ -32,10 +32,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from zoldyq.broker import Broker
-from zoldyq.counters import WS_CONNECTIONS_KEY, Counters
 from zoldyq.errors import ZoldyQError
 from zoldyq.shm import segment
+from zoldyq.shm.broker import Broker
+from zoldyq.shm.counters import WS_CONNECTIONS_KEY, Counters
 from zoldyq.shm.layout import HIST_BOUNDS
 
 __all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "registry"]

@@ -3,7 +3,7 @@
 ``gunicorn.conf.py`` at the top of the repository re-exports this module, so
 ``gunicorn -c gunicorn.conf.py workers.http:app`` works alone; ``zoldyq
 serve`` passes its flags as ZOLDYQ_* variables and loads it as
-``python:zoldyq.http.gunicorn_conf``.
+``python:zoldyq.serve.gunicorn_conf``.
 
 The master creates (or attaches to) the namespace before forking
 (``on_starting``) and destroys it on exit if it created it, unless
@@ -21,8 +21,9 @@ from typing import Any
 from gunicorn.glogging import Logger as _GunicornLogger
 
 import zoldyq
-from zoldyq import logs
-from zoldyq.launcher import OWNER_ENV, STARTED_ENV, create_namespace
+from zoldyq.broker import open_namespace
+from zoldyq.ops import logs
+from zoldyq.serve.launcher import OWNER_ENV, STARTED_ENV
 from zoldyq.settings import Settings
 
 _settings = Settings.load()
@@ -33,8 +34,8 @@ workers = _settings.workers
 if _settings.worker_class == "gthread":
     threads = _settings.threads
 worker_class = {
-    "asgi": "zoldyq.http.worker.AsgiWorker",
-    "gthread": "zoldyq.http.worker.GthreadWorker",
+    "asgi": "zoldyq.serve.worker.AsgiWorker",
+    "gthread": "zoldyq.serve.worker.GthreadWorker",
 }[_settings.worker_class]
 graceful_timeout = int(-(-_settings.graceful_timeout // 1))  # gunicorn wants whole seconds
 timeout = 30  # heartbeat; long-polls never block it (asgi: a coroutine, gthread: a thread)
@@ -71,7 +72,7 @@ def on_starting(server: Any) -> None:
     try:
         zoldyq.attach(_settings.namespace).close()
     except zoldyq.NamespaceNotFound:
-        create_namespace(_settings).close()
+        open_namespace(_settings).close()
         os.environ[OWNER_ENV] = f"gunicorn:{os.getpid()}"
 
 

@@ -12,9 +12,9 @@ import os
 import time
 from typing import Any, TextIO
 
-from zoldyq.client import Client
+from zoldyq.cli.target import Client
+from zoldyq.cli.term import Progress
 from zoldyq.errors import ZoldyQError
-from zoldyq.term import Progress
 
 
 def _percentile(sorted_us: list[float], p: float) -> float:

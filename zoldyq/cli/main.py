@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from zoldyq import commands
 from zoldyq import settings as settings_mod
+from zoldyq.cli import commands
 from zoldyq.errors import ZoldyQError
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_ws(settings, standalone=True)
         try:
-            from zoldyq.launcher import run
+            from zoldyq.serve.launcher import run
         except ImportError:
             print("zoldyq: HTTP server not built yet", file=sys.stderr)
             return 2

@@ -22,11 +22,11 @@ from typing import Any
 
 import orjson
 
-from zoldyq import bench
 from zoldyq import settings as settings_mod
-from zoldyq.client import Client, ClientError, connect
+from zoldyq.cli import bench
+from zoldyq.cli.target import Client, ClientError, connect
+from zoldyq.cli.term import CLEAR, table
 from zoldyq.errors import BrokenError, ConfigError, ZoldyQError
-from zoldyq.term import CLEAR, table
 
 OK, FAILED, USAGE, EMPTY, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 4, 130
 NAMES = ("put", "get", "stream", "queues", "stats", "clear", "delete", "snapshot", "bench")

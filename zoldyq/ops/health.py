@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any
 
-from zoldyq.broker import Broker
 from zoldyq.errors import QueueNotFound, ZoldyQError
-from zoldyq.metrics import uptime_seconds
+from zoldyq.ops.metrics import uptime_seconds
+from zoldyq.shm.broker import Broker
 
 LOCK_TIMEOUT = 1.0
 

@@ -22,31 +22,20 @@ import sys
 import time
 
 import zoldyq
-from zoldyq import logs, snapshot
+from zoldyq.broker import open_namespace
+from zoldyq.ops import logs, snapshot
 from zoldyq.settings import Settings
 
-log = logging.getLogger("zoldyq.launcher")
+log = logging.getLogger("zoldyq.serve.launcher")
 
 OWNER_ENV = "ZOLDYQ_NAMESPACE_OWNER"  # tells gunicorn not to destroy the namespace
 STARTED_ENV = "ZOLDYQ_STARTED_AT"
-HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.http.gunicorn_conf", "workers.http:app"]
+HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf", "workers.http:app"]
 WS_CMD = ["-m", "workers.ws"]
 QUICK_DEATH = 5.0  # seconds: a child that dies sooner counts towards giving up
 MAX_QUICK_DEATHS = 5
 POLL = 0.1
 PR_SET_PDEATHSIG = 1
-
-
-def create_namespace(settings: Settings) -> zoldyq.Broker:
-    """The namespace with the configured caps (attached to if it exists)."""
-    return zoldyq.create(
-        settings.namespace,
-        max_queues=settings.max_queues,
-        max_messages=settings.default_queue_capacity,
-        max_bytes=settings.default_queue_max_bytes,
-        max_message_bytes=settings.max_message_bytes,
-        exist_ok=True,
-    )
 
 
 def _die_with_parent() -> None:
@@ -113,7 +102,7 @@ class Child:
 def run(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; 0 after a graceful stop, 1 if a child cannot stay up."""
     logs.setup(settings)
-    broker = create_namespace(settings)
+    broker = open_namespace(settings)
     try:
         snapshot.on_start(broker, settings)  # --restore
     except BaseException:

@@ -45,10 +45,10 @@ from typing import Any
 import orjson
 
 import zoldyq
-from zoldyq.broker import Broker
 from zoldyq.errors import InvalidName, QueueNotFound, ZoldyQError
 from zoldyq.settings import Settings
 from zoldyq.shm import names
+from zoldyq.shm.broker import Broker
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.shm.registry import Caps
 from zoldyq.shm.ring import record_bytes
@@ -59,7 +59,7 @@ SUFFIX = ".zqsnap"
 HEADER = struct.Struct("<8sIIQQ32s")
 QUEUE = struct.Struct("<QQQQ")
 RECORD = struct.Struct("<IIq")
-log = logging.getLogger("zoldyq.snapshot")
+log = logging.getLogger("zoldyq.ops.snapshot")
 _NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}")
 
 

@@ -1,0 +1,1 @@
+"""The ``zoldyq`` command line."""

@@ -1,0 +1,1 @@
+"""Operations: health, metrics, logs and snapshots, read through the broker API."""

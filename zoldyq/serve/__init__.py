@@ -1,0 +1,1 @@
+"""Process wiring: the launcher, the gunicorn config and worker class."""

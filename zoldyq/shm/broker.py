@@ -1,0 +1,445 @@
+"""The local API: attach to a namespace, get queue handles, put and get.
+
+A ``Broker`` is this process's view of one namespace; ``Queue`` handles are
+cheap and resolve their shared queue lazily (creating it on first put). The
+shared queue behind a name is cached per process and re-resolved when it is
+deleted, so a queue deleted and re-created elsewhere is never confused with
+the old one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from operator import itemgetter
+from typing import Any, NamedTuple, TypeVar
+
+import orjson
+import posix_ipc
+
+from zoldyq.errors import (
+    ClosedError,
+    InvalidPayload,
+    MessageTooLarge,
+    QueueNotFound,
+)
+from zoldyq.shm import names
+from zoldyq.shm.aio import AsyncBell
+from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
+from zoldyq.shm.queue import SharedQueue
+from zoldyq.shm.registry import Caps, Entry, Registry
+
+DEFAULT_NAMESPACE = "zoldyq"
+T = TypeVar("T")
+_dumps = orjson.dumps
+_loads = orjson.loads
+_perf_ns = time.perf_counter_ns
+
+
+class Message(tuple):  # type: ignore[type-arg]
+    """One dequeued message: ``payload`` is the JSON value, or ``bytes`` for a raw message.
+
+    A tuple (kind, data, enqueued_at, queue_name) built straight from the ring's
+    records in C, because a batch of a thousand messages should not cost a
+    thousand Python ``__init__`` calls; ``payload`` is decoded on first access.
+    """
+
+    kind: int = property(itemgetter(0))  # type: ignore[assignment]
+    data: bytes = property(itemgetter(1))  # type: ignore[assignment]
+    enqueued_at: int = property(itemgetter(2))  # type: ignore[assignment]
+    queue_name: str = property(itemgetter(3))  # type: ignore[assignment]
+
+    @property
+    def is_raw(self) -> bool:
+        return self[0] == KIND_BYTES
+
+    @functools.cached_property
+    def payload(self) -> Any:
+        return self[1] if self[0] == KIND_BYTES else _loads(self[1])
+
+    def __repr__(self) -> str:
+        return f"Message({self.queue_name!r}, {self.payload!r}, enqueued_at={self.enqueued_at})"
+
+
+_message = functools.partial(tuple.__new__, Message)
+
+
+class Receipt(NamedTuple):
+    """What a successful put returns."""
+
+    queue_size: int
+    enqueued_at: int
+
+
+_receipt = functools.partial(tuple.__new__, Receipt)  # NamedTuple's own __new__ is slow
+
+
+def encode_json(payload: Any) -> bytes:
+    try:
+        return _dumps(payload)
+    except TypeError as ex:
+        raise InvalidPayload(str(ex)) from None
+
+
+class Queue:
+    """A named queue in a namespace. Thread-safe; share one per name or make many."""
+
+    def __init__(self, broker: Broker, name: str) -> None:
+        self.broker = broker
+        self.name = names.check_queue_name(name)
+        self._sq: SharedQueue | None = None  # cached; re-resolved when deleted
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r}, namespace={self.broker.namespace!r})"
+
+    # -- put -------------------------------------------------------------------
+
+    def put(self, payload: Any) -> Receipt:
+        """Enqueue a JSON value. Raises QueueFull, MessageTooLarge, InvalidPayload."""
+        try:
+            data = _dumps(payload)
+        except TypeError as ex:
+            raise InvalidPayload(str(ex)) from None
+        return self._put_one(KIND_JSON, data)
+
+    def put_bytes(self, data: bytes) -> Receipt:
+        """Enqueue raw bytes (any bytes-like), returned as ``bytes`` by get."""
+        return self._put_one(KIND_BYTES, data)
+
+    def _put_one(self, kind: int, data: bytes) -> Receipt:
+        """``put_records`` for one record, minus the loops: the local API's hot path."""
+        t0 = _perf_ns()
+        sq = self._sq or self._resolve(create=True)
+        if len(data) > sq.max_message_bytes:
+            raise MessageTooLarge(len(data), sq.max_message_bytes, self.name)
+        try:
+            return _receipt(sq.put(((kind, data),), t0))
+        except ClosedError:
+            self._forget(sq)
+            return self.put_records([(kind, data)])
+
+    def put_many(self, payloads: Iterable[Any]) -> Receipt:
+        """Enqueue JSON values in one lock round trip: all of them or none."""
+        return self.put_records([(KIND_JSON, encode_json(p)) for p in payloads])
+
+    def put_records(self, records: list[tuple[int, bytes]]) -> Receipt:
+        """Enqueue pre-encoded (kind, data) records, all or none.
+
+        For transports that already hold valid JSON bytes: nothing is re-encoded.
+        """
+        t0 = _perf_ns()
+        for attempt in (0, 1):
+            sq = self._sq or self._resolve(create=True)
+            limit = sq.max_message_bytes
+            for _, data in records:
+                if len(data) > limit:
+                    raise MessageTooLarge(len(data), limit, self.name)
+            if not records:
+                return _receipt((sq.ring.count(), time.time_ns() // 1000))
+            try:
+                return _receipt(sq.put(records, t0))
+            except ClosedError:
+                self._forget(sq)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _resolve(self, create: bool) -> SharedQueue:
+        self._sq = sq = self.broker._shared(self.name, create)
+        return sq
+
+    def _forget(self, sq: SharedQueue) -> None:
+        self._sq = None
+        self.broker._forget(self.name, sq)
+
+    # -- get -------------------------------------------------------------------
+
+    def get(self, timeout: float = 0.0) -> Message | None:
+        """Dequeue one message, waiting up to ``timeout`` seconds; None if none came."""
+        got = self.get_many(1, timeout)
+        return got[0] if got else None
+
+    def get_many(self, max: int = 100, timeout: float = 0.0) -> list[Message]:
+        """Dequeue up to ``max`` messages in one lock round trip, waiting for the first."""
+        if max < 1:
+            return []
+        sq = self._sq or self._resolve(create=False)
+        try:
+            records = sq.get(max, timeout, self.name)
+        except ClosedError:
+            records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name))
+        return list(map(_message, records))
+
+    def peek(self, max: int | None = None) -> list[Message]:
+        """The first ``max`` messages (all by default) without removing them."""
+        sq = self._sq or self._resolve(create=False)
+        n = len(self) if max is None else max
+        try:
+            records = sq.peek(n, self.name)
+        except ClosedError:
+            records = self._again(sq, lambda fresh: fresh.peek(n, self.name))
+        return list(map(_message, records))
+
+    def _again(self, stale: SharedQueue, op: Callable[[SharedQueue], T]) -> T:
+        """``stale`` was deleted: run ``op`` once on the queue that has the name now."""
+        self._forget(stale)
+        sq = self._resolve(create=False)  # QueueNotFound if there is none
+        try:
+            return op(sq)
+        except ClosedError:
+            self._forget(sq)
+            raise QueueNotFound(self.name) from None
+
+    def stream(self, timeout: float | None = None) -> Iterator[Message]:
+        """Yield messages as they arrive; ends after ``timeout`` idle seconds or on interrupt."""
+        idle_until = None if timeout is None else time.monotonic() + timeout
+        while not self.broker.interrupted:
+            wait = 1.0 if idle_until is None else idle_until - time.monotonic()
+            if wait <= 0:
+                return
+            for msg in self.get_many(100, min(wait, 1.0)):
+                if idle_until is not None:
+                    idle_until = time.monotonic() + timeout  # type: ignore[operator]
+                yield msg
+
+    async def aget(self, timeout: float = 0.0) -> Message | None:
+        got = await self.aget_many(1, timeout)
+        return got[0] if got else None
+
+    async def aget_many(self, max: int = 100, timeout: float = 0.0) -> list[Message]:
+        """Like get_many, for asyncio: never blocks the event loop, parks no thread per call."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.get_many(max, 0)
+            remaining = deadline - time.monotonic()
+            if got or self.broker.interrupted:
+                return got
+            sq = self._sq or self._resolve(create=False)
+            if remaining <= 0:
+                if timeout > 0:
+                    sq.note_timeout()
+                return got
+            await self.broker._async_bell(sq).wait(remaining)
+
+    async def astream(self) -> AsyncIterator[Message]:
+        while not self.broker.interrupted:
+            for msg in await self.aget_many(100, 1.0):
+                yield msg
+
+    # -- management ------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        sq = self.broker._shared(self.name, create=False)
+        return {"name": self.name, **sq.stats()}
+
+    def __len__(self) -> int:
+        return self.broker._shared(self.name, create=False).ring.count()
+
+    def clear(self) -> int:
+        """Drop every message now in the queue; returns how many."""
+        sq = self._sq or self._resolve(create=False)
+        try:
+            return sq.clear()
+        except ClosedError:
+            return self._again(sq, SharedQueue.clear)
+
+    def delete(self) -> None:
+        self.broker.delete(self.name)
+
+
+class Broker:
+    """This process's handle on namespace ``namespace`` (see ``attach``/``create``)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = names.check_namespace(namespace)
+        self.registry = Registry(namespace)
+        self._queues: dict[str, SharedQueue] = {}
+        self._retired: list[SharedQueue] = []
+        self._bells: dict[int, AsyncBell] = {}
+        self._lock = threading.Lock()
+        self.interrupted = False
+        self._closed = False
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Broker({self.namespace!r})"
+
+    @property
+    def defaults(self) -> Caps:
+        return self.registry.defaults
+
+    @property
+    def max_queues(self) -> int:
+        return self.registry.max_queues
+
+    def queue(self, name: str) -> Queue:
+        """A handle on queue ``name``; it is created on first put."""
+        return Queue(self, name)
+
+    def create_queue(
+        self,
+        name: str,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        max_message_bytes: int | None = None,
+        exist_ok: bool = False,
+    ) -> tuple[Queue, bool]:
+        """Create ``name`` with its own caps; returns (queue, created).
+
+        Raises QueueExists when it exists with other caps (or at all, unless
+        ``exist_ok``).
+        """
+        names.check_queue_name(name)
+        d = self.registry.defaults
+        asked = (max_messages, max_bytes, max_message_bytes)
+        caps = None
+        if any(v is not None for v in asked):
+            mmb = max_message_bytes or d.max_message_bytes
+            caps = Caps(
+                max_messages or d.max_messages,
+                max_bytes or max(d.max_bytes, 2 * (mmb + 64)),
+                mmb,
+            )
+        _, created = self.registry.create_queue(name, caps, exist_ok)
+        return Queue(self, name), created
+
+    def delete(self, name: str) -> None:
+        """Delete queue ``name`` and its messages, in every process."""
+        names.check_queue_name(name)
+        self.registry.delete_queue(name)
+        with self._lock:
+            sq = self._queues.pop(name, None)
+        if sq is not None:
+            self._retire(sq)
+
+    def queues(self) -> list[str]:
+        return [e.name for e in self.registry.entries()]
+
+    def entries(self) -> list[Entry]:
+        return self.registry.entries()
+
+    def exists(self, name: str) -> bool:
+        return self.registry.lookup(names.check_queue_name(name)) is not None
+
+    def interrupt(self) -> None:
+        """Wake every waiter in this process now; later waits return at once (shutdown)."""
+        self.interrupted = True
+        with self._lock:
+            queues = list(self._queues.values())
+            bells = list(self._bells.values())
+        for bell in bells:
+            bell.stop()
+        for sq in queues:
+            sq.interrupt()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.interrupt()
+        self._closed = True
+        with self._lock:
+            queues = list(self._queues.values()) + self._retired
+            self._queues.clear()
+            self._retired.clear()
+        for sq in queues:
+            sq.close()
+        self.registry.close()
+
+    # -- internals -------------------------------------------------------------
+
+    def _shared(self, name: str, create: bool) -> SharedQueue:
+        sq = self._queues.get(name)
+        if sq is not None and not sq.deleted:
+            return sq
+        if self._closed:
+            raise ClosedError(f"broker for namespace '{self.namespace}'")
+        while True:
+            entry = self.registry.lookup(name)
+            if entry is None:
+                if not create:
+                    raise QueueNotFound(name)
+                entry, _ = self.registry.create_queue(name, None, exist_ok=True)
+            try:
+                fresh = SharedQueue(self.namespace, entry.slot, entry.gen, name)
+            except posix_ipc.ExistentialError:
+                continue  # deleted between lookup and open: look again
+            if self.interrupted:
+                fresh.interrupted = True
+            with self._lock:
+                old = self._queues.get(name)
+                same = old is not None and (old.slot, old.gen) == (fresh.slot, fresh.gen)
+                if same and not old.deleted:
+                    fresh.close()
+                    return old
+                self._queues[name] = fresh
+            if old is not None:
+                self._retire(old)
+            return fresh
+
+    def _forget(self, name: str, sq: SharedQueue) -> None:
+        with self._lock:
+            if self._queues.get(name) is sq:
+                del self._queues[name]
+            else:
+                return
+        self._retire(sq)
+
+    def _retire(self, sq: SharedQueue) -> None:
+        """Keep a deleted queue's mapping until other threads are surely done with it."""
+        now = time.monotonic()
+        sq.retired_at = now
+        with self._lock:
+            old = [r for r in self._retired if now - r.retired_at > 30]
+            self._retired = [r for r in self._retired if r not in old] + [sq]
+        for r in old:
+            r.close()
+
+    def _async_bell(self, sq: SharedQueue) -> AsyncBell:
+        with self._lock:
+            bell = self._bells.get(id(sq))
+            if bell is None or bell.sq is not sq:
+                bell = self._bells[id(sq)] = AsyncBell(sq)
+            return bell
+
+
+def _namespace(namespace: str | None) -> str:
+    if namespace is None:
+        return os.environ.get("ZOLDYQ_NAMESPACE") or DEFAULT_NAMESPACE
+    return names.check_namespace(namespace)
+
+
+def attach(namespace: str | None = None) -> Broker:
+    """Attach to an existing namespace (default: $ZOLDYQ_NAMESPACE or 'zoldyq')."""
+    return Broker(_namespace(namespace))
+
+
+def create(
+    namespace: str | None = None,
+    *,
+    max_queues: int = 100,
+    max_messages: int = 100_000,
+    max_bytes: int = 32 << 20,
+    max_message_bytes: int = 128 << 10,
+    exist_ok: bool = True,
+) -> Broker:
+    """Create a namespace (or attach to it if it exists and ``exist_ok``) and attach."""
+    from zoldyq.errors import ConfigError
+
+    ns = _namespace(namespace)
+    created = Registry.create(ns, max_queues, Caps(max_messages, max_bytes, max_message_bytes))
+    if not created and not exist_ok:
+        raise ConfigError(f"namespace '{ns}' already exists")
+    return Broker(ns)
+
+
+def destroy(namespace: str | None = None) -> None:
+    """Delete every queue and object of a namespace; attached processes see it closed."""
+    Registry.destroy(_namespace(namespace))
