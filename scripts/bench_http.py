@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import servers  # noqa: E402
+from tests.helpers import servers  # noqa: E402
 
 PAYLOAD = {"id": 12345, "kind": "email", "to": "someone@example.com", "body": "x" * 40}
 WORKERS = 2

@@ -221,7 +221,7 @@ def main() -> int:
     n = args.messages
 
     import zoldyq
-    from tests.conftest import unique_namespace
+    from tests.helpers.namespaces import unique_namespace
     from zoldyq.shm.layout import KIND_JSON
 
     ns = "bench" + unique_namespace()

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 import zoldyq  # noqa: E402
 from scripts import loadclients as lc  # noqa: E402
-from tests import servers  # noqa: E402
+from tests.helpers import servers  # noqa: E402
 
 QUEUES = ["h", "w", "l"]  # consumed over HTTP, WebSocket, local API
 CONSUMER_QUEUE = {"http-consumer": "h", "ws-consumer": "w", "local-consumer": "l"}

@@ -6,7 +6,6 @@ ends, so tests never collide and leave nothing in /dev/shm.
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 from collections.abc import Iterator
@@ -14,12 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 import zoldyq
-
-_counter = itertools.count()
-
-
-def unique_namespace() -> str:
-    return f"zqt{os.getpid()}x{next(_counter)}"
+from tests.helpers.namespaces import unique_namespace
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import zoldyq
-from tests.procs import read_acks, read_pairs
-from tests.test_multiprocess import check_fifo, spawn
+from tests.helpers.multiproc import check_fifo, spawn
+from tests.helpers.procs import read_acks, read_pairs
 from zoldyq.shm import segment
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import zoldyq
-from tests import servers
-from tests.conftest import unique_namespace
+from tests.helpers import servers
+from tests.helpers.namespaces import unique_namespace
 from zoldyq.cli import main as cli
 
 ZOLDYQ = str(Path(sys.executable).with_name("zoldyq"))
@@ -319,7 +319,7 @@ def _workers(master: int) -> list[int]:
 def test_metrics_agree_across_workers(remote: Run, server: servers.Server) -> None:
     """Two scrapes answered by two different workers agree on every queue figure and on the
     shared request counters; the exact counts match the traffic sent."""
-    from tests.test_metrics import value
+    from tests.helpers.prom import value
 
     auth = {"Authorization": f"Bearer {TOKEN}"}
     enqueues = {"method": "POST", "route": "enqueue", "status": "200"}
@@ -364,7 +364,7 @@ def test_http_long_poll_timeout_is_counted(remote: Run, server: servers.Server) 
     remote("put", "t", "1")
     remote("get", "t")
     assert remote("get", "t", "--timeout", "0.05")[0] == 3
-    from tests.test_metrics import value
+    from tests.helpers.prom import value
 
     resp = server.call("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert value(resp.body.decode(), "zoldyq_dequeue_timeout_total", queue="t") == 1

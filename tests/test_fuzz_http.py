@@ -14,8 +14,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests import servers
-from tests.conftest import unique_namespace
+from tests.helpers import servers
+from tests.helpers.namespaces import unique_namespace
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 ST = Path(servers.PYTHON).with_name("st")

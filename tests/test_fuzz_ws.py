@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect
 
 import zoldyq
-from tests import servers
-from tests.conftest import unique_namespace
+from tests.helpers import servers
+from tests.helpers.namespaces import unique_namespace
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.ws import frames
 

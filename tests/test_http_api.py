@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 import zoldyq
-from tests import servers
-from tests.conftest import unique_namespace
+from tests.helpers import servers
+from tests.helpers.namespaces import unique_namespace
 from zoldyq.http.routes import ROUTES
 
 _names = itertools.count()

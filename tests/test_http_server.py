@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import zoldyq
-from tests import servers
+from tests.helpers import servers
 
 
 def _shm(namespace: str) -> list[str]:

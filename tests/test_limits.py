@@ -20,8 +20,8 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import InvalidStatus
 
 import zoldyq
-from tests import servers
-from tests.conftest import unique_namespace
+from tests.helpers import servers
+from tests.helpers.namespaces import unique_namespace
 
 SERVED_WITHIN = 1.0  # seconds a bystander's request may take while a limit is being hit
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import unique_namespace
+from tests.helpers.namespaces import unique_namespace
 from zoldyq.shm.lock import RobustLock
 
 

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import zoldyq
+from tests.helpers.prom import value
 from zoldyq import settings as settings_mod
 from zoldyq.ops import metrics
 from zoldyq.shm.counters import Counters
@@ -39,15 +40,6 @@ CONTRACT = {
 
 def scrape(broker: zoldyq.Broker) -> str:
     return metrics.exposition(metrics.registry(broker)).decode()
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    """The one sample called ``name`` with exactly ``labels``."""
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and s.labels == labels:
-                return s.value
-    raise AssertionError(f"no sample {name}{labels}")
 
 
 def types(text: str) -> dict[str, str]:

@@ -11,23 +11,8 @@ from pathlib import Path
 import pytest
 
 import zoldyq
-from tests.procs import read_acks, read_pairs
-
-
-def spawn(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.procs", *map(str, args)],
-        cwd=Path(__file__).parent.parent, env=env,
-    )
-
-
-def check_fifo(streams: list[list[tuple[int, int]]]) -> None:
-    """Each consumer sees every producer's messages in the order they were put."""
-    for stream in streams:
-        last: dict[int, int] = {}
-        for tag, seq in stream:
-            assert seq > last.get(tag, -1), f"producer {tag}: {seq} after {last[tag]}"
-            last[tag] = seq
+from tests.helpers.multiproc import check_fifo, spawn
+from tests.helpers.procs import read_acks, read_pairs
 
 
 @pytest.mark.slow

@@ -23,8 +23,8 @@ from unittest import mock
 import pytest
 
 import zoldyq
-from tests import servers
-from tests.conftest import unique_namespace
+from tests.helpers import servers
+from tests.helpers.namespaces import unique_namespace
 from zoldyq.http import core
 from zoldyq.ws import checks
 

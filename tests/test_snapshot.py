@@ -295,7 +295,7 @@ def test_on_exit_and_restore(broker: zoldyq.Broker, snapdir: Path) -> None:
 
 def test_planned_restart_loses_nothing(namespace: str, snapdir: Path) -> None:
     """``zoldyq serve --snapshot-on-exit --restore``: SIGTERM saves, the next start restores."""
-    from tests import servers
+    from tests.helpers import servers
 
     flags = ("--snapshot-on-exit", "--restore")
     with servers.serve(namespace, *flags, ws=False, snapshot_dir=snapdir) as srv:
@@ -321,7 +321,7 @@ def test_serve_refuses_a_corrupt_snapshot(namespace: str, snapdir: Path) -> None
     import subprocess
     import sys
 
-    from tests import servers
+    from tests.helpers import servers
 
     (snapdir / f"{namespace}.zqsnap").write_bytes(b"ZQSNAP\0\0" + b"\0" * 100)
     env = servers.settings_env(namespace, port=servers.free_port(), ws=False,

@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 import zoldyq
-from tests import servers
-from tests.test_ws_sidecar import closed_with, poll, sidecar
+from tests.helpers import servers
+from tests.helpers.ws import closed_with, poll, sidecar
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_serve_restarts_the_sidecar_and_stops_streams_with_1001(namespace: str) 
 
 def test_metrics_count_open_websocket_connections(namespace: str) -> None:
     """zoldyq_websocket_connections on /metrics follows the sidecar's open connections."""
-    from tests.test_metrics import value
+    from tests.helpers.prom import value
 
     def gauge(srv: servers.Server) -> float:
         return value(srv.call("GET", "/metrics").body.decode(), "zoldyq_websocket_connections")

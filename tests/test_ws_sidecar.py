@@ -11,38 +11,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect as aconnect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 import zoldyq
-from tests import servers
+from tests.helpers import servers
+from tests.helpers.ws import closed_with, poll, sidecar
 
 PAD = "x" * 80  # ~100-byte messages
-
-
-@contextlib.contextmanager
-def sidecar(namespace: str, **settings: Any) -> Iterator[servers.Server]:
-    """The sidecar on a free port, attached to ``namespace`` (which must exist).
-
-    Teardown sends SIGTERM and expects exit status 0 (SIGKILL if it hangs).
-    """
-    port = servers.free_port()
-    env = servers.settings_env(namespace, ws_port=port, **settings)
-    srv = servers.Server("ws-sidecar", [servers.PYTHON, "-m", "workers.ws"], env,
-                         f"ws://127.0.0.1:{port}")
-    try:
-        srv.wait_ready(servers.tcp_ready(port))
-        yield srv
-        if srv.proc.poll() is None:
-            assert srv.stop() == 0, srv.log()
-    finally:
-        srv.close()
 
 
 @pytest.fixture
@@ -60,23 +42,6 @@ def ws(namespace: str, broker: zoldyq.Broker) -> Iterator[str]:
     """The URL of a sidecar with default settings on the ``broker`` namespace."""
     with sidecar(namespace) as srv:
         yield srv.url
-
-
-def closed_with(c: Any) -> tuple[int | None, str | None]:
-    """Read until the connection closes: the close code and reason the server sent."""
-    try:
-        while True:
-            c.recv(timeout=10)
-    except ConnectionClosed as ex:
-        return (ex.rcvd.code, ex.rcvd.reason) if ex.rcvd else (None, None)
-
-
-def poll(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 # -- enqueue --------------------------------------------------------------------------

@@ -9,14 +9,17 @@
 
 from zoldyq.errors import (
     AccessDenied,
+    BackendUnavailable,
     BrokenError,
     ClosedError,
     ConfigError,
     InvalidName,
     InvalidPayload,
     LayoutMismatch,
+    LeaseExpired,
     MessageTooLarge,
     NamespaceNotFound,
+    QueueBusy,
     QueueDeleted,
     QueueExists,
     QueueFull,
@@ -29,6 +32,7 @@ from zoldyq.shm.broker import Broker, Message, Queue, Receipt, attach, create, d
 
 __all__ = [
     "AccessDenied",
+    "BackendUnavailable",
     "BrokenError",
     "Broker",
     "ClosedError",
@@ -36,10 +40,12 @@ __all__ = [
     "InvalidName",
     "InvalidPayload",
     "LayoutMismatch",
+    "LeaseExpired",
     "Message",
     "MessageTooLarge",
     "NamespaceNotFound",
     "Queue",
+    "QueueBusy",
     "QueueDeleted",
     "QueueExists",
     "QueueFull",

@@ -12,10 +12,13 @@
     ├── StorageExhausted                       507 storage_exhausted
     ├── ClosedError                            503 closed          (you closed or deleted it)
     │   └── QueueDeleted                       404 queue_not_found
+    ├── LeaseExpired           (LookupError)   409 lease_expired
+    ├── QueueBusy                              503 queue_busy      (retry_after)
     └── BrokenError                            503 namespace_broken (it broke under you)
         ├── NamespaceNotFound  (FileNotFoundError)
         ├── AccessDenied       (PermissionError)
-        └── LayoutMismatch
+        ├── LayoutMismatch
+        └── BackendUnavailable                 503 backend_unavailable
 
 Each class carries structured fields and renders its sentence in ``__str__``;
 ``code`` and ``http_status`` let a transport map any of them with one handler.
@@ -253,3 +256,57 @@ class LayoutMismatch(BrokenError):
             f"namespace '{self.namespace}' has layout version {self.found}, this ZoldyQ "
             f"speaks version {self.expected} (destroy it or run the matching version)"
         )
+
+
+class LeaseExpired(ZoldyQError, LookupError):
+    """The lease is not held (any more): it expired, was acked or nacked, or never was."""
+
+    code = "lease_expired"
+    http_status = 409
+
+    def __init__(self, queue_name: str, lease_id: str) -> None:
+        super().__init__(queue_name, lease_id)
+        self.queue_name = queue_name
+        self.lease_id = lease_id
+
+    def __str__(self) -> str:
+        shown = self.lease_id if len(self.lease_id) <= 80 else self.lease_id[:77] + "..."
+        return (
+            f"lease '{shown}' on queue '{self.queue_name}' is not held "
+            "(expired, settled or unknown)"
+        )
+
+    def fields(self) -> dict[str, object]:
+        return {"queue_name": self.queue_name, "lease_id": self.lease_id}
+
+
+class QueueBusy(ZoldyQError):
+    """Another process holds the queue's lock too long: try again after ``retry_after`` s."""
+
+    code = "queue_busy"
+    http_status = 503
+
+    def __init__(self, queue_name: str, retry_after: float = 1.0) -> None:
+        super().__init__(queue_name, retry_after)
+        self.queue_name = queue_name
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"Queue '{self.queue_name}' is busy (its lock is held by another process): retry"
+
+    def fields(self) -> dict[str, object]:
+        return {"queue_name": self.queue_name, "retry_after": self.retry_after}
+
+
+class BackendUnavailable(BrokenError):
+    """The storage engine (e.g. a Redis server) cannot be reached right now."""
+
+    code = "backend_unavailable"
+
+    def __init__(self, backend: str, reason: str) -> None:
+        super().__init__(backend, reason)
+        self.backend = backend
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"backend {self.backend} is unavailable: {self.reason}"

@@ -32,11 +32,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from zoldyq.api import HIST_BOUNDS
 from zoldyq.errors import ZoldyQError
 from zoldyq.shm import segment
 from zoldyq.shm.broker import Broker
 from zoldyq.shm.counters import WS_CONNECTIONS_KEY, Counters
-from zoldyq.shm.layout import HIST_BOUNDS
 
 __all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "registry"]
 

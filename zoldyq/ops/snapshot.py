@@ -45,11 +45,11 @@ from typing import Any
 import orjson
 
 import zoldyq
+from zoldyq.api import KIND_BYTES, KIND_JSON
 from zoldyq.errors import InvalidName, QueueNotFound, ZoldyQError
 from zoldyq.settings import Settings
 from zoldyq.shm import names
 from zoldyq.shm.broker import Broker
-from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.shm.registry import Caps
 from zoldyq.shm.ring import record_bytes
 

@@ -61,6 +61,10 @@ from __future__ import annotations
 
 import struct
 
+from zoldyq.api import HIST_BOUNDS as HIST_BOUNDS  # re-exported for the engine
+from zoldyq.api import KIND_BYTES as KIND_BYTES
+from zoldyq.api import KIND_JSON as KIND_JSON
+
 LAYOUT_VERSION = 1
 QUEUE_MAGIC = int.from_bytes(b"ZOLDYQ.Q", "little")
 REGISTRY_MAGIC = int.from_bytes(b"ZOLDYQ.R", "little")
@@ -74,17 +78,13 @@ W_HEAD, W_DEQ_TOTAL, W_WAITERS, W_TIMEOUTS, W_BYTES_OUT, W_CLEARED = 16, 17, 18,
 W_ENQ_HIST, W_DEQ_HIST = 24, 48
 FLAG_CLOSED = 1
 
-# Latency histogram bounds in seconds, 10 µs to 1 s; the last bucket is +Inf.
-HIST_BOUNDS = (
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-)  # fmt: skip
+# Latency histogram bounds (``api.HIST_BOUNDS``, 10 µs to 1 s); the last bucket is +Inf.
 HIST_BOUNDS_NS = tuple(round(b * 1e9) for b in HIST_BOUNDS)
 HIST_BUCKETS = len(HIST_BOUNDS) + 1  # + Inf
 
 # records
 RECORD = struct.Struct("<IIq")  # payload length, kind, enqueued_at µs
-KIND_JSON, KIND_BYTES, KIND_WRAP = 1, 2, 0xFFFFFFFF
+KIND_WRAP = 0xFFFFFFFF  # KIND_JSON and KIND_BYTES come from the api
 SEQ_MASK = 0xFFFFFFFF
 MAX_RING_SIZE = (1 << 32) - 8  # offsets are 32-bit
 MAX_MESSAGES_LIMIT = 1 << 30  # sequence numbers are 32-bit

@@ -7,27 +7,11 @@ slot gets new objects and an old handle can never open the new ones.
 
 from __future__ import annotations
 
-import re
+from zoldyq.api import check_namespace, check_queue_name
 
-from zoldyq.errors import InvalidName
+__all__ = ["PREFIX", "check_namespace", "check_queue_name"]
 
 PREFIX = "zoldyq"
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_NAMESPACE = re.compile(r"[A-Za-z0-9_\-]{1,32}")
-
-
-def check_queue_name(name: object) -> str:
-    """Return ``name`` if it is a valid queue name, else raise InvalidName."""
-    if isinstance(name, str) and _QUEUE_NAME.fullmatch(name):
-        return name
-    raise InvalidName(name)
-
-
-def check_namespace(namespace: object) -> str:
-    """Namespaces do reach POSIX names, so they are stricter: no dots, 32 chars."""
-    if isinstance(namespace, str) and _NAMESPACE.fullmatch(namespace):
-        return namespace
-    raise InvalidName(namespace, "namespace")
 
 
 def registry(ns: str) -> str:

@@ -21,8 +21,8 @@ import struct
 
 import orjson
 
+from zoldyq.api import KIND_BYTES, KIND_JSON
 from zoldyq.errors import InvalidPayload, ZoldyQError
-from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 
 _loads = orjson.loads
 _dumps = orjson.dumps

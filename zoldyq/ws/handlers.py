@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
+from zoldyq.api import KIND_BYTES
 from zoldyq.errors import (
     BrokenError,
     ClosedError,
@@ -34,7 +35,6 @@ from zoldyq.errors import (
     ZoldyQError,
 )
 from zoldyq.shm.broker import Broker, Message, Queue
-from zoldyq.shm.layout import KIND_BYTES
 from zoldyq.ws import frames
 from zoldyq.ws.checks import parse_path
 

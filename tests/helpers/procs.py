@@ -1,4 +1,4 @@
-"""Worker processes for multi-process and crash tests: ``python -m tests.procs ROLE ...``.
+"""Worker processes for multi-process and crash tests: ``python -m tests.helpers.procs ROLE ...``.
 
 Each runs in a fresh interpreter that attaches to the namespace by name, as
 an unrelated process on the host would. Progress goes to small files the test
