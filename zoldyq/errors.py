@@ -14,11 +14,12 @@
     │   └── QueueDeleted                       404 queue_not_found
     ├── LeaseExpired           (LookupError)   409 lease_expired
     ├── QueueBusy                              503 queue_busy      (retry_after)
-    └── BrokenError                            503 namespace_broken (it broke under you)
-        ├── NamespaceNotFound  (FileNotFoundError)
-        ├── AccessDenied       (PermissionError)
-        ├── LayoutMismatch
-        └── BackendUnavailable                 503 backend_unavailable
+    ├── BrokenError                            503 namespace_broken (it broke under you)
+    │   ├── NamespaceNotFound  (FileNotFoundError)
+    │   ├── AccessDenied       (PermissionError)
+    │   ├── LayoutMismatch
+    │   └── BackendUnavailable                 503 backend_unavailable
+    └── RemoteError                            the status/code a server sent (HTTP client only)
 
 Each class carries structured fields and renders its sentence in ``__str__``;
 ``code`` and ``http_status`` let a transport map any of them with one handler.
@@ -100,6 +101,7 @@ class MessageTooLarge(ZoldyQError, ValueError):
 class QueueFull(ZoldyQError, queue.Full):
     code = "queue_full"
     http_status = 429
+    retry_after: float | None = None  # seconds, when a server said (Retry-After)
 
     def __init__(
         self, queue_name: str, capacity: int, size: int, max_bytes: int, needed_bytes: int = 0
@@ -310,3 +312,19 @@ class BackendUnavailable(BrokenError):
 
     def __str__(self) -> str:
         return f"backend {self.backend} is unavailable: {self.reason}"
+
+
+class RemoteError(ZoldyQError):
+    """An error answer of a server that no engine class stands for (bad parameters, auth).
+
+    Only the HTTP client raises it; ``code`` and ``http_status`` are the server's.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, code, message)
+        self.http_status = status
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,0 +1,267 @@
+"""``zoldyq.connect``: the same code gives the same results, errors and order on every engine.
+
+Each test of the first part runs against ``shm://<ns>`` (local shared memory)
+and ``http://`` (a real ``zoldyq serve``: gunicorn and the sidecar), through
+nothing but the ``Broker``/``Queue``/``Message`` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import zoldyq
+from tests.helpers import servers
+from tests.helpers.namespaces import unique_namespace
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[servers.Server]:
+    """One real server for the module; every test uses its own queues."""
+    ns = unique_namespace()
+    try:
+        with servers.serve(ns, workers=2, max_queues=200, dequeue_max_timeout=2) as srv:
+            yield srv
+    finally:
+        zoldyq.destroy(ns)
+
+
+@pytest.fixture(scope="module")
+def local_namespace() -> Iterator[str]:
+    ns = unique_namespace()
+    zoldyq.create(ns, max_queues=200).close()
+    try:
+        yield ns
+    finally:
+        zoldyq.destroy(ns)
+
+
+@pytest.fixture(params=["shm", "http"])
+def broker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A Broker from ``zoldyq.connect`` on each engine."""
+    if request.param == "shm":
+        url = "shm://" + request.getfixturevalue("local_namespace")
+    else:
+        url = request.getfixturevalue("server").url
+    b = zoldyq.connect(url, retries=0) if url.startswith("http") else zoldyq.connect(url)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def qname() -> str:
+    return f"c{next(_names)}-{time.monotonic_ns() % 10**6}"
+
+
+def create(b: Any, name: str, **caps: Any) -> Any:
+    """``create_queue`` returning the Queue (the shm engine returned (queue, created))."""
+    got = b.create_queue(name, exist_ok=True, **caps)
+    return got[0] if isinstance(got, tuple) else got
+
+
+def test_put_get_same_message(broker: Any) -> None:
+    """A JSON payload comes back with the same value, queue name, kind and bytes."""
+    q = broker.queue(qname())
+    r = q.put({"to": "a@b.c", "n": [1, 2.5, None]})
+    assert r.queue_size == 1
+    assert r.enqueued_at > 1_600_000_000 * 10**6
+    m = q.get()
+    assert m.payload == {"to": "a@b.c", "n": [1, 2.5, None]}
+    assert (m.queue_name, m.is_raw, m.kind) == (q.name, False, zoldyq.api.KIND_JSON)
+    assert m.data == b'{"to":"a@b.c","n":[1,2.5,null]}'
+    assert m.enqueued_at == r.enqueued_at
+    assert q.get() is None
+
+
+def test_raw_bytes_round_trip(broker: Any) -> None:
+    """Raw bytes (also non-UTF-8) come back as the same bytes, marked raw."""
+    q = broker.queue(qname())
+    q.put_bytes(b"\x00\xffraw")
+    q.put("after")
+    m = q.get()
+    assert (m.payload, m.data, m.is_raw) == (b"\x00\xffraw", b"\x00\xffraw", True)
+    assert q.get().payload == "after"
+
+
+def test_fifo_across_batches(broker: Any) -> None:
+    """put, put_many and put_records interleave in one FIFO; get_many keeps the order."""
+    q = broker.queue(qname())
+    q.put(0)
+    q.put_many([1, 2, 3])
+    q.put_records([(zoldyq.api.KIND_JSON, b"4"), (zoldyq.api.KIND_JSON, b"5")])
+    q.put(6)
+    got = q.get_many(max=4) + q.get_many(max=100)
+    assert [m.payload for m in got] == list(range(7))
+    assert q.get_many(max=10) == []
+
+
+def test_long_poll_wakes_on_put(broker: Any) -> None:
+    """A get with a timeout returns the message put meanwhile, not after its timeout."""
+    q = broker.queue(qname())
+    q.put("create")
+    q.get()
+    threading.Timer(0.3, q.put, args=("late",)).start()
+    t0 = time.monotonic()
+    m = q.get(timeout=5.0)
+    assert m is not None
+    assert m.payload == "late"
+    assert time.monotonic() - t0 < 3.0
+
+
+def test_wait_longer_than_one_server_poll(broker: Any) -> None:
+    """A get waits its whole timeout even past the server's longest poll (2 s here)."""
+    q = broker.queue(qname())
+    q.put("create")
+    q.get()
+    threading.Timer(2.8, q.put, args=("late",)).start()
+    m = q.get(timeout=6.0)
+    assert m is not None
+    assert m.payload == "late"
+
+
+def test_same_errors(broker: Any) -> None:
+    """Each failure raises the same zoldyq exception class on every engine."""
+    with pytest.raises(zoldyq.InvalidName):
+        broker.queue("no/slash")
+    with pytest.raises(zoldyq.QueueNotFound):
+        broker.queue(qname()).get()
+    with pytest.raises(zoldyq.InvalidPayload):
+        broker.queue(qname()).put(object())
+    small = create(broker, qname(), max_messages=2, max_message_bytes=1024)
+    small.put(1)
+    small.put(2)
+    with pytest.raises(zoldyq.QueueFull, match=f"Queue '{small.name}' is at capacity"):
+        small.put(3)
+    with pytest.raises(zoldyq.MessageTooLarge) as info:
+        small.put_bytes(b"x" * 2000)
+    assert (info.value.size, info.value.limit) == (2000, 1024)
+    assert [m.payload for m in small.get_many()] == [1, 2]
+
+
+def test_stats_len_clear_delete(broker: Any) -> None:
+    """stats, len, clear, queues and delete agree on every engine."""
+    q = broker.queue(qname())
+    q.put_many(["a", "b", "c"])
+    q.get()
+    s = q.stats()
+    assert (s["name"], s["size"], s["enqueued_total"], s["dequeued_total"]) == (q.name, 2, 3, 1)
+    assert len(q) == 2
+    assert q.name in broker.queues()
+    assert q.clear() == 2
+    assert len(q) == 0
+    q.delete()
+    assert q.name not in broker.queues()
+    with pytest.raises(zoldyq.QueueNotFound):
+        q.stats()
+
+
+def test_stream_yields_in_order_then_idles_out(broker: Any) -> None:
+    """stream(timeout) yields every message in order, then ends after the idle timeout."""
+    q = broker.queue(qname())
+    q.put_many(list(range(50)))
+    q.put_bytes(b"raw")
+    got = [m.payload for m in q.stream(timeout=1.5)]
+    assert got == [*range(50), b"raw"]
+
+
+def test_async_get_and_stream(broker: Any) -> None:
+    """aget_many and astream give the same messages, in order, without blocking the loop."""
+    q = broker.queue(qname())
+    q.put_many(list(range(10)))
+
+    async def main() -> list[Any]:
+        first = [m.payload for m in await q.aget_many(max=4)]
+        rest = []
+        async for m in q.astream():
+            rest.append(m.payload)
+            if len(rest) == 6:
+                break
+        none = await q.aget(timeout=0.2)
+        return [*first, *rest, none]
+
+    assert asyncio.run(main()) == [*range(10), None]
+
+
+# -- HTTP only ------------------------------------------------------------------------
+
+
+def test_eight_threads_share_one_http_broker(server: servers.Server) -> None:
+    """8 producer and 8 consumer threads on one Broker: every message once, each
+    producer's order kept in what every consumer saw."""
+    per = 150
+    with zoldyq.connect(server.url) as b:
+        q = b.queue(qname())
+        q.put("start")
+        q.get()
+        seen: list[list[tuple[int, int]]] = [[] for _ in range(8)]
+        done = threading.Event()
+
+        def produce(p: int) -> None:
+            for i in range(per):
+                q.put([p, i])
+
+        def consume(c: int) -> None:
+            while not done.is_set() or len(q):
+                seen[c] += [tuple(m.payload) for m in q.get_many(max=7, timeout=0.2)]
+
+        consumers = [threading.Thread(target=consume, args=(c,)) for c in range(8)]
+        producers = [threading.Thread(target=produce, args=(p,)) for p in range(8)]
+        for t in consumers + producers:
+            t.start()
+        for t in producers:
+            t.join(60)
+        done.set()
+        for t in consumers:
+            t.join(60)
+    everything = [m for part in seen for m in part]
+    assert sorted(everything) == sorted((p, i) for p in range(8) for i in range(per))
+    for part in seen:
+        for p in range(8):
+            mine = [i for pp, i in part if pp == p]
+            assert mine == sorted(mine)
+
+
+def test_hundred_concurrent_agets(server: servers.Server) -> None:
+    """100 concurrent aget long-polls each get exactly one of 100 messages put later."""
+    with zoldyq.connect(server.url) as b:
+        q = b.queue(qname())
+        q.put("start")
+        q.get()
+
+        async def main() -> list[Any]:
+            waiters = [asyncio.create_task(q.aget(timeout=15)) for _ in range(100)]
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(q.put_many, list(range(100)))
+            return [m.payload for m in await asyncio.gather(*waiters)]
+
+        assert sorted(asyncio.run(main())) == list(range(100))
+
+
+def test_connect_defaults_and_bad_urls(monkeypatch: pytest.MonkeyPatch,
+                                       local_namespace: str) -> None:
+    """No URL: $ZOLDYQ_URL; unknown schemes and a missing engine are clear ConfigErrors."""
+    monkeypatch.setenv("ZOLDYQ_URL", f"shm://{local_namespace}")
+    with zoldyq.connect() as b:
+        assert b.namespace == local_namespace
+    with pytest.raises(zoldyq.ConfigError, match=r"^unknown URL 'ftp://x': use shm://NAME"):
+        zoldyq.connect("ftp://x")
+    if importlib.util.find_spec("zoldyq.redis") is None:
+        with pytest.raises(zoldyq.ConfigError, match="the Redis engine is not available"):
+            zoldyq.connect("redis://127.0.0.1:1")
+
+
+def test_unreachable_server_is_backend_unavailable() -> None:
+    """A server that is not there raises BackendUnavailable (after retries), never hangs."""
+    url = f"http://127.0.0.1:{servers.free_port()}"
+    with zoldyq.connect(url, retries=1) as b, pytest.raises(zoldyq.BackendUnavailable):
+        b.queue("x").put(1)
