@@ -50,9 +50,10 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A Broker from ``zoldyq.connect`` on each engine."""
     if request.param == "shm":
         url = "shm://" + request.getfixturevalue("local_namespace")
+        b = zoldyq.connect(url)
     else:
-        url = request.getfixturevalue("server").url
-    b = zoldyq.connect(url, retries=0) if url.startswith("http") else zoldyq.connect(url)
+        srv = request.getfixturevalue("server")
+        b = zoldyq.connect(srv.url, retries=0, ws_url=f"ws://127.0.0.1:{srv.ws_port}")
     try:
         yield b
     finally:

@@ -185,7 +185,8 @@ class Queue:
         deadline = time.monotonic() + timeout
         while True:
             max_wait = self.broker.max_wait
-            wait = min(max_wait, _left(deadline))
+            left = _left(deadline)
+            wait = min(max_wait, left)
             try:
                 r = self._wire.request(
                     "GET", self._dequeue, queue=self.name, wait=wait,
@@ -198,8 +199,8 @@ class Queue:
                 raise
             if r.status_code != 204:
                 return self._messages(_loads(r.content))
-            if deadline - time.monotonic() <= 0.0005 or self.broker.interrupted:
-                return []
+            if wait >= left or self.broker.interrupted:
+                return []  # the whole wait was this poll's
 
     @staticmethod
     def _params(max: int, wait: float, lease: float | None) -> dict[str, Any]:
@@ -243,7 +244,8 @@ class Queue:
         deadline = time.monotonic() + timeout
         while True:
             max_wait = self.broker.max_wait
-            wait = min(max_wait, _left(deadline))
+            left = _left(deadline)
+            wait = min(max_wait, left)
             try:
                 r = await self._wire.arequest(
                     "GET", self._dequeue, queue=self.name, wait=wait,
@@ -256,8 +258,8 @@ class Queue:
                 raise
             if r.status_code != 204:
                 return self._messages(_loads(r.content))
-            if deadline - time.monotonic() <= 0.0005 or self.broker.interrupted:
-                return []
+            if wait >= left or self.broker.interrupted:
+                return []  # the whole wait was this poll's
 
     def astream(self, lease: float | None = None) -> AsyncIterator[Message]:
         return ws_stream.async_stream(self, lease)
