@@ -30,8 +30,9 @@ log = logging.getLogger("zoldyq.serve.launcher")
 
 OWNER_ENV = "ZOLDYQ_NAMESPACE_OWNER"  # tells gunicorn not to destroy the namespace
 STARTED_ENV = "ZOLDYQ_STARTED_AT"
-HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf", "workers.http:app"]
-WS_CMD = ["-m", "workers.ws"]
+HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf",
+            "zoldyq.serve.workers.http:app"]
+WS_CMD = ["-m", "zoldyq.serve.workers.ws"]
 QUICK_DEATH = 5.0  # seconds: a child that dies sooner counts towards giving up
 MAX_QUICK_DEATHS = 5
 POLL = 0.1
@@ -114,7 +115,7 @@ def run(settings: Settings) -> int:
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
            STARTED_ENV: str(time.time())}
     children = [Child("http", HTTP_CMD, env)]
-    if settings.ws and importlib.util.find_spec("workers.ws") is not None:
+    if settings.ws and importlib.util.find_spec("zoldyq.serve.workers.ws") is not None:
         children.append(Child("ws", WS_CMD, env))
     stop: list[int] = []
 
