@@ -29,6 +29,10 @@ from zoldyq.errors import BackendUnavailable, RemoteError, ZoldyQError
 #: up before the server answers leaves the server holding what it took.
 READ_MARGIN = 10.0
 CONNECT_TIMEOUT = 5.0
+#: Idle pooled connections are dropped after this long, before the server's keep-alive
+#: (1 s in zoldyq.serve.gunicorn_conf) closes them: reusing one the server is closing
+#: fails a request after it was sent, which is not safe to retry.
+KEEPALIVE_EXPIRY = 0.5
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -44,7 +48,8 @@ class Wire:
         self.retries = retries
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._verify = verify
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64,
+                              keepalive_expiry=KEEPALIVE_EXPIRY)
         self._limits = limits
         self.sync = httpx.Client(
             base_url=self.url, headers=self.headers, limits=limits, verify=verify,
