@@ -119,11 +119,11 @@ def test_read_timeout_is_past_the_poll() -> None:
     (409, {"error": "lease_expired", "message": "m", "lease_id": "L"}, zoldyq.LeaseExpired),
     (503, {"error": "namespace_broken", "message": "broken"}, zoldyq.BrokenError),
     (507, {"error": "too_many_queues", "message": "m", "max_queues": 3}, zoldyq.TooManyQueues),
-    (401, {"error": "unauthorized", "message": "missing or wrong token"}, zoldyq.RemoteError),
-    (502, None, zoldyq.RemoteError),
+    (401, {"error": "unauthorized", "message": "missing or wrong token"}, zoldyq.RequestError),
+    (502, None, zoldyq.RequestError),
 ])
 def test_error_answers_raise_the_engine_classes(status: int, doc: object, cls: type) -> None:
-    """Each error code comes back as the class the local engine raises (else RemoteError)."""
+    """Each error code comes back as the class the local engine raises (else RequestError)."""
     b, _ = scripted(answer(status, doc))
     with pytest.raises(cls) as info:
         b.queue("q").clear()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from zoldyq.settings import Settings
 from zoldyq.shm.broker import Broker, attach, create, destroy
+from zoldyq.shm.listing import attached_pids, namespaces
 
-__all__ = ["Broker", "attach", "create", "destroy", "open_namespace"]
+__all__ = ["Broker", "attach", "attached_pids", "create", "destroy", "namespaces",
+           "open_namespace"]
 
 
 def open_namespace(settings: Settings) -> Broker:

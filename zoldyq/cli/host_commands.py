@@ -8,8 +8,8 @@ import sys
 import orjson
 
 import zoldyq
+from zoldyq import broker as host
 from zoldyq import settings as settings_mod
-from zoldyq.cli import host
 from zoldyq.cli.term import table
 from zoldyq.errors import ZoldyQError
 

@@ -25,7 +25,7 @@ import orjson
 from zoldyq.api import KIND_BYTES, KIND_JSON, Caps, Receipt, check_queue_name
 from zoldyq.client import stream as ws_stream
 from zoldyq.client.wire import Wire
-from zoldyq.errors import ConfigError, InvalidPayload, QueueExists, RemoteError
+from zoldyq.errors import ConfigError, InvalidPayload, QueueExists, RequestError
 
 _dumps = orjson.dumps
 _loads = orjson.loads
@@ -193,8 +193,8 @@ class Queue:
                     params=self._params(max, wait, lease), safe=True,
                     idempotent=lease is not None,
                 )
-            except RemoteError as ex:
-                if ex.code == "bad_timeout" and self.broker.lower_max_wait(max_wait):
+            except RequestError as ex:
+                if ex.code == "bad_timeout" and self.broker.lower_max_wait(max_wait, ex):
                     continue  # the server's limit is lower: nothing was taken
                 raise
             if r.status_code != 204:
@@ -252,8 +252,8 @@ class Queue:
                     params=self._params(max, wait, lease), safe=True,
                     idempotent=lease is not None,
                 )
-            except RemoteError as ex:
-                if ex.code == "bad_timeout" and self.broker.lower_max_wait(max_wait):
+            except RequestError as ex:
+                if ex.code == "bad_timeout" and self.broker.lower_max_wait(max_wait, ex):
                     continue
                 raise
             if r.status_code != 204:
@@ -367,7 +367,7 @@ class Broker:
             try:
                 r = self.wire.request("GET", "/info", safe=True, idempotent=True)
                 self._info = _loads(r.content)
-            except RemoteError:
+            except RequestError:
                 self._info = {}
         return self._info
 
@@ -392,11 +392,13 @@ class Broker:
     def max_queues(self) -> int:
         return int(self.info().get("max_queues") or 0)
 
-    def lower_max_wait(self, tried: float) -> bool:
-        """The server refused a ``tried``-second poll: poll shorter from now on."""
-        if tried <= 1.0:
+    def lower_max_wait(self, tried: float, refusal: RequestError) -> bool:
+        """The server refused a ``tried``-second poll (nothing was taken): poll at most its
+        ``max_timeout`` from now on. False when that would not change anything."""
+        limit = refusal.fields().get("max_timeout")
+        if not isinstance(limit, (int, float)) or not 0 < limit < tried:
             return False
-        self.max_wait = max(1.0, tried / 2)
+        self.max_wait = min(self.max_wait, float(limit))
         return True
 
     def queue(self, name: str) -> Queue:

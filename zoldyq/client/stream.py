@@ -25,7 +25,7 @@ from websockets.sync.client import connect
 
 from zoldyq.api import KIND_BYTES, KIND_JSON
 from zoldyq.client.wire import backoff
-from zoldyq.errors import RemoteError
+from zoldyq.errors import RequestError
 
 if TYPE_CHECKING:
     from zoldyq.client.broker import Message, Queue
@@ -53,7 +53,7 @@ def _message(queue: Queue, frame: str | bytes) -> Message:
         return Message(queue, KIND_BYTES, frame, frame, 0)
     doc: dict[str, Any] = orjson.loads(frame)
     if "error" in doc and "payload" not in doc:
-        raise RemoteError(400, str(doc["error"]), str(doc.get("message", "")))
+        raise RequestError(400, str(doc["error"]), str(doc.get("message", "")))
     return Message(queue, KIND_JSON, doc["payload"], None, int(doc.get("enqueued_at", 0)), doc)
 
 

@@ -23,7 +23,7 @@ import httpx
 import orjson
 
 from zoldyq import errors
-from zoldyq.errors import BackendUnavailable, RemoteError, ZoldyQError
+from zoldyq.errors import BackendUnavailable, RequestError, ZoldyQError
 
 #: Seconds added to a long-poll's wait for the read timeout: a client that gives
 #: up before the server answers leaves the server holding what it took.
@@ -166,12 +166,23 @@ def _as_sent(cls: type[ZoldyQError], message: str) -> ZoldyQError:
     return sub(message)
 
 
-_BY_CODE: dict[str, type[ZoldyQError]] = {
-    cls.code: cls for cls in (
-        errors.InvalidName, errors.InvalidPayload, errors.ConfigError, errors.StorageExhausted,
-        errors.BrokenError, errors.BackendUnavailable, errors.ClosedError,
-    )
-}
+def _by_code() -> dict[str, type[ZoldyQError]]:
+    """code -> the most general error class that declares it (QueueDeleted shares
+    queue_not_found with QueueNotFound, which wins)."""
+    out: dict[str, type[ZoldyQError]] = {}
+    todo: list[type[ZoldyQError]] = [ZoldyQError]
+    while todo:
+        cls = todo.pop(0)
+        todo.extend(cls.__subclasses__())
+        code = cls.__dict__.get("code")
+        if isinstance(code, str) and cls is not ZoldyQError and cls not in _REMOTE.values():
+            out.setdefault(code, cls)
+    for code in ("bad_request", "bad_path"):  # the sidecar's frame and path errors
+        out.pop(code, None)
+    return out
+
+
+_BY_CODE = _by_code()
 
 
 def error(r: httpx.Response, queue: str) -> ZoldyQError:
@@ -209,7 +220,8 @@ def error(r: httpx.Response, queue: str) -> ZoldyQError:
     elif code in _BY_CODE:
         ex = _as_sent(_BY_CODE[code], message)
     else:
-        ex = RemoteError(status, code, message)
+        extra = {k: v for k, v in doc.items() if k not in ("error", "message")}
+        ex = RequestError(status, code, message, **extra)
     return ex
 
 

@@ -1,4 +1,4 @@
-"""This host's namespaces as ``/dev/shm`` shows them: for ``zoldyq namespaces`` and ``destroy``.
+"""This host's namespaces as ``/dev/shm`` shows them (``zoldyq namespaces``, ``destroy``).
 
 A namespace is its registry segment ``/dev/shm/zoldyq.<ns>`` plus one
 segment per queue ``zoldyq.<ns>.q<slot>.<gen>`` (and semaphores
