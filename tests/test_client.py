@@ -53,7 +53,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Any]:
         b = zoldyq.connect(url)
     else:
         srv = request.getfixturevalue("server")
-        b = zoldyq.connect(srv.url, retries=0, ws_url=f"ws://127.0.0.1:{srv.ws_port}")
+        b = zoldyq.connect(srv.url, retries=0)  # finds the sidecar by itself (GET /info)
     try:
         yield b
     finally:
@@ -246,6 +246,23 @@ def test_hundred_concurrent_agets(server: servers.Server) -> None:
             return [m.payload for m in await asyncio.gather(*waiters)]
 
         assert sorted(asyncio.run(main())) == list(range(100))
+
+
+def test_websocket_found_from_info(server: servers.Server) -> None:
+    """The client learns the sidecar's port from GET /info; no URL to configure."""
+    with zoldyq.connect(server.url) as b:
+        assert b.ws_url == f"ws://127.0.0.1:{server.ws_port}"
+        assert b.info()["version"] == zoldyq.__version__
+        assert b.max_queues == 200
+
+
+def test_stream_without_a_sidecar_long_polls(namespace: str) -> None:
+    """A server without the WebSocket sidecar is streamed with long-polls, in order."""
+    with servers.serve(namespace, ws=False) as srv, zoldyq.connect(srv.url) as b:
+        assert b.ws_url is None
+        q = b.queue("s")
+        q.put_many(list(range(20)))
+        assert [m.payload for m in q.stream(timeout=1)] == list(range(20))
 
 
 def test_connect_defaults_and_bad_urls(monkeypatch: pytest.MonkeyPatch,

@@ -377,9 +377,18 @@ class Broker:
 
     @property
     def ws_url(self) -> str | None:
-        """Where the server's WebSocket streams are: given, or discovered from ``/info``."""
+        """Where the server's WebSocket streams are: given, or this URL's host at the
+        ``websocket_port`` the server tells (``GET /info``); None without a sidecar."""
         if self._ws_url is None:
-            self._ws_url = self.info().get("websocket_url") or ""
+            info = self.info()
+            port = info.get("websocket_port")
+            self._ws_url = ""
+            if isinstance(port, int):
+                parts = urllib.parse.urlsplit(self.url)
+                scheme = "wss" if info.get("websocket_tls") or parts.scheme == "https" else "ws"
+                host = parts.hostname or "127.0.0.1"
+                host = f"[{host}]" if ":" in host else host
+                self._ws_url = f"{scheme}://{host}:{port}"
         return self._ws_url or None
 
     @property
