@@ -14,7 +14,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
@@ -33,6 +33,7 @@ from zoldyq.shm.counters import Counters
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
+from zoldyq.shm.ring import record_bytes
 
 DEFAULT_NAMESPACE = "zoldyq"
 T = TypeVar("T")
@@ -349,6 +350,12 @@ class Broker:
     def free_bytes(self) -> int | None:
         """Bytes free where the queues live (/dev/shm)."""
         return segment.shm_free_bytes()
+
+    def bytes_needed(self, sizes: Sequence[int], *, appended: bool) -> int:
+        """Ring bytes messages of ``sizes`` take against max_bytes; ``appended`` after
+        queued ones, when the batch may have to skip the ring's end once."""
+        slack = record_bytes(max(sizes, default=0)) if appended else 0
+        return slack + sum(record_bytes(n) for n in sizes)
 
     def locks(self) -> Iterator[tuple[str, contextlib.AbstractContextManager[object]]]:
         """Every lock of the namespace, named for a person: what a health probe takes."""
