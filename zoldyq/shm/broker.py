@@ -19,7 +19,6 @@ from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
-import posix_ipc
 
 from zoldyq.errors import (
     ClosedError,
@@ -408,7 +407,7 @@ class Broker:
                 entry, _ = self.registry.create_queue(name, None, exist_ok=True)
             try:
                 fresh = SharedQueue(self.namespace, entry.slot, entry.gen, name)
-            except posix_ipc.ExistentialError:
+            except segment.Gone:
                 continue  # deleted between lookup and open: look again
             if self.interrupted:
                 fresh.interrupted = True
