@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
+from zoldyq.api import DEFAULT_NAMESPACE
 from zoldyq.errors import (
     ClosedError,
     InvalidPayload,
@@ -34,7 +35,6 @@ from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
 from zoldyq.shm.ring import record_bytes
 
-DEFAULT_NAMESPACE = "zoldyq"
 T = TypeVar("T")
 _dumps = orjson.dumps
 _loads = orjson.loads

@@ -130,7 +130,7 @@ class RobustLock:
 
     def _repair(self) -> None:
         try:
-            if hooks.pause_at:
+            if hooks.ENABLED:
                 hooks.reach("lock.repair")
             self.repairs += 1
             self.on_dirty()

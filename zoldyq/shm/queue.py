@@ -58,7 +58,7 @@ RESERVE_CHUNK = 1 << 20  # ring memory is backed 1 MiB at a time as it is first 
 WAIT_SLICE = 0.5  # sem_timedwait uses the wall clock: wait in slices of a monotonic deadline
 SPIN_SECONDS = 50e-6  # how long an empty get watches the tail before parking
 
-_HOOKED = hooks.pause_at is not None  # crash tests only; read once per process
+_HOOKED = hooks.ENABLED  # crash tests only
 _BusyError = segment.Busy
 _SignalError = segment.Interrupted
 _monotonic = time.monotonic

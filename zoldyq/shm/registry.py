@@ -292,7 +292,7 @@ class Registry:
             w[b + S_MAX_MESSAGES], w[b + S_MAX_BYTES], w[b + S_MAX_MESSAGE_BYTES] = caps
             w[b + S_CREATED_AT] = time.time_ns() // 1000
             self._set_state(slot, gen, CREATING)
-            if hooks.pause_at:
+            if hooks.ENABLED:
                 hooks.reach("registry.creating")
             try:
                 SharedQueue.create(self.ns, slot, gen, *caps)
@@ -309,7 +309,7 @@ class Registry:
             if found is None:
                 raise QueueNotFound(name)
             self._set_state(found.slot, found.gen, DELETING)
-            if hooks.pause_at:
+            if hooks.ENABLED:
                 hooks.reach("registry.deleting")
             self._close_and_unlink(found.slot, found.gen)
             self._set_state(found.slot, found.gen, FREE)
