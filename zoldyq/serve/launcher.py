@@ -13,7 +13,6 @@ Children get SIGTERM too if the launcher itself is killed (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import logging
 import os
 import signal
@@ -112,7 +111,7 @@ def run(settings: Settings) -> int:
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
            STARTED_AT_ENV: str(time.time())}
     children = [Child("http", HTTP_CMD, env)]
-    if settings.ws and importlib.util.find_spec("workers.ws") is not None:
+    if settings.ws:
         children.append(Child("ws", WS_CMD, env))
     stop: list[int] = []
 

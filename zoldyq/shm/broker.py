@@ -14,12 +14,11 @@ import functools
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
-import posix_ipc
 
 from zoldyq.errors import (
     ClosedError,
@@ -35,7 +34,7 @@ from zoldyq.shm.counters import Counters
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
-from zoldyq.shm.ring import min_ring_size
+from zoldyq.shm.ring import min_ring_size, record_bytes
 
 T = TypeVar("T")
 _dumps = orjson.dumps
@@ -352,6 +351,12 @@ class Broker:
         """Bytes free where the queues live (/dev/shm)."""
         return segment.shm_free_bytes()
 
+    def bytes_needed(self, sizes: Sequence[int], *, appended: bool) -> int:
+        """Ring bytes messages of ``sizes`` take against max_bytes; ``appended`` after
+        queued ones, when the batch may have to skip the ring's end once."""
+        slack = record_bytes(max(sizes, default=0)) if appended else 0
+        return slack + sum(record_bytes(n) for n in sizes)
+
     def locks(self) -> Iterator[tuple[str, contextlib.AbstractContextManager[object]]]:
         """Every lock of the namespace, named for a person: what a health probe takes."""
         yield "the registry lock", self.registry.lock
@@ -403,7 +408,7 @@ class Broker:
                 entry, _ = self.registry.create_queue(name, None, exist_ok=True)
             try:
                 fresh = SharedQueue(self.namespace, entry.slot, entry.gen, name)
-            except posix_ipc.ExistentialError:
+            except segment.Gone:
                 continue  # deleted between lookup and open: look again
             if self.interrupted:
                 fresh.interrupted = True
