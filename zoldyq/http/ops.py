@@ -83,7 +83,7 @@ def info(ctx: Ctx, call: Call) -> Reply:
 
 
 def health(ctx: Ctx, call: Call) -> Reply:
-    """The seed's format; 503 with a reason when the namespace is unusable."""
+    """The roadmap's format; 503 with a reason when the namespace is unusable."""
     status, doc = health_mod.check(ctx.broker)
     return Reply(status, orjson.dumps(doc))
 
