@@ -275,7 +275,8 @@ def put_queue(ctx: Ctx, content_type: str | None, body: bytes, name: str) -> Rep
                     f"integers: {', '.join(CAPS)})",
                 )
             caps[key] = value
-    q, created = ctx.broker.create_queue(name, exist_ok=True, **caps)
+    created = not ctx.broker.exists(name)
+    q = ctx.broker.create_queue(name, exist_ok=True, **caps)
     return Reply(201 if created else 200, _dumps({"created": created, **queue_info(q)}))
 
 
