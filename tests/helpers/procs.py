@@ -51,10 +51,23 @@ def consumer(ns: str, queue: str, out_path: str, stop_path: str, batch: int) -> 
             return
 
 
-def do(ns: str, queue: str, op: str) -> None:
+def do(ns: str, queue: str, op: str, arg: str = "") -> None:
     """One operation, for the pause-point tests (the environment picks the pause)."""
     b = zoldyq.attach(ns)
-    if op == "put":
+    q = b.queue(queue)
+    if op == "lease":
+        q.get(lease=float(arg or 30))
+    elif op == "ack":
+        q.ack(arg)
+    elif op == "nack":
+        q.nack(arg)
+    elif op == "delay":
+        q.put_many(["x", "y"], delay=0.2)
+    elif op == "requeue":
+        q.requeue(q.get_many(2))
+    elif op == "redrive":
+        q.redrive()
+    elif op == "put":
         b.queue(queue).put("paused")
     elif op == "get":
         b.queue(queue).get()
@@ -92,6 +105,6 @@ if __name__ == "__main__":
     elif role == "consumer":
         consumer(args[0], args[1], args[2], args[3], int(args[4]))
     elif role == "do":
-        do(args[0], args[1], args[2])
+        do(*args)
     else:
         raise SystemExit(f"unknown role {role}")

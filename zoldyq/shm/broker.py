@@ -43,6 +43,7 @@ T = TypeVar("T")
 _dumps = orjson.dumps
 _loads = orjson.loads
 _perf_ns = time.perf_counter_ns
+_time_ns = time.time_ns  # one clock for the engine (tests replace it)
 MAX_SECONDS = 366 * 86400  # the longest lease or delay accepted: a year
 
 
@@ -143,7 +144,7 @@ def due_at(delay: float | None, deliver_at: int | None) -> int | None:
     if deliver_at is not None and (isinstance(deliver_at, bool) or not isinstance(deliver_at, int)
                                    or deliver_at < 0):
         raise ConfigError(f"deliver_at must be µs since the epoch, got {deliver_at!r}")
-    now = time.time_ns() // 1000
+    now = _time_ns() // 1000
     at = deliver_at if delay is None else now + int(delay * 1e6)
     if at is None or at <= now:
         return None
@@ -239,12 +240,20 @@ class Queue:
         self.broker._forget(self.name, sq)
 
     def _on(self, op: Callable[[SharedQueue], T]) -> T:
-        """Run ``op`` on the queue behind the name, following a re-created one once."""
+        """Run ``op`` on the queue behind the name, following a re-created one once;
+        then move what it found past max_deliveries to the dead-letter queue."""
         sq = self._sq or self._resolve(create=False)
         try:
-            return op(sq)
+            result = op(sq)
         except ClosedError:
-            return self._again(sq, op)
+            result = self._again(sq, op)
+        self._flush_dead()
+        return result
+
+    def _flush_dead(self) -> None:
+        sq = self._sq
+        if sq is not None and not sq.closed and sq.words[SW_DEAD]:
+            self.broker._dead_letter(self.name, sq)
 
     # -- get -------------------------------------------------------------------
 
@@ -268,9 +277,8 @@ class Queue:
             records = sq.get(max, timeout, self.name, lease_us)
         except ClosedError:
             records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name, lease_us))
-            sq = self._sq or sq
-        if not sq.closed and sq.words[SW_DEAD]:
-            self.broker._dead_letter(self.name, sq)
+        if self._sq is not None and self._sq.words[SW_DEAD]:
+            self._flush_dead()
         if lease_us:
             return [_message((*r, self)) for r in records]
         return list(map(_message, records))
@@ -354,13 +362,10 @@ class Queue:
         instead (``max_deliveries`` reached); raises LeaseExpired if not held.
         """
         delay_us = int((_seconds(delay, "delay") or 0.0) * 1e6)
-        sq_state = self._on(lambda sq: (sq, sq.nack(str(lease_id), delay_us)))
-        sq, state = sq_state
+        state = self._on(lambda sq: sq.nack(str(lease_id), delay_us))
         if state is None:
             raise LeaseExpired(self.name, str(lease_id))
-        if state == DEAD:
-            return self.broker._dead_letter(self.name, sq)
-        return None
+        return (self._sq.dlq_name if self._sq else f"{self.name}.dlq") if state == DEAD else None
 
     def extend(self, lease_id: str, seconds: float) -> int:
         """Hold a lease ``seconds`` from now; returns the new lease_expires_at (µs)."""
@@ -405,9 +410,8 @@ class Queue:
     # -- management ------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        sq = self.broker._shared(self.name, create=False)
-        if sq.dead():
-            self.broker._dead_letter(self.name, sq)
+        sq = self._sq = self.broker._shared(self.name, create=False)
+        self._flush_dead()
         return {"name": self.name, **sq.stats()}
 
     def __len__(self) -> int:

@@ -635,10 +635,6 @@ class SharedQueue:
             lock.release()
         return by_origin
 
-    def dead(self) -> int:
-        """DEAD messages waiting to move to the dead-letter queue (lock-free read)."""
-        return int(self.words[SW_DEAD])
-
     def held_messages(self) -> list[tuple[int, int, bytes, int, int, int, int]]:
         """(state, kind, data, enqueued_at, deliveries, deadline, key) of every side slot."""
         side = self.side

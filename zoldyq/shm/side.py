@@ -83,6 +83,7 @@ from zoldyq.shm.layout import (
     SW_REDELIVERED,
     SW_SRES,
     SW_TOKEN,
+    W_MAX_MESSAGE_BYTES,
 )
 
 FREE, PENDING, LEASED, DELAYED, READY, DEAD, REDRIVE, IN, STAGED = range(9)
@@ -142,6 +143,7 @@ class Side:
 
     @staticmethod
     def format(words: memoryview, nslots: int, dsize: int) -> None:
+        """Size an empty table (``words[W_MAX_MESSAGE_BYTES]`` must be set: ``Ring.format``)."""
         words[SW_NSLOTS] = nslots
         words[SW_DSIZE] = dsize
 
@@ -270,12 +272,15 @@ class Side:
         """Append a data record for slot ``idx``; return its position."""
         w, dsize = self.words, self.dsize
         rec = rec_bytes(len(payload))
+        # New records leave room to relocate the largest one (with its wrap padding),
+        # so a live record at the head can always move out of the way.
+        limit = dsize - 2 * rec_bytes(w[W_MAX_MESSAGE_BYTES])
         tries = self.count() + 64
         while True:
             tail, head = w[SW_DTAIL], w[SW_DHEAD]
             off = tail % dsize
             pad = dsize - off if dsize - off < rec else 0
-            if tail + pad + rec - head <= dsize:
+            if tail + pad + rec - head <= limit:
                 break
             tries -= 1
             if tries < 0 or not self._reclaim_one():
