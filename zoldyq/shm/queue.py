@@ -37,7 +37,6 @@ from zoldyq.shm.layout import (
     SW_ACKED,
     SW_BATCH,
     SW_BYTES,
-    SW_DEAD,
     SW_DEAD_TOTAL,
     SW_DELAYED,
     SW_DRES,
