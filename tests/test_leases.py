@@ -122,7 +122,7 @@ def test_custom_dead_letter_queue_and_settings_conflicts(broker: zoldyq.Broker) 
 
 
 def test_lease_context_manager_acks_or_nacks(broker: zoldyq.Broker) -> None:
-    """with q.lease(): success acks, an exception nacks (the message comes back), none yields None."""
+    """with q.lease(): success acks, an exception nacks (it comes back), nothing yields None."""
     q = broker.queue("jobs")
     q.put_many(["ok", "fails"])
     with q.lease(30) as m:
