@@ -292,8 +292,8 @@ class Queue:
 
     def peek(self, max: int | None = None) -> list[Message]:
         """The first ``max`` messages (all by default) without removing them."""
-        n = len(self) if max is None else max
-        return list(map(_message, self._on(lambda sq: sq.peek(n, self.name))))
+        return list(map(_message, self._on(
+            lambda sq: sq.peek(sq.ring.max_messages if max is None else max, self.name))))
 
     def _again(self, stale: SharedQueue, op: Callable[[SharedQueue], T]) -> T:
         """``stale`` was deleted: run ``op`` once on the queue that has the name now."""
