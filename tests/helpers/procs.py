@@ -51,6 +51,20 @@ def consumer(ns: str, queue: str, out_path: str, stop_path: str, batch: int) -> 
             return
 
 
+def leaser(ns: str, queue: str, out_path: str, stop_path: str, lease: float) -> None:
+    """Lease batches, append each (tag, seq) to ``out_path``, then ack them, until told to
+    stop and idle; a kill between the write and the ack makes a redelivery, not a loss."""
+    q = zoldyq.attach(ns).queue(queue)
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    while True:
+        msgs = q.get_many(20, timeout=0.1, lease=lease)
+        if msgs:
+            os.write(fd, b"".join(PAIR.pack(*m.payload) for m in msgs))
+            q.ack_many([m.lease_id for m in msgs if m.lease_id])
+        elif os.path.exists(stop_path):
+            return
+
+
 def do(ns: str, queue: str, op: str, arg: str = "") -> None:
     """One operation, for the pause-point tests (the environment picks the pause)."""
     b = zoldyq.attach(ns)
@@ -104,6 +118,8 @@ if __name__ == "__main__":
         producer(args[0], args[1], int(args[2]), int(args[3]), args[4])
     elif role == "consumer":
         consumer(args[0], args[1], args[2], args[3], int(args[4]))
+    elif role == "leaser":
+        leaser(args[0], args[1], args[2], args[3], float(args[4]))
     elif role == "do":
         do(*args)
     else:
