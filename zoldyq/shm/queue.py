@@ -739,6 +739,12 @@ class SharedQueue:
                 self._local_waiters -= 1
             self._register(-1)
 
+    def something_due(self) -> bool:
+        """A returned message is ready, or a lease or delayed message has fallen due."""
+        words = self.words
+        due = words[SW_DUE]
+        return bool(words[SW_READY]) or (due != 0 and due <= _time_ns() // 1000)
+
     def pass_bell(self) -> None:
         """Hand a ring we took but cannot use to another waiter."""
         if self.words[W_WAITERS] and (self.ring.count() or self.words[SW_READY]):
