@@ -68,11 +68,13 @@ def _take_for(w: core.Wait, sock: socket.socket | None) -> list[Any] | None:
     whatever was taken is back at the head)."""
     deadline = time.monotonic() + w.timeout
     while True:
-        msgs = w.take(max(0.0, min(SLICE, deadline - time.monotonic())))
+        slice_end = min(time.monotonic() + SLICE, deadline)
+        msgs = w.take(max(0.0, slice_end - time.monotonic()))
         if client_gone(sock):
             w.give_back(msgs)
             return None
-        if msgs or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if msgs or now >= deadline or now < slice_end - 0.05:  # early and empty: interrupted
             return msgs
 
 
