@@ -65,9 +65,7 @@ def qname() -> str:
 
 
 def create(b: Any, name: str, **caps: Any) -> Any:
-    """``create_queue`` returning the Queue (the shm engine returned (queue, created))."""
-    got = b.create_queue(name, exist_ok=True, **caps)
-    return got[0] if isinstance(got, tuple) else got
+    return b.create_queue(name, exist_ok=True, **caps)
 
 
 def test_put_get_same_message(broker: Any) -> None:
@@ -191,6 +189,80 @@ def test_async_get_and_stream(broker: Any) -> None:
         return [*first, *rest, none]
 
     assert asyncio.run(main()) == [*range(10), None]
+
+
+def test_leases_ack_nack_extend(broker: Any) -> None:
+    """A leased message is hidden until acked; nack gives it back at the head with its
+    delivery count; extend moves its expiry; a settled lease raises LeaseExpired."""
+    q = broker.queue(qname())
+    q.put_many(["a", "b"])
+    m = q.get(lease=30)
+    assert (m.payload, m.delivery_count) == ("a", 1)
+    assert m.lease_id is not None
+    assert m.lease_expires_at > time.time() * 1e6
+    assert m.nack() is None
+    again = q.get(lease=30)
+    assert (again.payload, again.delivery_count) == ("a", 2)
+    later = again.extend(60)
+    assert later > m.lease_expires_at
+    again.ack()
+    with pytest.raises(zoldyq.LeaseExpired):
+        q.ack(again.lease_id)
+    b = q.get(lease=30)
+    assert q.ack_many([b.lease_id, again.lease_id]) == [again.lease_id]
+    assert q.get() is None
+    s = q.stats()
+    assert (s["inflight"], s["acked_total"], s["redelivered_total"]) == (0, 2, 1)
+
+
+def test_lease_context_manager(broker: Any) -> None:
+    """lease() acks when the block succeeds and gives the message back when it raises."""
+    q = broker.queue(qname())
+    q.put("job")
+
+    def work() -> None:
+        with q.lease(30) as m:
+            assert m.payload == "job"
+            raise RuntimeError("worker failed")
+
+    with pytest.raises(RuntimeError, match="worker failed"):
+        work()
+    with q.lease(30) as m:
+        assert (m.payload, m.delivery_count) == ("job", 2)
+    assert q.get() is None
+    with q.lease(30) as m:
+        assert m is None
+
+
+def test_delayed_put_and_peek(broker: Any) -> None:
+    """A delayed message is invisible until due; peek shows ready ones without taking."""
+    q = broker.queue(qname())
+    q.put("now")
+    r = q.put("later", delay=1.0)
+    assert r.deliver_at is not None
+    assert [m.payload for m in q.peek()] == ["now"]
+    assert q.get().payload == "now"
+    assert q.get() is None
+    assert q.stats()["delayed"] == 1
+    t0 = time.monotonic()
+    m = q.get(timeout=5)
+    assert m.payload == "later"
+    assert time.monotonic() - t0 > 0.5
+
+
+def test_dead_letter_and_redrive(broker: Any) -> None:
+    """Past max_deliveries a nacked message moves to the dead-letter queue; redrive
+    moves it back to its queue."""
+    name = qname()
+    q = create(broker, name, max_deliveries=1, dead_letter_queue=name + ".dead")
+    q.put({"hook": 1})
+    m = q.get(lease=30)
+    assert m.nack() == name + ".dead"
+    assert q.get() is None
+    dead = broker.queue(name + ".dead")
+    assert [d.payload for d in dead.peek()] == [{"hook": 1}]
+    assert dead.redrive() == 1
+    assert q.get().payload == {"hook": 1}
 
 
 # -- HTTP only ------------------------------------------------------------------------

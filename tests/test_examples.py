@@ -26,10 +26,6 @@ def server() -> Iterator[servers.Server]:
         zoldyq.destroy(ns)
 
 
-def has_leases(srv: servers.Server) -> bool:
-    return "/queues/{name}/ack" in srv.call("GET", "/openapi.json").json()["paths"]
-
-
 def run(srv: servers.Server, name: str, tmp_path: Path) -> str:
     """Run examples/<name> from outside the checkout; returns its output (exit 0 asserted)."""
     env = {**servers.settings_env("unused"), "ZOLDYQ_URL": srv.url}
@@ -37,11 +33,6 @@ def run(srv: servers.Server, name: str, tmp_path: Path) -> str:
                           capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
-
-
-def needs_leases(srv: servers.Server) -> None:
-    if not has_leases(srv):
-        pytest.skip("needs the server's lease/delay routes (issue 11, branch reliable)")
 
 
 def test_image_pipeline(server: servers.Server, tmp_path: Path) -> None:
@@ -52,7 +43,6 @@ def test_image_pipeline(server: servers.Server, tmp_path: Path) -> None:
 
 def test_welcome_email(server: servers.Server, tmp_path: Path) -> None:
     """Every sign-up gets its email: long-poll with a lease, acked after sending."""
-    needs_leases(server)
     out = run(server, "welcome_email.py", tmp_path)
     assert out.count("sent welcome email to") == 5
     assert out.endswith("done: 5 welcome emails sent\n")
@@ -60,7 +50,6 @@ def test_welcome_email(server: servers.Server, tmp_path: Path) -> None:
 
 def test_webhooks(server: servers.Server, tmp_path: Path) -> None:
     """Good endpoints get their event; the dead one is retried, then dead-lettered."""
-    needs_leases(server)
     out = run(server, "webhooks.py", tmp_path)
     assert out.count("failed") == 3
     assert out.endswith("done: 3 delivered, 1 in webhooks.dlq\n")
@@ -68,7 +57,6 @@ def test_webhooks(server: servers.Server, tmp_path: Path) -> None:
 
 def test_rate_limited(server: servers.Server, tmp_path: Path) -> None:
     """Delayed puts pace the calls at the partner's rate."""
-    needs_leases(server)
     assert "done: 10 calls" in run(server, "rate_limited.py", tmp_path)
 
 

@@ -168,7 +168,15 @@ class QueueNotFound(_AboutQueue, LookupError):
 class QueueExists(_AboutQueue):
     code = "queue_exists"
     http_status = 409
-    sentence = "Queue '{}' already exists with other limits"
+
+    def __init__(self, queue_name: str, same_limits: bool = False) -> None:
+        super().__init__(queue_name)
+        self.same_limits = same_limits
+
+    def __str__(self) -> str:
+        if self.same_limits:
+            return f"Queue '{self.queue_name}' already exists"
+        return f"Queue '{self.queue_name}' already exists with other limits"
 
 
 class TooManyQueues(ZoldyQError):
@@ -340,6 +348,9 @@ REQUEST_ERRORS: dict[str, int] = {
     "batch_too_large": 400,
     "bad_timeout": 400,
     "bad_max": 400,
+    "bad_lease": 400,
+    "bad_delay": 400,
+    "missing_lease_id": 400,
     "bad_caps": 400,
     "bad_snapshot_request": 400,
     "incomplete_body": 400,
