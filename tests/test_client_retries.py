@@ -43,8 +43,7 @@ FULL = answer(429, {"error": "queue_full", "message": "Queue 'q' is at capacity"
                     "queue_name": "q", "queue_capacity": 5, "queue_size": 5,
                     "queue_max_bytes": 100}, **{"Retry-After": "0.2"})
 OK = answer(200, {"queued": True, "queue_name": "q", "queue_size": 1, "enqueued_at": 7})
-ONE = answer(200, {"messages": [{"payload": 1, "enqueued_at": 7}], "count": 1,
-                   "queue_name": "q", "queue_size": 0})
+ONE = answer(200, {"payload": 1, "queue_name": "q", "enqueued_at": 7, "queue_size": 0})
 
 
 def test_put_retries_429_after_retry_after() -> None:

@@ -56,8 +56,11 @@ def test_webhooks(server: servers.Server, tmp_path: Path) -> None:
 
 
 def test_rate_limited(server: servers.Server, tmp_path: Path) -> None:
-    """Delayed puts pace the calls at the partner's rate."""
-    assert "done: 10 calls" in run(server, "rate_limited.py", tmp_path)
+    """Delayed puts pace the calls: none is taken before its turn, 10 take >= 1.8 s."""
+    out = run(server, "rate_limited.py", tmp_path)
+    seconds = float(out.rsplit("done: 10 calls in ", 1)[1].split(" s,")[0])
+    assert seconds >= 1.8
+    assert out.endswith(" s, 0 before their turn\n")
 
 
 def test_falcon_app_enqueues(server: servers.Server, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -198,16 +198,36 @@ class Queue:
                     continue  # the server's limit is lower: nothing was taken
                 raise
             if r.status_code != 204:
-                return self._messages(_loads(r.content))
+                return self._reply(r, max)
             if wait >= left or self.broker.interrupted:
                 return []  # the whole wait was this poll's
 
     @staticmethod
     def _params(max: int, wait: float, lease: float | None) -> dict[str, Any]:
-        params: dict[str, Any] = {"max": max, "timeout": f"{wait:.3f}"}
+        """One message is asked for without ``max``: the server's plainest answer."""
+        params: dict[str, Any] = {}
+        if max != 1:
+            params["max"] = max
+        if wait > 0:
+            params["timeout"] = f"{wait:.3f}"
         if lease is not None:
             params["lease"] = lease
         return params
+
+    def _reply(self, r: httpx.Response, max: int) -> list[Message]:
+        if max != 1:
+            return self._messages(_loads(r.content))
+        if r.headers.get("content-type", "").startswith("application/octet-stream"):
+            h = r.headers
+            lease = {"lease_id": h.get("x-zoldyq-lease-id"),
+                     "delivery_count": int(h.get("x-zoldyq-delivery-count") or 1),
+                     "lease_expires_at": int(h["x-zoldyq-lease-expires-at"])
+                     if "x-zoldyq-lease-expires-at" in h else None}
+            data = r.content
+            return [Message(self, KIND_BYTES, data, data, int(h.get("x-zoldyq-enqueued-at") or 0),
+                            lease)]
+        doc = _loads(r.content)
+        return [Message(self, KIND_JSON, doc["payload"], None, doc["enqueued_at"], doc)]
 
     def _messages(self, doc: dict[str, Any]) -> list[Message]:
         out = []
@@ -257,7 +277,7 @@ class Queue:
                     continue
                 raise
             if r.status_code != 204:
-                return self._messages(_loads(r.content))
+                return self._reply(r, max)
             if wait >= left or self.broker.interrupted:
                 return []  # the whole wait was this poll's
 
