@@ -82,13 +82,27 @@ def test_put_get_same_message(broker: Any) -> None:
     assert q.get() is None
 
 
+def test_implements_the_api_protocols(broker: Any) -> None:
+    """Queue and Message of every engine are the ones zoldyq/api.py declares, and so is
+    the Broker's client side (the HTTP client has no server-side hooks: counters, locks)."""
+    q = broker.queue(qname())
+    q.put(1)
+    for name in ("queue", "create_queue", "delete", "queues", "entries", "exists", "defaults",
+                 "max_queues", "interrupt", "interrupted", "close", "namespace", "__enter__"):
+        assert hasattr(broker, name), name
+    assert isinstance(q, zoldyq.api.Queue)
+    assert isinstance(q.get(), zoldyq.api.Message)
+
+
 def test_raw_bytes_round_trip(broker: Any) -> None:
     """Raw bytes (also non-UTF-8) come back as the same bytes, marked raw."""
     q = broker.queue(qname())
     q.put_bytes(b"\x00\xffraw")
     q.put("after")
-    m = q.get()
-    assert (m.payload, m.data, m.is_raw) == (b"\x00\xffraw", b"\x00\xffraw", True)
+    m = q.get(lease=30)
+    assert (m.payload, m.data, m.is_raw, m.delivery_count) == (b"\x00\xffraw", b"\x00\xffraw",
+                                                               True, 1)
+    m.ack()
     assert q.get().payload == "after"
 
 
