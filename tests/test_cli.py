@@ -205,6 +205,17 @@ def test_where_by_default(broker: zoldyq.Broker, capsys, monkeypatch) -> None:  
     assert run("queues", "--namespace", "zqt-missing") == (4, "", missing)
 
 
+def test_url_names_any_engine(broker: zoldyq.Broker, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """--url takes shm:// too (the URL's namespace wins); an unknown scheme is usage (2)."""
+    run = Run(capsys, monkeypatch, "--url", f"shm://{broker.namespace}")
+    assert run("put", "u", "7") == (0, "queued in 'u' (size 1)\n", "")
+    assert len(broker.queue("u")) == 1
+    assert run("get", "u") == (0, "7\n", "")
+    bad = Run(capsys, monkeypatch, "--url", "ftp://x")
+    assert bad("queues") == (2, "", "zoldyq: unknown URL 'ftp://x': use shm://NAME, "
+                                     "http(s)://host:port or redis://host:port\n")
+
+
 def test_falls_back_to_http_only_without_a_namespace(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """No namespace asked for and the default one not on this host: the command goes to
     the configured server, and says so on stderr."""

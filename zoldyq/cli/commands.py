@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
             default_url=f"{scheme}://{host}:{settings.port}",
             namespace_asked=args.namespace is not None or "ZOLDYQ_NAMESPACE" in os.environ,
         )
+    except ConfigError as ex:  # a bad URL
+        return _fail(USAGE, ex)
     except ZoldyQError as ex:
         return _fail(UNREACHABLE, ex)
     try:

@@ -123,9 +123,12 @@ def open_target(
     if url and local:
         raise ConfigError("--url and --local exclude each other")
     if url:
-        broker = zoldyq.connect(url, namespace=None if url.startswith("http") else namespace,
-                                token=token, **({"create": False} if url.startswith("shm")
-                                                else {}))
+        if url.startswith(("http:", "https:")):
+            broker = zoldyq.connect(url, token=token)
+        else:  # the URL names the namespace; --namespace only when asked for
+            asked = namespace if namespace_asked else None
+            extra = {"create": False} if url.startswith("shm") else {}
+            broker = zoldyq.connect(url, namespace=asked, **extra)
         return Target(broker, _where(url, broker), snapshot_dir)
     try:
         broker = zoldyq.connect(f"shm://{namespace}", create=False)
