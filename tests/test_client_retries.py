@@ -84,6 +84,22 @@ def test_plain_dequeue_is_never_retried_after_sending() -> None:
     assert len(seen) == 1
 
 
+def test_a_connection_closed_without_an_answer_is_retried() -> None:
+    """A pooled connection the server closed without a byte of answer (its keep-alive
+    timer) is retried, for a put and a plain get; a half-sent answer is not."""
+    unanswered = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    b, seen = scripted(unanswered, OK)
+    assert b.queue("q").put(1).queue_size == 1
+    b, seen = scripted(unanswered, ONE)
+    assert b.queue("q").get().payload == 1
+    half = httpx.RemoteProtocolError("peer closed connection without sending complete message "
+                                     "body (received 10 bytes, expected 60)")
+    b, seen = scripted(half, ONE)
+    with pytest.raises(zoldyq.BackendUnavailable):
+        b.queue("q").get()
+    assert len(seen) == 1
+
+
 def test_leased_dequeue_is_retried_after_a_lost_answer() -> None:
     """With a lease, a lost answer is retried: the first message comes back at expiry."""
     b, seen = scripted(httpx.ReadError("reset"), ONE)

@@ -3,7 +3,12 @@
 What is retried, and why only that (a blind retry of a plain dequeue loses
 the message the first attempt took, and a retried put may store it twice):
 
-- a connection that could not be made (the request never left): always;
+- a connection that could not be made (the request never left), or one the server closed
+  without sending a byte of answer: always. The latter is what gunicorn's keep-alive
+  timer does to a pooled connection when its loop lags (under load) with our request
+  unread; otherwise the worker died mid-request, and then a retried put may be stored
+  twice (at-least-once) while a plain dequeue's message died with the worker, retried
+  or not (it never comes to a live socket later, unlike after a client timeout);
 - 429/503 (queue full, queue busy, backend unavailable): on calls marked
   ``safe`` (puts, leased dequeues, reads and other idempotent calls), after
   the server's ``Retry-After`` or a full-jitter backoff;
@@ -37,6 +42,12 @@ BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRY_STATUS = (429, 503)
+
+
+def _unsent(ex: httpx.TransportError) -> bool:
+    """Nothing of this request reached a live server, or nothing of an answer came back."""
+    return isinstance(ex, _NOT_SENT) or (
+        isinstance(ex, httpx.RemoteProtocolError) and "without sending a response" in str(ex))
 
 
 class Wire:
@@ -86,7 +97,7 @@ class Wire:
             try:
                 r = self.sync.request(method, path, timeout=self.timeout(wait), **kw)
             except httpx.TransportError as ex:
-                if attempt < self.retries and (idempotent or isinstance(ex, _NOT_SENT)):
+                if attempt < self.retries and (idempotent or _unsent(ex)):
                     time.sleep(backoff(attempt, None))
                     attempt += 1
                     continue
@@ -110,7 +121,7 @@ class Wire:
             try:
                 r = await client.request(method, path, timeout=self.timeout(wait), **kw)
             except httpx.TransportError as ex:
-                if attempt < self.retries and (idempotent or isinstance(ex, _NOT_SENT)):
+                if attempt < self.retries and (idempotent or _unsent(ex)):
                     await asyncio.sleep(backoff(attempt, None))
                     attempt += 1
                     continue
