@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -84,7 +85,7 @@ class Cases:
 
     def __init__(self, url: str, redis_url: str | None, ops: int) -> None:
         self.ops = ops
-        self.sdk = zoldyq.connect(url, retries=0)
+        self.sdk = zoldyq.connect(url)  # as users get it: default retries
         limits = httpx.Limits(max_keepalive_connections=64, keepalive_expiry=0.5)  # as the SDK
         self.raw = httpx.Client(base_url=url, limits=limits)
         self.limits = limits
@@ -269,6 +270,7 @@ def main() -> int:
     parser.add_argument("--no-redis", action="store_true", help="skip the redis-py column")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     ns = unique_namespace()
     try:
         with contextlib.ExitStack() as stack:
