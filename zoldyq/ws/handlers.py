@@ -193,7 +193,7 @@ class Batcher:
         if not run:
             return
         try:
-            size, at = self.queue.put_records([rec for _, rec in run])
+            size, at = self.queue.put_records([rec for _, rec in run])[:2]
         except (BrokenError, ClosedError):
             raise
         except ZoldyQError as ex:
