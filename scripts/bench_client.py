@@ -7,6 +7,9 @@ Usage: .venv/bin/python scripts/bench_client.py [--ops 2000] [--rounds 5] [--jso
 One ``zoldyq serve`` (2 workers) and one redis-server (persistence off), both on loopback.
 Each round runs every case once, in turn, so other load on the host hits them alike;
 figures are medians over the rounds and each ratio is the median of the per-round ratios.
+Two measures: wall-clock messages per second (server and host load included) and this
+process's CPU time per message (what the client library itself costs: the SDK's target
+is at most 10 % over raw httpx).
 
     put        one message a call           SDK q.put        httpx POST /enqueue   LPUSH
     get        one message a call           SDK q.get        httpx GET /dequeue    RPOP
@@ -73,11 +76,15 @@ def redis_server() -> Iterator[str]:
             proc.wait(10)
 
 
-def timed(fn: Callable[[], Any], messages: int) -> float:
-    """Messages per second of one run of ``fn``."""
-    t0 = time.perf_counter()
+def timed(fn: Callable[[], Any], messages: int) -> tuple[float, float]:
+    """(messages per second, client CPU µs per message) of one run of ``fn``.
+
+    The CPU time of this process is what the SDK adds over raw httpx; wall-clock
+    throughput also carries the server's time and the host's other load.
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return messages / (time.perf_counter() - t0)
+    return messages / (time.perf_counter() - t0), (time.process_time() - c0) * 1e6 / messages
 
 
 class Cases:
@@ -226,7 +233,8 @@ CASES = ("put", "get", "put_many", "get_many", "aget")
 def run(url: str, redis_url: str | None, ops: int, rounds: int) -> dict[str, Any]:
     c = Cases(url, redis_url, ops)
     sides = ("sdk", "raw", "redis") if redis_url else ("sdk", "raw")
-    runs: dict[str, dict[str, list[float]]] = {k: {s: [] for s in sides} for k in CASES}
+    runs: dict[str, dict[str, list[tuple[float, float]]]] = {
+        k: {s: [] for s in sides} for k in CASES}
     try:
         c.fill("get", 2 * ops)  # warm up both pools and the server's handles
         c.sdk_get()
@@ -245,19 +253,25 @@ def run(url: str, redis_url: str | None, ops: int, rounds: int) -> dict[str, Any
         c.close()
     out: dict[str, Any] = {}
     for case, by_side in runs.items():
-        ratios = [s / r for s, r in zip(by_side["sdk"], by_side["raw"], strict=True)]
-        out[case] = {side: statistics.median(v) for side, v in by_side.items()}
-        out[case]["sdk_over_raw"] = statistics.median(ratios)
+        pairs = list(zip(by_side["sdk"], by_side["raw"], strict=True))
+        out[case] = {side: statistics.median(r for r, _ in v) for side, v in by_side.items()}
+        out[case] |= {f"{side}_cpu_us": statistics.median(c for _, c in v)
+                      for side, v in by_side.items()}
+        out[case]["sdk_over_raw"] = statistics.median(s[0] / r[0] for s, r in pairs)
+        out[case]["sdk_cpu_over_raw"] = statistics.median(s[1] / r[1] for s, r in pairs)
     return out
 
 
 def table(result: dict[str, Any]) -> str:
     has_redis = "redis" in result["put"]
-    head = f"{'case':10} {'SDK msg/s':>11} {'httpx msg/s':>12} {'SDK/httpx':>10}"
+    head = (f"{'case':10} {'SDK msg/s':>10} {'httpx msg/s':>12} {'ratio':>6} "
+            f"{'SDK cpu µs/msg':>15} {'httpx cpu µs/msg':>17} {'ratio':>6}")
     head += f" {'redis-py msg/s':>15}" if has_redis else ""
     lines = [head]
     for case, r in result.items():
-        line = f"{case:10} {r['sdk']:>11,.0f} {r['raw']:>12,.0f} {r['sdk_over_raw']:>10.2f}"
+        line = (f"{case:10} {r['sdk']:>10,.0f} {r['raw']:>12,.0f} {r['sdk_over_raw']:>6.2f} "
+                f"{r['sdk_cpu_us']:>15,.1f} {r['raw_cpu_us']:>17,.1f} "
+                f"{r['sdk_cpu_over_raw']:>6.2f}")
         line += f" {r['redis']:>15,.0f}" if has_redis else ""
         lines.append(line)
     return "\n".join(lines)

@@ -203,8 +203,10 @@ class Queue:
                 return []  # the whole wait was this poll's
 
     @staticmethod
-    def _params(max: int, wait: float, lease: float | None) -> dict[str, Any]:
+    def _params(max: int, wait: float, lease: float | None) -> dict[str, Any] | None:
         """One message is asked for without ``max``: the server's plainest answer."""
+        if max == 1 and not wait and lease is None:
+            return None  # no query string to encode: the hot path of get()
         params: dict[str, Any] = {}
         if max != 1:
             params["max"] = max

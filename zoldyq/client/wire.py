@@ -42,6 +42,7 @@ BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRY_STATUS = (429, 503)
+_NO_WAIT = httpx.Timeout(READ_MARGIN, connect=CONNECT_TIMEOUT)
 
 
 def _unsent(ex: httpx.TransportError) -> bool:
@@ -71,6 +72,8 @@ class Wire:
 
     @staticmethod
     def timeout(wait: float) -> httpx.Timeout:
+        if not wait:
+            return _NO_WAIT
         return httpx.Timeout(wait + READ_MARGIN, connect=CONNECT_TIMEOUT)
 
     def aclient(self) -> httpx.AsyncClient:
