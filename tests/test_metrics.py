@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import time
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
