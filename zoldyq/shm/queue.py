@@ -75,7 +75,6 @@ from zoldyq.shm.side import (
     FREE,
     IN,
     LEASED,
-    PENDING,
     READY,
     REDRIVE,
     S_DEADLINE,
@@ -203,6 +202,7 @@ class SharedQueue:
         if not self._local_waiters:
             self.bell.close()
         self.ring.data.release()  # type: ignore[union-attr]
+        self.side.slot_bytes.release()
         self.side.slots.release()
         self.side.data.release()  # type: ignore[union-attr]
         self.words.release()
@@ -408,16 +408,9 @@ class SharedQueue:
         """Copy records into PENDING slots, commit the head, then make them LEASED."""
         side, ring = self.side, self.ring
         deadline = _time_ns() // 1000 + lease_us
-        seq = self.words[W_HEAD] >> 32
-        slots: list[tuple[int, int]] = []
         try:
-            for i, (kind, data, enq, _tag) in enumerate(got):
-                rseq = (seq + i) & 0xFFFFFFFF
-                slots.append(side.store(kind, data, enq, PENDING, deadline=deadline, key=enq,
-                                        seq=rseq, deliveries=1, aux=rseq))
+            slots = side.store_leases(got, self.words[W_HEAD] >> 32, deadline)
         except SideFull:
-            for idx, _ in slots:
-                side.set_state(idx, FREE)
             raise QueueFull(self.name, ring.max_messages, ring.count() + side.count(),
                             ring.size, 0) from None
         if _HOOKED:
@@ -425,9 +418,9 @@ class SharedQueue:
         ring.commit_head(new_head, len(got), nbytes)  # the commit point
         if _HOOKED:
             hooks.reach("lease.committed")
-        for idx, _ in slots:
-            side.set_state(idx, LEASED)
-        return [(kind, data, enq, tag, self.lease_id(idx, token), 1, deadline)  # type: ignore[misc]
+        side.confirm_leases(slots, deadline)
+        gen = f"{self.gen:x}."
+        return [(kind, data, enq, tag, f"{gen}{idx:x}.{token:x}", 1, deadline)  # type: ignore[misc]
                 for (kind, data, enq, tag), (idx, token) in zip(got, slots, strict=True)]
 
     # -- reliable delivery: everything under the get lock ---------------------------
@@ -456,11 +449,9 @@ class SharedQueue:
                 hooks.reach("ack.locked")
             now = _time_ns() // 1000
             side.reclaim_due(now, self.max_deliveries)
-            not_held = []
-            for lease_id in lease_ids:
-                parsed = self._parse(lease_id)
-                if parsed is None or not side.ack(*parsed, now):
-                    not_held.append(lease_id)
+            pairs = [self._parse(i) or (-1, 0) for i in lease_ids]
+            not_held = [i for i, ok in zip(lease_ids, side.ack_many(pairs, now), strict=True)
+                        if not ok]
         finally:
             lock.release()
         return not_held
