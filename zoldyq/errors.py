@@ -153,7 +153,14 @@ class QueueNotFound(_AboutQueue, LookupError):
 class QueueExists(_AboutQueue):
     code = "queue_exists"
     http_status = 409
-    sentence = "Queue '{}' already exists with other limits"
+    sentence = "Queue '{}' already exists"
+
+    def __init__(self, queue_name: str, other_limits: bool = False) -> None:
+        super().__init__(queue_name)
+        self.other_limits = other_limits
+
+    def __str__(self) -> str:
+        return super().__str__() + (" with other limits" if self.other_limits else "")
 
 
 class TooManyQueues(ZoldyQError):

@@ -275,7 +275,13 @@ def put_queue(ctx: Ctx, content_type: str | None, body: bytes, name: str) -> Rep
                     f"integers: {', '.join(CAPS)})",
                 )
             caps[key] = value
-    q, created = ctx.broker.create_queue(name, exist_ok=True, **caps)
+    try:
+        q = ctx.broker.create_queue(name, **caps)
+        created = True
+    except zoldyq.QueueExists as ex:
+        if ex.other_limits:
+            raise
+        q, created = ctx.queue(name), False
     return Reply(201 if created else 200, _dumps({"created": created, **queue_info(q)}))
 
 

@@ -350,7 +350,7 @@ def load(
     try:
         for image in images:
             if not broker.exists(image.name):
-                broker.create_queue(image.name, *image.caps)
+                broker.create_queue(image.name, **image.caps._asdict())
                 created.append(image.name)
             if image.records:
                 broker.queue(image.name).put_records(image.records)

@@ -287,15 +287,17 @@ class Broker:
     def create_queue(
         self,
         name: str,
+        *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
         max_message_bytes: int | None = None,
         exist_ok: bool = False,
-    ) -> tuple[Queue, bool]:
-        """Create ``name`` with its own caps; returns (queue, created).
+    ) -> Queue:
+        """Create ``name`` with its own caps and return its handle.
 
-        Raises QueueExists when it exists with other caps (or at all, unless
-        ``exist_ok``).
+        Raises QueueExists when it exists ("with other limits" when its caps
+        differ); with ``exist_ok`` an existing queue with the same caps (or
+        none asked for) is returned.
         """
         names.check_queue_name(name)
         d = self.registry.defaults
@@ -308,8 +310,8 @@ class Broker:
                 max_bytes or max(d.max_bytes, 2 * (mmb + 64)),
                 mmb,
             )
-        _, created = self.registry.create_queue(name, caps, exist_ok)
-        return Queue(self, name), created
+        self.registry.create_queue(name, caps, exist_ok)
+        return Queue(self, name)
 
     def delete(self, name: str) -> None:
         """Delete queue ``name`` and its messages, in every process."""

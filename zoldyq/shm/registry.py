@@ -263,7 +263,8 @@ class Registry:
         """Create queue ``name``; returns (entry, created).
 
         An existing queue is returned when ``exist_ok`` and its caps match
-        (or none were asked for); otherwise QueueExists.
+        (or none were asked for); otherwise QueueExists, saying whether its
+        limits differ.
         """
         asked = caps
         caps = (caps or self.defaults).checked()
@@ -272,9 +273,10 @@ class Registry:
                 raise NamespaceNotFound(self.ns)
             found = self.lookup(name)
             if found is not None:
-                if exist_ok and (asked is None or caps == found.caps):
+                same = asked is None or caps == found.caps
+                if exist_ok and same:
                     return found, False
-                raise QueueExists(name)
+                raise QueueExists(name, other_limits=not same)
             slot = next(
                 (s for s in range(self.max_queues) if self._state(s)[1] == FREE), None
             )
