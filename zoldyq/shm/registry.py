@@ -198,13 +198,9 @@ class Registry:
         except (NamespaceNotFound, BrokenError):
             reg = None
         if reg is not None:
-            with reg.lock:
+            with reg.lock, reg.lock.dirty_on_error():
                 reg.words[R_FLAGS] |= FLAG_DESTROYED
-                for slot in range(reg.max_queues):
-                    gen, state = reg._state(slot)
-                    if state != FREE:
-                        reg._close_and_unlink(slot, gen)
-                        reg._set_state(slot, gen, FREE)
+                reg._empty()
             reg.close()
         for entry in segment.leftovers(names.registry(ns)):
             segment.unlink_leftover(entry)
@@ -301,8 +297,9 @@ class Registry:
             try:
                 SharedQueue.create(self.ns, slot, gen, *caps)
             except BaseException:
-                SharedQueue.unlink(self.ns, slot, gen)
-                self._set_state(slot, gen, FREE)
+                with self.lock.dirty_on_error():  # the rollback failed too: _repair does it
+                    SharedQueue.unlink(self.ns, slot, gen)
+                    self._set_state(slot, gen, FREE)
                 raise
             self._set_state(slot, gen, ACTIVE)
             return self._entry(slot, gen), True
@@ -312,11 +309,12 @@ class Registry:
             found = self.lookup(name)
             if found is None:
                 raise QueueNotFound(name)
-            self._set_state(found.slot, found.gen, DELETING)
-            if hooks.pause_at:
-                hooks.reach("registry.deleting")
-            self._close_and_unlink(found.slot, found.gen)
-            self._set_state(found.slot, found.gen, FREE)
+            with self.lock.dirty_on_error():  # half deleted: the next holder finishes it
+                self._set_state(found.slot, found.gen, DELETING)
+                if hooks.pause_at:
+                    hooks.reach("registry.deleting")
+                self._close_and_unlink(found.slot, found.gen)
+                self._set_state(found.slot, found.gen, FREE)
             return found
 
     def _close_and_unlink(self, slot: int, gen: int) -> None:
@@ -330,8 +328,20 @@ class Registry:
             q.close()
         SharedQueue.unlink(self.ns, slot, gen)
 
+    def _empty(self) -> None:
+        """Close and unlink every queue (a destroy; the lock is held)."""
+        for slot in range(self.max_queues):
+            gen, state = self._state(slot)
+            if state != FREE:
+                self._close_and_unlink(slot, gen)
+                self._set_state(slot, gen, FREE)
+
     def _repair(self) -> None:
-        """A holder died inside: roll back half-created queues, finish half-deleted ones."""
+        """A holder died or failed inside: roll back half-created queues, finish
+        half-deleted ones, and finish emptying a namespace being destroyed."""
+        if self.destroyed:
+            self._empty()
+            return
         for slot in range(self.max_queues):
             gen, state = self._state(slot)
             if state == CREATING:
