@@ -240,14 +240,29 @@ class NamespaceNotFound(BrokenError, FileNotFoundError):
 
 
 class AccessDenied(BrokenError, PermissionError):
-    def __init__(self, namespace: str) -> None:
-        super().__init__(namespace)
-        self.namespace = namespace
+    """The namespace belongs to another user, or one of its objects is not private.
+
+    With ``path``: an object we could open but refuse to trust (another
+    owner, or group/other permission bits), which another user could read,
+    forge or truncate.
+    """
+
+    def __init__(
+        self, namespace: str, path: str | None = None, owner: str = "", mode: int = 0
+    ) -> None:
+        super().__init__(namespace, path, owner, mode)
+        self.namespace, self.path, self.owner, self.mode = namespace, path, owner, mode
 
     def __str__(self) -> str:
+        if self.path is None:
+            return (
+                f"namespace '{self.namespace}' belongs to another user (its objects are mode "
+                "0600): run as the user who created it"
+            )
         return (
-            f"namespace '{self.namespace}' belongs to another user (its objects are mode 0600): "
-            "run as the user who created it"
+            f"namespace '{self.namespace}' is not safe to use: {self.path} is owned by "
+            f"{self.owner} with mode {self.mode:04o} (ZoldyQ needs its own user and mode "
+            "0600): remove the namespace's objects or run as their owner"
         )
 
 

@@ -72,6 +72,11 @@ class Counters:
             except BaseException:
                 shm.close_fd()
                 raise
+        try:
+            segment.check_private(name, f"{segment.SHM_DIR}{name}", os.fstat(shm.fd))
+        except BaseException:
+            shm.close_fd()
+            raise
         if shm.size < SIZE:
             shm.close_fd()
             raise FileNotFoundError(f"{name} is truncated")

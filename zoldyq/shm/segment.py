@@ -9,10 +9,11 @@ import contextlib
 import errno
 import mmap
 import os
+import pwd
 
 import posix_ipc
 
-from zoldyq.errors import StorageExhausted
+from zoldyq.errors import AccessDenied, StorageExhausted
 
 SHM_DIR = "/dev/shm"
 MODE = 0o600
@@ -56,9 +57,32 @@ def create_shm(name: str, size: int, reserve_bytes: int) -> posix_ipc.SharedMemo
     return shm
 
 
+def check_private(name: str, path: str, st: os.stat_result) -> None:
+    """Refuse an object that is not ours alone: another user could read every message,
+    forge some or truncate a ring under us (SIGBUS). Raises AccessDenied."""
+    if st.st_uid == os.geteuid() and not st.st_mode & 0o077:
+        return
+    try:
+        owner = f"{pwd.getpwuid(st.st_uid).pw_name} (uid {st.st_uid})"
+    except KeyError:
+        owner = f"uid {st.st_uid}"
+    ns = name.lstrip("/").split(".")[1] if name.count(".") else name
+    raise AccessDenied(ns, path, owner, st.st_mode & 0o7777)
+
+
 def open_shm(name: str) -> posix_ipc.SharedMemory:
-    """Open an existing object; raises posix_ipc.ExistentialError if there is none."""
-    return posix_ipc.SharedMemory(name)
+    """Open an existing object of ours (``check_private``).
+
+    Raises posix_ipc.ExistentialError if there is none, AccessDenied if it is
+    not private to this user.
+    """
+    shm = posix_ipc.SharedMemory(name)
+    try:
+        check_private(name, f"{SHM_DIR}/{name.lstrip('/')}", os.fstat(shm.fd))
+    except BaseException:
+        shm.close_fd()
+        raise
+    return shm
 
 
 def map_shm(shm: posix_ipc.SharedMemory, close: bool = True) -> mmap.mmap:
@@ -74,7 +98,21 @@ def create_sem(name: str, value: int) -> posix_ipc.Semaphore:
 
 
 def open_sem(name: str) -> posix_ipc.Semaphore:
-    return posix_ipc.Semaphore(name)
+    """Open an existing semaphore of ours; AccessDenied if it is not private.
+
+    posix_ipc gives no descriptor to fstat: glibc keeps a semaphore as
+    ``/dev/shm/sem.NAME``, so that file is checked by path, right after the open.
+    """
+    sem = posix_ipc.Semaphore(name)
+    path = f"{SHM_DIR}/sem.{name.lstrip('/')}"
+    try:
+        check_private(name, path, os.stat(path))
+    except FileNotFoundError:
+        pass  # not glibc's layout: nothing to check against
+    except BaseException:
+        sem.close()
+        raise
+    return sem
 
 
 def unlink_shm(name: str) -> None:
