@@ -14,6 +14,7 @@
     │   └── QueueDeleted                       404 queue_not_found
     ├── LeaseExpired           (LookupError)   409 lease_expired
     ├── QueueBusy                              503 queue_busy      (retry_after)
+    ├── NamespaceBusy                          409 namespace_busy  (another server owns it)
     └── BrokenError                            503 namespace_broken (it broke under you)
         ├── NamespaceNotFound  (FileNotFoundError)
         ├── AccessDenied       (PermissionError)
@@ -263,6 +264,24 @@ class AccessDenied(BrokenError, PermissionError):
             f"namespace '{self.namespace}' is not safe to use: {self.path} is owned by "
             f"{self.owner} with mode {self.mode:04o} (ZoldyQ needs its own user and mode "
             "0600): remove the namespace's objects or run as their owner"
+        )
+
+
+class NamespaceBusy(ZoldyQError):
+    """Another live server owns the namespace (see ``zoldyq.shm.owner``)."""
+
+    code = "namespace_busy"
+    http_status = 409
+
+    def __init__(self, namespace: str, pid: int | None) -> None:
+        super().__init__(namespace, pid)
+        self.namespace, self.pid = namespace, pid
+
+    def __str__(self) -> str:
+        pid = "" if self.pid is None or self.pid < 0 else f" (pid {self.pid})"
+        return (
+            f"namespace '{self.namespace}' is served by another zoldyq server{pid}: "
+            "stop it first, or serve another namespace (--namespace)"
         )
 
 

@@ -442,6 +442,31 @@ def create(
     return Broker(ns)
 
 
+def serve(
+    namespace: str | None = None,
+    *,
+    max_queues: int,
+    max_messages: int,
+    max_bytes: int,
+    max_message_bytes: int,
+) -> tuple[Broker, bool]:
+    """For the server that owns the namespace: create it, or attach to the one a crashed
+    server left (its queues and messages kept) and make ``max_*`` the defaults of queues
+    created from now on. Returns (broker, created); ``max_queues`` applies only when
+    created (it sizes the registry)."""
+    ns = _namespace(namespace)
+    caps = Caps(max_messages, max_bytes, max_message_bytes)
+    created = Registry.create(ns, max_queues, caps)
+    broker = Broker(ns)
+    if not created:
+        try:
+            broker.registry.set_defaults(caps)
+        except BaseException:
+            broker.close()
+            raise
+    return broker, created
+
+
 def destroy(namespace: str | None = None) -> None:
     """Delete every queue and object of a namespace; attached processes see it closed."""
     Registry.destroy(_namespace(namespace))

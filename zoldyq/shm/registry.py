@@ -13,6 +13,7 @@ name (a seqlock).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -117,6 +118,7 @@ class Registry:
         if shm.size < HEADER_BYTES:
             shm.close_fd()
             raise BrokenError(f"namespace '{ns}' has a truncated registry")
+        self.inode = os.fstat(shm.fd).st_ino  # tells this namespace from a re-created one
         self._mm = segment.map_shm(shm)
         self.words = words = memoryview(self._mm).cast("Q")
         deadline = time.monotonic() + 2.0
@@ -130,9 +132,6 @@ class Registry:
             self._drop()
             raise LayoutMismatch(ns, found, LAYOUT_VERSION)
         self.max_queues = words[R_MAX_QUEUES]
-        self.defaults = Caps(
-            words[R_DEF_MAX_MESSAGES], words[R_DEF_MAX_BYTES], words[R_DEF_MAX_MESSAGE_BYTES]
-        )
         self.created_at = words[R_CREATED_AT]
         try:
             self.lock = RobustLock(names.registry_lockfile(ns), base, self._repair)
@@ -152,11 +151,66 @@ class Registry:
     def destroyed(self) -> bool:
         return bool(self.words[R_FLAGS] & FLAG_DESTROYED)
 
+    @property
+    def gone(self) -> bool:
+        """True once this namespace was destroyed, even if one of the same name was
+        created since."""
+        if self.destroyed:
+            return True
+        try:
+            return os.stat(segment.SHM_DIR + names.registry(self.ns)).st_ino != self.inode
+        except FileNotFoundError:
+            return True
+
+    @property
+    def defaults(self) -> Caps:
+        """The caps of queues created from now on (read each time: a server that
+        reattaches after a crash sets its own, ``set_defaults``)."""
+        w = self.words
+        return Caps(w[R_DEF_MAX_MESSAGES], w[R_DEF_MAX_BYTES], w[R_DEF_MAX_MESSAGE_BYTES])
+
+    def set_defaults(self, caps: Caps) -> None:
+        """New default caps for queues created later; existing queues keep theirs."""
+        caps = caps.checked()
+        with self.lock:
+            w = self.words
+            w[R_DEF_MAX_MESSAGES], w[R_DEF_MAX_BYTES], w[R_DEF_MAX_MESSAGE_BYTES] = caps
+
     # -- creation ----------------------------------------------------------------
 
     @staticmethod
     def create(ns: str, max_queues: int, defaults: Caps) -> bool:
-        """Create namespace ``ns``; False if it already exists (then attach)."""
+        """Create namespace ``ns``; False if it already exists (then attach).
+
+        A namespace left half-destroyed (its destroyer was killed) or
+        half-created (its creator died before the header was written) is
+        finished off first and created anew: neither can ever serve again.
+        """
+        for _ in range(3):
+            if Registry._create(ns, max_queues, defaults):
+                return True
+            try:
+                Registry(ns).close_if_alive()
+            except NamespaceNotFound:
+                continue  # destroyed meanwhile: create it
+            except (AccessDenied, LayoutMismatch):
+                raise
+            except BrokenError:
+                pass  # no valid header after the wait: its creator died
+            else:
+                return False
+            Registry.destroy(ns)
+        raise BrokenError(f"namespace '{ns}' keeps being destroyed while it is created")
+
+    def close_if_alive(self) -> None:
+        """Close; raises BrokenError if the namespace was (half) destroyed."""
+        destroyed = self.destroyed
+        self.close()
+        if destroyed:
+            raise BrokenError(f"namespace '{self.ns}' was destroyed")
+
+    @staticmethod
+    def _create(ns: str, max_queues: int, defaults: Caps) -> bool:
         names.check_namespace(ns)
         if not 1 <= max_queues <= MAX_QUEUES_LIMIT:
             raise ConfigError(f"max_queues must be 1..{MAX_QUEUES_LIMIT}, got {max_queues}")
@@ -168,14 +222,21 @@ class Registry:
             raise StorageExhausted(size, free)
         # Lock objects first (reused if a dead creator left them), the segment
         # last and exclusive: whoever creates it initialises it.
+        made: list[str] = []
         with contextlib.suppress(posix_ipc.ExistentialError):
             segment.create_shm(names.registry_lockfile(ns), 0, 0).close_fd()
+            made.append(names.registry_lockfile(ns).lstrip("/"))
         with contextlib.suppress(posix_ipc.ExistentialError):
             segment.create_sem(base, 1).close()
+            made.append("sem." + base.lstrip("/"))
         try:
             shm = segment.create_shm(base, size, size)
         except posix_ipc.ExistentialError:
             return False
+        except BaseException:
+            for entry in made:  # a failed start leaves nothing behind
+                segment.unlink_leftover(entry)
+            raise
         mm = segment.map_shm(shm)
         words = memoryview(mm).cast("Q")
         words[R_MAX_QUEUES] = max_queues
