@@ -6,9 +6,8 @@ import argparse
 import json
 import sys
 
-import zoldyq
+from zoldyq import broker as engine
 from zoldyq import settings as settings_mod
-from zoldyq.broker import holder
 from zoldyq.cli import commands
 from zoldyq.errors import ZoldyQError
 
@@ -54,13 +53,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _destroy(namespace: str, force: bool) -> int:
-    pid = holder(namespace)
+    pid = engine.holder(namespace)
     if pid is not None and not force:
         served = "a live server" + ("" if pid < 0 else f" (pid {pid})")
         print(f"zoldyq: namespace '{namespace}' is served by {served}: stop it first, or "
               "pass --force (that server then stops and exits 1)", file=sys.stderr)
         return 1
-    zoldyq.destroy(namespace)
+    engine.destroy(namespace)
     print(f"namespace '{namespace}' destroyed")
     return 0
 

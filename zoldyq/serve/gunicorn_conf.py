@@ -21,7 +21,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger as _GunicornLogger
 
-import zoldyq
+from zoldyq import broker as engine
 from zoldyq.broker import Ownership, serve_namespace
 from zoldyq.ops import logs
 from zoldyq.serve.launcher import OWNER_ENV, STARTED_ENV
@@ -92,5 +92,5 @@ def on_exit(server: Any) -> None:
         return
     destroy = _ours and not _settings.keep_namespace
     if destroy:
-        zoldyq.destroy(_settings.namespace)
+        engine.destroy(_settings.namespace)
     _claim.release(unlink=destroy or not _ours)

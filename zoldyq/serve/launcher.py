@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-import zoldyq
+from zoldyq import broker as engine
 from zoldyq.broker import Broker, Ownership, serve_namespace
 from zoldyq.ops import logs, snapshot
 from zoldyq.settings import Settings
@@ -140,7 +140,7 @@ def run(settings: Settings) -> int:
     except BaseException:
         broker.close()
         if not settings.keep_namespace and ours:
-            zoldyq.destroy(settings.namespace)
+            engine.destroy(settings.namespace)
         claim.release(unlink=not ours or not settings.keep_namespace)
         raise
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
@@ -190,7 +190,7 @@ def run(settings: Settings) -> int:
         saved = gone or snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep it
         destroy = ours and not gone and saved and not settings.keep_namespace
         if destroy:
-            zoldyq.destroy(settings.namespace)
+            engine.destroy(settings.namespace)
             log.info("namespace '%s' destroyed", settings.namespace)
         elif not saved:
             status = status or 1
