@@ -85,7 +85,11 @@ class RobustLock:
         self._file_name = file_name
         self._tlock = threading.Lock()
         self._sem = segment.open_sem(sem_name)
-        self._fd = self._open()
+        try:
+            self._fd = self._open()
+        except BaseException:
+            self._sem.close()  # a semaphore is a mapping: release it now, not at GC
+            raise
         self.on_dirty = on_dirty
         self.repairs = 0  # dead holders this process cleaned up after
         self._dirty = False  # this hold ends without posting: the next holder repairs
@@ -167,6 +171,10 @@ class RobustLock:
         except BaseException:
             self._dirty = True
             raise
+
+    def locked(self) -> bool:
+        """A thread of this process holds it (or is taking it)."""
+        return self._tlock.locked()
 
     def __enter__(self) -> RobustLock:
         self.acquire()
