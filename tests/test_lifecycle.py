@@ -14,6 +14,7 @@ import pytest
 
 import zoldyq
 from tests.helpers import servers
+from tests.helpers.multiproc import spawn
 from zoldyq.ops import snapshot
 from zoldyq.shm import names, segment
 from zoldyq.shm.layout import FLAG_DESTROYED, R_FLAGS
@@ -103,13 +104,32 @@ def test_a_restart_after_a_crash_keeps_messages_and_applies_new_defaults(
     assert _shm(namespace) == []  # adopted from the dead server: destroyed like its own
 
 
-def test_a_destroy_killed_half_way_is_finished_at_the_next_start(namespace: str) -> None:
-    """A namespace left flagged destroyed with its queues present (SIGKILL during destroy)
-    is finished off by the next start, which then serves (it used to answer 503)."""
+def test_a_destroy_killed_half_way_is_finished_at_the_next_start(
+        namespace: str, tmp_path: Path) -> None:
+    """A destroy kill -9ed after its first queue (namespace flagged destroyed, other
+    queues still there) is finished off by the next start, which then serves (it used
+    to answer 503 "was destroyed" until someone destroyed it by hand)."""
     broker = zoldyq.create(namespace, max_bytes=1 << 20)
     broker.queue("a").put(1)
-    broker.registry.words[R_FLAGS] |= FLAG_DESTROYED  # what a destroy killed there leaves
+    broker.queue("b").put(1)
     broker.close()
+    marker = tmp_path / "paused"
+    proc = spawn("do", namespace, "-", "destroy", env={
+        **os.environ, "ZOLDYQ_TEST_PAUSE": "registry.destroying",
+        "ZOLDYQ_TEST_PAUSE_FILE": str(marker)})
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert proc.poll() is None, "destroy exited before its pause point"
+            assert time.monotonic() < deadline, "destroy never reached its pause point"
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    with zoldyq.attach(namespace) as left:
+        assert left.registry.destroyed
+        assert left.registry.words[R_FLAGS] & FLAG_DESTROYED
+        assert len(_shm(namespace)) > 3  # the second queue's objects are still there
     with servers.serve(namespace, ws=False) as srv:
         assert srv.call("GET", "/health").status == 200
         assert srv.call("POST", "/queues/b/enqueue", json={"payload": 2}).status == 200

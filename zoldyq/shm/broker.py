@@ -449,7 +449,8 @@ class Broker:
                 if sq.deleted:
                     del self._queues[name]
                     self._retired.append(sq)
-            done, busy = [], []
+            done: list[SharedQueue] = []
+            busy: list[SharedQueue] = []
             for sq in self._retired:
                 bell = self._bells.get(id(sq))
                 if bell is not None and bell.sq is sq:

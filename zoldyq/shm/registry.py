@@ -396,6 +396,8 @@ class Registry:
             if state != FREE:
                 self._close_and_unlink(slot, gen)
                 self._set_state(slot, gen, FREE)
+                if hooks.pause_at:
+                    hooks.reach("registry.destroying")
 
     def _repair(self) -> None:
         """A holder died or failed inside: roll back half-created queues, finish
