@@ -38,7 +38,6 @@ ROUTES: tuple[Route, ...] = (
     Route("snapshot", "POST", "/admin/snapshot", ops.snapshot, body=True),
     Route("openapi", "GET", "/openapi.json", _openapi, auth=False),
 )
-ROUTE_NAMES = frozenset(r.name for r in ROUTES)
 
 
 def by_path() -> dict[str, list[Route]]:

@@ -24,8 +24,7 @@ from gunicorn.glogging import Logger as _GunicornLogger
 from zoldyq import broker as engine
 from zoldyq.broker import Ownership, serve_namespace
 from zoldyq.ops import logs
-from zoldyq.serve.launcher import OWNER_ENV, STARTED_ENV
-from zoldyq.settings import Settings
+from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
 _settings = Settings.load()
 
@@ -73,7 +72,7 @@ def on_starting(server: Any) -> None:
     """Own the namespace (refusing if another server does), create or reattach to it
     before any worker exists, and remember whether it is ours to destroy."""
     global _claim, _ours
-    os.environ.setdefault(STARTED_ENV, str(time.time()))
+    os.environ.setdefault(STARTED_AT_ENV, str(time.time()))
     if os.environ.get(OWNER_ENV):
         return  # the launcher owns it
     _claim = Ownership(_settings.namespace)

@@ -23,7 +23,6 @@ children and exits 1 for its supervisor to restart it, and destroys nothing.
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import logging
 import os
 import signal
@@ -34,12 +33,10 @@ import time
 from zoldyq import broker as engine
 from zoldyq.broker import Broker, Ownership, serve_namespace
 from zoldyq.ops import logs, snapshot
-from zoldyq.settings import Settings
+from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
 log = logging.getLogger("zoldyq.serve.launcher")
 
-OWNER_ENV = "ZOLDYQ_NAMESPACE_OWNER"  # tells gunicorn not to destroy the namespace
-STARTED_ENV = "ZOLDYQ_STARTED_AT"
 HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf", "workers.http:app"]
 WS_CMD = ["-m", "workers.ws"]
 QUICK_DEATH = 5.0  # seconds: a child that dies sooner counts towards giving up
@@ -144,9 +141,9 @@ def run(settings: Settings) -> int:
         claim.release(unlink=not ours or not settings.keep_namespace)
         raise
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
-           STARTED_ENV: str(time.time())}
+           STARTED_AT_ENV: str(time.time())}
     children = [Child("http", HTTP_CMD, env)]
-    if settings.ws and importlib.util.find_spec("workers.ws") is not None:
+    if settings.ws:
         children.append(Child("ws", WS_CMD, env))
     signals: list[int] = []
 
