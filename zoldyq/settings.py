@@ -89,6 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ws_ping_interval", float, 20.0, "seconds between WS keepalive pings (0: off)"),
     Setting("snapshot_on_exit", _bool, False, "save every queue to the snapshot dir on shutdown"),
     Setting("restore", _bool, False, "load the namespace's snapshot (if any) on start"),
+    Setting("ui", _choice("off", "read-only", "on"), "on",
+            "the admin page at /ui: off, read-only (no actions) or on"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -125,6 +127,7 @@ class Settings:
     ws_ping_interval: float
     snapshot_on_exit: bool
     restore: bool
+    ui: str
 
     @classmethod
     def load(

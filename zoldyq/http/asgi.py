@@ -18,7 +18,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from zoldyq.http import core, ops
+from zoldyq.http import core, ops, ui
 from zoldyq.http.errors import body_too_large, complete, error_reply
 from zoldyq.http.routes import Route, by_path
 
@@ -51,12 +51,15 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
         try:
             if auth and ctx.token:
                 core.check_auth(ctx, req.get_header("Authorization"))
+            ui.check(ctx.settings.ui, name, req.get_header(ui.MARKER))
             if waits:
                 q, n, timeout, batch = core.dequeue_args(
                     ctx, req.get_param("timeout"), req.get_param("max"), **params
                 )
                 msgs = await q.aget_many(n, timeout) if timeout > 0 else q.get_many(n, 0)
                 reply = core.dequeue_reply(q, msgs, batch)
+            elif name == "peek":
+                reply = core.peek(ctx, req.get_param("max"), **params)
             else:
                 body = await read_body(req, ctx.max_body) if needs_body else b""
                 assert handler is not None

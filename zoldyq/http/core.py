@@ -231,6 +231,24 @@ def dequeue_reply(q: zoldyq.Queue, msgs: list[zoldyq.Message], batch: bool) -> R
                  % (m.data, name, m.enqueued_at, size))
 
 
+PEEK_DEFAULT = 10
+
+
+def peek(ctx: Ctx, max_: str | None, name: str) -> Reply:
+    """The first ``max`` messages (default 10), left in place; the shape of a batch dequeue."""
+    n = PEEK_DEFAULT if max_ is None else parse_max(max_, ctx.max_batch)
+    q = ctx.queue(name)
+    msgs = q.peek(n)
+    items = [
+        b'{"payload":"%s","encoding":"base64","enqueued_at":%d,"size":%d}'
+        % (base64.b64encode(m.data), m.enqueued_at, len(m.data)) if m.is_raw
+        else b'{"payload":%s,"enqueued_at":%d,"size":%d}' % (m.data, m.enqueued_at, len(m.data))
+        for m in msgs
+    ]
+    return Reply(200, b'{"messages":[%s],"count":%d,"queue_name":%s,"queue_size":%d}'
+                 % (b",".join(items), len(items), _qname(name), _size(q)))
+
+
 # -- queue management ------------------------------------------------------------
 
 

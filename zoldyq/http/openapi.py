@@ -48,6 +48,7 @@ ENQUEUE_ERRORS = {
     "507": _err("namespace holds ZOLDYQ_MAX_QUEUES queues (`too_many_queues`) or /dev/shm is "
                 "full (`storage_exhausted`)"),
 }
+_TEXT = {"schema": {"type": "string"}}
 NOT_FOUND = {"404": _err("no such queue (`queue_not_found`)")}
 
 OPERATIONS: dict[str, dict[str, Any]] = {
@@ -115,6 +116,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": [NAME],
         "responses": {"200": _resp("deleted", "Deleted"), **BAD_NAME, **AUTH, **NOT_FOUND},
     },
+    "peek": {
+        "summary": "The first `max` messages (default 10), without taking them",
+        "parameters": [NAME],  # + max, whose maximum is a setting: see document()
+        "responses": {"200": _resp("the head of the queue, oldest first", "PeekResponse"),
+                      "400": _err("bad name or `max`"), **AUTH, **NOT_FOUND},
+    },
     "clear_queue": {
         "summary": "Drop every message of a queue",
         "parameters": [NAME],
@@ -140,6 +147,20 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "summary": "This document",
         "responses": {"200": {"description": "OpenAPI 3.1",
                               "content": {"application/json": {"schema": {"type": "object"}}}}},
+    },
+    "ui": {
+        "summary": "The admin web page (HTML; its data comes from this API)",
+        "responses": {"200": {"description": "the page",
+                              "content": {"text/html": _TEXT}},
+                      "404": _err("the page is turned off (`ui_off`, ZOLDYQ_UI=off)")},
+    },
+    "ui_asset": {
+        "summary": "A static file of the admin page (ui.js, ui.css, favicon.svg)",
+        "parameters": [{"name": "asset", "in": "path", "required": True, **_TEXT}],
+        "responses": {"200": {"description": "the file", "content": {
+                          "text/javascript": _TEXT, "text/css": _TEXT,
+                          "image/svg+xml": _TEXT}},
+                      "404": _err("no such file (`not_found`) or the page is off (`ui_off`)")},
     },
 }
 
@@ -175,6 +196,13 @@ SCHEMAS: dict[str, Any] = {
         "messages": {"type": "array", "items": {"type": "object", "properties": {
             "payload": {"description": "the JSON value, or base64 text for a raw message"},
             "encoding": {"const": "base64"}, "enqueued_at": _INT}}},
+        "count": _INT, "queue_name": _STR, "queue_size": _INT}},
+    "PeekResponse": {"type": "object", "required": ["messages", "count", "queue_size"],
+                     "properties": {
+        "messages": {"type": "array", "items": {"type": "object", "properties": {
+            "payload": {"description": "the JSON value, or base64 text for a raw message"},
+            "encoding": {"const": "base64"}, "enqueued_at": _INT,
+            "size": {**_INT, "description": "stored bytes"}}}},
         "count": _INT, "queue_name": _STR, "queue_size": _INT}},
     "QueueCaps": {"type": "object", "additionalProperties": False, "properties": _CAPS},
     "QueueInfo": {"type": "object", "properties": {
@@ -218,6 +246,8 @@ def document(max_timeout: float = 30.0, max_batch: int = 1000) -> dict[str, Any]
         op = dict(OPERATIONS[r.name], operationId=r.name)
         if r.name == "dequeue":
             op["parameters"] = _dequeue_params(max_timeout, max_batch)
+        elif r.name == "peek":
+            op["parameters"] = [NAME, _dequeue_params(max_timeout, max_batch)[2]]
         if not r.auth:
             op["security"] = []
         paths.setdefault(r.path, {})[r.method.lower()] = op

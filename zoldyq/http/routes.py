@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from zoldyq.http import core, ops
+from zoldyq.http import core, ops, ui
 
 
 class Route(NamedTuple):
     name: str  # operationId, and the label of request metrics
     method: str
     path: str
-    handler: Callable[..., core.Reply] | None  # None: dequeue, which the shell waits for
+    handler: Callable[..., core.Reply] | None  # None: dequeue and peek (query parameters)
     body: bool = False  # the shell reads the body (under the size limit) first
     auth: bool = True  # needs the token when one is configured
 
@@ -21,6 +21,7 @@ ROUTES: tuple[Route, ...] = (
     Route("enqueue", "POST", "/queues/{name}/enqueue", core.enqueue, body=True),
     Route("dequeue", "GET", "/queues/{name}/dequeue", None),
     Route("enqueue_batch", "POST", "/queues/{name}/batch", core.enqueue_batch, body=True),
+    Route("peek", "GET", "/queues/{name}/peek", None),
     Route("list_queues", "GET", "/queues", core.list_queues),
     Route("get_queue", "GET", "/queues/{name}", core.get_queue),
     Route("put_queue", "PUT", "/queues/{name}", core.put_queue, body=True),
@@ -30,6 +31,9 @@ ROUTES: tuple[Route, ...] = (
     Route("metrics", "GET", "/metrics", ops.metrics),
     Route("snapshot", "POST", "/admin/snapshot", ops.snapshot, body=True),
     Route("openapi", "GET", "/openapi.json", lambda *a: _openapi(*a), auth=False),
+    Route("ui", "GET", "/ui", lambda c, *_: ui.page(c.settings.ui, bool(c.token)), auth=False),
+    Route("ui_asset", "GET", "/ui/{asset}", lambda c, *_, asset: ui.asset(c.settings.ui, asset),
+          auth=False),
 )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import falcon
 
-from zoldyq.http import core, ops
+from zoldyq.http import core, ops, ui
 from zoldyq.http.errors import body_too_large, complete, error_reply
 from zoldyq.http.routes import Route, by_path
 
@@ -56,6 +56,7 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
         try:
             if auth and ctx.token:
                 core.check_auth(ctx, req.get_header("Authorization"))
+            ui.check(ctx.settings.ui, name, req.get_header(ui.MARKER))
             if waits:
                 q, n, timeout, batch = core.dequeue_args(
                     ctx, req.get_param("timeout"), req.get_param("max"), **params
@@ -70,6 +71,8 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
                     reply = core.dequeue_reply(q, q.get_many(n, 0), batch)
                     if timeout > 0 and reply.status == 204:
                         reply = reply._replace(headers={"Retry-After": "1"})
+            elif name == "peek":
+                reply = core.peek(ctx, req.get_param("max"), **params)
             else:
                 body = read_body(req, ctx.max_body) if needs_body else b""
                 assert handler is not None
