@@ -401,3 +401,108 @@ def test_content_security_policy_blocks_other_hosts(browser: Browser,
         page.wait_for_timeout(200)
         sent = [u for u in w.urls if "127.0.0.2" in u and u not in w.blocked]
         assert not sent
+
+
+# -- the server side, without a browser ------------------------------------------------
+
+
+def app_client(broker: zoldyq.Broker, **env: str) -> Any:
+    from falcon import testing
+
+    from zoldyq.http.app import create_app
+    from zoldyq.settings import Settings
+
+    settings = Settings.load(env={"ZOLDYQ_CONFIG": os.devnull, "ZOLDYQ_WORKER_CLASS": "gthread",
+                                  **{f"ZOLDYQ_{k.upper()}": v for k, v in env.items()}})
+    return testing.TestClient(create_app(settings, broker))
+
+
+def test_page_and_files_carry_the_csp(broker: zoldyq.Broker) -> None:
+    """The page and each of its files come with CSP default-src 'self', nosniff, no referrer."""
+    client = app_client(broker)
+    for path, ctype in (("/ui", "text/html"), ("/ui/ui.js", "text/javascript"),
+                        ("/ui/ui.css", "text/css"), ("/ui/favicon.svg", "image/svg+xml")):
+        r = client.simulate_get(path)
+        assert r.status_code == 200, path
+        assert r.headers["content-type"].startswith(ctype)
+        assert r.headers["content-security-policy"].startswith("default-src 'self'")
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+    html = client.simulate_get("/ui").text
+    assert '<meta name="zoldyq-ui" content="on">' in html
+    assert '<meta name="zoldyq-auth" content="none">' in html
+    assert "http" not in html.replace('http-equiv', '')  # nothing from any host, no absolute URL
+
+
+def test_only_shipped_files_are_served(broker: zoldyq.Broker) -> None:
+    """An unknown or path-like asset name is a JSON 404, never a file of the server."""
+    client = app_client(broker)
+    for name in ("nope.js", "..%2F__init__.py", "index.html", "%2Fetc%2Fpasswd"):
+        r = client.simulate_get(f"/ui/{name}")
+        assert r.status_code == 404, name
+        assert r.json["error"] in ("not_found",), r.json
+
+
+def test_ui_off_serves_no_page(broker: zoldyq.Broker) -> None:
+    """ZOLDYQ_UI=off: /ui and its files answer 404 ui_off; the API is unchanged."""
+    client = app_client(broker, ui="off")
+    for path in ("/ui", "/ui/ui.js"):
+        r = client.simulate_get(path)
+        assert r.status_code == 404
+        assert r.json == {"error": "ui_off",
+                          "message": "the admin page is turned off (ZOLDYQ_UI=off)"}
+    assert client.simulate_get("/queues").status_code == 200
+
+
+def test_token_is_never_in_the_page(broker: zoldyq.Broker) -> None:
+    """With a token the page only says one is needed: /ui itself needs none and holds none."""
+    client = app_client(broker, token=TOKEN)
+    r = client.simulate_get("/ui")
+    assert r.status_code == 200
+    assert TOKEN not in r.text
+    assert '<meta name="zoldyq-auth" content="token">' in r.text
+    assert client.simulate_get("/queues/q/peek").status_code == 401
+
+
+def test_read_only_refuses_marked_writes_and_allows_reads(broker: zoldyq.Broker) -> None:
+    """read-only: every state-changing route answers 403 to the page's marker; reads work."""
+    broker.queue("q").put(1)
+    client = app_client(broker, ui="read-only")
+    ui = {"X-Zoldyq-UI": "1"}
+    for method, path in (("POST", "/queues/q/enqueue"), ("POST", "/queues/q/batch"),
+                         ("PUT", "/queues/q"), ("DELETE", "/queues/q"),
+                         ("POST", "/queues/q/clear"), ("GET", "/queues/q/dequeue"),
+                         ("POST", "/admin/snapshot")):
+        r = client.simulate_request(method, path, headers=ui, json={"payload": 1})
+        assert r.status_code == 403, (method, path)
+        assert r.json["error"] == "ui_read_only"
+    for path in ("/queues", "/queues/q", "/queues/q/peek", "/health", "/ui"):
+        assert client.simulate_get(path, headers=ui).status_code == 200, path
+    assert broker.queue("q").get() is not None  # nothing was taken
+
+
+def test_peek_route_leaves_messages_in_place(broker: zoldyq.Broker) -> None:
+    """GET /queues/{name}/peek?max=N: the head, oldest first, JSON inline and raw as base64."""
+    q = broker.queue("q")
+    q.put({"a": 1})
+    q.put_bytes(b"\x00\x01")
+    q.put(3)
+    client = app_client(broker)
+    r = client.simulate_get("/queues/q/peek", params={"max": "2"})
+    assert r.status_code == 200
+    doc = r.json
+    assert doc["count"] == 2
+    assert doc["queue_size"] == 3
+    assert doc["queue_name"] == "q"
+    assert doc["messages"][0]["payload"] == {"a": 1}
+    assert doc["messages"][0]["size"] == len(b'{"a":1}')
+    assert doc["messages"][1] == {"payload": "AAE=", "encoding": "base64",
+                                  "enqueued_at": doc["messages"][1]["enqueued_at"], "size": 2}
+    assert len(client.simulate_get("/queues/q/peek").json["messages"]) == 3  # default max 10
+    assert len(q) == 3
+    bad = client.simulate_get("/queues/q/peek", params={"max": "0"})
+    assert bad.status_code == 400
+    assert bad.json["error"] == "bad_max"
+    missing = client.simulate_get("/queues/nope/peek")
+    assert missing.status_code == 404
+    assert missing.json["error"] == "queue_not_found"
