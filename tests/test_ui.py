@@ -144,33 +144,49 @@ def test_overview_lists_queues_and_follows_sizes_live(browser: Browser,
         assert not any(u.endswith("/ui") for u in w.urls[requests_before:]), "page reloaded"
         meter = row(page, "ov-a").get_by_role("meter")
         expect(meter).to_have_attribute("aria-valuenow", "5")
-        expect(page.get_by_role("img", name="ov-a enqueue rate, last 40 s")).to_be_visible()
+        expect(page.get_by_role("img", name="ov-a enqueue rate, last 30 s")).to_be_visible()
         totals = page.get_by_role("definition").first
         expect(totals).not_to_have_text("")
-        shot(page, "overview")
 
 
-def test_rates_count_what_was_enqueued(browser: Browser, srv: servers.Server) -> None:
-    """A burst of enqueues shows as a non-zero enqueue rate in the queue's row."""
+def test_rates_follow_traffic(browser: Browser, srv: servers.Server) -> None:
+    """Enqueues and dequeues while the page is open show as non-zero rates with sparklines."""
     put(srv, "rate-q", 1)
     with open_page(browser, srv) as w:
         w.page.goto(srv.url + "/ui")
         expect(row(w.page, "rate-q")).to_be_visible()
-        w.page.wait_for_timeout(1200)  # one sample before the burst
-        r = srv.call("POST", "/queues/rate-q/batch", json={"payloads": list(range(500))})
-        assert r.status == 200
-        rate = row(w.page, "rate-q").get_by_role("cell").nth(3)
-        expect(rate).to_contain_text(re.compile(r"[1-9][0-9.]*( k)?/s"), timeout=5000)
+        for i in range(10):  # ~5 s of traffic, varying, so the sparklines have a shape
+            for name, k in (("rate-q", 1), ("rate-q2", 3)):
+                r = srv.call("POST", f"/queues/{name}/batch",
+                             json={"payloads": [{"n": n} for n in range(k * (50 + 30 * (i % 4)))]})
+                assert r.status == 200
+                got = srv.call("GET", f"/queues/{name}/dequeue?max={k * (40 + 25 * (i % 3))}")
+                assert got.status == 200
+            w.page.wait_for_timeout(500)
+        cells = row(w.page, "rate-q").get_by_role("cell")
+        nonzero = re.compile(r"[1-9][0-9.]*( k)?/s")
+        expect(cells.nth(3)).to_contain_text(nonzero, timeout=5000)
+        expect(cells.nth(4)).to_contain_text(nonzero, timeout=5000)
+        points = w.page.get_by_role("img", name="rate-q enqueue rate, last 30 s") \
+            .locator("polyline").get_attribute("points")
+        assert points is not None
+        assert len(points.split()) >= 3
+        shot(w.page, "overview")
 
 
 def test_empty_state_says_how_to_enqueue(browser: Browser) -> None:
-    """With no queue, the page says so and gives a curl line for this server."""
+    """With no queue, the page says so, gives a curl line for this server and an open form."""
     with server() as s, open_page(browser, s) as w:
         w.page.goto(s.url + "/ui")
         expect(w.page.get_by_role("heading", name="No queues yet")).to_be_visible()
         expect(w.page.get_by_text(f"curl -X POST {s.url}/queues/hello/enqueue")).to_be_visible()
         expect(w.page.get_by_role("table")).to_be_hidden()
         shot(w.page, "empty")
+        w.page.get_by_label("Queue", exact=True).fill("hello")  # the form is open when empty
+        w.page.get_by_label("Payload").fill('"first"')
+        w.page.get_by_role("button", name="Enqueue").click()
+        expect(row(w.page, "hello")).to_contain_text("1 / 100 k")
+        expect(w.page.get_by_role("heading", name="No queues yet")).to_be_hidden()
 
 
 def test_queue_page_peeks_without_taking(browser: Browser, srv: servers.Server) -> None:

@@ -5,7 +5,7 @@
 "use strict";
 
 const POLL_MS = 1000;
-const HISTORY = 40; // sparkline points
+const HISTORY = 30; // sparkline points, one a second
 const TOKEN_KEY = "zoldyq-token";
 const meta = (name, fallback) => {
   const v = document.querySelector(`meta[name="${name}"]`)?.content || "";
@@ -275,6 +275,8 @@ function curlLine() {
 }
 
 class Overview {
+  ticks = 0;
+
   render() {
     document.title = "Queues · ZoldyQ";
     this.body = h("tbody");
@@ -291,13 +293,20 @@ class Overview {
       h("pre", {}, h("code", { text: curlLine() })),
       CAN_ACT ? h("p", { text: "or with the form below." }) : null);
     this.wrap = h("div", { class: "table-wrap" }, this.table);
-    return [h("h1", { text: "Queues" }), this.empty, this.wrap,
-      CAN_ACT ? enqueueForm(null, () => this.tick()) : null];
+    this.more = CAN_ACT ? h("details", { class: "more" }, h("summary", { text: "Enqueue a message…" }),
+      enqueueForm(null, () => this.tick())) : null;
+    return [h("h1", { text: "Queues" }), this.empty, this.wrap, this.more];
   }
 
   async tick() {
-    const [list, health] = await Promise.all([api("GET", "/queues"), api("GET", "/health")]);
+    // /health (for the uptime) probes every lock: fetch it rarely and never wait for it
+    if (this.ticks++ % 10 === 0) {
+      api("GET", "/health").then((doc) => { this.uptime = [doc.uptime_seconds, performance.now()]; },
+        () => {});
+    }
+    const list = await api("GET", "/queues");
     if (this.stopped) return;
+    performance.mark("zoldyq:data");
     const now = performance.now();
     const queues = list.queues.slice().sort((a, b) => a.name.localeCompare(b.name));
     const seen = new Set();
@@ -317,16 +326,18 @@ class Overview {
       if (!seen.has(name)) { row.tr.remove(); this.rows.delete(name); }
     }
     [...this.rows.keys()].sort().forEach((n) => this.body.append(this.rows.get(n).tr));
+    performance.mark("zoldyq:rows");
+    if (this.more && !queues.length) this.more.open = true;
     this.empty.hidden = queues.length > 0;
     this.wrap.hidden = queues.length === 0;
     totals([["Queues", fmtNum(queues.length)], ["Messages", fmtNum(size)],
       ["In flight", fmtNum(inflight)], ["Enqueue", fmtRate(enq)], ["Dequeue", fmtRate(deq)],
-      ["Uptime", fmtDuration(health?.uptime_seconds)]]);
+      ["Uptime", this.uptime ? fmtDuration(this.uptime[0] + (now - this.uptime[1]) / 1000) : "—"]]);
   }
 
   addRow(s) {
     const cells = {};
-    const td = (key, ...kids) => (cells[key] = h("td", { class: key }, ...kids));
+    const td = (key, label, ...kids) => (cells[key] = h("td", { class: key, "data-label": label }, ...kids));
     const size = h("span", { class: "num" });
     const meter = bar(0, 1, `${s.name} size against capacity`);
     const enqSpark = sparkline([], `${s.name} enqueue rate, last ${HISTORY} s`);
@@ -337,11 +348,11 @@ class Overview {
     const badge = isDlq(s) ? h("span", { class: "badge", title: "dead-letter queue", text: "DLQ" }) : null;
     const tr = h("tr", { "data-queue": s.name },
       h("th", { scope: "row" }, link, badge),
-      td("size", h("div", { class: "sizecell" }, size, meter)),
-      td("inflight"), td("delayed"),
-      td("rate", h("div", { class: "ratecell" }, enqText, enqSpark)),
-      td("rate", h("div", { class: "ratecell" }, deqText, deqSpark)),
-      td("oldest"), td("full"));
+      td("size", "Size", h("div", { class: "sizecell" }, size, meter)),
+      td("inflight", "In flight"), td("delayed", "Delayed"),
+      td("enq", "Enqueue", h("div", { class: "ratecell" }, enqText, enqSpark)),
+      td("deq", "Dequeue", h("div", { class: "ratecell" }, deqText, deqSpark)),
+      td("oldest", "Oldest"), td("full", "Rejected (429)"));
     const row = {
       tr,
       update: (st, hist) => {
