@@ -456,7 +456,7 @@ def test_only_shipped_files_are_served(broker: zoldyq.Broker) -> None:
     for name in ("nope.js", "..%2F__init__.py", "index.html", "%2Fetc%2Fpasswd"):
         r = client.simulate_get(f"/ui/{name}")
         assert r.status_code == 404, name
-        assert r.json["error"] in ("not_found",), r.json
+        assert r.json["error"] in ("ui_file_not_found", "not_found"), r.json
 
 
 def test_ui_off_serves_no_page(broker: zoldyq.Broker) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from importlib import resources
 
-from zoldyq.http.core import Reply
-from zoldyq.http.errors import RequestError
+from zoldyq.errors import RequestError
+from zoldyq.http.core import Call, Ctx, Reply
 
 MARKER = "X-Zoldyq-UI"
 # the routes the page may call in read-only mode (everything else changes state)
@@ -47,8 +47,9 @@ def _off() -> RequestError:
     return RequestError(404, "ui_off", "the admin page is turned off (ZOLDYQ_UI=off)")
 
 
-def page(mode: str, has_token: bool) -> Reply:
+def page(ctx: Ctx, call: Call) -> Reply:
     """The HTML page, told its mode and whether the server wants a token."""
+    mode, has_token = ctx.settings.ui, ctx.token is not None
     if mode == "off":
         raise _off()
     html = _FILES["index.html"][0].replace(b"{{mode}}", mode.encode()) \
@@ -56,13 +57,13 @@ def page(mode: str, has_token: bool) -> Reply:
     return Reply(200, html, _TYPES[".html"], HEADERS)
 
 
-def asset(mode: str, name: str) -> Reply:
+def asset(ctx: Ctx, call: Call, name: str) -> Reply:
     """One static file by name (only the shipped ones; never a path)."""
-    if mode == "off":
+    if ctx.settings.ui == "off":
         raise _off()
     found = _FILES.get(name) if name != "index.html" else None
     if found is None:
-        raise RequestError(404, "not_found", "no such file of the admin page")
+        raise RequestError(404, "ui_file_not_found", "no such file of the admin page")
     return Reply(200, found[0], found[1], HEADERS)
 
 
