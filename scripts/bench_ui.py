@@ -6,8 +6,10 @@ A real gunicorn (one worker) and Debian's chromium (headless, via playwright).
 Each run opens a fresh browser context (empty cache) on ``/ui`` and reads, from
 the page's own clock: first contentful paint, and the moment the last queue's
 row is in the table. The baseline, measured in the same page right after, is
-one ``fetch('/queues')`` (the JSON the table is drawn from), so the ratio says
-what the page costs on top of its data on this box. Target: table < 300 ms.
+one ``fetch('/queues')`` (the JSON the table is drawn from), and the browser's
+first paint of ``/health`` opened as a page (the least a page from this server
+can cost), so the ratios say what the page costs on top of its data and of
+the browser on this box. Target: table < 300 ms.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     ns = f"zqbenchui{os.getpid()}"
     broker = zoldyq.create(ns, max_queues=args.queues + 1)
-    fcp, ready, fetch = [], [], []
+    fcp, ready, fetch, plain = [], [], [], []
     try:
         for i in range(args.queues):
             broker.queue(f"queue-{i:03d}").put({"n": i})
@@ -66,8 +68,12 @@ def main() -> None:
                 page.wait_for_load_state("load")
                 t_fcp = page.evaluate(FCP)
                 t_fetch = min(page.evaluate(FETCH) for _ in range(3))
+                page.goto(srv.url + "/health", wait_until="load")
+                page.wait_for_function("performance.getEntriesByType('paint').length > 0")
+                t_plain = page.evaluate(FCP)
                 ctx.close()
                 if run:
+                    plain.append(t_plain)
                     fcp.append(t_fcp)
                     ready.append(t_table)
                     fetch.append(t_fetch)
@@ -79,6 +85,7 @@ def main() -> None:
     rows = [(what, f"{statistics.median(v):.0f}", f"{max(v):.0f}",
              f"{statistics.median(v) / base:.1f}")
             for what, v in (("GET /queues from the page (baseline)", fetch),
+                            ("first paint of /health as a page (JSON text)", plain),
                             ("first contentful paint", fcp),
                             (f"table with all {args.queues} queues", ready))]
     print(f"{args.runs} runs, {args.queues} queues, {args.worker_class} worker; "

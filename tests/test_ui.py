@@ -203,10 +203,10 @@ def test_queue_page_peeks_without_taking(browser: Browser, srv: servers.Server) 
         expect(messages.nth(1)).to_contain_text("raw · 4 B")
         expect(messages.nth(1).locator("pre")).to_contain_text("00000000  00 ff 68 69")
         expect(page.get_by_role("definition").filter(has_text="100 k").first).to_be_visible()
+        shot(page, "queue")
         page.get_by_label("First").fill("1")
         page.get_by_role("button", name="Peek").click()
         expect(messages).to_have_count(1)
-        shot(page, "queue")
     assert size(srv, "peek-q") == 2
     got = srv.call("GET", "/queues/peek-q/dequeue").json()
     assert got["payload"] == {"to": "a@b.c", "tags": [1, 2]}

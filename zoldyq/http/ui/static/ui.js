@@ -73,10 +73,11 @@ function sparkline(values, label) {
   svg.append(base, line);
   svg.update = (vals) => {
     const max = Math.max(1e-9, ...vals);
-    const step = w / (HISTORY - 1);
-    const off = HISTORY - vals.length;
-    line.setAttribute("points", vals.map((v, i) =>
-      `${((off + i) * step).toFixed(1)},${(hgt - 1 - (v / max) * (hgt - 2)).toFixed(1)}`).join(" "));
+    svg.classList.toggle("idle", max <= 1e-9);
+    const pts = vals.length === 1 ? [vals[0], vals[0]] : vals; // until HISTORY: the samples so far, stretched
+    const step = w / Math.max(1, pts.length - 1);
+    line.setAttribute("points", pts.map((v, i) =>
+      `${(i * step).toFixed(1)},${(hgt - 1 - (v / max) * (hgt - 2)).toFixed(1)}`).join(" "));
   };
   svg.update(values);
   return svg;
@@ -308,7 +309,8 @@ class Overview {
     if (this.stopped) return;
     performance.mark("zoldyq:data");
     const now = performance.now();
-    const queues = list.queues.slice().sort((a, b) => a.name.localeCompare(b.name));
+    // names are ASCII: a plain comparison (localeCompare would load ICU's collator first)
+    const queues = list.queues.slice().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const seen = new Set();
     let size = 0, inflight = 0, enq = 0, deq = 0;
     for (const s of queues) {
@@ -322,10 +324,15 @@ class Overview {
       if (!row) row = this.addRow(s);
       row.update(s, st);
     }
+    let changed = this.added;
     for (const [name, row] of this.rows) {
-      if (!seen.has(name)) { row.tr.remove(); this.rows.delete(name); }
+      if (!seen.has(name)) { row.tr.remove(); this.rows.delete(name); changed = true; }
     }
-    [...this.rows.keys()].sort().forEach((n) => this.body.append(this.rows.get(n).tr));
+    if (changed) { // rows move only when the set of queues changed: no relayout each second
+      const rows = [...this.rows.keys()].sort().map((n) => this.rows.get(n).tr);
+      this.body.replaceChildren(...rows);
+      this.added = false;
+    }
     performance.mark("zoldyq:rows");
     if (this.more && !queues.length) this.more.open = true;
     this.empty.hidden = queues.length > 0;
@@ -370,6 +377,7 @@ class Overview {
       },
     };
     this.rows.set(s.name, row);
+    this.added = true;
     return row;
   }
 }
