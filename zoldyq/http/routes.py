@@ -41,7 +41,6 @@ ROUTES: tuple[Route, ...] = (
     Route("ui", "GET", "/ui", ui.page, auth=False),
     Route("ui_asset", "GET", "/ui/{name}", ui.asset, auth=False),
 )
-ROUTE_NAMES = frozenset(r.name for r in ROUTES)
 
 
 def by_path() -> dict[str, list[Route]]:

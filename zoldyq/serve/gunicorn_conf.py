@@ -24,8 +24,7 @@ from zoldyq import broker as engine
 from zoldyq import errors
 from zoldyq.broker import open_namespace
 from zoldyq.ops import logs
-from zoldyq.serve.launcher import OWNER_ENV, STARTED_ENV
-from zoldyq.settings import Settings
+from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
 _settings = Settings.load()
 
@@ -67,7 +66,7 @@ if _settings.tls_cert:
 
 def on_starting(server: Any) -> None:
     """Create the namespace before any worker exists; remember whether we made it."""
-    os.environ.setdefault(STARTED_ENV, str(time.time()))
+    os.environ.setdefault(STARTED_AT_ENV, str(time.time()))
     if os.environ.get(OWNER_ENV):
         return
     try:

@@ -13,7 +13,6 @@ Children get SIGTERM too if the launcher itself is killed (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import logging
 import os
 import signal
@@ -24,12 +23,10 @@ import time
 from zoldyq import broker as engine
 from zoldyq.broker import open_namespace
 from zoldyq.ops import logs, snapshot
-from zoldyq.settings import Settings
+from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
 log = logging.getLogger("zoldyq.serve.launcher")
 
-OWNER_ENV = "ZOLDYQ_NAMESPACE_OWNER"  # tells gunicorn not to destroy the namespace
-STARTED_ENV = "ZOLDYQ_STARTED_AT"
 HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf", "workers.http:app"]
 WS_CMD = ["-m", "workers.ws"]
 QUICK_DEATH = 5.0  # seconds: a child that dies sooner counts towards giving up
@@ -112,9 +109,9 @@ def run(settings: Settings) -> int:
     finally:
         broker.close()
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
-           STARTED_ENV: str(time.time())}
+           STARTED_AT_ENV: str(time.time())}
     children = [Child("http", HTTP_CMD, env)]
-    if settings.ws and importlib.util.find_spec("workers.ws") is not None:
+    if settings.ws:
         children.append(Child("ws", WS_CMD, env))
     stop: list[int] = []
 

@@ -52,8 +52,6 @@ import threading
 import weakref
 from collections.abc import Callable
 
-import posix_ipc
-
 from zoldyq.errors import ClosedError
 from zoldyq.shm import hooks, segment
 
@@ -62,7 +60,7 @@ _flock = fcntl.flock
 _LOCK_EX, _LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_UN
 _LOCK_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
 SPIN_TRIES = 16  # sched_yield + retry before a blocking flock (measured: +10-30 % at 4->4)
-_BusyError = posix_ipc.BusyError
+_BusyError = segment.Busy
 
 
 class RobustLock:
@@ -132,7 +130,7 @@ class RobustLock:
 
     def _repair(self) -> None:
         try:
-            if hooks.pause_at:
+            if hooks.ENABLED:
                 hooks.reach("lock.repair")
             self.repairs += 1
             self.on_dirty()
@@ -173,7 +171,7 @@ class RobustLock:
             os.close(self._fd)  # the parent keeps its lock: it holds its own fd
             try:
                 self._fd = self._open()
-            except posix_ipc.ExistentialError:
+            except segment.Gone:
                 self._fd = -1  # deleted: acquire fails with EBADF, handles re-resolve
 
 

@@ -41,6 +41,7 @@ function fmtDuration(s) {
   if (s < 86400) return `${(s / 3600).toFixed(1).replace(/\.0$/, "")} h`;
   return `${(s / 86400).toFixed(1).replace(/\.0$/, "")} d`;
 }
+const utf8 = new TextEncoder();
 const fmtTime = (us) => new Date(us / 1000).toLocaleString();
 
 // -- DOM ---------------------------------------------------------------------------
@@ -529,7 +530,7 @@ class QueuePage {
       } else {
         body = JSON.stringify(m.payload, null, 2);
         kindLabel = "JSON";
-        size = m.size;
+        size = m.size ?? utf8.encode(JSON.stringify(m.payload)).length; // stored compact
       }
       const facts = [`#${i + 1}`, kindLabel, fmtBytes(size), `enqueued ${fmtTime(m.enqueued_at)}`];
       if (m.delivery_count) facts.push(`delivered ${m.delivery_count}×`);
