@@ -202,8 +202,20 @@ function track(s, now) {
   return st;
 }
 
-const isDlq = (s) => Boolean(s.is_dead_letter_queue || s.dead_letter_of || s.name.endsWith(".dlq"));
-const dlqSource = (s) => s.dead_letter_of || (s.name.endsWith(".dlq") ? s.name.slice(0, -4) : null);
+// A queue is a DLQ when another queue names it as its dead_letter_queue, or by the
+// default name <queue>.dlq; `sources` maps a DLQ's name to the queues that feed it.
+const sources = new Map();
+function learnDlqs(queues) {
+  sources.clear();
+  for (const q of queues) {
+    if (!q.dead_letter_queue) continue;
+    if (!sources.has(q.dead_letter_queue)) sources.set(q.dead_letter_queue, []);
+    sources.get(q.dead_letter_queue).push(q.name);
+  }
+}
+const isDlq = (s) => sources.has(s.name) || s.name.endsWith(".dlq");
+const dlqSource = (s) => (sources.get(s.name) || [s.name.endsWith(".dlq") ? s.name.slice(0, -4) : null])
+  .filter(Boolean).join(", ") || null;
 
 // -- views ---------------------------------------------------------------------------
 
@@ -311,6 +323,7 @@ class Overview {
     performance.mark("zoldyq:data");
     const now = performance.now();
     // names are ASCII: a plain comparison (localeCompare would load ICU's collator first)
+    learnDlqs(list.queues);
     const queues = list.queues.slice().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const seen = new Set();
     let size = 0, inflight = 0, enq = 0, deq = 0;
@@ -353,9 +366,9 @@ class Overview {
     const enqText = h("span", { class: "num" });
     const deqText = h("span", { class: "num" });
     const link = h("a", { href: `#/queues/${encodeURIComponent(s.name)}`, text: s.name });
-    const badge = isDlq(s) ? h("span", { class: "badge", title: "dead-letter queue", text: "DLQ" }) : null;
+    let badge = null;
     const tr = h("tr", { "data-queue": s.name },
-      h("th", { scope: "row" }, link, badge),
+      h("th", { scope: "row" }, link),
       td("size", "Size", h("div", { class: "sizecell" }, size, meter)),
       td("inflight", "In flight"), td("delayed", "Delayed"),
       td("enq", "Enqueue", h("div", { class: "ratecell" }, enqText, enqSpark)),
@@ -366,6 +379,12 @@ class Overview {
       update: (st, hist) => {
         size.textContent = `${fmtNum(st.size)} / ${fmtNum(st.capacity)}`;
         meter.update(st.size, st.capacity);
+        if (isDlq(st) !== Boolean(badge)) {
+          if (badge) { badge.remove(); badge = null; } else {
+            badge = h("span", { class: "badge", title: "dead-letter queue", text: "DLQ" });
+            link.after(badge);
+          }
+        }
         cells.inflight.textContent = fmtNum(st.inflight);
         cells.delayed.textContent = fmtNum(st.delayed);
         enqText.textContent = fmtRate(hist.enqRate);
@@ -460,7 +479,11 @@ class QueuePage {
     }
     if (this.stopped) return;
     const st = track(s, performance.now());
-    if (!this.drawn) this.drawActions(s);
+    if (!this.drawn) {
+      learnDlqs((await api("GET", "/queues")).queues); // who names this queue as its DLQ
+      if (this.stopped) return;
+      this.drawActions(s);
+    }
     const fill = (dl, rows) => dl.replaceChildren(...rows.filter(([k]) => s[k] !== undefined && s[k] !== null)
       .flatMap(([k, label, f]) => [h("dt", { text: label }), h("dd", { text: f(s[k]) })]));
     fill(this.limits, LIMITS);
