@@ -522,3 +522,13 @@ def test_peek_route_leaves_messages_in_place(broker: zoldyq.Broker) -> None:
     missing = client.simulate_get("/queues/nope/peek")
     assert missing.status_code == 404
     assert missing.json["error"] == "queue_not_found"
+
+
+def test_no_cors_grant_so_other_sites_cannot_send_the_marker(broker: zoldyq.Broker) -> None:
+    """A browser preflights the page's header for another origin; the server grants nothing."""
+    for worker_class in ("gthread", "asgi"):
+        client = app_client(broker, worker_class=worker_class)
+        r = client.simulate_options("/queues/q/clear", headers={
+            "Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-zoldyq-ui"})
+        assert not [k for k in r.headers if k.lower().startswith("access-control-allow")]
