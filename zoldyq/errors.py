@@ -383,6 +383,9 @@ REQUEST_ERRORS: dict[str, int] = {
     "bad_snapshot_request": 400,
     "incomplete_body": 400,
     "unauthorized": 401,
+    "ui_read_only": 403,
+    "ui_off": 404,
+    "ui_file_not_found": 404,
     "body_too_large": 413,
 }
 
