@@ -1,4 +1,4 @@
-"""The client commands of ``zoldyq``: put, get, stream, queues, stats, clear, delete,
+"""The client commands of ``zoldyq``: put, get, peek, stream, queues, stats, clear, delete,
 snapshot, bench.
 
 Each works on the local shared memory (``--local``; the default when the
@@ -29,8 +29,8 @@ from zoldyq.cli.term import CLEAR, table
 from zoldyq.errors import BrokenError, ConfigError, ZoldyQError
 
 OK, FAILED, USAGE, EMPTY, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 4, 130
-NAMES = ("put", "get", "ack", "nack", "redrive", "stream", "queues", "stats", "clear", "delete",
-         "snapshot", "bench")
+NAMES = ("put", "get", "peek", "ack", "nack", "redrive", "stream", "queues", "stats", "clear",
+         "delete", "snapshot", "bench")
 PUT_CHUNK = 1000  # messages per batch when putting --lines
 
 
@@ -73,6 +73,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     p = cmd("redrive", "move a dead-letter queue's messages back to their queues")
     p.add_argument("queue", help="the dead-letter queue")
+
+    p = cmd("peek", "print the first messages of a queue without taking them")
+    p.add_argument("queue")
+    p.add_argument("--max", type=int, default=10, help="messages at most (default 10)")
 
     p = cmd("stream", "print messages as they arrive, until Ctrl-C")
     p.add_argument("queue")
@@ -271,6 +275,19 @@ def _redrive(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+def _peek(client: Client, args: argparse.Namespace) -> int:
+    if args.max < 1:
+        raise ValueError("--max must be at least 1")
+    messages = client.peek(args.queue, args.max)
+    for m in messages:
+        _print_message(args, m)
+    if not messages:
+        if not args.json:
+            print(f"zoldyq: queue '{args.queue}' is empty", file=sys.stderr)
+        return EMPTY
+    return OK
+
+
 def _stream(client: Client, args: argparse.Namespace) -> int:
     seen = 0
     idle_since = time.monotonic()
@@ -384,6 +401,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "ack": _ack,
     "nack": _nack,
     "redrive": _redrive,
+    "peek": _peek,
     "stream": _stream,
     "queues": _queues,
     "stats": _stats,

@@ -57,6 +57,7 @@ class Client(Protocol):
     def ack(self, queue: str, lease_ids: list[str]) -> list[str]: ...  # the ids not held
     def nack(self, queue: str, lease_id: str, delay: float = 0.0) -> str | None: ...
     def redrive(self, queue: str) -> int: ...
+    def peek(self, queue: str, max: int = 10) -> list[dict[str, Any]]: ...
     def queues(self) -> list[dict[str, Any]]: ...
     def clear(self, queue: str) -> int: ...
     def delete(self, queue: str) -> None: ...
@@ -126,6 +127,9 @@ class LocalClient:
 
     def redrive(self, queue: str) -> int:
         return self.broker.queue(queue).redrive()
+
+    def peek(self, queue: str, max: int = 10) -> list[dict[str, Any]]:
+        return [_message(m) for m in self.broker.queue(queue).peek(max)]
 
     def queues(self) -> list[dict[str, Any]]:
         out = []
@@ -272,6 +276,10 @@ class HttpClient:
         doc = orjson.loads(resp.body)
         items = doc.get("messages", [doc]) if isinstance(doc, dict) else doc
         return [_from_http(queue, m) for m in items]
+
+    def peek(self, queue: str, max: int = 10) -> list[dict[str, Any]]:
+        doc = self._json("GET", f"/queues/{_q(queue)}/peek?max={max}")
+        return [_from_http(queue, m) for m in doc["messages"]]
 
     def queues(self) -> list[dict[str, Any]]:
         return [_row(s) for s in self._json("GET", "/queues")["queues"]]
