@@ -67,7 +67,7 @@ async def handle(ws: ServerConnection, broker: Broker) -> None:
         else:
             try:
                 lease, prefetch = lease_params(ws.request.path if ws.request else "")
-            except frames.BadFrame as ex:
+            except BadFrame as ex:
                 await ws.close(CloseCode.POLICY_VIOLATION, frames.close_reason(ex.code, str(ex)))
                 return
             if lease is None:
@@ -97,9 +97,9 @@ def lease_params(target: str) -> tuple[float | None, int]:
         lease = frames.seconds(float(query["lease"][-1]), "lease", positive=True)
         prefetch = int(query.get("prefetch", [str(DEFAULT_PREFETCH)])[-1])
     except ValueError:
-        raise frames.BadFrame("lease must be seconds, prefetch an integer") from None
+        raise BadFrame("lease must be seconds, prefetch an integer") from None
     if not 1 <= prefetch <= MAX_BATCH:
-        raise frames.BadFrame(f"prefetch must be 1..{MAX_BATCH}")
+        raise BadFrame(f"prefetch must be 1..{MAX_BATCH}")
     return lease, prefetch
 
 
@@ -211,7 +211,7 @@ class Batcher:
         for i, frame in enumerate(batch):
             try:
                 record, at = parse(frame, now)
-            except frames.BadFrame as ex:
+            except BadFrame as ex:
                 self._put(run, out)
                 run = []
                 out[i] = frames.error(ex)
