@@ -113,10 +113,22 @@ def test_create_queue_with_caps_and_conflicts(broker: zoldyq.Broker) -> None:
     assert again.name == "caps"
     with pytest.raises(zoldyq.QueueExists, match=r"^Queue 'caps' already exists$"):
         broker.create_queue("caps", max_messages=5, max_message_bytes=1024)
-    with pytest.raises(zoldyq.QueueExists, match="with other limits"):
+    with pytest.raises(zoldyq.QueueExists,
+                       match=r"^Queue 'caps' already exists with other limits$"):
         broker.create_queue("caps", max_messages=6, exist_ok=True)
     with pytest.raises(zoldyq.ConfigError, match="max_messages must be"):
         broker.create_queue("bad", max_messages=0 - 1)
+
+
+def test_create_queue_twice_with_the_same_caps_says_already_exists(
+        broker: zoldyq.Broker) -> None:
+    """create_queue returns the Queue; the same caps twice without exist_ok is QueueExists
+    "already exists" (not "with other limits", which is for a real conflict)."""
+    broker.create_queue("twice", max_messages=5)
+    with pytest.raises(zoldyq.QueueExists, match=r"^Queue 'twice' already exists$"):
+        broker.create_queue("twice", max_messages=5)
+    with pytest.raises(zoldyq.QueueExists, match=r"^Queue 'twice' already exists$"):
+        broker.create_queue("twice")
 
 
 def test_queue_count_is_limited(namespace: str) -> None:

@@ -20,8 +20,12 @@ from zoldyq.errors import ConfigError, NamespaceNotFound
 
 
 def _message(m: Any) -> dict[str, Any]:
-    return {"payload": m.payload, "queue_name": m.queue_name, "enqueued_at": m.enqueued_at,
-            "raw": m.is_raw}
+    out = {"payload": m.payload, "queue_name": m.queue_name, "enqueued_at": m.enqueued_at,
+           "raw": m.is_raw}
+    if m.lease_id is not None:
+        out.update(lease_id=m.lease_id, delivery_count=m.delivery_count,
+                   lease_expires_at=m.lease_expires_at)
+    return out
 
 
 def _row(stats: dict[str, Any]) -> dict[str, Any]:
@@ -39,8 +43,11 @@ def _row(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def _receipt(queue: str, r: Any) -> dict[str, Any]:
-    return {"queued": True, "queue_name": queue, "queue_size": r.queue_size,
-            "enqueued_at": r.enqueued_at}
+    out = {"queued": True, "queue_name": queue, "queue_size": r.queue_size,
+           "enqueued_at": r.enqueued_at}
+    if r.deliver_at is not None:
+        out["deliver_at"] = r.deliver_at
+    return out
 
 
 class Target:
@@ -52,18 +59,33 @@ class Target:
         self.snapshot_dir = snapshot_dir
         self.remote = isinstance(broker, _http_broker())
 
-    def put(self, queue: str, payload: Any) -> dict[str, Any]:
-        return _receipt(queue, self.broker.queue(queue).put(payload))
+    def put(self, queue: str, payload: Any, delay: float | None = None) -> dict[str, Any]:
+        return _receipt(queue, self.broker.queue(queue).put(payload, delay=delay))
 
-    def put_raw(self, queue: str, data: bytes) -> dict[str, Any]:
-        return _receipt(queue, self.broker.queue(queue).put_bytes(data))
+    def put_raw(self, queue: str, data: bytes, delay: float | None = None) -> dict[str, Any]:
+        return _receipt(queue, self.broker.queue(queue).put_bytes(data, delay=delay))
 
-    def put_many(self, queue: str, payloads: list[Any]) -> dict[str, Any]:
-        return {**_receipt(queue, self.broker.queue(queue).put_many(payloads)),
+    def put_many(self, queue: str, payloads: list[Any],
+                 delay: float | None = None) -> dict[str, Any]:
+        return {**_receipt(queue, self.broker.queue(queue).put_many(payloads, delay=delay)),
                 "count": len(payloads)}
 
-    def get(self, queue: str, timeout: float = 0.0, max: int = 1) -> list[dict[str, Any]]:
-        return [_message(m) for m in self.broker.queue(queue).get_many(max, timeout)]
+    def get(self, queue: str, timeout: float = 0.0, max: int = 1,
+            lease: float | None = None) -> list[dict[str, Any]]:
+        return [_message(m) for m in self.broker.queue(queue).get_many(max, timeout, lease)]
+
+    def ack(self, queue: str, lease_ids: list[str]) -> list[str]:
+        return list(self.broker.queue(queue).ack_many(lease_ids))
+
+    def nack(self, queue: str, lease_id: str, delay: float = 0.0) -> str | None:
+        dlq: str | None = self.broker.queue(queue).nack(lease_id, delay)
+        return dlq
+
+    def redrive(self, queue: str) -> int:
+        return int(self.broker.queue(queue).redrive())
+
+    def peek(self, queue: str, max: int = 10) -> list[dict[str, Any]]:
+        return [_message(m) for m in self.broker.queue(queue).peek(max)]
 
     def queues(self) -> list[dict[str, Any]]:
         if self.remote:

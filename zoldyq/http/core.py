@@ -392,14 +392,23 @@ def redrive(ctx: Ctx, call: Call, name: str) -> Reply:
     return Reply(200, b'{"redriven":%d,"queue_name":%s}' % (n, _qname(name)))
 
 
+PEEK_DEFAULT = 10
+
+
 def peek(ctx: Ctx, call: Call, name: str) -> Reply:
-    raw = call.query.get("max")
-    n = 100 if raw is None else parse_max(raw, ctx.max_batch)
+    """The first ``max`` messages (default 10), left in place; the shape of a batch dequeue."""
+    max_ = call.query.get("max")
+    n = PEEK_DEFAULT if max_ is None else parse_max(max_, ctx.max_batch)
     q = ctx.queue(name)
-    msgs = list(q.peek(n))
-    if msgs:
-        return dequeue_reply(q, msgs, True)
-    return Reply(200, b'{"messages":[],"count":0,"queue_name":%s,"queue_size":0}' % _qname(name))
+    msgs = q.peek(n)
+    items = [
+        b'{"payload":"%s","encoding":"base64","enqueued_at":%d,"size":%d}'
+        % (base64.b64encode(m.data), m.enqueued_at, len(m.data)) if m.is_raw
+        else b'{"payload":%s,"enqueued_at":%d,"size":%d}' % (m.data, m.enqueued_at, len(m.data))
+        for m in msgs
+    ]
+    return Reply(200, b'{"messages":[%s],"count":%d,"queue_name":%s,"queue_size":%d}'
+                 % (b",".join(items), len(items), _qname(name), _size(q)))
 
 
 # -- queue management ------------------------------------------------------------
@@ -432,7 +441,7 @@ CAPS = ("max_messages", "max_bytes", "max_message_bytes", "max_deliveries")
 
 def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
     """Create with optional caps; 201 if created, 200 if it exists with the same caps."""
-    caps: dict[str, int] = {}
+    caps: dict[str, Any] = {}
     if call.body.strip():
         doc = _json_body(call.body)
         if not isinstance(doc, dict):
@@ -441,7 +450,7 @@ def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
             if key == "dead_letter_queue":
                 if not isinstance(value, str):
                     raise RequestError(400, "bad_caps", "dead_letter_queue must be a queue name")
-                caps[key] = api.check_queue_name(value)  # type: ignore[assignment]
+                caps[key] = api.check_queue_name(value)
                 continue
             if key not in CAPS or not isinstance(value, int) or isinstance(value, bool) \
                     or value < 1:
@@ -451,8 +460,13 @@ def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
                     f"integers: {', '.join(CAPS)})",
                 )
             caps[key] = value
-    created = not ctx.broker.exists(name)
-    q = ctx.broker.create_queue(name, exist_ok=True, **caps)
+    try:
+        q = ctx.broker.create_queue(name, **caps)
+        created = True
+    except errors.QueueExists as ex:
+        if ex.other_limits:
+            raise
+        q, created = ctx.queue(name), False
     return Reply(201 if created else 200, _dumps({"created": created, **queue_info(q)}))
 
 

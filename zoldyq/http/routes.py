@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from zoldyq.http import core, openapi, ops
+from zoldyq.http import core, openapi, ops, ui
 
 PLAIN, WAITING = "plain", "waiting"
 
@@ -43,6 +43,8 @@ ROUTES: tuple[Route, ...] = (
     Route("metrics", "GET", "/metrics", ops.metrics),
     Route("snapshot", "POST", "/admin/snapshot", ops.snapshot, body=True),
     Route("openapi", "GET", "/openapi.json", _openapi, auth=False),
+    Route("ui", "GET", "/ui", ui.page, auth=False),
+    Route("ui_asset", "GET", "/ui/{name}", ui.asset, auth=False),
 )
 
 

@@ -40,6 +40,7 @@ from zoldyq.shm.registry import Caps, Entry, Registry
 from zoldyq.shm.ring import min_ring_size, record_bytes
 from zoldyq.shm.side import DEAD, REDRIVE
 
+SWEEP_AGAIN = 1.0  # seconds before a retired handle still in use is looked at again
 T = TypeVar("T")
 _dumps = orjson.dumps
 _loads = orjson.loads
@@ -434,7 +435,8 @@ class Broker:
         self.namespace = names.check_namespace(namespace)
         self.registry = Registry(namespace)
         self._queues: dict[str, SharedQueue] = {}
-        self._retired: list[SharedQueue] = []
+        self._retired: list[SharedQueue] = []  # deleted, closed once no thread uses them
+        self._sweep_soon = False
         self._bells: dict[int, AsyncBell] = {}
         self._lock = threading.Lock()
         self.interrupted = False
@@ -472,12 +474,13 @@ class Broker:
         dead_letter_queue: str | None = None,
         exist_ok: bool = False,
     ) -> Queue:
-        """Create ``name`` with its own caps and return it.
+        """Create ``name`` with its own caps and return its handle.
 
         ``max_deliveries`` (with ``dead_letter_queue``, default ``<name>.dlq``)
         moves a message that failed that many leases to the dead-letter queue.
-        Raises QueueExists when it exists ("already exists" with the same
-        settings unless ``exist_ok``; "with other limits" otherwise).
+        Raises QueueExists when it exists ("with other limits" when its
+        settings differ); with ``exist_ok`` an existing queue with the same
+        settings (or none asked for) is returned.
         """
         names.check_queue_name(name)
         d = self.registry.defaults
@@ -588,6 +591,8 @@ class Broker:
             return sq
         if self._closed:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
+        if self._retired or sq is not None:
+            self._sweep()
         while True:
             entry = self.registry.lookup(name)
             if entry is None:
@@ -622,14 +627,49 @@ class Broker:
         self._retire(sq)
 
     def _retire(self, sq: SharedQueue) -> None:
-        """Keep a deleted queue's mapping until other threads are surely done with it."""
-        now = time.monotonic()
-        sq.retired_at = now
+        """Close a deleted queue's handle as soon as no thread of ours is inside it."""
         with self._lock:
-            old = [r for r in self._retired if now - r.retired_at > 30]
-            self._retired = [r for r in self._retired if r not in old] + [sq]
-        for r in old:
-            r.close()
+            self._retired.append(sq)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Close every retired handle no thread uses any more, after moving deleted ones
+        out of the cache, so descriptors and mappings follow the live queues.
+
+        A handle still in use (a thread inside its lock, a waiter parked on its
+        bell, an asyncio bell thread) is swept again a second later. A thread
+        that picks a closed handle up gets ClosedError and re-resolves the name.
+        """
+        with self._lock:
+            for name, sq in list(self._queues.items()):
+                if sq.deleted:
+                    del self._queues[name]
+                    self._retired.append(sq)
+            done: list[SharedQueue] = []
+            busy: list[SharedQueue] = []
+            for sq in self._retired:
+                bell = self._bells.get(id(sq))
+                if bell is not None and bell.sq is sq:
+                    bell.retire()
+                    if bell.running:
+                        busy.append(sq)
+                        continue
+                    del self._bells[id(sq)]
+                (busy if sq.busy else done).append(sq)
+            self._retired = busy
+            again = bool(busy) and not self._sweep_soon and not self._closed
+            self._sweep_soon = self._sweep_soon or again
+        for sq in done:
+            sq.close()
+        if again:
+            timer = threading.Timer(SWEEP_AGAIN, self._swept_later)
+            timer.daemon = True
+            timer.start()
+
+    def _swept_later(self) -> None:
+        with self._lock:
+            self._sweep_soon = False
+        self._sweep()
 
     def _dead_letter(self, name: str, sq: SharedQueue) -> str:
         """Move ``sq``'s DEAD messages to its dead-letter queue (created when first
@@ -692,6 +732,31 @@ def create(
     if not created and not exist_ok:
         raise ConfigError(f"namespace '{ns}' already exists")
     return Broker(ns)
+
+
+def serve(
+    namespace: str | None = None,
+    *,
+    max_queues: int,
+    max_messages: int,
+    max_bytes: int,
+    max_message_bytes: int,
+) -> tuple[Broker, bool]:
+    """For the server that owns the namespace: create it, or attach to the one a crashed
+    server left (its queues and messages kept) and make ``max_*`` the defaults of queues
+    created from now on. Returns (broker, created); ``max_queues`` applies only when
+    created (it sizes the registry)."""
+    ns = _namespace(namespace)
+    caps = Caps(max_messages, max_bytes, max_message_bytes)
+    created = Registry.create(ns, max_queues, caps)
+    broker = Broker(ns)
+    if not created:
+        try:
+            broker.registry.set_defaults(caps)
+        except BaseException:
+            broker.close()
+            raise
+    return broker, created
 
 
 def destroy(namespace: str | None = None) -> None:

@@ -14,7 +14,7 @@ import os
 import pwd
 from typing import Any
 
-from zoldyq.shm import names, segment
+from zoldyq.shm import names, owner, segment
 
 _PREFIX = names.PREFIX + "."
 
@@ -27,7 +27,8 @@ def _user(uid: int) -> str:
 
 
 def namespaces() -> list[dict[str, Any]]:
-    """Each namespace on this host: name, user, bytes in use, queues, attached pids."""
+    """Each namespace on this host: name, user, bytes in use, queues, attached pids, and the
+    pid of the server that owns it (None: no live server)."""
     try:
         entries = sorted(os.listdir(segment.SHM_DIR))
     except OSError:
@@ -53,6 +54,7 @@ def namespaces() -> list[dict[str, Any]]:
     attached = _attached()
     for ns, row in found.items():
         row["pids"] = sorted(attached.get(ns, ()))
+        row["server"] = owner.holder(ns)  # the live server that owns it (kernel-tracked)
         row["queues"] = len(row["queues"])
     return [row for row in found.values() if row["registry"]]
 
@@ -71,8 +73,3 @@ def _attached() -> dict[str, set[int]]:
                     ns = line[at + len(marker):].split(".", 1)[0].split()[0]
                     out.setdefault(ns, set()).add(int(pid))
     return out
-
-
-def attached_pids(ns: str) -> list[int]:
-    """Processes other than this one that map namespace ``ns``."""
-    return sorted(p for p in _attached().get(ns, ()) if p != os.getpid())

@@ -75,7 +75,6 @@ from zoldyq.shm.side import (
     FREE,
     IN,
     LEASED,
-    PENDING,
     READY,
     REDRIVE,
     S_DEADLINE,
@@ -115,31 +114,51 @@ class SharedQueue:
         self.slot, self.gen = slot, gen
         self._objects = objs = names.queue_objects(ns, slot, gen)
         self._mm = segment.map_shm(segment.open_shm(objs["ring"]))
-        view = memoryview(self._mm)
-        self.words = words = view[:HEADER_BYTES].cast("Q")
-        if words[W_MAGIC] != QUEUE_MAGIC or words[W_VERSION] != LAYOUT_VERSION:
-            raise BrokenError(f"queue segment {objs['ring']} has an unknown layout")
-        if words[W_SLOT_GEN] != (slot << 32 | gen):
-            raise BrokenError(f"queue segment {objs['ring']} belongs to another slot")
-        self.ring = Ring(words, view[HEADER_BYTES : HEADER_BYTES + words[W_RING_SIZE]],
-                         self._reserve, source=self._mm, base=HEADER_BYTES)
-        self._side_base = base = HEADER_BYTES + words[W_RING_SIZE]
-        slot_bytes = words[SW_NSLOTS] * SLOT_W * 8
-        self.side = Side(words, view[base : base + slot_bytes].cast("Q"),
-                         view[base + slot_bytes : base + slot_bytes + words[SW_DSIZE]],
-                         self._reserve_side)
-        self.ns = ns
-        self.max_deliveries = 0  # set by the broker from the registry entry
-        self.dlq_name = f"{name[:60]}.dlq"
-        self.max_message_bytes = words[W_MAX_MESSAGE_BYTES]
-        self.put_lock = RobustLock(objs["put_file"], objs["put_sem"], self.ring.repair_put_side)
-        self.get_lock = RobustLock(objs["get_file"], objs["get_sem"], self._repair_get)
-        self.bell = segment.open_sem(objs["bell"])
+        opened: list[RobustLock] = []
+        try:  # deleted meanwhile (or refused): release what was opened, now, not at GC
+            view = memoryview(self._mm)
+            self.words = words = view[:HEADER_BYTES].cast("Q")
+            if words[W_MAGIC] != QUEUE_MAGIC or words[W_VERSION] != LAYOUT_VERSION:
+                raise BrokenError(f"queue segment {objs['ring']} has an unknown layout")
+            if words[W_SLOT_GEN] != (slot << 32 | gen):
+                raise BrokenError(f"queue segment {objs['ring']} belongs to another slot")
+            self.ring = Ring(words, view[HEADER_BYTES : HEADER_BYTES + words[W_RING_SIZE]],
+                             self._reserve, source=self._mm, base=HEADER_BYTES)
+            self._side_base = base = HEADER_BYTES + words[W_RING_SIZE]
+            slot_bytes = words[SW_NSLOTS] * SLOT_W * 8
+            self.side = Side(words, view[base : base + slot_bytes].cast("Q"),
+                             view[base + slot_bytes : base + slot_bytes + words[SW_DSIZE]],
+                             self._reserve_side)
+            self.ns = ns
+            self.max_deliveries = 0  # set by the broker from the registry entry
+            self.dlq_name = f"{name[:60]}.dlq"
+            self.max_message_bytes = words[W_MAX_MESSAGE_BYTES]
+            self.put_lock = RobustLock(objs["put_file"], objs["put_sem"],
+                                       self.ring.repair_put_side)
+            opened.append(self.put_lock)
+            self.get_lock = RobustLock(objs["get_file"], objs["get_sem"], self._repair_get)
+            opened.append(self.get_lock)
+            self.bell = segment.open_sem(objs["bell"])
+        except BaseException:
+            for lock in opened:
+                lock.close()
+            side = getattr(self, "side", None)
+            if side is not None:
+                for v in (side.slot_bytes, side.slots, side.data):
+                    v.release()
+            for attr in ("ring", "words"):
+                v = getattr(self, attr, None)
+                if v is not None:
+                    (v.data if attr == "ring" else v).release()
+            with contextlib.suppress(BufferError, NameError):
+                view.release()
+            with contextlib.suppress(BufferError):
+                self._mm.close()
+            raise
         self._local_waiters = 0
         self._waiters_lock = threading.Lock()
         self.interrupted = False
         self.closed = False
-        self.retired_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -186,7 +205,20 @@ class SharedQueue:
 
     @property
     def deleted(self) -> bool:
-        return bool(self.words[W_FLAGS] & FLAG_CLOSED)
+        try:
+            return bool(self.words[W_FLAGS] & FLAG_CLOSED)
+        except ValueError:  # closed here: its views are released
+            return True
+
+    @property
+    def busy(self) -> bool:
+        """A thread of this process is inside one of its locks or parked on its bell.
+
+        The broker closes a retired handle only when it is not busy; a thread
+        that picks it up afterwards gets ClosedError (or QueueDeleted) and
+        re-resolves the name.
+        """
+        return bool(self._local_waiters) or self.put_lock.locked() or self.get_lock.locked()
 
     def close(self) -> None:
         """Wake and wait out this process's waiters, then drop the handles.
@@ -203,6 +235,7 @@ class SharedQueue:
         if not self._local_waiters:
             self.bell.close()
         self.ring.data.release()  # type: ignore[union-attr]
+        self.side.slot_bytes.release()
         self.side.slots.release()
         self.side.data.release()  # type: ignore[union-attr]
         self.words.release()
@@ -314,9 +347,12 @@ class SharedQueue:
             size = ring.count()
         finally:
             lock.release()
-        waiters = words[W_WAITERS]
-        if waiters:
-            self._ring_bell(min(n, waiters))
+        try:
+            waiters = words[W_WAITERS]
+            if waiters:
+                self._ring_bell(min(n, waiters))
+        except (ValueError, segment.Closed):
+            pass  # closed here since the put (deleted): nobody is left to wake
         return size, now_us
 
     def _ring_bell(self, times: int) -> None:
@@ -408,16 +444,9 @@ class SharedQueue:
         """Copy records into PENDING slots, commit the head, then make them LEASED."""
         side, ring = self.side, self.ring
         deadline = _time_ns() // 1000 + lease_us
-        seq = self.words[W_HEAD] >> 32
-        slots: list[tuple[int, int]] = []
         try:
-            for i, (kind, data, enq, _tag) in enumerate(got):
-                rseq = (seq + i) & 0xFFFFFFFF
-                slots.append(side.store(kind, data, enq, PENDING, deadline=deadline, key=enq,
-                                        seq=rseq, deliveries=1, aux=rseq))
+            slots = side.store_leases(got, self.words[W_HEAD] >> 32, deadline)
         except SideFull:
-            for idx, _ in slots:
-                side.set_state(idx, FREE)
             raise QueueFull(self.name, ring.max_messages, ring.count() + side.count(),
                             ring.size, 0) from None
         if _HOOKED:
@@ -425,9 +454,9 @@ class SharedQueue:
         ring.commit_head(new_head, len(got), nbytes)  # the commit point
         if _HOOKED:
             hooks.reach("lease.committed")
-        for idx, _ in slots:
-            side.set_state(idx, LEASED)
-        return [(kind, data, enq, tag, self.lease_id(idx, token), 1, deadline)  # type: ignore[misc]
+        side.confirm_leases(slots, deadline)
+        gen = f"{self.gen:x}."
+        return [(kind, data, enq, tag, f"{gen}{idx:x}.{token:x}", 1, deadline)  # type: ignore[misc]
                 for (kind, data, enq, tag), (idx, token) in zip(got, slots, strict=True)]
 
     # -- reliable delivery: everything under the get lock ---------------------------
@@ -456,11 +485,9 @@ class SharedQueue:
                 hooks.reach("ack.locked")
             now = _time_ns() // 1000
             side.reclaim_due(now, self.max_deliveries)
-            not_held = []
-            for lease_id in lease_ids:
-                parsed = self._parse(lease_id)
-                if parsed is None or not side.ack(*parsed, now):
-                    not_held.append(lease_id)
+            pairs = [self._parse(i) or (-1, 0) for i in lease_ids]
+            not_held = [i for i, ok in zip(lease_ids, side.ack_many(pairs, now), strict=True)
+                        if not ok]
         finally:
             lock.release()
         return not_held
@@ -691,26 +718,32 @@ class SharedQueue:
         """Watch the tail for ``seconds`` without any lock; True once there is a message."""
         count = self.ring.count
         end = _perf_ns() + int(seconds * 1e9)
-        while _perf_ns() < end:
-            for _ in range(16):
-                if count():
-                    return True
+        try:
+            while _perf_ns() < end:
+                for _ in range(16):
+                    if count():
+                        return True
+        except ValueError:  # closed here meanwhile (deleted): its views are released
+            raise QueueDeleted(self.name) from None
         return False
 
     def _park(self, deadline: float) -> None:
         """Sleep until the doorbell rings, a message is ready, the deadline passes or
         a lease or delayed message falls due (so expiry needs no daemon)."""
-        words = self.words
-        if self.ring.count() or words[SW_READY]:
-            return
-        remaining = deadline - _monotonic()
-        due = words[SW_DUE]
-        if due:
-            remaining = min(remaining, (due - _time_ns() // 1000) / 1e6 + 0.001)
-        if remaining <= 0 or self.interrupted:
-            return
-        with contextlib.suppress(_BusyError, _SignalError):
-            self.bell.acquire(min(remaining, WAIT_SLICE))
+        try:
+            words = self.words
+            if self.ring.count() or words[SW_READY]:
+                return
+            remaining = deadline - _monotonic()
+            due = words[SW_DUE]
+            if due:
+                remaining = min(remaining, (due - _time_ns() // 1000) / 1e6 + 0.001)
+            if remaining <= 0 or self.interrupted:
+                return
+            with contextlib.suppress(_BusyError, _SignalError):
+                self.bell.acquire(min(remaining, WAIT_SLICE))
+        except (ValueError, segment.Closed):  # closed here meanwhile (deleted)
+            raise QueueDeleted(self.name) from None
 
     def wait_bell(self, timeout: float) -> bool:
         """Sleep as a registered waiter until the doorbell rings; False on timeout.
@@ -814,6 +847,12 @@ class SharedQueue:
     # -- stats: racy reads of single words, never the lock -----------------------
 
     def stats(self) -> dict[str, object]:
+        try:
+            return self._stats()
+        except ValueError:  # closed here meanwhile (deleted)
+            raise QueueDeleted(self.name) from None
+
+    def _stats(self) -> dict[str, object]:
         w = self.words
         removed, cleared = w[W_DEQ_TOTAL], w[W_CLEARED]
         now = _time_ns() // 1000

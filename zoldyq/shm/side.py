@@ -89,6 +89,7 @@ from zoldyq.shm.layout import (
 FREE, PENDING, LEASED, DELAYED, READY, DEAD, REDRIVE, IN, STAGED = range(9)
 HELD = (LEASED, DELAYED, READY, DEAD, REDRIVE, IN, PENDING, STAGED)
 DREC = struct.Struct("<IIQ")  # payload length, slot, own position
+SLOT_REST = struct.Struct("<8Q")  # slot words 1-8, written before word 0 (not commit points)
 DHDR = DREC.size
 SKIP = 0xFFFFFFFF
 MAX_DELIVERIES = (1 << 24) - 1
@@ -127,7 +128,7 @@ class Side:
     (``which == 0``) or of the data ring (``which == 1``) before first use.
     """
 
-    __slots__ = ("data", "dsize", "nslots", "reserve", "slots", "words")
+    __slots__ = ("data", "dsize", "nslots", "reserve", "slot_bytes", "slots", "words")
 
     def __init__(
         self,
@@ -137,6 +138,7 @@ class Side:
         reserve: Callable[[int, int], None] | None = None,
     ) -> None:
         self.words, self.slots, self.data = words, slots, data
+        self.slot_bytes = slots.cast("B")
         self.nslots = words[SW_NSLOTS]
         self.dsize = words[SW_DSIZE]
         self.reserve = reserve
@@ -222,6 +224,89 @@ class Side:
         if state in (LEASED, DELAYED):
             self._due(deadline)
         return idx, token
+
+    def store_leases(self, records: list[tuple[int, bytes, int, object]], seq: int,
+                     deadline: int) -> list[tuple[int, int]]:
+        """``store`` for a batch taken from the ring at sequence ``seq``: PENDING slots
+        (ring seq in aux, key = enqueued_at), in one pass; returns [(slot, token)].
+
+        Raises SideFull with nothing stored.
+        """
+        w, s, data, dsize = self.words, self.slots, self.data, self.dsize
+        raw = self.slot_bytes
+        out: list[tuple[int, int]] = []
+        nbytes = 0
+        pack, pack_slot = DREC.pack_into, SLOT_REST.pack_into
+        limit = dsize - 2 * rec_bytes(w[W_MAX_MESSAGE_BYTES])
+        token = w[SW_TOKEN]
+        try:
+            for i, (kind, payload, enq, _tag) in enumerate(records):
+                idx = self._alloc()
+                out.append((idx, 0))
+                n = len(payload)
+                rec = (DHDR + n + 7) & ~7
+                tail = w[SW_DTAIL]
+                off = tail % dsize
+                if dsize - off < rec or tail + rec - w[SW_DHEAD] > limit or off + rec > w[SW_DRES]:
+                    pos = self._write_data(idx, payload)  # the general path: wrap, reclaim
+                else:
+                    pack(data, off, n, idx, tail)
+                    data[off + DHDR : off + DHDR + n] = payload
+                    w[SW_DTAIL] = tail + rec
+                    pos = tail
+                rseq = (seq + i) & 0xFFFFFFFF
+                pack_slot(raw, idx * SLOT_W * 8 + 8, deadline, enq, rseq, pos, kind << 32 | n,
+                          enq, rseq, 0)
+                token = (token + 1) & 0xFFFFFFFF or 1
+                s[idx * SLOT_W] = token << 32 | 1 << 8 | PENDING  # the head commits them all
+                out[-1] = (idx, token)
+                nbytes += rec
+        except SideFull:
+            w[SW_TOKEN] = token
+            for idx, _ in out:
+                s[idx * SLOT_W] &= ~0xFF  # FREE
+                self._release(idx)
+            raise
+        w[SW_TOKEN] = token
+        w[SW_BYTES] += nbytes
+        return out
+
+    def confirm_leases(self, slots: list[tuple[int, int]], deadline: int) -> None:
+        """PENDING -> LEASED once the ring's head is committed past them."""
+        s = self.slots
+        for idx, _ in slots:
+            b = idx * SLOT_W
+            s[b] = (s[b] & ~0xFF) | LEASED
+        self.words[SW_LEASED] += len(slots)
+        self._due(deadline)
+
+    def ack_many(self, pairs: list[tuple[int, int]], now: int) -> list[bool]:
+        """Ack each (slot, token) held; one flag per pair."""
+        w, s = self.words, self.slots
+        high = w[SW_HIGH]
+        out = []
+        acked = freed = 0
+        head = w[SW_FREE]
+        for idx, token in pairs:
+            if not 0 <= idx < high:
+                out.append(False)
+                continue
+            b = idx * SLOT_W
+            v = s[b]
+            if v & 0xFF != LEASED or v >> 32 != token or s[b + S_DEADLINE] <= now:
+                out.append(False)
+                continue
+            s[b] = v & ~0xFF  # FREE: the commit point
+            freed += rec_bytes(s[b + S_LENKIND] & 0xFFFFFFFF)
+            s[b + S_AUX] = head
+            head = idx + 1
+            acked += 1
+            out.append(True)
+        w[SW_FREE] = head
+        w[SW_LEASED] -= acked
+        w[SW_BYTES] -= freed
+        w[SW_ACKED] += acked
+        return out
 
     def set_state(self, idx: int, state: int, *, token: int | None = None,
                   deliveries: int | None = None) -> None:
@@ -450,6 +535,8 @@ class Side:
                 due = deadlines[i]
         for word, n in counts.items():
             w[word] = n
+        if states:  # a batch that died before storing the token counter used some
+            w[SW_TOKEN] = max(w[SW_TOKEN], max(v >> 32 for v in states))
         w[SW_BYTES] = nbytes
         w[SW_DUE] = due
         w[SW_FREE] = free
