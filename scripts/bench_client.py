@@ -230,6 +230,19 @@ class Cases:
 CASES = ("put", "get", "put_many", "get_many", "aget")
 
 
+def attempt(c: Cases, case: str, side: str, ops: int) -> tuple[float, float]:
+    """One timed run; a run that fails (a server worker restarted under load resets its
+    connections, and a plain dequeue is never retried) is said and run again."""
+    for _ in range(3):
+        try:
+            return timed(getattr(c, f"{side}_{case}"), ops)
+        except (zoldyq.ZoldyQError, httpx.HTTPError, TypeError) as ex:
+            print(f"  {side} {case}: run failed ({ex}), again", file=sys.stderr)
+            if case.startswith(("get", "aget")):
+                c.fill("get", ops)
+    raise RuntimeError(f"{side} {case} failed 3 times")
+
+
 def run(url: str, redis_url: str | None, ops: int, rounds: int) -> dict[str, Any]:
     c = Cases(url, redis_url, ops)
     sides = ("sdk", "raw", "redis") if redis_url else ("sdk", "raw")
@@ -244,7 +257,7 @@ def run(url: str, redis_url: str | None, ops: int, rounds: int) -> dict[str, Any
                 for side in sides:
                     if case.startswith(("get", "aget")):
                         c.fill("get", ops)
-                    runs[case][side].append(timed(getattr(c, f"{side}_{case}"), ops))
+                    runs[case][side].append(attempt(c, case, side, ops))
                     if case.startswith(("get", "aget")):
                         c.sdk.queue("get").clear()
                         if c.r is not None:
