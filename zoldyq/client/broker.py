@@ -16,11 +16,12 @@ import contextlib
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
 import orjson
+from websockets.exceptions import WebSocketException
 
 from zoldyq.api import KIND_BYTES, KIND_JSON, Caps, Receipt, check_queue_name
 from zoldyq.client import stream as ws_stream
@@ -36,7 +37,7 @@ class Message:
     """One message taken from a server; settle a leased one with ack/nack/extend."""
 
     __slots__ = ("_payload", "_queue", "data", "delivery_count", "enqueued_at", "kind",
-                 "lease_expires_at", "lease_id", "queue_name")
+                 "lease_expires_at", "lease_id", "queue_name", "settle")
 
     def __init__(self, queue: Queue, kind: int, payload: Any, data: bytes | None,
                  enqueued_at: int, doc: dict[str, Any] | None = None) -> None:
@@ -50,6 +51,8 @@ class Message:
         self.lease_id: str | None = doc.get("lease_id")
         self.delivery_count: int = doc.get("delivery_count") or 1
         self.lease_expires_at: int | None = doc.get("lease_expires_at")
+        # Set for a leased WebSocket stream's messages: ack/nack go on its connection
+        self.settle: Callable[[bytes], None] | None = None
 
     @property
     def payload(self) -> Any:
@@ -60,10 +63,28 @@ class Message:
         return self.kind == KIND_BYTES
 
     def ack(self) -> None:
+        """Settle for good. From a leased stream it is sent on the stream's connection (which
+        gives the stream its credit back) and a lease already gone is not reported."""
+        if self._on_stream({"ack": self._held()}):
+            return
         self._queue.ack(self._held())
 
     def nack(self, delay: float = 0.0) -> str | None:
+        """Give it back (at the head, after ``delay``); the DLQ's name if dead-lettered (over
+        HTTP; from a leased stream the frame is sent and None returned)."""
+        if self._on_stream({"nack": self._held(), "delay": delay}):
+            return None
         return self._queue.nack(self._held(), delay)
+
+    def _on_stream(self, frame: dict[str, Any]) -> bool:
+        if self.settle is None:
+            return False
+        try:
+            self.settle(_dumps(frame))
+        except (OSError, RuntimeError, WebSocketException):
+            self.settle = None  # the stream is gone, and the server gave its leases back
+            return False
+        return True
 
     def extend(self, seconds: float) -> int:
         self.lease_expires_at = self._queue.extend(self._held(), seconds)

@@ -13,9 +13,10 @@ is at-least-once: an unread message comes back when its lease ends.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,13 +26,17 @@ from websockets.sync.client import connect
 
 from zoldyq.api import KIND_BYTES, KIND_JSON
 from zoldyq.client.wire import backoff
-from zoldyq.errors import RequestError
 
 if TYPE_CHECKING:
     from zoldyq.client.broker import Message, Queue
 
+#: Sends a settle frame (``{"ack": id}``, ``{"nack": id, "delay": s}``) on the stream's
+#: connection: a leased stream's credit comes back only from its own frames.
+Settle = Callable[[bytes], None]
+
 POLL = 1.0  # seconds between looks at the idle deadline and interrupt()
 MAX_FRAME = 64 << 20
+PREFETCH = 10  # unacked leased messages in flight on one stream
 _DROPPED = (ConnectionClosed, OSError, TimeoutError, WebSocketException)
 
 
@@ -39,22 +44,31 @@ def _target(queue: Queue, lease: float | None) -> str:
     base = queue.broker.ws_url
     assert base
     path = f"{base.rstrip('/')}/queues/{urllib.parse.quote(queue.name, safe='')}/dequeue"
-    return path + (f"?lease={lease:g}" if lease is not None else "")
+    return path + (f"?lease={lease:g}&prefetch={PREFETCH}" if lease is not None else "")
 
 
 def _headers(queue: Queue) -> dict[str, str]:
     return dict(queue.broker.wire.headers)
 
 
-def _message(queue: Queue, frame: str | bytes) -> Message:
+def _message(queue: Queue, frame: str | bytes, settle: Settle | None = None
+             ) -> Message | None:
+    """The message a frame carries; None for the server's answers to settle frames."""
     from zoldyq.client.broker import Message
 
     if isinstance(frame, bytes):
         return Message(queue, KIND_BYTES, frame, frame, 0)
     doc: dict[str, Any] = orjson.loads(frame)
-    if "error" in doc and "payload" not in doc:
-        raise RequestError(400, str(doc["error"]), str(doc.get("message", "")))
-    return Message(queue, KIND_JSON, doc["payload"], None, int(doc.get("enqueued_at", 0)), doc)
+    if "payload" not in doc:
+        return None  # {"extended": ...} or an error about a lease: the HTTP call says it
+    at = int(doc.get("enqueued_at", 0))
+    if doc.get("encoding") == "base64":
+        data = base64.b64decode(doc["payload"])
+        m = Message(queue, KIND_BYTES, data, data, at, doc)
+    else:
+        m = Message(queue, KIND_JSON, doc["payload"], None, at, doc)
+    m.settle = settle
+    return m
 
 
 def _refused(queue: Queue, ex: InvalidStatus) -> Exception:
@@ -83,6 +97,7 @@ def sync_stream(queue: Queue, timeout: float | None, lease: float | None) -> Ite
         try:
             with connect(_target(queue, lease), additional_headers=_headers(queue),
                          max_size=MAX_FRAME, open_timeout=10) as ws:
+                settle = None if lease is None else _sender(ws)
                 while not broker.interrupted:
                     wait = POLL if idle_until is None else min(POLL, idle_until - time.monotonic())
                     if wait <= 0:
@@ -92,7 +107,9 @@ def sync_stream(queue: Queue, timeout: float | None, lease: float | None) -> Ite
                     except TimeoutError:
                         continue
                     attempt = 0
-                    msg = _message(queue, frame)
+                    msg = _message(queue, frame, settle)
+                    if msg is None:
+                        continue
                     yield msg
                     if idle_until is not None:
                         idle_until = time.monotonic() + timeout  # type: ignore[operator]
@@ -121,6 +138,22 @@ def _polled(queue: Queue, timeout: float | None, lease: float | None) -> Iterato
             yield msg
 
 
+def _sender(ws: Any) -> Settle:
+    return lambda frame: ws.send(frame.decode())  # thread-safe in websockets' sync client
+
+
+def _scheduler(ws: Any) -> Settle:
+    """``Message.ack()`` is called from the loop's own thread: send without blocking it."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    def settle(frame: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(ws.send(frame.decode()))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return settle
+
+
 async def async_stream(queue: Queue, lease: float | None) -> AsyncIterator[Message]:
     broker = queue.broker
     if not await asyncio.to_thread(lambda: broker.ws_url):  # /info once, off the loop
@@ -133,13 +166,16 @@ async def async_stream(queue: Queue, lease: float | None) -> AsyncIterator[Messa
         try:
             async with aconnect(_target(queue, lease), additional_headers=_headers(queue),
                                 max_size=MAX_FRAME, open_timeout=10) as ws:
+                settle = None if lease is None else _scheduler(ws)
                 while not broker.interrupted:
                     try:
                         frame = await asyncio.wait_for(ws.recv(), POLL)
                     except TimeoutError:
                         continue
                     attempt = 0
-                    yield _message(queue, frame)
+                    got = _message(queue, frame, settle)
+                    if got is not None:
+                        yield got
         except InvalidStatus as ex:
             if ex.response.status_code < 500:
                 raise _refused(queue, ex) from None
