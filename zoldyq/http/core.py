@@ -309,7 +309,13 @@ def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
                     f"integers: {', '.join(CAPS)})",
                 )
             caps[key] = value
-    q, created = ctx.broker.create_queue(name, exist_ok=True, **caps)
+    try:
+        q = ctx.broker.create_queue(name, **caps)
+        created = True
+    except errors.QueueExists as ex:
+        if ex.other_limits:
+            raise
+        q, created = ctx.queue(name), False
     return Reply(201 if created else 200, _dumps({"created": created, **queue_info(q)}))
 
 
