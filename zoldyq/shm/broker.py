@@ -38,7 +38,8 @@ from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD, SW_READY
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
 from zoldyq.shm.ring import min_ring_size, record_bytes
-from zoldyq.shm.side import DEAD, REDRIVE
+from zoldyq.shm.side import DEAD, DELAYED, REDRIVE
+from zoldyq.shm.side import READY as READY_STATE
 
 SWEEP_AGAIN = 1.0  # seconds before a retired handle still in use is looked at again
 T = TypeVar("T")
@@ -400,10 +401,21 @@ class Queue:
 
         For transports whose client left before the messages were written to it.
         """
-        records = [(m.kind, m.data, m.enqueued_at) for m in messages]
+        records = [(m.kind, m.data, m.enqueued_at, max(0, getattr(m, "delivery_count", 1) - 1))
+                   for m in messages]
         if not records:
             return 0
         return self._on(lambda sq: sq.requeue(records))
+
+    def held(self) -> list[tuple[int, bytes, int, int, int | None]]:
+        """(kind, data, enqueued_at, deliveries, deliver_at) of every message that is
+        leased, delayed or on its way to the DLQ: what a snapshot keeps besides ``peek``."""
+        out = []
+        for st, kind, data, enq, deliveries, deadline, _key in self._on(
+                SharedQueue.held_messages):
+            if st != READY_STATE:
+                out.append((kind, data, enq, deliveries, deadline if st == DELAYED else None))
+        return out
 
     def redrive(self) -> int:
         """On a dead-letter queue: move its messages back to their queues; return how many."""

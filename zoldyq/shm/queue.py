@@ -545,8 +545,8 @@ class SharedQueue:
         finally:
             lock.release()
 
-    def requeue(self, records: Sequence[tuple[int, bytes, int]]) -> int:
-        """Put plain-taken (kind, data, enqueued_at) back ahead of the ring, in order.
+    def requeue(self, records: Sequence[tuple[int, bytes, int, int]]) -> int:
+        """Put taken (kind, data, enqueued_at, deliveries) back ahead of the ring, in order.
 
         Each message is committed by its own slot store, so a process killed
         half-way has put back a prefix (the rest it had taken anyway).
@@ -554,9 +554,9 @@ class SharedQueue:
         side = self.side
         lock = self._locked()
         try:
-            for i, (kind, data, enq) in enumerate(records):
+            for i, (kind, data, enq, deliveries) in enumerate(records):
                 try:
-                    side.store(kind, data, enq, READY, key=enq, seq=i)
+                    side.store(kind, data, enq, READY, key=enq, seq=i, deliveries=deliveries)
                 except SideFull:
                     raise QueueFull(self.name, self.ring.max_messages,
                                     self.ring.count() + side.count(), self.ring.size, 0) from None
