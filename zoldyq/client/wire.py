@@ -59,6 +59,8 @@ class Wire:
         self.url = url.rstrip("/")
         self.retries = retries
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if self.url.startswith("http:"):
+            verify = False  # no TLS to verify: skip loading the CA bundle (slow, per client)
         self._verify = verify
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64,
                               keepalive_expiry=KEEPALIVE_EXPIRY)
