@@ -136,20 +136,28 @@ class Queue:
         """
         t0 = _perf_ns()
         for attempt in (0, 1):
-            sq = self._sq or self._resolve(create=True)
+            sq = self._live(create=True)
             limit = sq.max_message_bytes
             for _, data in records:
                 if len(data) > limit:
                     raise MessageTooLarge(len(data), limit, self.name)
-            if not records:
-                return _receipt((sq.ring.count(), time.time_ns() // 1000))
             try:
+                if not records:
+                    return _receipt((sq.stats()["size"], time.time_ns() // 1000))
                 return _receipt(sq.put(records, t0))
             except ClosedError:
                 self._forget(sq)
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def _live(self, create: bool) -> SharedQueue:
+        """The cached shared queue unless this process closed it (it was deleted), for the
+        paths that read it without taking one of its locks."""
+        sq = self._sq
+        if sq is None or sq.closed:
+            sq = self._resolve(create)
+        return sq
 
     def _resolve(self, create: bool) -> SharedQueue:
         self._sq = sq = self.broker._shared(self.name, create)
@@ -221,7 +229,7 @@ class Queue:
             remaining = deadline - time.monotonic()
             if got or self.broker.interrupted:
                 return got
-            sq = self._sq or self._resolve(create=False)
+            sq = self._live(create=False)
             if remaining <= 0:
                 if timeout > 0:
                     sq.note_timeout()
