@@ -98,6 +98,15 @@ def test_get_max_and_empty(local: Run) -> None:
     assert local("get", "q", "--json")[:2] == (3, "")
 
 
+def test_peek_leaves_the_messages(local: Run) -> None:
+    """peek prints the head in order and takes nothing; an empty queue exits 3."""
+    local("put", "q", "--lines", stdin=b"1\n2\n3\n")
+    assert local("peek", "q", "--max", "2") == (0, "1\n2\n", "")
+    assert local("peek", "q") == (0, "1\n2\n3\n", "")
+    assert local("get", "q", "--max", "5") == (0, "1\n2\n3\n", "")
+    assert local("peek", "q") == (3, "", "zoldyq: queue 'q' is empty\n")
+
+
 def test_errors_are_clear(local: Run) -> None:
     """Bad input and missing queues exit 1 with one sentence on stderr, never a traceback."""
     assert local("get", "nope") == (1, "", "zoldyq: Queue 'nope' does not exist\n")
@@ -249,6 +258,10 @@ def test_http_put_get(remote: Run) -> None:
     assert remote("put", "r", '{"a": 1}') == (0, "queued in 'r' (size 1)\n", "")
     assert remote("put", "r", "--raw", "bytes!")[0] == 0
     assert remote.json("put", "r", "--lines", stdin=b"2\n3\n")["count"] == 2
+    assert remote("peek", "r", "--max", "1") == (0, '{"a":1}\n', "")
+    peeked = remote.json("peek", "r")
+    assert [m["raw"] for m in peeked] == [False, True, False, False]
+    assert peeked[1]["payload_base64"] == "Ynl0ZXMh"
     assert remote("get", "r") == (0, '{"a":1}\n', "")
     raw = remote.json("get", "r")
     assert (raw["raw"], raw["payload_base64"]) == (True, "Ynl0ZXMh")
@@ -368,3 +381,29 @@ def test_http_long_poll_timeout_is_counted(remote: Run, server: servers.Server) 
 
     resp = server.call("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert value(resp.body.decode(), "zoldyq_dequeue_timeout_total", queue="t") == 1
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_leases_delays_and_redrive(where: str, request: pytest.FixtureRequest) -> None:
+    """get --lease prints the lease id; ack, nack and redrive settle it; put --delay hides."""
+    run: Run = request.getfixturevalue(where)
+    q = f"lease-{where}"
+    assert run("put", q, '"a"')[0] == 0
+    code, out, _ = run("get", q, "--lease", "30")
+    assert code == 0
+    lease_id, payload = out.rstrip("\n").split("\t")
+    assert payload == '"a"'
+    assert run("ack", q, lease_id)[0] == 0
+    code, out, _ = run("ack", q, lease_id)
+    assert code == 1
+    assert f"not held: {lease_id}" in out
+    assert run("put", q, '"b"')[0] == 0
+    msg = run.json("get", q, "--lease", "30")
+    assert (msg["payload"], msg["delivery_count"]) == ("b", 1)
+    assert run.json("nack", q, msg["lease_id"]) == {"nacked": 1, "queue_name": q}
+    assert run.json("get", q)["payload"] == "b"
+    receipt = run.json("put", q, '"later"', "--delay", "0.3")
+    assert receipt["deliver_at"] > time.time_ns() // 1000
+    assert run("get", q)[0] == 3  # not yet
+    assert run.json("get", q, "--timeout", "3")["payload"] == "later"
+    assert run.json("redrive", q) == {"redriven": 0, "queue_name": q}  # not a DLQ: nothing

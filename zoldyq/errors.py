@@ -379,10 +379,16 @@ REQUEST_ERRORS: dict[str, int] = {
     "batch_too_large": 400,
     "bad_timeout": 400,
     "bad_max": 400,
+    "bad_lease": 400,
+    "bad_delay": 400,
+    "missing_lease_id": 400,
     "bad_caps": 400,
     "bad_snapshot_request": 400,
     "incomplete_body": 400,
     "unauthorized": 401,
+    "ui_read_only": 403,
+    "ui_off": 404,
+    "ui_file_not_found": 404,
     "body_too_large": 413,
 }
 
