@@ -53,7 +53,7 @@ from zoldyq.shm.layout import (
     W_VERSION,
     W_WAITERS,
 )
-from zoldyq.shm.lock import RobustLock
+from zoldyq.shm.lock import RobustLock, patient
 from zoldyq.shm.ring import Record, Ring, RingCorrupt, RingFull
 
 RESERVE_CHUNK = 1 << 20  # ring memory is backed 1 MiB at a time as it is first used
@@ -135,8 +135,12 @@ class SharedQueue:
             segment.unlink_sem(objs[key])
 
     def mark_deleted(self) -> None:
-        """Close the queue for every process: later puts and gets raise QueueDeleted."""
-        with self.put_lock, self.get_lock:
+        """Close the queue for every process: later puts and gets raise QueueDeleted.
+
+        Called inside a registry change, which must finish once begun: it waits
+        for the queue's locks whatever the calling thread's wait policy.
+        """
+        with patient(), self.put_lock, self.get_lock:
             self.words[W_FLAGS] |= FLAG_CLOSED
         for _ in range(self.words[W_WAITERS] + 1):
             self.bell.release()  # every parked consumer, in any process, wakes and sees it

@@ -27,6 +27,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from zoldyq.api import KIND_BYTES
+from zoldyq.broker import LockBusy, from_loop
 from zoldyq.errors import (
     BrokenError,
     ClosedError,
@@ -45,6 +46,7 @@ KERNEL_SEND_BUFFER = 64 << 10  # per dequeue stream (the kernel doubles it)
 MAX_PIPELINE = 1024  # received frames not yet enqueued, per connection, at most
 IDLE_WAIT = 5.0  # an empty stream re-checks for shutdown at least this often
 MISSING_QUEUE_POLL = 0.2  # a stream on a queue that does not exist yet looks again
+BUSY_POLL = 0.1  # a stream on a queue whose lock another process holds looks again
 SHUTDOWN_REASON = "going_away: the server is shutting down"
 
 
@@ -162,7 +164,7 @@ async def enqueue(ws: ServerConnection, queue: Queue) -> None:
             pending.clear()
             arrived.clear()
             room.set()
-            await send_frames(ws, batcher.apply(batch))
+            await send_frames(ws, await batcher.apply(batch))
         reader.result()  # re-raise what ended the reader, if anything but a close
     finally:
         reader.cancel()
@@ -175,7 +177,7 @@ class Batcher:
         self.queue = queue
         self.prefix = frames.ack_prefix(queue.name)
 
-    def apply(self, batch: list[str | bytes]) -> list[bytes]:
+    async def apply(self, batch: list[str | bytes]) -> list[bytes]:
         out: list[bytes] = [b""] * len(batch)
         run: list[tuple[int, tuple[int, bytes]]] = []
         parse = frames.parse_enqueue
@@ -183,24 +185,25 @@ class Batcher:
             try:
                 run.append((i, parse(frame)))
             except frames.BadFrame as ex:
-                self._put(run, out)
+                await self._put(run, out)
                 run = []
                 out[i] = frames.error(ex)
-        self._put(run, out)
+        await self._put(run, out)
         return out
 
-    def _put(self, run: list[tuple[int, tuple[int, bytes]]], out: list[bytes]) -> None:
+    async def _put(self, run: list[tuple[int, tuple[int, bytes]]], out: list[bytes]) -> None:
         """Enqueue a run of records all at once; if that fails, one by one for exact answers."""
         if not run:
             return
         try:
-            size, at = self.queue.put_records([rec for _, rec in run])
+            size, at = await from_loop(self.queue.name, self.queue.put_records,
+                                       [rec for _, rec in run])
         except (BrokenError, ClosedError):
             raise
         except ZoldyQError as ex:
             if len(run) > 1:
                 for item in run:
-                    self._put([item], out)
+                    await self._put([item], out)
             else:
                 out[run[0][0]] = frames.error(ex)
             return
@@ -248,12 +251,16 @@ class Dequeue:
         """Up to ``want`` messages, waiting for the first; none once the connection is gone."""
         if self.ws.state is not State.OPEN:
             return []
-        msgs = self.queue.get_many(want, 0)
-        if msgs:
-            return msgs
-        self.waiting = True  # from here to the await, nothing can close us unnoticed
         try:
+            msgs = self.queue.get_many(want, 0)  # the loop thread never waits for a lock
+            if msgs:
+                return msgs
+            self.waiting = True  # from here to the await, nothing can close us unnoticed
             return await self.queue.aget_many(want, IDLE_WAIT)
+        except LockBusy:  # held by a stopped process: look again soon
+            self.waiting = True
+            await asyncio.sleep(BUSY_POLL)
+            return []
         finally:
             self.waiting = False
 

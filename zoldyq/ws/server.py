@@ -31,7 +31,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 import zoldyq
-from zoldyq.broker import open_namespace
+from zoldyq.broker import loop_thread, open_namespace
 from zoldyq.errors import ZoldyQError
 from zoldyq.ops import logs
 from zoldyq.settings import Settings
@@ -75,6 +75,7 @@ async def serve_until_stopped(
 ) -> None:
     """Serve ``broker`` on ``settings.host:ws_port`` until ``stop`` is set (or a signal)."""
     loop = asyncio.get_running_loop()
+    loop_thread()  # no lock held by a stopped process may freeze every connection
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
