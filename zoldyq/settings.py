@@ -70,6 +70,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dequeue_max_timeout", float, 30.0, "longest dequeue long-poll, seconds"),
     Setting("max_batch", int, 1000, "most messages in one batch request"),
     Setting("token", _optional_str, None, "bearer token required by HTTP/WS (unset: no auth)"),
+    Setting("token_file", _optional_str, None,
+            "file holding the token (a flag's value shows in ps; a file's does not)"),
     Setting("tls_cert", _optional_str, None, "TLS certificate file (enables HTTPS/WSS)"),
     Setting("tls_key", _optional_str, None, "TLS private key file"),
     Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
@@ -108,6 +110,7 @@ class Settings:
     dequeue_max_timeout: float
     max_batch: int
     token: str | None
+    token_file: str | None
     tls_cert: str | None
     tls_key: str | None
     log_level: str
@@ -148,6 +151,8 @@ class Settings:
         for key, raw in (cli or {}).items():
             if raw is not None:
                 values[key] = _parse(key, raw, _BY_NAME[key].flag)
+        if values["token_file"]:
+            values["token"] = _read_token(values["token_file"])
         settings = cls(**values)
         settings._check()
         return settings
@@ -183,6 +188,16 @@ class Settings:
         if out["token"]:
             out["token"] = "***"
         return out
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as ex:
+        raise ConfigError(f"token_file {path}: {ex}") from None
+    if not token:
+        raise ConfigError(f"token_file {path} is empty")
+    return token
 
 
 def _parse(name: str, raw: Any, source: str) -> Any:

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         return commands.run(args)
     try:
         settings = settings_mod.from_args(args)
+        if getattr(args, "token", None):
+            print("zoldyq: warning: a --token value shows in ps to every user of this host; "
+                  "use ZOLDYQ_TOKEN or --token-file", file=sys.stderr)
         if args.command == "config":
             print(json.dumps(settings.public(), indent=2))
             return 0

@@ -4,12 +4,18 @@
 is the ``logconfig_dict`` that routes gunicorn's own loggers through the
 same formatter, so a server's output has one format. Stack traces stay in
 the log (as one JSON field, or indented lines when pretty), never on the wire.
+
+Secrets never reach a log line, at any level: ``Redact`` (a filter on the
+one handler every logger writes through) blanks the configured token
+wherever it appears, and any ``?token=`` value or ``Authorization``
+credentials (the websockets library logs both at debug level).
 """
 
 from __future__ import annotations
 
 import logging
 import logging.config
+import re
 import time
 from typing import Any
 
@@ -19,6 +25,38 @@ from zoldyq.settings import Settings
 
 LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR"}
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+REDACTED = "<redacted>"
+_SECRET_SHAPES = re.compile(
+    r"(?i)(token=)[^&\s'\"]+|(authorization['\"]?[:=,]?\s*['\"]?(?:bearer|basic)?\s*)[^\s'\",]+"
+)
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """``text`` with ``secret`` and every token-shaped value replaced by ``<redacted>``."""
+    if secret:
+        text = text.replace(secret, REDACTED)
+    return _SECRET_SHAPES.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, text)
+
+
+class Redact(logging.Filter):
+    """Rewrites each record's message (and stack trace) with ``redact``."""
+
+    def __init__(self, secret: str | None = None) -> None:
+        super().__init__()
+        self.secret = secret or None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, self.secret)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secret)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,7 +74,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _RESERVED and not key.startswith("_"):
                 out[key] = value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
 
 
@@ -60,11 +98,13 @@ def logconfig(settings: Settings) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for the root, zoldyq and gunicorn loggers."""
     level = LEVELS[settings.log_level]
     handler = {"class": "logging.StreamHandler", "formatter": "zoldyq",
-               "stream": "ext://sys.stderr"}
+               "stream": "ext://sys.stderr", "filters": ["redact"]}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"zoldyq": _formatter_ref(settings.log_format)},
+        "filters": {"redact": {"()": f"{Redact.__module__}.{Redact.__qualname__}",
+                               "secret": settings.token}},
         "handlers": {"stderr": handler},
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
