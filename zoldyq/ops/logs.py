@@ -8,7 +8,11 @@ the log (as one JSON field, or indented lines when pretty), never on the wire.
 Secrets never reach a log line, at any level: ``Redact`` (a filter on the
 one handler every logger writes through) blanks the configured token
 wherever it appears, and any ``?token=`` value or ``Authorization``
-credentials (the websockets library logs both at debug level).
+credentials (the websockets library logs both at debug level). And no
+repeated warning or error can flood the log: ``RateLimit`` lets
+``BURST`` lines of one message template through per ``WINDOW`` seconds and
+then says how many it dropped (a process at its descriptor limit once wrote a
+traceback per accept retry, hundreds of megabytes a minute).
 """
 
 from __future__ import annotations
@@ -59,6 +63,35 @@ class Redact(logging.Filter):
         return True
 
 
+class RateLimit(logging.Filter):
+    """At most ``burst`` records per (logger, level, message template) per ``window`` s,
+    from warning level up; the first one after a window that dropped some says how many."""
+
+    MAX_KEYS = 1024
+
+    def __init__(self, burst: int = 10, window: float = 10.0) -> None:
+        super().__init__()
+        self.burst, self.window = burst, window
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # key -> [start, count]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.window:
+            entry[1] += 1
+            return entry[1] <= self.burst
+        if len(self._seen) >= self.MAX_KEYS:
+            self._seen.clear()
+        self._seen[key] = [now, 1]
+        dropped = int(entry[1]) - self.burst if entry is not None else 0
+        if dropped > 0:
+            record.msg = f"{record.msg} [{dropped} more like this in {self.window:g} s not shown]"
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "pid", "msg", ...extra, "exc"}`` on one line."""
 
@@ -98,12 +131,13 @@ def logconfig(settings: Settings) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for the root, zoldyq and gunicorn loggers."""
     level = LEVELS[settings.log_level]
     handler = {"class": "logging.StreamHandler", "formatter": "zoldyq",
-               "stream": "ext://sys.stderr", "filters": ["redact"]}
+               "stream": "ext://sys.stderr", "filters": ["ratelimit", "redact"]}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"zoldyq": _formatter_ref(settings.log_format)},
-        "filters": {"redact": {"()": f"{Redact.__module__}.{Redact.__qualname__}",
+        "filters": {"ratelimit": {"()": f"{RateLimit.__module__}.{RateLimit.__qualname__}"},
+                    "redact": {"()": f"{Redact.__module__}.{Redact.__qualname__}",
                                "secret": settings.token}},
         "handlers": {"stderr": handler},
         "root": {"level": level, "handlers": ["stderr"]},

@@ -10,6 +10,16 @@ is not empty and has not moved for ``ws_slow_consumer_timeout`` seconds gets
 close code 1008 ``slow_consumer``. It samples buffers once per tick instead
 of timing every send, so the streaming path pays nothing for it.
 
+File descriptors: each connection costs one, and a process at its
+``RLIMIT_NOFILE`` can no longer accept (asyncio then retries and logs every
+second, and handshakes time out). So the sidecar raises its soft limit to
+the hard one, keeps ``FD_MARGIN`` for itself, two per queue for the
+namespace and ``BACKLOG`` for a burst of accepts (asyncio accepts up to the
+backlog before any connection is seen), and derives the connection limit
+from the rest (``connection_limit``). Past it a handshake gets 503, and a TCP
+connection (open or still handshaking) past it is answered 503 and closed at
+once, so the descriptors never run out.
+
 SIGTERM/SIGINT only set an event; the main coroutine then closes every
 connection with 1001, wakes the waiting streams and returns.
 """
@@ -21,8 +31,10 @@ import contextlib
 import functools
 import http
 import logging
+import resource
 import signal
 import ssl
+from typing import Any
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -44,6 +56,26 @@ from zoldyq.ws.handlers import SHUTDOWN_REASON, handle
 log = logging.getLogger("zoldyq.ws")
 
 WRITE_LIMIT = 32 << 10  # transport high-water mark: what may sit in our buffers per stream
+FD_MARGIN = 32  # descriptors kept for the process itself (logs, listeners, the loop's own)
+FDS_PER_QUEUE = 2  # a queue handle keeps its two lock files open
+BACKLOG = 64  # listen backlog, and so the most connections asyncio accepts in one go
+
+
+def connection_limit(configured: int, max_queues: int) -> int:
+    """``configured``, lowered to what ``RLIMIT_NOFILE`` leaves after the margin (at least 1).
+
+    The soft limit is raised to the hard one first, as most servers do.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft - FD_MARGIN - FDS_PER_QUEUE * max_queues - BACKLOG))
 
 
 def run(settings: Settings, standalone: bool = False) -> int:
@@ -100,12 +132,17 @@ async def serve_until_stopped(
 async def start(settings: Settings, broker: Broker) -> Server:
     """Start listening (the caller closes the returned server)."""
     server: Server | None = None
+    limit = connection_limit(settings.ws_max_connections, broker.max_queues)
+    if limit < settings.ws_max_connections:
+        log.warning("at most %d WebSocket connections (ws_max_connections %d does not fit the "
+                    "file descriptor limit %d)", limit, settings.ws_max_connections,
+                    resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    too_many = _reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "too_many_connections",
+                       f"the server holds its maximum of {limit} WebSocket connections")
 
     def check(conn: ServerConnection, request: Request) -> Response | None:
-        if server is not None and len(server.connections) >= settings.ws_max_connections:
-            return _reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "too_many_connections",
-                           f"the server holds its maximum of {settings.ws_max_connections} "
-                           "WebSocket connections")
+        if server is not None and len(server.handler_tasks) > limit:
+            return too_many
         if not token_ok(settings.token, request.headers.get("Authorization"), request.path):
             resp = _reject(http.HTTPStatus.UNAUTHORIZED, "unauthorized",
                            "a valid bearer token is required "
@@ -128,8 +165,61 @@ async def start(settings: Settings, broker: Broker) -> Server:
         write_limit=WRITE_LIMIT,
         ssl=_ssl_context(settings),
         server_header=None,
+        create_connection=_guarded(limit, _raw(too_many)),
+        backlog=BACKLOG,
     )
     return server
+
+
+def _raw(resp: Response) -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in resp.headers.raw_items())
+    return f"HTTP/1.1 {resp.status_code} {resp.reason_phrase}\r\n{head}\r\n".encode() + resp.body
+
+
+def _guarded(limit: int, refusal: bytes) -> type[ServerConnection]:
+    """A connection class that answers 503 at once past ``limit`` TCP connections (open
+    or handshaking), with no handshake task.
+
+    A refused socket is answered once the client's request has arrived
+    (answering earlier, or closing on unread data, can make the client lose
+    the answer), and closed after a second without one; during a flood, past
+    half the backlog of such sockets, the next ones are closed at once.
+    """
+    lingering = [0]
+
+    class Guarded(ServerConnection):
+        _refused = False
+
+        def connection_made(self, transport: Any) -> None:
+            if len(self.server.handler_tasks) < limit:
+                super().connection_made(transport)
+                return
+            self._refused = True
+            if lingering[0] >= BACKLOG // 2:
+                transport.close()
+                return
+            lingering[0] += 1
+            self._closer = self.loop.call_later(1.0, transport.close)
+            self._transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            if not self._refused:
+                super().data_received(data)
+            elif b"\r\n\r\n" in data and not self._transport.is_closing():
+                self._transport.write(refusal)
+                self._transport.close()
+
+        def eof_received(self) -> bool | None:
+            return None if self._refused else super().eof_received()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not self._refused:
+                super().connection_lost(exc)
+            elif hasattr(self, "_closer"):
+                self._closer.cancel()
+                lingering[0] -= 1
+
+    return Guarded
 
 
 def _reject(status: http.HTTPStatus, code: str, message: str) -> Response:
