@@ -10,11 +10,26 @@ from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.ws import checks, frames
 
 
-def test_text_frame_stores_the_payload_as_compact_json() -> None:
-    """A text frame {"payload": v} is stored as v's JSON; other keys are ignored."""
+def test_text_frame_stores_the_payload_bytes_as_sent() -> None:
+    """A text frame {"payload": v} is stored as v's own bytes; other keys are ignored."""
     assert frames.parse_enqueue('{ "payload" : {"a": [1, 2]}, "x": 1 }') == (
-        KIND_JSON, b'{"a":[1,2]}')
+        KIND_JSON, b'{"a": [1, 2]}')
     assert frames.parse_enqueue('{"payload": null}') == (KIND_JSON, b"null")
+
+
+@pytest.mark.parametrize("number", [
+    "123456789012345678901234567890", "18446744073709551616", "-9223372036854775809",
+    "1.10", "1e2", "0.1000000000000000055511151231257827", "-0",
+])
+@pytest.mark.parametrize("envelope", ['{"payload": %s}', '{"x": [1], "payload": [%s] }',
+                                      '{"payload": 1, "payload": {"n": %s}}'])
+def test_numbers_are_never_rewritten(number: str, envelope: str) -> None:
+    """Big integers, trailing zeros, exponents: the stored bytes are the client's (issue 10, 3)."""
+    frame = envelope % number
+    kind, data = frames.parse_enqueue(frame)
+    assert kind == KIND_JSON
+    assert number.encode() in data
+    assert orjson.loads(data) == orjson.loads(frame)["payload"]
 
 
 def test_binary_frame_is_stored_raw() -> None:
@@ -100,6 +115,15 @@ def test_bad_queue_names_are_refused() -> None:
         checks.parse_path("/queues/" + "a" * 65 + "/enqueue")
     with pytest.raises(InvalidName, match=r"^invalid queue name ''"):
         checks.parse_path("/queues//enqueue")
+
+
+def test_names_are_percent_decoded_like_http_paths() -> None:
+    """``%2D`` is ``-`` on WebSocket as on HTTP; ``.``/``..`` (even encoded) are no names."""
+    assert checks.parse_path("/queues/a%2Db/dequeue") == ("a-b", "dequeue")
+    assert checks.parse_path("/queues/%6Aobs/enqueue") == ("jobs", "enqueue")
+    for name in (".", "..", "%2e", "%2e%2e", "%2E.", "a%2Fb", "%ff", "%00"):
+        with pytest.raises(InvalidName):
+            checks.parse_path(f"/queues/{name}/enqueue")
 
 
 def test_token_from_header_or_query() -> None:

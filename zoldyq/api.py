@@ -19,11 +19,14 @@ Delivery semantics, the same on every engine:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from zoldyq.errors import InvalidName
+import orjson
+
+from zoldyq.errors import InvalidName, InvalidPayload
 
 KIND_JSON = 1  # payload bytes are one JSON document, stored as the client sent it
 KIND_BYTES = 2  # payload bytes are opaque
@@ -54,6 +57,87 @@ def check_namespace(name: object) -> str:
     if isinstance(name, str) and _NAMESPACE.fullmatch(name):
         return name
     raise InvalidName(name, "namespace")
+
+
+# -- JSON envelopes: the exact bytes a client sent -------------------------------------
+#
+# A transport gets a payload inside an envelope (``{"payload": <json>}``) and
+# stores the payload's own bytes, as sent: decoding and re-encoding would
+# rewrite numbers (orjson reads 123456789012345678901234567890 as a float).
+# orjson validates the whole document; the stdlib's scanner finds the spans.
+
+_HEAD = re.compile(rb'\s*\{\s*"([A-Za-z_]+)"\s*:')
+_WS = re.compile(r"[ \t\n\r]*")
+_scanner = json.JSONDecoder()
+
+
+def json_field(body: bytes | str, key: str) -> tuple[Any, bytes | None]:
+    """(document, the exact bytes of its member ``key``, or None if it is not an object
+    with that member). Raises orjson.JSONDecodeError if ``body`` is not JSON."""
+    doc = orjson.loads(body)
+    if type(doc) is not dict or key not in doc:
+        return doc, None
+    raw = body.encode() if isinstance(body, str) else body
+    m = _HEAD.match(raw)
+    if len(doc) == 1 and m is not None and m.group(1) == key.encode():
+        end = raw.rstrip()
+        value = end[m.end() : -1].strip()  # the only member: all between ':' and '}'
+        try:
+            orjson.loads(value)  # a duplicate key would leave a top-level comma in it
+            return doc, value
+        except orjson.JSONDecodeError:
+            pass
+    return doc, _member_span(raw.decode(), key).encode()
+
+
+def json_items(array: bytes) -> list[bytes]:
+    """The exact bytes of each element of a JSON array (already validated)."""
+    text = array.decode()
+    i = _WS.match(text, 0).end() + 1  # type: ignore[union-attr]
+    out: list[bytes] = []
+    i = _WS.match(text, i).end()  # type: ignore[union-attr]
+    if text[i] == "]":
+        return out
+    while True:
+        end = _scan_end(text, i)
+        out.append(text[i:end].encode())
+        i = _WS.match(text, end).end()  # type: ignore[union-attr]
+        if text[i] == "]":
+            return out
+        i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+
+
+def _member_span(text: str, key: str) -> str:
+    """The text of the last member ``key`` of the JSON object ``text`` (orjson's choice)."""
+    i = _WS.match(text, 0).end() + 1  # type: ignore[union-attr]
+    found = ""
+    while True:
+        i = _WS.match(text, i).end()  # type: ignore[union-attr]
+        if text[i] == "}":
+            return found
+        name, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+        i = _WS.match(text, _WS.match(text, i).end() + 1).end()  # type: ignore[union-attr]
+        end = _scan_end(text, i)
+        if name == key:
+            found = text[i:end]
+        i = _WS.match(text, end).end()  # type: ignore[union-attr]
+        if text[i] == ",":
+            i += 1
+
+
+def _scan_end(text: str, i: int) -> int:
+    try:
+        return int(_scanner.raw_decode(text, i)[1])
+    except RecursionError:
+        raise InvalidPayload("nested too deep to store") from None
+
+
+def check_json(data: bytes) -> None:
+    """Raises InvalidPayload unless ``data`` is one JSON document (what KIND_JSON holds)."""
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError as ex:
+        raise InvalidPayload(str(ex)) from None
 
 
 class Caps(NamedTuple):

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 import posix_ipc
 
+from zoldyq.api import check_json
 from zoldyq.errors import (
     ClosedError,
     InvalidPayload,
@@ -119,17 +120,29 @@ class Queue:
             return _receipt(sq.put(((kind, data),), t0))
         except ClosedError:
             self._forget(sq)
-            return self.put_records([(kind, data)])
+            return self._put_records([(kind, data)])
 
     def put_many(self, payloads: Iterable[Any]) -> Receipt:
         """Enqueue JSON values in one lock round trip: all of them or none."""
-        return self.put_records([(KIND_JSON, encode_json(p)) for p in payloads])
+        return self._put_records([(KIND_JSON, encode_json(p)) for p in payloads])
 
     def put_records(self, records: list[tuple[int, bytes]]) -> Receipt:
         """Enqueue pre-encoded (kind, data) records, all or none.
 
-        For transports that already hold valid JSON bytes: nothing is re-encoded.
+        For transports that hold the client's JSON bytes: nothing is re-encoded,
+        but every JSON record is checked to be one JSON document (InvalidPayload
+        otherwise), so a consumer never gets invalid JSON, nor one record that
+        reads as two messages once spliced into a batch.
         """
+        for kind, data in records:
+            if kind == KIND_JSON:
+                check_json(data)
+            elif kind != KIND_BYTES:
+                raise InvalidPayload(f"unknown record kind {kind!r}")
+        return self._put_records(records)
+
+    def _put_records(self, records: list[tuple[int, bytes]]) -> Receipt:
+        """put_records for records known to be valid (encoded here)."""
         t0 = _perf_ns()
         for attempt in (0, 1):
             sq = self._sq or self._resolve(create=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from zoldyq.errors import ZoldyQError
 from zoldyq.shm import names
@@ -29,6 +29,9 @@ class BadPath(ZoldyQError):
 def parse_path(target: str) -> tuple[str, str]:
     """(queue name, operation) of a request target such as ``/queues/jobs/dequeue?x=1``.
 
+    The name is percent-decoded, as HTTP's router does (``/queues/a%2Db/...`` is
+    queue ``a-b`` on both, and ``%2e%2e`` is ``..``, which is not a name).
+
     Raises:
         BadPath: any other shape of path.
         InvalidName: the queue name is not valid.
@@ -36,7 +39,7 @@ def parse_path(target: str) -> tuple[str, str]:
     parts = urlsplit(target).path.split("/")
     if len(parts) != 4 or parts[0] or parts[1] != "queues" or parts[3] not in OPERATIONS:
         raise BadPath(urlsplit(target).path)
-    return names.check_queue_name(parts[2]), parts[3]
+    return names.check_queue_name(unquote(parts[2], errors="replace")), parts[3]
 
 
 def token_ok(expected: str | None, authorization: str | None, target: str) -> bool:

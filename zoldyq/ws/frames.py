@@ -11,8 +11,9 @@ Dequeue stream, server -> client:
     text frame    ``{"payload":<json>,"queue_name":..,"enqueued_at":..}`` per JSON message
     binary frame  the raw bytes of a raw message
 
-Frames are built by concatenating the stored JSON bytes: a dequeued payload is
-never decoded and re-encoded. Queue names need no escaping (``[A-Za-z0-9_.-]``).
+A text frame's payload is stored as the exact bytes the client sent (numbers
+are never rewritten), and frames are built by concatenating the stored JSON
+bytes: a payload is never decoded and re-encoded. Queue names need no escaping (``[A-Za-z0-9_.-]``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import struct
 
 import orjson
 
-from zoldyq.api import KIND_BYTES, KIND_JSON
+from zoldyq.api import KIND_BYTES, KIND_JSON, json_field
 from zoldyq.errors import InvalidPayload, ZoldyQError
 
 _loads = orjson.loads
@@ -57,15 +58,14 @@ def parse_enqueue(frame: str | bytes) -> tuple[int, bytes]:
     if type(frame) is bytes:
         return KIND_BYTES, frame
     try:
-        obj = _loads(frame)
+        _, raw = json_field(frame, "payload")
     except _JSONDecodeError as ex:
         raise BadFrame(f"frame is not valid JSON: {ex}") from None
-    if type(obj) is not dict or "payload" not in obj:
-        raise BadFrame('a text frame must be a JSON object {"payload": <value>}')
-    try:
-        return KIND_JSON, _dumps(obj["payload"])
-    except orjson.JSONEncodeError as ex:  # nested deeper than orjson writes (254 levels)
+    except InvalidPayload as ex:
         raise BadFrame(f"payload cannot be stored: {ex}") from None
+    if raw is None:
+        raise BadFrame('a text frame must be a JSON object {"payload": <value>}')
+    return KIND_JSON, raw
 
 
 def ack_prefix(queue_name: str) -> bytes:
