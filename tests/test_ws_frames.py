@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from zoldyq import api
 from zoldyq.errors import InvalidName, InvalidPayload, MessageTooLarge, QueueFull
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.ws import checks, frames
@@ -139,11 +140,29 @@ def test_token_from_header_or_query() -> None:
     assert not checks.token_ok("s3cret", "Bearer s3cre", path)
 
 
-def test_origins_setting() -> None:
-    """Unset allows any Origin; a list also lets clients without an Origin header in."""
-    assert checks.origins(None) is None
-    assert checks.origins("https://a.example, https://b.example") == [
-        "https://a.example", "https://b.example", None]
+@pytest.mark.parametrize(("origin", "host", "ok"), [
+    (None, "127.0.0.1:9001", True),  # not a browser
+    ("http://127.0.0.1:9000", "127.0.0.1:9001", True),  # a page the HTTP port served
+    ("https://127.0.0.1:9001", "127.0.0.1:9001", True),
+    ("HTTP://LocalHost:9000", "localhost:9001", True),
+    ("http://localhost:9000", "127.0.0.1:9001", False),  # another host name
+    ("http://127.0.0.1:8080", "127.0.0.1:9001", False),  # another port
+    ("http://127.0.0.1", "127.0.0.1:9001", False),
+    ("https://evil.example", "127.0.0.1:9001", False),
+    ("null", "127.0.0.1:9001", False),  # sandboxed frames, file://
+    ("http://127.0.0.1:99999", "127.0.0.1:9001", False),
+    ("https://app.example", "127.0.0.1:9001", True),  # listed
+    ("https://app.example/", "127.0.0.1:9001", True),
+])
+def test_origin_policy(origin: str | None, host: str, ok: bool) -> None:
+    """No Origin, the server's own (its Host, one of its ports) or a listed one (issue 10, 7)."""
+    allowed = api.parse_origins("https://App.example, ", None)
+    assert api.origin_allowed(origin, host, {9000, 9001}, allowed) is ok
+
+
+def test_star_allows_any_origin() -> None:
+    """``*`` in ZOLDYQ_CORS_ORIGINS lets every page in, on purpose."""
+    assert api.origin_allowed("https://x.example", "h:1", {1}, api.parse_origins("*"))
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -138,6 +139,39 @@ def check_json(data: bytes) -> None:
         orjson.loads(data)
     except orjson.JSONDecodeError as ex:
         raise InvalidPayload(str(ex)) from None
+
+
+# -- Origins: which web pages may use the API from a browser -----------------------------
+
+
+def parse_origins(*settings: str | None) -> frozenset[str]:
+    """The allowed Origins of comma-separated settings, normalised (``*``: any)."""
+    return frozenset(o.strip().lower().rstrip("/") for text in settings if text
+                     for o in text.split(",") if o.strip())
+
+
+def origin_allowed(origin: str | None, host: str | None, own_ports: Collection[int],
+                   allowed: Collection[str]) -> bool:
+    """Whether a request carrying this ``Origin`` header may go on.
+
+    Yes without an Origin (not a browser: curl, SDKs, which could forge one
+    anyway), for a listed one, and for the server's own: the host name the
+    request was sent to (its ``Host``), on one of the server's ports. A page
+    elsewhere could otherwise make a visitor's browser write to (or drain) the
+    broker with a simple request that needs no CORS preflight.
+    """
+    if origin is None:
+        return True
+    norm = origin.strip().lower().rstrip("/")
+    if norm in allowed or "*" in allowed:
+        return True
+    try:
+        url, to = urlsplit(norm), urlsplit("//" + (host or "").strip().lower())
+        port = url.port or (443 if url.scheme in ("https", "wss") else 80)
+    except ValueError:
+        return False
+    return (url.scheme in ("http", "https", "ws", "wss") and url.hostname is not None
+            and url.hostname == to.hostname and port in own_ports)
 
 
 class Caps(NamedTuple):

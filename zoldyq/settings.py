@@ -87,7 +87,10 @@ SETTINGS: tuple[Setting, ...] = (
             "gunicorn worker: asgi (a long-poll costs no thread) or gthread"),
     Setting("max_body_bytes", int, 16 << 20, "largest HTTP request body (413 before reading)"),
     Setting("ws_origins", _optional_str, None,
-            "comma-separated Origin values the WS sidecar accepts (unset: any)"),
+            "more Origins the WS sidecar accepts, besides cors_origins (comma-separated)"),
+    Setting("cors_origins", _optional_str, None,
+            "browser Origins allowed besides the server's own, for HTTP (CORS) and WS "
+            "(comma-separated, * for any; unset: only the server's own)"),
     Setting("ws_ping_interval", float, 20.0, "seconds between WS keepalive pings (0: off)"),
     Setting("snapshot_on_exit", _bool, False, "save every queue to the snapshot dir on shutdown"),
     Setting("restore", _bool, False, "load the namespace's snapshot (if any) on start"),
@@ -125,6 +128,7 @@ class Settings:
     worker_class: str
     max_body_bytes: int
     ws_origins: str | None
+    cors_origins: str | None
     ws_ping_interval: float
     snapshot_on_exit: bool
     restore: bool

@@ -57,15 +57,3 @@ def token_ok(expected: str | None, authorization: str | None, target: str) -> bo
     offered += parse_qs(urlsplit(target).query).get("token", [])
     want = expected.encode()
     return any(hmac.compare_digest(t.encode(), want) for t in offered)
-
-
-def origins(setting: str | None) -> list[str | None] | None:
-    """The ``origins`` argument of ``websockets.serve`` for the ``ws_origins`` setting.
-
-    Unset: any Origin. Set: those values, plus requests without an Origin
-    header (non-browser clients, which could forge the header anyway).
-    """
-    if not setting:
-        return None
-    allowed: list[str | None] = [o.strip() for o in setting.split(",") if o.strip()]
-    return [*allowed, None]

@@ -1,8 +1,9 @@
 """The sidecar process: a ``websockets`` asyncio server over an attached namespace.
 
-Handshake checks (``process_request``): the connection limit (HTTP 503) and
-the bearer token (HTTP 401), both answered with a JSON error body; the
-library checks the Origin (HTTP 403). Path and queue name are checked once
+Handshake checks (``process_request``): the connection limit (HTTP 503), the
+Origin (HTTP 403: only the server's own and the configured ones, see
+``api.origin_allowed``; the HTTP side applies the same policy) and the bearer
+token (HTTP 401), each answered with a JSON error body. Path and queue name are checked once
 the connection is open, so that browsers see a close code (1008) and reason.
 
 A watchdog closes peers that stop receiving: a connection whose write buffer
@@ -43,6 +44,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 import zoldyq
+from zoldyq.api import origin_allowed, parse_origins
 from zoldyq.broker import loop_thread, open_namespace
 from zoldyq.errors import ZoldyQError
 from zoldyq.ops import logs
@@ -50,7 +52,7 @@ from zoldyq.settings import Settings
 from zoldyq.shm.broker import Broker
 from zoldyq.shm.counters import WS_CONNECTIONS_KEY, Counters
 from zoldyq.ws import frames
-from zoldyq.ws.checks import origins, token_ok
+from zoldyq.ws.checks import token_ok
 from zoldyq.ws.handlers import SHUTDOWN_REASON, handle
 
 log = logging.getLogger("zoldyq.ws")
@@ -140,9 +142,17 @@ async def start(settings: Settings, broker: Broker) -> Server:
     too_many = _reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "too_many_connections",
                        f"the server holds its maximum of {limit} WebSocket connections")
 
+    allowed = parse_origins(settings.cors_origins, settings.ws_origins)
+    own_ports = {settings.port, settings.ws_port}
+
     def check(conn: ServerConnection, request: Request) -> Response | None:
         if server is not None and len(server.handler_tasks) > limit:
             return too_many
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, request.headers.get("Host"), own_ports, allowed):
+            return _reject(http.HTTPStatus.FORBIDDEN, "forbidden_origin",
+                           f"Origin {origin[:80]!r} may not open streams here (the server "
+                           "allows its own origins and those in ZOLDYQ_CORS_ORIGINS)")
         if not token_ok(settings.token, request.headers.get("Authorization"), request.path):
             resp = _reject(http.HTTPStatus.UNAUTHORIZED, "unauthorized",
                            "a valid bearer token is required "
@@ -156,7 +166,6 @@ async def start(settings: Settings, broker: Broker) -> Server:
         settings.host,
         settings.ws_port,
         process_request=check,
-        origins=origins(settings.ws_origins),  # type: ignore[arg-type]
         compression="deflate" if settings.ws_compression else None,
         max_size=broker.defaults.max_message_bytes + frames.ENVELOPE_BYTES,
         ping_interval=settings.ws_ping_interval or None,
