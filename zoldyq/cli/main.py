@@ -36,11 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             from zoldyq.ws import run as run_ws
 
             return run_ws(settings, standalone=True)
-        try:
-            from zoldyq.serve.launcher import run
-        except ImportError:
-            print("zoldyq: HTTP server not built yet", file=sys.stderr)
-            return 2
+        from zoldyq.serve.launcher import run
+
         return run(settings)
     except ZoldyQError as ex:
         print(f"zoldyq: {ex}", file=sys.stderr)

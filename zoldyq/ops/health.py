@@ -1,4 +1,4 @@
-"""``GET /health``: the seed's shape when the namespace works, 503 and a reason when not.
+"""``GET /health``: the roadmap's shape when the namespace works, 503 and a reason when not.
 
 "Works" means more than "the registry is mapped": every lock of the
 namespace must be obtainable. Locks survive the death of their holder (the
@@ -20,9 +20,9 @@ import threading
 import time
 from typing import Any
 
+from zoldyq.api import Broker
 from zoldyq.errors import QueueNotFound, ZoldyQError
 from zoldyq.ops.metrics import uptime_seconds
-from zoldyq.shm.broker import Broker
 
 LOCK_TIMEOUT = 1.0
 PROBE_EVERY = 0.25
@@ -35,7 +35,7 @@ _probes_lock = threading.Lock()
 def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict[str, Any]]:
     """Return (HTTP status, body) for ``broker``'s namespace, at once (see the module doc)."""
     try:
-        if broker.registry.destroyed:
+        if broker.destroyed:
             return _unhealthy(f"namespace '{broker.namespace}' was destroyed")
         reason = _probe(broker).verdict(lock_timeout)
         if reason:
@@ -69,7 +69,7 @@ def _unhealthy(reason: str) -> tuple[int, dict[str, Any]]:
 
 
 class _Probe(threading.Thread):
-    """Takes the registry lock, then each queue's put and get locks, round after round."""
+    """Takes every lock the engine names (``Broker.locks``), round after round."""
 
     def __init__(self, broker: Broker) -> None:
         super().__init__(name=f"zoldyq-health-{broker.namespace}", daemon=True)
@@ -90,17 +90,10 @@ class _Probe(threading.Thread):
                     del _probes[self.broker.namespace]
 
     def _round(self) -> str | None:
-        what = "the registry lock"
+        what = "the namespace's locks"
         try:
-            self._take(what, self.broker.registry.lock)
-            for entry in self.broker.entries():
-                try:
-                    sq = self.broker._shared(entry.name, create=False)
-                except QueueNotFound:
-                    continue
-                for side, lock in (("put", sq.put_lock), ("get", sq.get_lock)):
-                    what = f"the {side} lock of queue '{entry.name}'"
-                    self._take(what, lock)
+            for what, lock in self.broker.locks():
+                self._take(what, lock)
         except (ZoldyQError, OSError) as ex:
             return f"{what} cannot be recovered: {ex}"
         return None

@@ -13,7 +13,6 @@ Children get SIGTERM too if the launcher itself is killed (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import logging
 import os
 import signal
@@ -21,15 +20,13 @@ import subprocess
 import sys
 import time
 
-import zoldyq
+from zoldyq import broker as engine
 from zoldyq.broker import open_namespace
 from zoldyq.ops import logs, snapshot
-from zoldyq.settings import Settings
+from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
 log = logging.getLogger("zoldyq.serve.launcher")
 
-OWNER_ENV = "ZOLDYQ_NAMESPACE_OWNER"  # tells gunicorn not to destroy the namespace
-STARTED_ENV = "ZOLDYQ_STARTED_AT"
 HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf", "workers.http:app"]
 WS_CMD = ["-m", "workers.ws"]
 QUICK_DEATH = 5.0  # seconds: a child that dies sooner counts towards giving up
@@ -107,14 +104,14 @@ def run(settings: Settings) -> int:
         snapshot.on_start(broker, settings)  # --restore
     except BaseException:
         if not settings.keep_namespace:
-            zoldyq.destroy(settings.namespace)
+            engine.destroy(settings.namespace)
         raise
     finally:
         broker.close()
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
-           STARTED_ENV: str(time.time())}
+           STARTED_AT_ENV: str(time.time())}
     children = [Child("http", HTTP_CMD, env)]
-    if settings.ws and importlib.util.find_spec("workers.ws") is not None:
+    if settings.ws:
         children.append(Child("ws", WS_CMD, env))
     stop: list[int] = []
 
@@ -143,7 +140,7 @@ def run(settings: Settings) -> int:
             signal.signal(s, handler)
         saved = snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep the namespace
         if not settings.keep_namespace and saved:
-            zoldyq.destroy(settings.namespace)
+            engine.destroy(settings.namespace)
             log.info("namespace '%s' destroyed", settings.namespace)
         elif not saved:
             status = status or 1

@@ -9,31 +9,34 @@ the old one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
-import posix_ipc
 
 from zoldyq.api import check_json
 from zoldyq.errors import (
     ClosedError,
+    ConfigError,
     InvalidPayload,
     MessageTooLarge,
     QueueNotFound,
 )
-from zoldyq.shm import names
+from zoldyq.settings import BY_NAME, Settings
+from zoldyq.shm import names, segment
 from zoldyq.shm.aio import AsyncBell
+from zoldyq.shm.counters import Counters
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
+from zoldyq.shm.ring import min_ring_size, record_bytes
 
-DEFAULT_NAMESPACE = "zoldyq"
 T = TypeVar("T")
 _dumps = orjson.dumps
 _loads = orjson.loads
@@ -318,7 +321,7 @@ class Broker:
             mmb = max_message_bytes or d.max_message_bytes
             caps = Caps(
                 max_messages or d.max_messages,
-                max_bytes or max(d.max_bytes, 2 * (mmb + 64)),
+                max_bytes or max(d.max_bytes, min_ring_size(mmb)),
                 mmb,
             )
         _, created = self.registry.create_queue(name, caps, exist_ok)
@@ -341,6 +344,42 @@ class Broker:
 
     def exists(self, name: str) -> bool:
         return self.registry.lookup(names.check_queue_name(name)) is not None
+
+    # -- what operations read (api.Broker) -----------------------------------------
+
+    @property
+    def created_at(self) -> int:
+        """When the namespace was created, µs since the epoch."""
+        return self.registry.created_at
+
+    @property
+    def destroyed(self) -> bool:
+        return self.registry.destroyed
+
+    def counters(self, create: bool = True) -> Counters:
+        """The namespace's shared process-level figures; FileNotFoundError if absent."""
+        return Counters(self.namespace, create=create)
+
+    def free_bytes(self) -> int | None:
+        """Bytes free where the queues live (/dev/shm)."""
+        return segment.shm_free_bytes()
+
+    def bytes_needed(self, sizes: Sequence[int], *, appended: bool) -> int:
+        """Ring bytes messages of ``sizes`` take against max_bytes; ``appended`` after
+        queued ones, when the batch may have to skip the ring's end once."""
+        slack = record_bytes(max(sizes, default=0)) if appended else 0
+        return slack + sum(record_bytes(n) for n in sizes)
+
+    def locks(self) -> Iterator[tuple[str, contextlib.AbstractContextManager[object]]]:
+        """Every lock of the namespace, named for a person: what a health probe takes."""
+        yield "the registry lock", self.registry.lock
+        for entry in self.entries():
+            try:
+                sq = self._shared(entry.name, create=False)
+            except QueueNotFound:
+                continue
+            yield f"the put lock of queue '{entry.name}'", sq.put_lock
+            yield f"the get lock of queue '{entry.name}'", sq.get_lock
 
     def interrupt(self) -> None:
         """Wake every waiter in this process now; later waits return at once (shutdown)."""
@@ -382,7 +421,7 @@ class Broker:
                 entry, _ = self.registry.create_queue(name, None, exist_ok=True)
             try:
                 fresh = SharedQueue(self.namespace, entry.slot, entry.gen, name)
-            except posix_ipc.ExistentialError:
+            except segment.Gone:
                 continue  # deleted between lookup and open: look again
             if self.interrupted:
                 fresh.interrupted = True
@@ -423,9 +462,12 @@ class Broker:
             return bell
 
 
+_DEFAULTS = Settings()  # the declared defaults, the one place they are written
+
+
 def _namespace(namespace: str | None) -> str:
     if namespace is None:
-        return os.environ.get("ZOLDYQ_NAMESPACE") or DEFAULT_NAMESPACE
+        return os.environ.get(BY_NAME["namespace"].env) or _DEFAULTS.namespace
     return names.check_namespace(namespace)
 
 
@@ -437,17 +479,21 @@ def attach(namespace: str | None = None) -> Broker:
 def create(
     namespace: str | None = None,
     *,
-    max_queues: int = 100,
-    max_messages: int = 100_000,
-    max_bytes: int = 32 << 20,
-    max_message_bytes: int = 128 << 10,
+    max_queues: int | None = None,
+    max_messages: int | None = None,
+    max_bytes: int | None = None,
+    max_message_bytes: int | None = None,
     exist_ok: bool = True,
 ) -> Broker:
-    """Create a namespace (or attach to it if it exists and ``exist_ok``) and attach."""
-    from zoldyq.errors import ConfigError
+    """Create a namespace (or attach to it if it exists and ``exist_ok``) and attach.
 
+    Caps left out take the settings' declared defaults.
+    """
+    d = _DEFAULTS
     ns = _namespace(namespace)
-    created = Registry.create(ns, max_queues, Caps(max_messages, max_bytes, max_message_bytes))
+    caps = Caps(max_messages or d.default_queue_capacity, max_bytes or d.default_queue_max_bytes,
+                max_message_bytes or d.max_message_bytes)
+    created = Registry.create(ns, max_queues or d.max_queues, caps)
     if not created and not exist_ok:
         raise ConfigError(f"namespace '{ns}' already exists")
     return Broker(ns)

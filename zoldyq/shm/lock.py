@@ -59,8 +59,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 
-import posix_ipc
-
 from zoldyq.errors import ClosedError
 from zoldyq.shm import hooks, segment
 
@@ -69,7 +67,7 @@ _flock = fcntl.flock
 _LOCK_EX, _LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_UN
 _LOCK_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
 SPIN_TRIES = 16  # sched_yield + retry before a blocking flock (measured: +10-30 % at 4->4)
-_BusyError = posix_ipc.BusyError
+_BusyError = segment.Busy
 NEVER = -1.0  # the deadline of a thread that must not wait at all
 LOOP_TLOCK_WAIT = 0.0002  # even then, another thread of ours holds it for microseconds
 POLL_MAX = 0.005  # a thread with a deadline re-tries a contended flock this often at most
@@ -214,7 +212,7 @@ class RobustLock:
 
     def _repair(self) -> None:
         try:
-            if hooks.pause_at:
+            if hooks.ENABLED:
                 hooks.reach("lock.repair")
             self.repairs += 1
             self.on_dirty()
@@ -255,7 +253,7 @@ class RobustLock:
             os.close(self._fd)  # the parent keeps its lock: it holds its own fd
             try:
                 self._fd = self._open()
-            except posix_ipc.ExistentialError:
+            except segment.Gone:
                 self._fd = -1  # deleted: acquire fails with EBADF, handles re-resolve
 
 

@@ -22,8 +22,6 @@ import time
 from bisect import bisect_left
 from collections.abc import Sequence
 
-import posix_ipc
-
 from zoldyq.errors import BrokenError, QueueDeleted, QueueFull
 from zoldyq.shm import hooks, names, segment
 from zoldyq.shm.layout import (
@@ -60,9 +58,9 @@ RESERVE_CHUNK = 1 << 20  # ring memory is backed 1 MiB at a time as it is first 
 WAIT_SLICE = 0.5  # sem_timedwait uses the wall clock: wait in slices of a monotonic deadline
 SPIN_SECONDS = 50e-6  # how long an empty get watches the tail before parking
 
-_HOOKED = hooks.pause_at is not None  # crash tests only; read once per process
-_BusyError = posix_ipc.BusyError
-_SignalError = posix_ipc.SignalError
+_HOOKED = hooks.ENABLED  # crash tests only
+_BusyError = segment.Busy
+_SignalError = segment.Interrupted
 _monotonic = time.monotonic
 _perf_ns = time.perf_counter_ns
 _time_ns = time.time_ns
@@ -75,7 +73,7 @@ def _payload_bytes(records: Sequence[tuple[int, bytes]]) -> int:
 class SharedQueue:
     """Attach to queue ``slot``/``gen`` of namespace ``ns``.
 
-    Raises posix_ipc.ExistentialError if its objects are gone (deleted).
+    Raises segment.Gone if its objects are gone (deleted).
     """
 
     def __init__(self, ns: str, slot: int, gen: int, name: str) -> None:
@@ -175,7 +173,7 @@ class SharedQueue:
         want = min(words[W_RING_SIZE], -(-upto // RESERVE_CHUNK) * RESERVE_CHUNK)
         try:
             shm = segment.open_shm(self._objects["ring"])
-        except posix_ipc.ExistentialError:
+        except segment.Gone:
             raise QueueDeleted(self.name) from None
         try:
             segment.reserve(shm.fd, HEADER_BYTES + have, want - have)

@@ -17,8 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
-import posix_ipc
-
+from zoldyq.api import MAX_MESSAGE_BYTES_LIMIT
 from zoldyq.errors import (
     AccessDenied,
     BrokenError,
@@ -68,7 +67,6 @@ from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.ring import min_ring_size
 
 MAX_QUEUES_LIMIT = 65536
-MAX_MESSAGE_BYTES_LIMIT = 64 << 20
 
 
 class Caps(NamedTuple):
@@ -110,9 +108,9 @@ class Registry:
         base = names.registry(ns)
         try:
             shm = segment.open_shm(base)
-        except posix_ipc.ExistentialError:
+        except segment.Gone:
             raise NamespaceNotFound(ns) from None
-        except posix_ipc.PermissionsError:
+        except PermissionError:
             raise AccessDenied(ns) from None
         if shm.size < HEADER_BYTES:
             shm.close_fd()
@@ -136,7 +134,7 @@ class Registry:
         self.created_at = words[R_CREATED_AT]
         try:
             self.lock = RobustLock(names.registry_lockfile(ns), base, self._repair)
-        except posix_ipc.ExistentialError:
+        except segment.Gone:
             self._drop()
             raise NamespaceNotFound(ns) from None
 
@@ -168,13 +166,13 @@ class Registry:
             raise StorageExhausted(size, free)
         # Lock objects first (reused if a dead creator left them), the segment
         # last and exclusive: whoever creates it initialises it.
-        with contextlib.suppress(posix_ipc.ExistentialError):
+        with contextlib.suppress(FileExistsError):
             segment.create_shm(names.registry_lockfile(ns), 0, 0).close_fd()
-        with contextlib.suppress(posix_ipc.ExistentialError):
+        with contextlib.suppress(FileExistsError):
             segment.create_sem(base, 1).close()
         try:
             shm = segment.create_shm(base, size, size)
-        except posix_ipc.ExistentialError:
+        except FileExistsError:
             return False
         mm = segment.map_shm(shm)
         words = memoryview(mm).cast("Q")
@@ -294,7 +292,7 @@ class Registry:
             w[b + S_MAX_MESSAGES], w[b + S_MAX_BYTES], w[b + S_MAX_MESSAGE_BYTES] = caps
             w[b + S_CREATED_AT] = time.time_ns() // 1000
             self._set_state(slot, gen, CREATING)
-            if hooks.pause_at:
+            if hooks.ENABLED:
                 hooks.reach("registry.creating")
             try:
                 SharedQueue.create(self.ns, slot, gen, *caps)
@@ -311,7 +309,7 @@ class Registry:
             if found is None:
                 raise QueueNotFound(name)
             self._set_state(found.slot, found.gen, DELETING)
-            if hooks.pause_at:
+            if hooks.ENABLED:
                 hooks.reach("registry.deleting")
             self._close_and_unlink(found.slot, found.gen)
             self._set_state(found.slot, found.gen, FREE)
@@ -321,7 +319,7 @@ class Registry:
         """Close the queue in every process (flag under its locks), then unlink it."""
         try:
             q = SharedQueue(self.ns, slot, gen, f"#{slot}")
-        except (posix_ipc.ExistentialError, BrokenError):
+        except (segment.Gone, BrokenError):
             q = None
         if q is not None:
             q.mark_deleted()

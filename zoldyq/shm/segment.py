@@ -1,6 +1,9 @@
 """posix_ipc at the boundary: create, open, map, reserve and unlink objects.
 
-posix_ipc errors become ZoldyQ errors here and nowhere else.
+posix_ipc is imported here and nowhere else. Its errors leave this module as
+``Gone`` (the object does not exist), ``FileExistsError`` (an exclusive create
+found one), ``PermissionError`` (another user's object) or the ``Busy`` and
+``Interrupted`` of a semaphore wait.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import contextlib
 import errno
 import mmap
 import os
+from collections.abc import Iterator
 
 import posix_ipc
 
@@ -16,7 +20,24 @@ from zoldyq.errors import StorageExhausted
 
 SHM_DIR = "/dev/shm"
 MODE = 0o600
-ExistentialError = posix_ipc.ExistentialError
+Semaphore = posix_ipc.Semaphore
+SharedMemory = posix_ipc.SharedMemory
+Busy = posix_ipc.BusyError  # a semaphore wait timed out (raised by Semaphore.acquire)
+Interrupted = posix_ipc.SignalError  # a signal cut a semaphore wait short
+
+
+class Gone(Exception):
+    """The named shared-memory object or semaphore does not exist (deleted, or not made yet)."""
+
+
+@contextlib.contextmanager
+def _translated(name: str) -> Iterator[None]:
+    try:
+        yield
+    except posix_ipc.ExistentialError:
+        raise Gone(name) from None
+    except posix_ipc.PermissionsError:
+        raise PermissionError(errno.EACCES, "not ours", name) from None
 
 
 def shm_free_bytes() -> int:
@@ -43,25 +64,39 @@ def reserve(fd: int, offset: int, length: int) -> None:
             raise
 
 
-def create_shm(name: str, size: int, reserve_bytes: int) -> posix_ipc.SharedMemory:
-    """Create ``name`` (mode 0600, must not exist) of ``size`` bytes, backing the first ones."""
-    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=MODE, size=size)
+def create_shm(
+    name: str, size: int, reserve_bytes: int, exclusive: bool = True
+) -> SharedMemory:
+    """Create ``name`` (mode 0600) of ``size`` bytes, backing the first ones.
+
+    Exclusive: FileExistsError if it exists, and unlinked again if backing fails.
+    Otherwise racing creators share one object (the kernel zero-fills it).
+    """
+    flags = posix_ipc.O_CREX if exclusive else posix_ipc.O_CREAT
+    try:
+        shm = posix_ipc.SharedMemory(name, flags, mode=MODE, size=size)
+    except posix_ipc.ExistentialError:
+        raise FileExistsError(errno.EEXIST, "exists", name) from None
+    except posix_ipc.PermissionsError:
+        raise PermissionError(errno.EACCES, "not ours", name) from None
     try:
         if reserve_bytes:
             reserve(shm.fd, 0, reserve_bytes)
     except BaseException:
         shm.close_fd()
-        unlink_shm(name)
+        if exclusive:
+            unlink_shm(name)
         raise
     return shm
 
 
-def open_shm(name: str) -> posix_ipc.SharedMemory:
-    """Open an existing object; raises posix_ipc.ExistentialError if there is none."""
-    return posix_ipc.SharedMemory(name)
+def open_shm(name: str) -> SharedMemory:
+    """Open an existing object; raises Gone if there is none."""
+    with _translated(name):
+        return posix_ipc.SharedMemory(name)
 
 
-def map_shm(shm: posix_ipc.SharedMemory, close: bool = True) -> mmap.mmap:
+def map_shm(shm: SharedMemory, close: bool = True) -> mmap.mmap:
     """Map the whole object shared; closes its fd unless told to keep it."""
     m = mmap.mmap(shm.fd, shm.size)
     if close:
@@ -69,12 +104,18 @@ def map_shm(shm: posix_ipc.SharedMemory, close: bool = True) -> mmap.mmap:
     return m
 
 
-def create_sem(name: str, value: int) -> posix_ipc.Semaphore:
-    return posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=MODE, initial_value=value)
+def create_sem(name: str, value: int) -> Semaphore:
+    """Create semaphore ``name`` (mode 0600); FileExistsError if it exists."""
+    try:
+        return posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=MODE, initial_value=value)
+    except posix_ipc.ExistentialError:
+        raise FileExistsError(errno.EEXIST, "exists", name) from None
 
 
-def open_sem(name: str) -> posix_ipc.Semaphore:
-    return posix_ipc.Semaphore(name)
+def open_sem(name: str) -> Semaphore:
+    """Open an existing semaphore; raises Gone if there is none."""
+    with _translated(name):
+        return posix_ipc.Semaphore(name)
 
 
 def unlink_shm(name: str) -> None:
