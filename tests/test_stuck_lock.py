@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from websockets.sync.client import connect
 
 import zoldyq
+from tests.helpers import servers
 from tests.helpers.multiproc import spawn
 from tests.helpers.ws import sidecar
 from zoldyq.broker import LOCK_WAIT, from_loop, loop_thread
@@ -116,3 +118,42 @@ def test_sidecar_serves_other_queues_while_one_is_stuck(
         with connect(srv.url + "/queues/free/dequeue") as c:
             got = [json.loads(c.recv(timeout=10))["payload"] for _ in range(2)]
         assert got == ["waiting", 2]
+
+
+@pytest.mark.parametrize("worker_class", ["asgi", "gthread"])
+def test_http_serves_other_queues_health_and_metrics_while_one_is_stuck(
+    namespace: str, broker: zoldyq.Broker, stuck, worker_class: str  # type: ignore[no-untyped-def]
+) -> None:
+    """One worker: the stuck queue gets 503 queue_busy + Retry-After; the rest answers at once."""
+    broker.queue("frozen").put(0)
+    with servers.gunicorn(namespace, workers=1, worker_class=worker_class) as srv:
+        stuck("frozen")
+        answers: list[tuple[float, servers.Response]] = []
+
+        def frozen() -> None:
+            t0 = time.monotonic()
+            r = srv.call("POST", "/queues/frozen/enqueue", json={"payload": 1})
+            answers.append((time.monotonic() - t0, r))
+
+        waiting = threading.Thread(target=frozen)
+        waiting.start()
+        time.sleep(0.1)  # it is waiting for the lock now
+        for method, path, body in [
+            ("POST", "/queues/free/enqueue", {"payload": 2}),
+            ("GET", "/queues/free/dequeue", None),
+            ("GET", "/metrics", None),
+            ("GET", "/health", None),
+            ("GET", "/queues", None),
+            ("GET", "/queues/frozen/dequeue", None),  # its get side is free
+        ]:
+            t0 = time.monotonic()
+            r = srv.call(method, path, json=body)
+            assert r.status in ((200, 503) if path == "/health" else (200,)), (path, r)
+            assert time.monotonic() - t0 < 0.5, path
+        waiting.join(10)
+        ((took, r),) = answers
+        assert LOCK_WAIT * 0.9 <= took < LOCK_WAIT + 1.5
+        assert r.status == 503, r
+        assert r.json()["error"] == "queue_busy"
+        assert r.headers["retry-after"] == "1"
+        assert broker.queue("frozen").stats()["enqueued_total"] == 1  # nothing half-stored

@@ -28,7 +28,7 @@ from zoldyq.shm.lock import LockBusy, never_wait, never_wait_in_this_thread, wai
 
 __all__ = [
     "LOCK_WAIT", "Broker", "LockBusy", "attach", "create", "destroy", "from_loop",
-    "loop_thread", "open_namespace",
+    "loop_thread", "open_namespace", "wait_until",
 ]
 
 T = TypeVar("T")

@@ -2,14 +2,19 @@
 
 Waiting dequeues use ``Queue.aget_many``: one shared waiter thread per queue
 per process, so any number of long-polls leave the event loop free for
-enqueues and ``/health``. Everything else calls the engine directly, on the
-loop: a put or a non-waiting get holds the queue's lock for microseconds and
-never waits for a consumer (it can wait, briefly, for another process that
-holds the same lock).
+enqueues and ``/health``. Everything else calls the engine on the loop, which
+never waits for a lock (``broker.from_loop``): a put or a non-waiting get
+holds the queue's lock for microseconds, but the holder may be a process
+stopped with it (SIGSTOP, a debugger), and a loop that waited would freeze
+every request of the worker. A call that finds a lock held is retried in a
+thread that waits up to a second, then answers 503 ``queue_busy``. Calls that
+take several locks in a row (creating, deleting a queue, snapshots) always
+run in that thread.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +22,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
+from zoldyq.broker import LOCK_WAIT, LockBusy, from_loop, loop_thread
 from zoldyq.http import core, ops, skeleton
 from zoldyq.http.errors import body_too_large, complete, error_reply
 from zoldyq.http.routes import WAITING, Route
@@ -41,20 +47,30 @@ async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+OFF_LOOP = frozenset({"put_queue", "delete_queue", "snapshot"})  # several locks in a row
+
+
 async def wait(w: core.Wait) -> core.Reply:
-    msgs = await w.queue.aget_many(w.max, w.timeout) if w.timeout > 0 else w.queue.get_many(w.max)
+    try:
+        msgs = (await w.queue.aget_many(w.max, w.timeout) if w.timeout > 0
+                else w.queue.get_many(w.max))
+    except LockBusy:  # the loop thread never waits for a lock: wait in a thread instead
+        msgs = await from_loop(w.queue.name, w.queue.get_many, w.max, w.timeout,
+                               wait=w.timeout + LOCK_WAIT, on_loop=False)
     return w.reply(msgs)
 
 
 def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
     handler, waits, needs_body = route.handler, route.kind == WAITING, route.body
+    on_loop = route.name not in OFF_LOOP
 
     async def respond(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: str) -> None:
         t0 = _perf()
         try:
             skeleton.authorize(ctx, route, req)
             body = await read_body(req, ctx.max_body) if needs_body else b""
-            out = handler(ctx, skeleton.call(req, body), **params)
+            run = functools.partial(handler, ctx, skeleton.call(req, body), **params)
+            out = await from_loop(params.get("name", ""), run, on_loop=on_loop)
             reply = await wait(out) if waits else out
         except Exception as ex:
             reply = skeleton.failure(ex, req)
@@ -72,6 +88,7 @@ def guard_body_size(app: Any, ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
     limit = ctx.max_body
 
     async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        loop_thread()  # the thread running this: its lock acquires never wait
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT"):
             for key, value in scope["headers"]:
                 if key == b"content-length":

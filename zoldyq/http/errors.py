@@ -9,6 +9,7 @@ exception becomes a status and a JSON body; both app shells call it.
 from __future__ import annotations
 
 import logging
+import math
 
 import falcon
 import orjson
@@ -63,6 +64,9 @@ def error_reply(ex: BaseException, method: str, path: str) -> tuple[int, bytes, 
         body = {"error": code, "message": message, **ex.fields()}
         if status == 401:
             headers["WWW-Authenticate"] = "Bearer"
+        retry_after = getattr(ex, "retry_after", None)
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
         level = logging.DEBUG if status < 500 else logging.WARNING
         log.log(level, "%s %s -> %d %s: %s", method, path, status, code, message)
     elif isinstance(ex, falcon.HTTPError):

@@ -6,6 +6,10 @@ long-polls wait at once per worker (``spare`` = a quarter of the threads, at
 least 2): the spare threads keep enqueue and ``/health`` answering however
 many consumers are parked. A long-poll beyond that bound does not wait: it
 is answered at once (a message, or 204 with ``Retry-After: 1``).
+
+A request waits at most ``LOCK_WAIT`` for a lock held by another process (one
+stopped with it would otherwise hold a thread for as long), then gets 503
+``queue_busy``; a long-poll's wait for messages is not counted.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 
 import falcon
 
+from zoldyq.broker import LOCK_WAIT, LockBusy, wait_until
+from zoldyq.errors import QueueBusy
 from zoldyq.http import core, skeleton
 from zoldyq.http.errors import body_too_large, complete
 from zoldyq.http.routes import WAITING, Route
@@ -67,8 +73,12 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
         try:
             skeleton.authorize(ctx, route, req)
             body = read_body(req, ctx.max_body) if needs_body else b""
-            out = handler(ctx, skeleton.call(req, body), **params)
-            reply = wait(out, slots) if waits else out
+            with wait_until(time.monotonic() + LOCK_WAIT + (ctx.max_timeout if waits else 0)):
+                try:
+                    out = handler(ctx, skeleton.call(req, body), **params)
+                    reply = wait(out, slots) if waits else out
+                except LockBusy:
+                    raise QueueBusy(params.get("name", ""), LOCK_WAIT) from None
         except Exception as ex:
             reply = skeleton.failure(ex, req)
         skeleton.answer(ctx, route.name, req, resp, reply, t0)
