@@ -148,6 +148,9 @@ def test_token_from_header_or_query() -> None:
     ("http://localhost:9000", "127.0.0.1:9001", False),  # another host name
     ("http://127.0.0.1:8080", "127.0.0.1:9001", False),  # another port
     ("http://127.0.0.1", "127.0.0.1:9001", False),
+    ("https://broker.example", "broker.example", True),  # behind a proxy: its public name
+    ("https://broker.example:8443", "broker.example:8443", True),
+    ("http://broker.example", "broker.example:443", False),
     ("https://evil.example", "127.0.0.1:9001", False),
     ("null", "127.0.0.1:9001", False),  # sandboxed frames, file://
     ("http://127.0.0.1:99999", "127.0.0.1:9001", False),

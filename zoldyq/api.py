@@ -161,10 +161,12 @@ def origin_allowed(origin: str | None, host: str | None, own_ports: Collection[i
     """Whether a request carrying this ``Origin`` header may go on.
 
     Yes without an Origin (not a browser: curl, SDKs, which could forge one
-    anyway), for a listed one, and for the server's own: the host name the
-    request was sent to (its ``Host``), on one of the server's ports. A page
-    elsewhere could otherwise make a visitor's browser write to (or drain) the
-    broker with a simple request that needs no CORS preflight.
+    anyway), for a listed one, and for the server's own: the host the request
+    was sent to (its ``Host``, so a reverse proxy's public name works too), on
+    that port or one of the server's (a page from the HTTP port may open a
+    stream on the WebSocket port). A page elsewhere could otherwise make a
+    visitor's browser write to (or drain) the broker with a simple request,
+    which needs no CORS preflight.
     """
     if origin is None:
         return True
@@ -173,11 +175,12 @@ def origin_allowed(origin: str | None, host: str | None, own_ports: Collection[i
         return True
     try:
         url, to = urlsplit(norm), urlsplit("//" + (host or "").strip().lower())
-        port = url.port or (443 if url.scheme in ("https", "wss") else 80)
+        default = 443 if url.scheme in ("https", "wss") else 80
+        port, host_port = url.port or default, to.port or default
     except ValueError:
         return False
     return (url.scheme in ("http", "https", "ws", "wss") and url.hostname is not None
-            and url.hostname == to.hostname and port in own_ports)
+            and url.hostname == to.hostname and (port == host_port or port in own_ports))
 
 
 class Caps(NamedTuple):

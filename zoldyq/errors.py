@@ -342,6 +342,7 @@ REQUEST_ERRORS: dict[str, int] = {
     "bad_snapshot_request": 400,
     "incomplete_body": 400,
     "unauthorized": 401,
+    "forbidden_origin": 403,
     "body_too_large": 413,
 }
 

@@ -23,6 +23,7 @@ import falcon
 import falcon.asgi
 
 from zoldyq.broker import LOCK_WAIT, LockBusy, from_loop, loop_thread
+from zoldyq.errors import RequestError
 from zoldyq.http import core, ops, skeleton
 from zoldyq.http.errors import body_too_large, complete, error_reply
 from zoldyq.http.routes import WAITING, Route
@@ -30,9 +31,13 @@ from zoldyq.http.routes import WAITING, Route
 _perf = time.perf_counter
 
 
+BODY_ENDED = "zoldyq.body_ended"  # scope key: the last body message came (not a disconnect)
+
+
 async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     """The whole body, refused (413) before reading when Content-Length says too big,
-    or as soon as a chunked body passes ``limit``."""
+    or as soon as a chunked body passes ``limit``; 400 ``incomplete_body`` unless the
+    request ended properly (a chunked body cut short is never stored)."""
     size = req.content_length
     if size is not None:
         if size > limit:
@@ -44,6 +49,9 @@ async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
         if total > limit:
             raise body_too_large(None, limit)
         chunks.append(chunk)
+    if not req.scope.get(BODY_ENDED):  # the stream also just stops when the client leaves
+        raise RequestError(400, "incomplete_body",
+                           f"request body ended after {total} bytes, before its last chunk")
     return b"".join(chunks)
 
 
@@ -96,6 +104,15 @@ def guard_body_size(app: Any, ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
                         await _refuse(scope, send, int(value), limit)
                         return
                     break
+
+            async def receive_noting_the_end() -> Any:
+                message = await receive()
+                if message["type"] == "http.request" and not message.get("more_body"):
+                    scope[BODY_ENDED] = True
+                return message
+
+            await app(scope, receive_noting_the_end, send)
+            return
         await app(scope, receive, send)
 
     async def _refuse(scope: dict[str, Any], send: Any, size: int, limit: int) -> None:
@@ -110,7 +127,7 @@ def guard_body_size(app: Any, ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
 
 
 def create(ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
-    app = falcon.asgi.App(cors_enable=False)
+    app = falcon.asgi.App(cors_enable=False, middleware=skeleton.middleware(ctx))
     skeleton.mount(app, lambda route: _responder(ctx, route))
 
     async def unmatched(

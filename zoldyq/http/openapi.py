@@ -55,8 +55,8 @@ def _errors(*codes: str) -> dict[str, Any]:
             for status, cs in sorted(by_status.items())}
 
 
-# Every request may meet these: a bad token, an unusable namespace, a busy queue.
-COMMON = ("unauthorized", "namespace_broken")
+# Every request may meet these: a bad token, a foreign page, an unusable namespace.
+COMMON = ("unauthorized", "forbidden_origin", "namespace_broken")
 QUEUE = (*COMMON, "bad_name", "queue_busy")
 BODY = ("bad_json", "body_too_large", "incomplete_body")
 PUT = (*QUEUE, *BODY, "message_too_large", "queue_full", "too_many_queues",

@@ -13,11 +13,22 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import falcon
+
 from zoldyq.http import core, ops
 from zoldyq.http.errors import error_reply
 from zoldyq.http.routes import Route, by_path
 
 _perf = time.perf_counter
+
+
+def middleware(ctx: core.Ctx) -> list[Any]:
+    """CORS for the configured origins (falcon's middleware answers preflights too)."""
+    if not ctx.origins:
+        return []
+    allow: Any = "*" if "*" in ctx.origins else sorted(ctx.origins)
+    return [falcon.CORSMiddleware(allow_origins=allow, expose_headers=[
+        "X-Zoldyq-Queue-Name", "X-Zoldyq-Enqueued-At", "X-Zoldyq-Queue-Size", "Retry-After"])]
 
 
 def mount(app: Any, make_responder: Callable[[Route], Callable[..., Any]]) -> None:
@@ -29,7 +40,10 @@ def mount(app: Any, make_responder: Callable[[Route], Callable[..., Any]]) -> No
 
 
 def authorize(ctx: core.Ctx, route: Route, req: Any) -> None:
-    """Raises 401 when the route needs the configured token and the request lacks it."""
+    """Raises 403 for a page from a foreign origin (any route: a simple cross-site
+    request needs no preflight, so CORS alone would not stop it), and 401 when the
+    route needs the configured token and the request lacks it."""
+    core.check_origin(ctx, req.get_header("Origin"), req.get_header("Host"))
     if route.auth and ctx.token:
         core.check_auth(ctx, req.get_header("Authorization"))
 

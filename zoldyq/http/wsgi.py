@@ -20,9 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 import falcon
+from gunicorn.http.errors import ParseException
 
 from zoldyq.broker import LOCK_WAIT, LockBusy, wait_until
-from zoldyq.errors import QueueBusy
+from zoldyq.errors import QueueBusy, RequestError
 from zoldyq.http import core, skeleton
 from zoldyq.http.errors import body_too_large, complete
 from zoldyq.http.routes import WAITING, Route
@@ -40,11 +41,15 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
             raise body_too_large(size, limit)
         return complete(req.bounded_stream.read(), size) if size else b""
     chunks, total = [], 0
-    while chunk := req.stream.read(CHUNK):
-        total += len(chunk)
-        if total > limit:
-            raise body_too_large(None, limit)
-        chunks.append(chunk)
+    try:
+        while chunk := req.stream.read(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise body_too_large(None, limit)
+            chunks.append(chunk)
+    except (OSError, ParseException):  # gunicorn's chunked reader: cut short or malformed
+        raise RequestError(400, "incomplete_body", f"request body ended after {total} "
+                           "bytes, before its last chunk") from None
     return b"".join(chunks)
 
 
@@ -87,7 +92,7 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
 
 
 def create(ctx: core.Ctx) -> falcon.App:
-    app = falcon.App(cors_enable=False)
+    app = falcon.App(cors_enable=False, middleware=skeleton.middleware(ctx))
     slots = threading.Semaphore(long_poll_slots(ctx.settings.threads))
     skeleton.mount(app, lambda route: _responder(ctx, route, slots))
 
