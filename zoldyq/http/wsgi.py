@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import falcon
-from gunicorn.http.errors import ParseException
+from gunicorn.http.errors import ParseException  # type: ignore[import-untyped]
 
 from zoldyq.broker import LOCK_WAIT, LockBusy, wait_until
 from zoldyq.errors import QueueBusy, RequestError

@@ -150,7 +150,7 @@ async def start(settings: Settings, broker: Broker) -> Server:
         origin = request.headers.get("Origin")
         if not origin_allowed(origin, request.headers.get("Host"), own_ports, allowed):
             return _reject(http.HTTPStatus.FORBIDDEN, "forbidden_origin",
-                           f"Origin {origin[:80]!r} may not open streams here (the server "
+                           f"Origin {(origin or '')[:80]!r} may not open streams here (the server "
                            "allows its own origins and those in ZOLDYQ_CORS_ORIGINS)")
         if not token_ok(settings.token, request.headers.get("Authorization"), request.path):
             resp = _reject(http.HTTPStatus.UNAUTHORIZED, "unauthorized",
@@ -217,8 +217,9 @@ def _guarded(limit: int, refusal: bytes) -> type[ServerConnection]:
                 self._transport.write(refusal)
                 self._transport.close()
 
-        def eof_received(self) -> bool | None:
-            return None if self._refused else super().eof_received()
+        def eof_received(self) -> None:
+            if not self._refused:
+                super().eof_received()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if not self._refused:
