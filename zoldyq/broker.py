@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from zoldyq.errors import QueueBusy
 from zoldyq.settings import Settings
 from zoldyq.shm.broker import Broker, attach, create, destroy
-from zoldyq.shm.lock import LockBusy, never_wait, never_wait_in_this_thread, wait_until
+from zoldyq.shm.lock import LockBusy, call_never_waiting, never_wait_in_this_thread, wait_until
 
 __all__ = [
     "LOCK_WAIT", "Broker", "LockBusy", "attach", "create", "destroy", "from_loop",
@@ -73,8 +73,7 @@ async def from_loop(
     """
     if on_loop:
         try:
-            with never_wait():
-                return fn(*args)
+            return call_never_waiting(fn, *args)
         except LockBusy:
             if _stuck_until.get(name, 0.0) > time.monotonic():
                 raise QueueBusy(name, LOCK_WAIT) from None

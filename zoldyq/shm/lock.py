@@ -58,10 +58,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from zoldyq.errors import ClosedError
 from zoldyq.shm import hooks, segment
 
+T = TypeVar("T")
 _live_locks: weakref.WeakSet[RobustLock] = weakref.WeakSet()
 _flock = fcntl.flock
 _LOCK_EX, _LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_UN
@@ -98,6 +100,16 @@ def patient() -> Iterator[None]:
     _policy.deadline = None
     try:
         yield
+    finally:
+        _policy.deadline = before
+
+
+def call_never_waiting(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with every contended acquire raising LockBusy (``never_wait``, cheaper)."""
+    before = getattr(_policy, "deadline", None)
+    _policy.deadline = NEVER
+    try:
+        return fn(*args)
     finally:
         _policy.deadline = before
 
