@@ -23,12 +23,14 @@ from typing import Any, TypeVar
 
 from zoldyq.errors import QueueBusy
 from zoldyq.settings import Settings
+from zoldyq.shm import broker as _shm
 from zoldyq.shm.broker import Broker, attach, create, destroy
 from zoldyq.shm.lock import LockBusy, call_never_waiting, never_wait_in_this_thread, wait_until
+from zoldyq.shm.owner import Ownership, holder
 
 __all__ = [
-    "LOCK_WAIT", "Broker", "LockBusy", "attach", "create", "destroy", "from_loop",
-    "loop_thread", "open_namespace", "wait_until",
+    "LOCK_WAIT", "Broker", "LockBusy", "Ownership", "attach", "create", "destroy", "from_loop",
+    "holder", "loop_thread", "open_namespace", "serve_namespace", "wait_until",
 ]
 
 T = TypeVar("T")
@@ -46,6 +48,18 @@ def open_namespace(settings: Settings) -> Broker:
         max_bytes=settings.default_queue_max_bytes,
         max_message_bytes=settings.max_message_bytes,
         exist_ok=True,
+    )
+
+
+def serve_namespace(settings: Settings) -> tuple[Broker, bool]:
+    """For the server that owns the namespace (holding its ``Ownership``): create it, or
+    reattach and apply the configured default caps to new queues; True if created."""
+    return _shm.serve(
+        settings.namespace,
+        max_queues=settings.max_queues,
+        max_messages=settings.default_queue_capacity,
+        max_bytes=settings.default_queue_max_bytes,
+        max_message_bytes=settings.max_message_bytes,
     )
 
 

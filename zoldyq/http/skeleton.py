@@ -15,7 +15,7 @@ from typing import Any
 
 import falcon
 
-from zoldyq.http import core, ops
+from zoldyq.http import core, ops, ui
 from zoldyq.http.errors import error_reply
 from zoldyq.http.routes import Route, by_path
 
@@ -41,11 +41,13 @@ def mount(app: Any, make_responder: Callable[[Route], Callable[..., Any]]) -> No
 
 def authorize(ctx: core.Ctx, route: Route, req: Any) -> None:
     """Raises 403 for a page from a foreign origin (any route: a simple cross-site
-    request needs no preflight, so CORS alone would not stop it), and 401 when the
-    route needs the configured token and the request lacks it."""
+    request needs no preflight, so CORS alone would not stop it), 401 when the route
+    needs the configured token and the request lacks it, 403 when the admin page is
+    read-only and the page asks for a change."""
     core.check_origin(ctx, req.get_header("Origin"), req.get_header("Host"))
     if route.auth and ctx.token:
         core.check_auth(ctx, req.get_header("Authorization"))
+    ui.check(ctx.settings.ui, route.name, req.get_header(ui.MARKER))
 
 
 def call(req: Any, body: bytes = b"") -> core.Call:
