@@ -74,8 +74,17 @@ def check_namespace(name: object) -> str:
 # orjson validates the whole document; the stdlib's scanner finds the spans.
 
 _HEAD = re.compile(rb'\s*\{\s*"([A-Za-z_]+)"\s*:')
+# one match per structural character, the text before it (strings included) skipped
+_STRUCTURE = re.compile(rb'[^"\[\]{},]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^"\[\]{},]*)*([\[\]{},])')
 _WS = re.compile(r"[ \t\n\r]*")
 _scanner = json.JSONDecoder()
+
+
+class CheckedRecords(list[tuple[int, bytes]]):
+    """Records whose JSON ones are known to be one JSON document each (they came from
+    ``json_field``/``json_items``): ``put_records`` need not parse them again."""
+
+    __slots__ = ()
 
 
 def json_field(body: bytes | str, key: str) -> tuple[Any, bytes | None]:
@@ -87,31 +96,53 @@ def json_field(body: bytes | str, key: str) -> tuple[Any, bytes | None]:
     raw = body.encode() if isinstance(body, str) else body
     m = _HEAD.match(raw)
     if len(doc) == 1 and m is not None and m.group(1) == key.encode():
-        end = raw.rstrip()
-        value = end[m.end() : -1].strip()  # the only member: all between ':' and '}'
+        value = raw.rstrip()[m.end() : -1].strip()  # the only member: between ':' and '}'
+        # a duplicate key would leave a top-level comma in it: look only if one may exist
+        if b'"' + key.encode() + b'"' not in value:
+            return doc, value
         try:
-            orjson.loads(value)  # a duplicate key would leave a top-level comma in it
+            orjson.loads(value)
             return doc, value
         except orjson.JSONDecodeError:
             pass
     return doc, _member_span(raw.decode(), key).encode()
 
 
-def json_items(array: bytes) -> list[bytes]:
-    """The exact bytes of each element of a JSON array (already validated)."""
-    text = array.decode()
-    i = _WS.match(text, 0).end() + 1  # type: ignore[union-attr]
+def json_items(array: bytes, parsed: list[Any] | None = None) -> list[bytes]:
+    """The exact bytes of each element of a JSON array (one that already parsed).
+
+    With ``parsed`` (the array as orjson read it) compact arrays take a fast
+    path: if orjson writes the array back byte for byte, its elements are
+    written back exactly too. Otherwise strings and structure are scanned: a
+    comma at depth 1 ends an element.
+    """
+    if parsed is not None:
+        try:
+            encoded = [orjson.dumps(item) for item in parsed]
+        except TypeError:  # an integer orjson read but cannot write: scan instead
+            encoded = None
+        if encoded is not None and b"[%b]" % b",".join(encoded) == array:
+            return encoded
     out: list[bytes] = []
-    i = _WS.match(text, i).end()  # type: ignore[union-attr]
-    if text[i] == "]":
-        return out
-    while True:
-        end = _scan_end(text, i)
-        out.append(text[i:end].encode())
-        i = _WS.match(text, end).end()  # type: ignore[union-attr]
-        if text[i] == "]":
-            return out
-        i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+    depth, start = 0, 0
+    for m in _STRUCTURE.finditer(array):
+        at = m.start(1)
+        c = array[at]
+        if c == 0x5B or c == 0x7B:  # [ {
+            depth += 1
+            if depth == 1:
+                start = at + 1
+        elif c == 0x5D or c == 0x7D:  # ] }
+            if depth == 1:
+                last = array[start:at].strip()
+                if last:
+                    out.append(last)
+                break
+            depth -= 1
+        elif depth == 1:  # a comma between elements
+            out.append(array[start:at].strip())
+            start = at + 1
+    return out
 
 
 def _member_span(text: str, key: str) -> str:

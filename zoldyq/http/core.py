@@ -185,12 +185,12 @@ def is_raw(content_type: str | None) -> bool:
         content_type.partition(";")[0].strip().lower() == OCTETS
 
 
-def _raw_field(body: bytes, key: str, what: str) -> bytes:
-    """The exact bytes of member ``key`` of the JSON object ``body``."""
+def _raw_field(body: bytes, key: str, what: str) -> tuple[Any, bytes]:
+    """The parsed value and the exact bytes of member ``key`` of the JSON object ``body``."""
     if not body:
         raise RequestError(400, "bad_json", "request body is empty: send a JSON object")
     try:
-        _, raw = api.json_field(body, key)
+        doc, raw = api.json_field(body, key)
     except orjson.JSONDecodeError as ex:
         raise RequestError(400, "bad_json", f"request body is not valid JSON: {ex}") from None
     except errors.InvalidPayload as ex:
@@ -200,7 +200,7 @@ def _raw_field(body: bytes, key: str, what: str) -> bytes:
             400, f"missing_{key}", f'request body must be a JSON object with a "{key}" field '
             f"({what})"
         )
-    return raw
+    return doc[key], raw
 
 
 def enqueue(ctx: Ctx, call: Call, name: str) -> Reply:
@@ -208,18 +208,19 @@ def enqueue(ctx: Ctx, call: Call, name: str) -> Reply:
     if is_raw(call.content_type):
         r = q.put_bytes(call.body)
     else:
-        r = q.put_records([(api.KIND_JSON, _raw_field(call.body, "payload", "any JSON value"))])
+        _, raw = _raw_field(call.body, "payload", "any JSON value")
+        r = q.put_records(api.CheckedRecords([(api.KIND_JSON, raw)]))
     return Reply(200, b'{"queued":true,"queue_name":%s,"queue_size":%d,"enqueued_at":%d}'
                  % (_qname(name), r.queue_size, r.enqueued_at))
 
 
 def enqueue_batch(ctx: Ctx, call: Call, name: str) -> Reply:
     q = ctx.queue(name)
-    raw = _raw_field(call.body, "payloads", "a list of JSON values")
-    if not raw.startswith(b"["):
+    parsed, raw = _raw_field(call.body, "payloads", "a list of JSON values")
+    if not isinstance(parsed, list):
         raise RequestError(400, "bad_payloads", '"payloads" must be a JSON list')
     try:
-        payloads = api.json_items(raw)
+        payloads = api.json_items(raw, parsed)
     except errors.InvalidPayload as ex:
         raise RequestError(400, "bad_json", f"request body cannot be stored: {ex}") from None
     if len(payloads) > ctx.max_batch:
@@ -228,7 +229,7 @@ def enqueue_batch(ctx: Ctx, call: Call, name: str) -> Reply:
             f"a batch holds at most {ctx.max_batch} messages, got {len(payloads)}",
             max_batch=ctx.max_batch,
         )
-    r = q.put_records([(api.KIND_JSON, p) for p in payloads])
+    r = q.put_records(api.CheckedRecords([(api.KIND_JSON, p) for p in payloads]))
     return Reply(200, b'{"queued":true,"queue_name":%s,"count":%d,"queue_size":%d,'
                  b'"enqueued_at":%d}' % (_qname(name), len(payloads), r.queue_size,
                                          r.enqueued_at))

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
-from zoldyq.api import check_json
+from zoldyq.api import CheckedRecords, check_json
 from zoldyq.errors import (
     ClosedError,
     ConfigError,
@@ -138,11 +138,12 @@ class Queue:
         otherwise), so a consumer never gets invalid JSON, nor one record that
         reads as two messages once spliced into a batch.
         """
-        for kind, data in records:
-            if kind == KIND_JSON:
-                check_json(data)
-            elif kind != KIND_BYTES:
-                raise InvalidPayload(f"unknown record kind {kind!r}")
+        if type(records) is not CheckedRecords:  # those came from api.json_field/items
+            for kind, data in records:
+                if kind == KIND_JSON:
+                    check_json(data)
+                elif kind != KIND_BYTES:
+                    raise InvalidPayload(f"unknown record kind {kind!r}")
         return self._put_records(records)
 
     def _put_records(self, records: list[tuple[int, bytes]]) -> Receipt:

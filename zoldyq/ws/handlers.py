@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from zoldyq.api import KIND_BYTES, Broker, Message, Queue
+from zoldyq.api import KIND_BYTES, Broker, CheckedRecords, Message, Queue
 from zoldyq.broker import LockBusy, from_loop
 from zoldyq.errors import (
     BrokenError,
@@ -196,7 +196,7 @@ class Batcher:
             return
         try:
             size, at = await from_loop(self.queue.name, self.queue.put_records,
-                                       [rec for _, rec in run])
+                                       CheckedRecords([rec for _, rec in run]))
         except (BrokenError, ClosedError):
             raise
         except ZoldyQError as ex:
