@@ -94,11 +94,17 @@ def json_field(body: bytes | str, key: str) -> tuple[Any, bytes | None]:
     if type(doc) is not dict or key not in doc:
         return doc, None
     raw = body.encode() if isinstance(body, str) else body
-    m = _HEAD.match(raw)
-    if len(doc) == 1 and m is not None and m.group(1) == key.encode():
-        value = raw.rstrip()[m.end() : -1].strip()  # the only member: between ':' and '}'
+    name = key.encode()
+    compact = b'{"%b":' % name
+    if raw.startswith(compact):  # the usual shape: no regex needed
+        start = len(compact)
+    else:
+        m = _HEAD.match(raw)
+        start = m.end() if m is not None and m.group(1) == name else -1
+    if len(doc) == 1 and start > 0:
+        value = raw.rstrip()[start:-1].strip()  # the only member: between ':' and '}'
         # a duplicate key would leave a top-level comma in it: look only if one may exist
-        if b'"' + key.encode() + b'"' not in value:
+        if b'"%b"' % name not in value:
             return doc, value
         try:
             orjson.loads(value)
