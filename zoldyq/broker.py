@@ -25,12 +25,13 @@ from zoldyq.errors import QueueBusy
 from zoldyq.settings import Settings
 from zoldyq.shm import broker as _shm
 from zoldyq.shm.broker import Broker, attach, create, destroy
+from zoldyq.shm.listing import namespaces
 from zoldyq.shm.lock import LockBusy, call_never_waiting, never_wait_in_this_thread, wait_until
 from zoldyq.shm.owner import Ownership, holder
 
 __all__ = [
     "LOCK_WAIT", "Broker", "LockBusy", "Ownership", "attach", "create", "destroy", "from_loop",
-    "holder", "loop_thread", "open_namespace", "serve_namespace", "wait_until",
+    "holder", "loop_thread", "namespaces", "open_namespace", "serve_namespace", "wait_until",
 ]
 
 T = TypeVar("T")
