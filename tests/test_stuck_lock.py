@@ -92,8 +92,8 @@ def test_from_loop_never_blocks_the_loop(broker: zoldyq.Broker, stuck) -> None: 
     loop.join(30)
     ((first, again, other, worst_gap),) = result
     assert LOCK_WAIT * 0.9 <= first < LOCK_WAIT + 1.0
-    assert again < 0.05
-    assert other < 0.05
+    assert again < 0.3  # no second wait: known stuck (bounds loose for a loaded CI box)
+    assert other < 0.3
     assert worst_gap < 0.2, worst_gap
     assert [m.payload for m in broker.queue("free").get_many(5)] == [3]
 

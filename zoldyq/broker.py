@@ -26,12 +26,19 @@ from zoldyq.settings import Settings
 from zoldyq.shm import broker as _shm
 from zoldyq.shm.broker import Broker, attach, create, destroy
 from zoldyq.shm.listing import namespaces
-from zoldyq.shm.lock import LockBusy, call_never_waiting, never_wait_in_this_thread, wait_until
+from zoldyq.shm.lock import (
+    LockBusy,
+    call_never_waiting,
+    never_wait_in_this_thread,
+    patient,
+    wait_until,
+)
 from zoldyq.shm.owner import Ownership, holder
 
 __all__ = [
     "LOCK_WAIT", "Broker", "LockBusy", "Ownership", "attach", "create", "destroy", "from_loop",
-    "holder", "loop_thread", "namespaces", "open_namespace", "serve_namespace", "wait_until",
+    "holder", "loop_thread", "namespaces", "open_namespace", "patient", "serve_namespace",
+    "wait_until",
 ]
 
 T = TypeVar("T")
@@ -70,7 +77,8 @@ def loop_thread() -> None:
 
 
 async def from_loop(
-    name: str, fn: Callable[..., T], *args: Any, wait: float = LOCK_WAIT, on_loop: bool = True
+    name: str, fn: Callable[..., T], *args: Any, wait: float = LOCK_WAIT, on_loop: bool = True,
+    patient: bool = False,
 ) -> T:
     """``fn(*args)`` for an event loop, which it never blocks on a lock.
 
@@ -82,6 +90,9 @@ async def from_loop(
         on_loop: try on the loop first (False for calls that take several locks
             in a row, such as creating or deleting a queue: they always run in
             the thread).
+        patient: the thread waits for its locks as long as it takes (a call that
+            must not stop half-way, such as a redrive); the request still gets
+            QueueBusy after ``wait``, and the call finishes in the background.
 
     Raises:
         QueueBusy: a lock stayed held elsewhere for ``wait`` seconds.
@@ -93,14 +104,17 @@ async def from_loop(
             if _stuck_until.get(name, 0.0) > time.monotonic():
                 raise QueueBusy(name, LOCK_WAIT) from None
     loop = asyncio.get_running_loop()
-    job = loop.run_in_executor(_waiters, _waiting, name, wait, fn, args)
+    job = loop.run_in_executor(_waiters, _waiting, name, None if patient else wait, fn, args)
     try:
         return await asyncio.wait_for(job, wait + 0.5)
     except TimeoutError:  # a change that must finish once begun: it goes on in the thread
         raise QueueBusy(name, LOCK_WAIT) from None
 
 
-def _waiting(name: str, wait: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+def _waiting(name: str, wait: float | None, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    if wait is None:
+        with patient():
+            return fn(*args)
     with wait_until(time.monotonic() + wait):
         try:
             result = fn(*args)

@@ -56,7 +56,7 @@ async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-OFF_LOOP = frozenset({"put_queue", "delete_queue", "snapshot"})  # several locks in a row
+OFF_LOOP = skeleton.SEVERAL_LOCKS
 
 
 async def wait(w: core.Wait, gone: asyncio.Event | None) -> core.Reply:
@@ -127,7 +127,8 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
             skeleton.authorize(ctx, route, req)
             body = await read_body(req, ctx.max_body) if needs_body else b""
             run = functools.partial(handler, ctx, skeleton.call(req, body), **params)
-            out = await from_loop(params.get("name", ""), run, on_loop=on_loop)
+            out = await from_loop(params.get("name", ""), run, on_loop=on_loop,
+                                  patient=not on_loop)
             reply = await wait(out, req.scope.get("zoldyq.gone")) if waits else out
         except Exception as ex:
             reply = skeleton.failure(ex, req)

@@ -15,11 +15,16 @@ from typing import Any
 
 import falcon
 
+from zoldyq.broker import LOCK_WAIT, LockBusy
+from zoldyq.errors import QueueBusy
 from zoldyq.http import core, ops, ui
 from zoldyq.http.errors import error_reply
 from zoldyq.http.routes import Route, by_path
 
 _perf = time.perf_counter
+#: Routes whose call takes several locks in a row and must not stop half-way: they
+#: never run on an event loop, and wait for their locks as long as it takes.
+SEVERAL_LOCKS = frozenset({"put_queue", "delete_queue", "snapshot", "redrive"})
 
 
 def middleware(ctx: core.Ctx) -> list[Any]:
@@ -59,6 +64,9 @@ def call(req: Any, body: bytes = b"") -> core.Call:
 
 
 def failure(ex: BaseException, req: Any) -> core.Reply:
+    if isinstance(ex, LockBusy):  # a lock held elsewhere met where no call waits: busy
+        ex = QueueBusy(req.path.split("/")[2] if req.path.startswith("/queues/") else "",
+                       LOCK_WAIT)
     status, data, headers = error_reply(ex, req.method, req.path)
     return core.Reply(status, data, core.JSON, headers)
 

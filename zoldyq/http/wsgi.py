@@ -24,7 +24,7 @@ from typing import Any
 import falcon
 from gunicorn.http.errors import ParseException  # type: ignore[import-untyped]
 
-from zoldyq.broker import LOCK_WAIT, LockBusy, wait_until
+from zoldyq.broker import LOCK_WAIT, LockBusy, patient, wait_until
 from zoldyq.errors import QueueBusy, RequestError
 from zoldyq.http import core, skeleton
 from zoldyq.http.errors import body_too_large, complete
@@ -106,13 +106,15 @@ def wait(w: core.Wait, slots: threading.Semaphore, sock: socket.socket | None = 
 
 def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Callable[..., None]:
     handler, waits, needs_body = route.handler, route.kind == WAITING, route.body
+    several = route.name in skeleton.SEVERAL_LOCKS
+    limit = ctx.max_timeout if waits else 0.0
 
     def respond(req: falcon.Request, resp: falcon.Response, **params: str) -> None:
         t0 = _perf()
         try:
             skeleton.authorize(ctx, route, req)
             body = read_body(req, ctx.max_body) if needs_body else b""
-            with wait_until(time.monotonic() + LOCK_WAIT + (ctx.max_timeout if waits else 0)):
+            with patient() if several else wait_until(time.monotonic() + LOCK_WAIT + limit):
                 try:
                     out = handler(ctx, skeleton.call(req, body), **params)
                     reply = wait(out, slots, req.env.get("gunicorn.socket")) if waits else out
