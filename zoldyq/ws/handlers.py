@@ -23,6 +23,7 @@ import functools
 import logging
 import socket
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -38,6 +39,7 @@ from zoldyq.errors import (
     ClosedError,
     LeaseExpired,
     NamespaceNotFound,
+    QueueBusy,
     QueueNotFound,
     ZoldyQError,
 )
@@ -345,7 +347,7 @@ class Dequeue:
                     return
                 continue
             if ws.protocol.state is not State.OPEN:  # taken, but nobody to write them to
-                queue.requeue(msgs)
+                await settle(queue.name, queue.requeue, msgs)
                 return
             if any(m.kind == KIND_BYTES for m in msgs):  # raw ones go out as binary frames
                 await send_frames(ws, [m.data if m.kind == KIND_BYTES else
@@ -356,6 +358,12 @@ class Dequeue:
                 await send_frames(ws, [encode(before, middle, m.data, m.enqueued_at)
                                        for m in msgs])
             frame_size = sum(len(m.data) for m in msgs) // len(msgs) + overhead
+
+
+async def settle(name: str, fn: Any, *args: Any) -> Any:
+    """A call that must happen even if a stopped process holds the lock: it then
+    finishes in a thread (the caller may get QueueBusy meanwhile, but it is done)."""
+    return await from_loop(name, fn, *args, patient=True)
 
 
 class LeasedDequeue(Dequeue):
@@ -380,14 +388,14 @@ class LeasedDequeue(Dequeue):
             held, self.held = list(self.held), {}
             for lease_id in held:  # the connection is gone: back at the head now
                 with contextlib.suppress(LeaseExpired, ZoldyQError):
-                    self.queue.nack(lease_id)
+                    await settle(self.queue.name, self.queue.nack, lease_id)
 
     async def _read(self) -> None:
         """Settle leases as the client's frames say; stop the stream on close."""
         self.ws.protocol.max_message_size = 1024
         try:
             async for frame in self.ws:
-                answer = self._settle(frame)
+                answer = await self._settle(frame)
                 if answer:
                     await self.ws.send(answer.decode())
         except ConnectionClosed:
@@ -395,21 +403,22 @@ class LeasedDequeue(Dequeue):
         if self.waiting and self.task is not None:
             self.task.cancel()
 
-    def _settle(self, frame: str | bytes) -> bytes | None:
+    async def _settle(self, frame: str | bytes) -> bytes | None:
+        q = self.queue
         try:
             op, lease_id, seconds = frames.parse_control(frame)
             if op == "extend":
-                at = self.queue.extend(lease_id, seconds)
+                at = await from_loop(q.name, q.extend, lease_id, seconds)
                 if lease_id in self.held:
                     self.held[lease_id] = at
                 return b'{"extended":"%s","lease_expires_at":%d}' % (lease_id.encode(), at)
             self.held.pop(lease_id, None)
             self.credit.set()
             if op == "ack":
-                self.queue.ack(lease_id)
+                await from_loop(q.name, q.ack, lease_id)
             else:
-                self.queue.nack(lease_id, seconds)
-        except (BadFrame, LeaseExpired) as ex:
+                await from_loop(q.name, q.nack, lease_id, seconds)
+        except (BadFrame, LeaseExpired, QueueBusy) as ex:
             return frames.error(ex)
         return None
 
@@ -436,13 +445,17 @@ class LeasedDequeue(Dequeue):
         if self.ws.state is not State.OPEN:
             return []
         want = min(want, room)
-        msgs = self.queue.get_many(want, 0, self.lease)
-        if not msgs:
-            self.waiting = True
-            try:
+        try:
+            msgs = self.queue.get_many(want, 0, self.lease)  # the loop never waits for a lock
+            if not msgs:
+                self.waiting = True
                 msgs = await self.queue.aget_many(want, IDLE_WAIT, self.lease)
-            finally:
-                self.waiting = False
+        except LockBusy:  # held by a stopped process: look again soon
+            self.waiting = True
+            await asyncio.sleep(BUSY_POLL)
+            msgs = []
+        finally:
+            self.waiting = False
         for m in msgs:
             if m.lease_id is not None:
                 self.held[m.lease_id] = m.lease_expires_at or 0
