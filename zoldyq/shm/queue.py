@@ -659,6 +659,21 @@ class SharedQueue:
             lock.release()
         return by_origin
 
+    def mark_leases_redrive(self, lease_ids: Sequence[str], origin: int) -> None:
+        """Leases this process holds become REDRIVE towards ``origin`` (one store each):
+        a DLQ's own messages, taken for a redrive by name."""
+        side = self.side
+        lock = self._locked()
+        try:
+            now = _time_ns() // 1000
+            for lease_id in lease_ids:
+                parsed = self._parse(lease_id)
+                if parsed is not None and side.held(*parsed, now):
+                    side.set_word(parsed[0], S_ORIGIN, origin)
+                    side.set_state(parsed[0], REDRIVE)
+        finally:
+            lock.release()
+
     def held_messages(self) -> list[tuple[int, int, bytes, int, int, int, int]]:
         """(state, kind, data, enqueued_at, deliveries, deadline, key) of every side slot."""
         side = self.side
