@@ -202,6 +202,8 @@ def parse_delivery(source: Mapping[str, Any]) -> int | None:
         due = now + int(parse_seconds(source["delay"], "delay", MAX_DELAY, "bad_delay") * 1e6)
     if "deliver_at" in source:
         at = source["deliver_at"]
+        if isinstance(at, float) and at.is_integer():  # JSON Schema's integers include 5.0
+            at = int(at)
         try:
             value = int(at) if isinstance(at, str | int) and not isinstance(at, bool) else -1
         except ValueError:

@@ -284,6 +284,7 @@ SCHEMAS: dict[str, Any] = {
     "Snapshot": {"type": "object", "additionalProperties": True},
     "AckRequest": {"type": "object", "properties": {
         "lease_id": _LEASE_ID, "lease_ids": {"type": "array", "items": _LEASE_ID}},
+        "anyOf": [{"required": ["lease_id"]}, {"required": ["lease_ids"]}],
         "description": "`lease_ids` wins when both are given"},
     "AckResponse": {"type": "object", "properties": {
         "acked": _INT, "not_held": {"type": "array", "items": _STR}, "queue_name": _STR}},
