@@ -34,7 +34,7 @@ from zoldyq.settings import BY_NAME, Settings
 from zoldyq.shm import names, segment
 from zoldyq.shm.aio import AsyncBell
 from zoldyq.shm.counters import Counters
-from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD, SW_READY
+from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
 from zoldyq.shm.ring import min_ring_size, record_bytes
@@ -218,17 +218,14 @@ class Queue:
         if deliver_at is not None:
             deliver_at = due_at(None, deliver_at)
         for attempt in (0, 1):
-            sq = self._sq or self._resolve(create=True)
+            sq = self._live(create=True)
             limit = sq.max_message_bytes
             for _, data in records:
                 if len(data) > limit:
                     raise MessageTooLarge(len(data), limit, self.name)
-            if not records:
-                if sq.closed:  # a handle on a queue deleted meanwhile: follow the name
-                    self._forget(sq)
-                    continue
-                return _receipt((sq.ring.count(), time.time_ns() // 1000, None))
             try:
+                if not records:
+                    return _receipt((sq.ready(), time.time_ns() // 1000, None))
                 if deliver_at is None:
                     return _receipt((*sq.put(records, t0), None))
                 return _receipt((*sq.put_delayed(records, deliver_at), deliver_at))
@@ -237,6 +234,14 @@ class Queue:
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def _live(self, create: bool) -> SharedQueue:
+        """The cached shared queue unless this process closed it (it was deleted), for the
+        paths that read it without taking one of its locks."""
+        sq = self._sq
+        if sq is None or sq.closed:
+            sq = self._resolve(create)
+        return sq
 
     def _resolve(self, create: bool) -> SharedQueue:
         self._sq = sq = self.broker._shared(self.name, create)
@@ -338,7 +343,7 @@ class Queue:
             remaining = deadline - time.monotonic()
             if got or self.broker.interrupted:
                 return got
-            sq = self._sq or self._resolve(create=False)
+            sq = self._live(create=False)
             if remaining <= 0:
                 if timeout > 0:
                     sq.note_timeout()
@@ -433,8 +438,7 @@ class Queue:
         return {"name": self.name, **sq.stats()}
 
     def __len__(self) -> int:
-        sq = self.broker._shared(self.name, create=False)
-        return sq.ring.count() + sq.side.words[SW_READY]
+        return self.broker._shared(self.name, create=False).ready()
 
     def clear(self) -> int:
         """Drop every message now in the queue (ready, returned, delayed); returns how many."""
