@@ -203,24 +203,29 @@ def parse_seconds(raw: object, what: str, limit: float, code: str,
     return value
 
 
+MAX_DELIVER_AT = 1 << 62  # µs since the epoch: far beyond any real date
+
+
 def parse_delivery(source: Mapping[str, Any]) -> int | None:
-    """``delay`` (seconds) or ``deliver_at`` (µs since the epoch): when a put becomes visible."""
-    delay, at = source.get("delay"), source.get("deliver_at")
-    if delay is not None and at is not None:
-        raise RequestError(400, "bad_delay", "give either delay or deliver_at, not both")
-    if delay is not None:
-        seconds = parse_seconds(delay, "delay", MAX_DELAY, "bad_delay")
-        return None if seconds == 0 else time.time_ns() // 1000 + int(seconds * 1e6)
-    if at is None:
-        return None
-    try:
-        value = int(at) if isinstance(at, str | int) and not isinstance(at, bool) else -1
-    except ValueError:
-        value = -1
-    if value < 0 or value > time.time_ns() // 1000 + int(MAX_DELAY * 1e6):
-        raise RequestError(400, "bad_delay", "deliver_at must be µs since the epoch, at most "
-                           f"a year ahead, got {_short(at)}")
-    return value
+    """``delay`` (seconds) and/or ``deliver_at`` (µs since the epoch): when a put becomes
+    visible (the later of the two); None for now."""
+    now = time.time_ns() // 1000
+    due = 0
+    if "delay" in source:
+        due = now + int(parse_seconds(source["delay"], "delay", MAX_DELAY, "bad_delay") * 1e6)
+    if "deliver_at" in source:
+        at = source["deliver_at"]
+        if isinstance(at, float) and at.is_integer():  # JSON Schema's integers include 5.0
+            at = int(at)
+        try:
+            value = int(at) if isinstance(at, str | int) and not isinstance(at, bool) else -1
+        except ValueError:
+            value = -1
+        if not 0 <= value <= MAX_DELIVER_AT:
+            raise RequestError(400, "bad_delay", "deliver_at must be an integer of µs since "
+                               f"the epoch, got {_short(at)}")
+        due = max(due, value)
+    return due if due > now else None
 
 
 def parse_max(raw: str, limit: int) -> int:
@@ -388,9 +393,8 @@ def ack(ctx: Ctx, call: Call, name: str) -> Reply:
     doc = _json_body(call.body)
     if isinstance(doc, dict) and "lease_ids" in doc:
         ids = doc["lease_ids"]
-        if not isinstance(ids, list) or len(ids) > ctx.max_batch:
-            raise RequestError(400, "bad_lease", f'"lease_ids" must be a list of at most '
-                               f"{ctx.max_batch} lease ids")
+        if not isinstance(ids, list):
+            raise RequestError(400, "bad_lease", '"lease_ids" must be a list of lease ids')
         not_held = q.ack_many([_lease_id(i) for i in ids])
         return Reply(200, _dumps({"acked": len(ids) - len(not_held), "not_held": not_held,
                                   "queue_name": name}))

@@ -35,7 +35,7 @@ from zoldyq.settings import BY_NAME, Settings
 from zoldyq.shm import names, segment
 from zoldyq.shm.aio import AsyncBell
 from zoldyq.shm.counters import Counters
-from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD, SW_READY
+from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
 from zoldyq.shm.ring import min_ring_size, record_bytes
@@ -49,6 +49,7 @@ _loads = orjson.loads
 _perf_ns = time.perf_counter_ns
 _time_ns = time.time_ns  # one clock for the engine (tests replace it)
 MAX_SECONDS = 366 * 86400  # the longest lease or delay accepted: a year
+MAX_DELIVER_AT = 1 << 62  # µs since the epoch: far beyond any real date
 
 
 class Message(tuple):  # type: ignore[type-arg]
@@ -152,8 +153,8 @@ def due_at(delay: float | None, deliver_at: int | None) -> int | None:
     at = deliver_at if delay is None else now + int(delay * 1e6)
     if at is None or at <= now:
         return None
-    if at - now > MAX_SECONDS * 1_000_000:
-        raise ConfigError(f"deliver_at is more than {MAX_SECONDS} s away")
+    if at > MAX_DELIVER_AT:
+        raise ConfigError(f"deliver_at {at} is past {MAX_DELIVER_AT} µs since the epoch")
     return at
 
 
@@ -453,8 +454,7 @@ class Queue:
         return {"name": self.name, **sq.stats()}
 
     def __len__(self) -> int:
-        sq = self.broker._shared(self.name, create=False)
-        return sq.ring.count() + sq.side.words[SW_READY]
+        return self.broker._shared(self.name, create=False).ready()
 
     def clear(self) -> int:
         """Drop every message now in the queue (ready, returned, delayed); returns how many."""
@@ -723,6 +723,13 @@ class Broker:
         for origin in sq.mark_redrive(set(live)):
             moved += sq.move_out(self._shared(live[origin], create=False), REDRIVE, origin,
                                  reset=True)
+        base = {n: o for o, n in live.items()}.get(q.name.removesuffix(".dlq"))
+        if q.name.endswith(".dlq") and base is not None:  # put there directly: by its name
+            while msgs := q.get_many(1000, 0, lease=60):
+                sq = self._shared(q.name, create=False)
+                sq.mark_leases_redrive([m.lease_id for m in msgs if m.lease_id], base)
+                moved += sq.move_out(self._shared(live[base], create=False), REDRIVE, base,
+                                     reset=True)
         return moved
 
     def _async_bell(self, sq: SharedQueue) -> AsyncBell:

@@ -663,6 +663,21 @@ class SharedQueue:
             lock.release()
         return by_origin
 
+    def mark_leases_redrive(self, lease_ids: Sequence[str], origin: int) -> None:
+        """Leases this process holds become REDRIVE towards ``origin`` (one store each):
+        a DLQ's own messages, taken for a redrive by name."""
+        side = self.side
+        lock = self._locked()
+        try:
+            now = _time_ns() // 1000
+            for lease_id in lease_ids:
+                parsed = self._parse(lease_id)
+                if parsed is not None and side.held(*parsed, now):
+                    side.set_word(parsed[0], S_ORIGIN, origin)
+                    side.set_state(parsed[0], REDRIVE)
+        finally:
+            lock.release()
+
     def held_messages(self) -> list[tuple[int, int, bytes, int, int, int, int]]:
         """(state, kind, data, enqueued_at, deliveries, deadline, key) of every side slot."""
         side = self.side
@@ -853,7 +868,7 @@ class SharedQueue:
     def ready(self) -> int:
         """Messages ready now, read without a lock; QueueDeleted once closed here."""
         try:
-            return self.ring.count()
+            return self.ring.count() + self.words[SW_READY]  # + messages given back
         except ValueError:  # closed here meanwhile (deleted): its views are released
             raise QueueDeleted(self.name) from None
 
