@@ -228,12 +228,12 @@ function show(next) {
   main.replaceChildren(...next.render());
   const tick = async () => {
     if (next.stopped) return;
-    try {
-      await next.tick();
-      next.failing = false;
-    } catch (e) {
-      if (!next.stopped && !next.failing) say(`Cannot refresh: ${e.message}`, true);
-      next.failing = true;
+    if (!next.paused) {
+      next.inflight = next.tick().then(() => { next.failing = false; }, (e) => {
+        if (!next.stopped && !next.failing) say(`Cannot refresh: ${e.message}`, true);
+        next.failing = true;
+      });
+      await next.inflight;
     }
     if (!next.stopped && next.poll !== false) setTimeout(tick, POLL_MS);
   };
@@ -471,6 +471,7 @@ class QueuePage {
     let s;
     try { s = await api("GET", q(this.name)); } catch (e) {
       if (e.status !== 404) throw e;
+      if (this.stopped) return; // deleted from this page: the overview is on screen now
       this.poll = false;
       $("#main").replaceChildren(h("h1", { text: this.name }),
         h("p", { text: `There is no queue named ${this.name} (any more).` }),
@@ -525,11 +526,17 @@ class QueuePage {
       }),
       act("Delete", "danger", async () => {
         if (!(await confirmAction(`Delete ${name}?`, `Delete the queue ${name} and every message in it. This cannot be undone.`, "Delete queue"))) return;
+        this.paused = true; // no poll may ask for the queue once it is gone (a 404)
+        await this.inflight;
         try {
           await api("DELETE", q(name));
+          this.stopped = true;
           say(`Deleted queue ${name}.`);
           location.hash = "#/";
-        } catch (e) { say(`Delete failed: ${e.message}`, true); }
+        } catch (e) {
+          this.paused = false;
+          say(`Delete failed: ${e.message}`, true);
+        }
       }));
   }
 
