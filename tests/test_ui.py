@@ -445,6 +445,7 @@ def test_page_and_files_carry_the_csp(broker: zoldyq.Broker) -> None:
         assert r.headers["content-security-policy"].startswith("default-src 'self'")
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["referrer-policy"] == "no-referrer"
+    assert client.simulate_get("/ui/").text == client.simulate_get("/ui").text
     html = client.simulate_get("/ui").text
     assert '<meta name="zoldyq-ui" content="on">' in html
     assert '<meta name="zoldyq-auth" content="none">' in html
