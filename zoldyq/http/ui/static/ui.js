@@ -563,7 +563,6 @@ class QueuePage {
         size = m.size ?? utf8.encode(JSON.stringify(m.payload)).length; // stored compact
       }
       const facts = [`#${i + 1}`, kindLabel, fmtBytes(size), `enqueued ${fmtTime(m.enqueued_at)}`];
-      if (m.delivery_count) facts.push(`delivered ${m.delivery_count}×`);
       return h("li", { class: "message" }, h("p", { class: "meta", text: facts.join(" · ") }),
         h("pre", { class: kindLabel === "raw" ? "hex" : "json", tabindex: 0 }, body));
     }));
