@@ -204,10 +204,11 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                       **_errors("ui_off")},
     },
     "ui_asset": {
-        "summary": "A static file of the admin page (ui.js, ui.css, favicon.svg)",
+        "summary": "A static file of the admin page (ui.js, ui.css, favicon.svg; none: the page)",
         "parameters": [{"name": "name", "in": "path", "required": True, **_TEXT}],
         "responses": {"200": {"description": "the file", "content": {
-                          "text/javascript": _TEXT, "text/css": _TEXT, "image/svg+xml": _TEXT}},
+                          "text/javascript": _TEXT, "text/css": _TEXT, "image/svg+xml": _TEXT,
+                          "text/html": _TEXT}},
                       **_errors("ui_off", "ui_file_not_found")},
     },
 }
