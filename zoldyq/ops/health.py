@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any
 
+from zoldyq.api import Broker
 from zoldyq.errors import QueueNotFound, ZoldyQError
 from zoldyq.ops.metrics import uptime_seconds
-from zoldyq.shm.broker import Broker
 
 LOCK_TIMEOUT = 1.0
 
@@ -29,7 +29,7 @@ _probes_lock = threading.Lock()
 def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict[str, Any]]:
     """Return (HTTP status, body) for ``broker``'s namespace."""
     try:
-        if broker.registry.destroyed:
+        if broker.destroyed:
             return _unhealthy(f"namespace '{broker.namespace}' was destroyed")
         reason = _probe(broker).result(lock_timeout)
         if reason:
@@ -63,7 +63,7 @@ def _unhealthy(reason: str) -> tuple[int, dict[str, Any]]:
 
 
 class _Probe(threading.Thread):
-    """Takes the registry lock, then each queue's put and get locks, once."""
+    """Takes every lock the engine names (``Broker.locks``), once."""
 
     def __init__(self, broker: Broker) -> None:
         super().__init__(name=f"zoldyq-health-{broker.namespace}", daemon=True)
@@ -75,17 +75,10 @@ class _Probe(threading.Thread):
 
     def run(self) -> None:
         try:
-            with self.broker.registry.lock:
-                pass
-            for entry in self.broker.entries():
-                try:
-                    sq = self.broker._shared(entry.name, create=False)
-                except QueueNotFound:
-                    continue
-                for side, lock in (("put", sq.put_lock), ("get", sq.get_lock)):
-                    self.waiting_for = f"the {side} lock of queue '{entry.name}'"
-                    with lock:
-                        pass
+            for what, lock in self.broker.locks():
+                self.waiting_for = what
+                with lock:
+                    pass
         except (ZoldyQError, OSError) as ex:
             self.reason = f"{self.waiting_for} cannot be recovered: {ex}"
         finally:

@@ -20,7 +20,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger as _GunicornLogger
 
-import zoldyq
+from zoldyq import broker as engine
+from zoldyq import errors
 from zoldyq.broker import open_namespace
 from zoldyq.ops import logs
 from zoldyq.serve.launcher import OWNER_ENV, STARTED_ENV
@@ -70,13 +71,13 @@ def on_starting(server: Any) -> None:
     if os.environ.get(OWNER_ENV):
         return
     try:
-        zoldyq.attach(_settings.namespace).close()
-    except zoldyq.NamespaceNotFound:
+        engine.attach(_settings.namespace).close()
+    except errors.NamespaceNotFound:
         open_namespace(_settings).close()
         os.environ[OWNER_ENV] = f"gunicorn:{os.getpid()}"
 
 
 def on_exit(server: Any) -> None:
     if os.environ.get(OWNER_ENV) == f"gunicorn:{os.getpid()}" and not _settings.keep_namespace:
-        zoldyq.destroy(_settings.namespace)
+        engine.destroy(_settings.namespace)
 

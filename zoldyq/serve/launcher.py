@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-import zoldyq
+from zoldyq import broker as engine
 from zoldyq.broker import open_namespace
 from zoldyq.ops import logs, snapshot
 from zoldyq.settings import Settings
@@ -107,7 +107,7 @@ def run(settings: Settings) -> int:
         snapshot.on_start(broker, settings)  # --restore
     except BaseException:
         if not settings.keep_namespace:
-            zoldyq.destroy(settings.namespace)
+            engine.destroy(settings.namespace)
         raise
     finally:
         broker.close()
@@ -143,7 +143,7 @@ def run(settings: Settings) -> int:
             signal.signal(s, handler)
         saved = snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep the namespace
         if not settings.keep_namespace and saved:
-            zoldyq.destroy(settings.namespace)
+            engine.destroy(settings.namespace)
             log.info("namespace '%s' destroyed", settings.namespace)
         elif not saved:
             status = status or 1
