@@ -53,6 +53,8 @@
 #define SEQ_MASK 0xFFFFFFFFull
 #define SPIN_TRIES 16
 #define NBOUNDS 16
+#define TRIM_KEEP (32 << 10)      /* queue.TRIM_KEEP: ring bytes an empty queue keeps backed */
+#define TRIM_AGE_US 1000000       /* queue.TRIM_AGE: a drained record this old means idle */
 
 static const uint64_t HIST_NS[NBOUNDS] = {
     10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
@@ -92,7 +94,7 @@ static inline void observe(volatile uint64_t *w, int base, uint64_t t0) {
 typedef struct {
     PyObject_HEAD
     Py_buffer view;
-    int has_view, released, active;
+    int has_view, released, active, trim_due;
     volatile uint64_t *w;
     unsigned char *data;
     uint64_t size, max_messages;
@@ -594,6 +596,12 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
         w[W_DEQ_TOTAL] += (uint64_t)n;
         w[W_BYTES_OUT] += nbytes;
         observe(w, W_DEQ_HIST, t0);
+        /* drained, and by an old record: not a stream; queue.trim can give memory back */
+        if ((new_head >> 32) == (load(w, W_TAIL) >> 32) && w[W_RESERVED] > TRIM_KEEP) {
+            PyObject *last = PyList_GET_ITEM(out, n - 1);
+            long long ts = PyLong_AsLongLong(PyTuple_GET_ITEM(last, 2));
+            if (ts + TRIM_AGE_US < wall_us()) self->trim_due = 1;
+        }
     }
     if (was_waiting || keep_waiting) {
         int wait = keep_waiting && !n;
@@ -623,6 +631,18 @@ static PyMethodDef Fast_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *Fast_get_trim_due(Fast *self, void *closure) {
+    /* True once after a take drained the queue of old records (then reset) */
+    int due = self->trim_due;
+    self->trim_due = 0;
+    return PyBool_FromLong(due);
+}
+
+static PyGetSetDef Fast_getset[] = {
+    {"trim_due", (getter)Fast_get_trim_due, NULL, "a take drained the queue: trim it", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyTypeObject FastType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zoldyq.shm._speedups.Fast",
     .tp_basicsize = sizeof(Fast),
@@ -636,6 +656,7 @@ static PyTypeObject FastType = {
     .tp_init = (initproc)Fast_init,
     .tp_dealloc = (destructor)Fast_dealloc,
     .tp_methods = Fast_methods,
+    .tp_getset = Fast_getset,
 };
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_speedups",
@@ -680,6 +701,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         add_int(layout, "FLAG_CLOSED", FLAG_CLOSED) || add_int(layout, "KIND_JSON", KIND_JSON) ||
         add_int(layout, "KIND_BYTES", KIND_BYTES) || add_int(layout, "KIND_WRAP", KIND_WRAP) ||
         add_int(layout, "HDR", HDR) || add_int(layout, "HIST_BUCKETS", NBOUNDS + 1) ||
+        add_int(layout, "TRIM_KEEP", TRIM_KEEP) || add_int(layout, "TRIM_AGE_US", TRIM_AGE_US) ||
         PyModule_AddObject(m, "LAYOUT", layout) < 0)
         return NULL;
     PyObject *bounds = PyTuple_New(NBOUNDS);

@@ -175,7 +175,10 @@ class Queue:
         fast = sq.fast
         try:
             if fast is not None and (timeout <= 0 or sq.interrupted):  # flat: no wait to plan
-                return fast.take(max, _perf_ns(), False, False, self.name, Message)  # type: ignore[no-any-return]
+                got: list[Message] = fast.take(max, _perf_ns(), False, False, self.name, Message)
+                if fast.trim_due:
+                    sq.trim()
+                return got
             records = sq.get(max, timeout, self.name)
         except ClosedError:
             records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name))

@@ -80,6 +80,11 @@ W_HEAD, W_DEQ_TOTAL, W_WAITERS, W_TIMEOUTS, W_BYTES_OUT, W_CLEARED = 16, 17, 18,
 W_ENQ_HIST, W_DEQ_HIST = 24, 48
 FLAG_CLOSED = 1
 
+# An empty queue gives its ring memory back to /dev/shm but these bytes (queue.trim),
+# when a get drains it of a record at least TRIM_AGE_US old or a get times out empty.
+TRIM_KEEP = 32 << 10
+TRIM_AGE_US = 1_000_000
+
 # Latency histogram bounds (``api.HIST_BOUNDS``, 10 µs to 1 s); the last bucket is +Inf.
 HIST_BOUNDS_NS = tuple(round(b * 1e9) for b in HIST_BOUNDS)
 HIST_BUCKETS = len(HIST_BOUNDS) + 1  # + Inf

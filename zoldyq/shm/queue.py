@@ -17,6 +17,7 @@ fine: a woken consumer re-checks the ring.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import threading
 import time
 from bisect import bisect_left
@@ -34,6 +35,8 @@ from zoldyq.shm.layout import (
     HIST_BUCKETS,
     LAYOUT_VERSION,
     QUEUE_MAGIC,
+    TRIM_AGE_US,
+    TRIM_KEEP,
     W_BYTES_IN,
     W_BYTES_OUT,
     W_CLEARED,
@@ -44,12 +47,14 @@ from zoldyq.shm.layout import (
     W_ENQ_TOTAL,
     W_FLAGS,
     W_FULL_TOTAL,
+    W_HEAD,
     W_MAGIC,
     W_MAX_MESSAGE_BYTES,
     W_MAX_MESSAGES,
     W_RESERVED,
     W_RING_SIZE,
     W_SLOT_GEN,
+    W_TAIL,
     W_TIMEOUTS,
     W_VERSION,
     W_WAITERS,
@@ -243,8 +248,12 @@ class SharedQueue:
         self, max_n: int, t0: int, was_waiting: bool, keep_waiting: bool, tag: object = None
     ) -> list[Record]:
         """Pop up to ``max_n`` under the get lock and (un)register as a waiter."""
-        if self.fast is not None:
-            return self.fast.take(max_n, t0, was_waiting, keep_waiting, tag)  # type: ignore[no-any-return]
+        fast = self.fast
+        if fast is not None:
+            got: list[Record] = fast.take(max_n, t0, was_waiting, keep_waiting, tag)
+            if fast.trim_due:
+                self.trim()
+            return got
         words, ring = self.words, self.ring
         lock = self.get_lock
         lock.acquire()
@@ -277,7 +286,42 @@ class SharedQueue:
                     words[W_TIMEOUTS] += 1
         finally:
             lock.release()
+        if records and records[-1][2] + TRIM_AGE_US < _time_ns() // 1000 and not ring.count():
+            self.trim()  # drained of old records: not a stream
         return records
+
+    def trim(self) -> bool:
+        """Give an empty queue's ring memory back to /dev/shm, all but ``TRIM_KEEP`` bytes.
+
+        Under both locks, so no record is being written or read: (1) move the
+        empty ring's tail, then its head, back to offset 0, where the next
+        records land in the kept bytes; (2) lower ``reserved`` to ``TRIM_KEEP``,
+        so a put that grows past it re-reserves with fallocate before writing
+        (a full /dev/shm stays a clean StorageExhausted, never SIGBUS); (3) only
+        then punch the pages above (``MADV_REMOVE`` on tmpfs is a hole punch).
+        A death between (1)'s two stores leaves an empty ring with offsets
+        apart, which the next put-side holder puts back together
+        (``Ring.repair_put_side``); after (2) the pages are merely still there.
+        Returns True if memory was given back.
+        """
+        words = self.words
+        if words[W_RESERVED] <= TRIM_KEEP or self.ring.count():
+            return False
+        with self.put_lock, self.get_lock:
+            reserved = words[W_RESERVED]
+            if words[W_FLAGS] & FLAG_CLOSED or reserved <= TRIM_KEEP or self.ring.count():
+                return False
+            seq = words[W_TAIL] >> 32
+            words[W_TAIL] = seq << 32
+            if _HOOKED:
+                hooks.reach("trim.moved")
+            words[W_HEAD] = seq << 32
+            words[W_RESERVED] = TRIM_KEEP
+            if _HOOKED:
+                hooks.reach("trim.lowered")
+            with contextlib.suppress(OSError):  # not tmpfs: the memory stays, no harm
+                self._mm.madvise(mmap.MADV_REMOVE, HEADER_BYTES + TRIM_KEEP, reserved - TRIM_KEEP)
+        return True
 
     def get(self, max_n: int, timeout: float, tag: object = None) -> list[Record]:
         """Take up to ``max_n`` records, waiting up to ``timeout`` seconds for the first."""
@@ -306,6 +350,8 @@ class SharedQueue:
                 records = self._take(max_n, _perf_ns(), True, stay, tag)
                 waiting = stay and not records
                 if not waiting:
+                    if not records:
+                        self.trim()  # waited and nothing came: idle
                     return records
         finally:
             with self._waiters_lock:
@@ -387,12 +433,15 @@ class SharedQueue:
         """Count a get that waited and found nothing (asyncio waiters count here)."""
         with self.get_lock:
             self.words[W_TIMEOUTS] += 1
+        self.trim()
 
     def clear(self) -> int:
         with self.get_lock:
             if self.deleted:
                 raise QueueDeleted(self.name)
-            return self.ring.clear()
+            n = self.ring.clear()
+        self.trim()
+        return n
 
     # -- stats: racy reads of single words, never the lock -----------------------
 
