@@ -21,7 +21,6 @@ import orjson
 import zoldyq
 from zoldyq.api import Broker, Message
 from zoldyq.errors import ZoldyQError
-from zoldyq.ops import health, snapshot
 
 
 class ClientError(ZoldyQError):
@@ -116,6 +115,8 @@ class LocalClient:
         return out
 
     def health(self) -> tuple[int, dict[str, Any]]:
+        from zoldyq.ops import health  # lazy: prometheus-client is not the launcher's business
+
         return health.check(self.broker)
 
     def clear(self, queue: str) -> int:
@@ -125,6 +126,8 @@ class LocalClient:
         self.broker.delete(queue)
 
     def snapshot(self, action: str, name: str, queue: str | None) -> dict[str, Any]:
+        from zoldyq.ops import snapshot
+
         do = snapshot.save if action == "save" else snapshot.load
         return do(self.broker, self.snapshot_dir, name, queue)
 

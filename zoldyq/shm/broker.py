@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from operator import itemgetter
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
 import posix_ipc
@@ -28,11 +28,13 @@ from zoldyq.errors import (
     QueueNotFound,
 )
 from zoldyq.shm import names, segment
-from zoldyq.shm.aio import AsyncBell
 from zoldyq.shm.counters import Counters
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
+
+if TYPE_CHECKING:  # asyncio costs every process ~2 MB; only asyncio users import it
+    from zoldyq.shm.aio import AsyncBell
 
 DEFAULT_NAMESPACE = "zoldyq"
 T = TypeVar("T")
@@ -444,6 +446,8 @@ class Broker:
             r.close()
 
     def _async_bell(self, sq: SharedQueue) -> AsyncBell:
+        from zoldyq.shm.aio import AsyncBell
+
         with self._lock:
             bell = self._bells.get(id(sq))
             if bell is None or bell.sq is not sq:
