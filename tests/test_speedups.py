@@ -211,3 +211,22 @@ def test_processes_on_both_paths_share_one_queue(
     check_fifo(streams)
     assert [read_acks(str(tmp_path / f"ack{t}"))[0] for t in range(2)] == [per, per]
     broker.close()
+
+
+@needs_c
+def test_shared_counters_count_exactly_from_many_processes_without_a_lock(namespace: str) -> None:
+    """Four processes adding to one shared counter by atomic adds lose no increment."""
+    from zoldyq.shm.counters import Counters
+
+    zoldyq.create(namespace).close()
+    Counters(namespace).add("hits", 0)  # the key exists: adds take the lock-free path
+    code = ("import sys; from zoldyq.shm.counters import Counters\n"
+            "c = Counters(sys.argv[1])\n"
+            "for _ in range(20_000): c.add('hits')\n")
+    env = {k: v for k, v in os.environ.items() if k != "ZOLDYQ_PURE_PYTHON"}
+    workers = [subprocess.Popen([sys.executable, "-c", code, namespace], env=env)
+               for _ in range(4)]
+    assert [w.wait(120) for w in workers] == [0, 0, 0, 0]
+    counters = Counters(namespace, create=False)
+    assert counters.items()["hits"] == 80_000
+    counters.close()
