@@ -14,12 +14,18 @@ from typing import Any
 
 from zoldyq.shm import layout
 
-fast: Any = None
-if os.environ.get("ZOLDYQ_PURE_PYTHON", "") in ("", "0"):
+
+def _load() -> Any:
+    if os.environ.get("ZOLDYQ_PURE_PYTHON", "") not in ("", "0"):
+        return None
     try:
-        from zoldyq.shm import _speedups as fast
+        from zoldyq.shm import _speedups
     except ImportError:  # built without a compiler: the pure path
-        fast = None
+        return None
+    return _speedups
+
+
+fast: Any = _load()
 
 _MINE = {k: getattr(layout, k) for k in (
     "HEADER_BYTES", "W_RING_SIZE", "W_MAX_MESSAGES", "W_FLAGS", "W_TAIL", "W_ENQ_TOTAL",
