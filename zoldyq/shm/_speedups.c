@@ -98,7 +98,7 @@ typedef struct {
     volatile uint64_t *w;
     unsigned char *data;
     uint64_t size, max_messages;
-    PyObject *name, *put_lock, *get_lock, *reserve;
+    PyObject *name, *put_lock, *get_lock, *reserve, *owner; /* owner: the mmap */
     sem_t *put_sem, *get_sem, *bell;
 } Fast;
 
@@ -200,6 +200,8 @@ static int Fast_init(Fast *self, PyObject *args, PyObject *kw) {
     }
     if (PyObject_GetBuffer(buf, &self->view, PyBUF_WRITABLE) < 0) return -1;
     self->has_view = 1;
+    Py_INCREF(buf);
+    self->owner = buf;
     if (self->view.len < HEADER_BYTES || ((uintptr_t)self->view.buf & 7)) {
         PyErr_SetString(PyExc_ValueError, "buffer too small or misaligned");
         return -1;
@@ -246,6 +248,16 @@ static void drop_view(Fast *self) {
         PyBuffer_Release(&self->view);
         self->has_view = 0;
         self->w = NULL;
+        if (self->released && self->owner && PyObject_HasAttrString(self->owner, "close")) {
+            /* release() found a call inside: the owner's close failed on our export, so
+             * close the mapping now that the last call left (SharedQueue.close) */
+            PyObject *t, *v, *tb;
+            PyErr_Fetch(&t, &v, &tb);
+            PyObject *r = PyObject_CallMethod(self->owner, "close", NULL);
+            if (r == NULL) PyErr_Clear(); /* a Python view still out: unmapped with it */
+            Py_XDECREF(r);
+            PyErr_Restore(t, v, tb);
+        }
     }
 }
 
@@ -258,6 +270,7 @@ static int Fast_traverse(Fast *self, visitproc visit, void *arg) {
     Py_VISIT(self->put_lock);
     Py_VISIT(self->get_lock);
     Py_VISIT(self->reserve);
+    Py_VISIT(self->owner);
     return 0;
 }
 
@@ -268,8 +281,8 @@ static int Fast_clear(Fast *self) { /* the reserve callback is a bound method of
 
 static void Fast_dealloc(Fast *self) {
     PyObject_GC_UnTrack(self);
-    self->active = 0;
-    drop_view(self);
+    if (self->has_view) PyBuffer_Release(&self->view);
+    self->has_view = 0;
     close_sem(&self->put_sem);
     close_sem(&self->get_sem);
     close_sem(&self->bell);
@@ -277,13 +290,19 @@ static void Fast_dealloc(Fast *self) {
     Py_CLEAR(self->put_lock);
     Py_CLEAR(self->get_lock);
     Py_CLEAR(self->reserve);
+    Py_CLEAR(self->owner);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *Fast_release(Fast *self, PyObject *unused) {
-    /* Let go of the mapping (its mmap can then close); a call still inside drops it on exit. */
+    /* Let go of the mapping, so its mmap can close; when a call is still inside, the last
+     * one out drops the view and closes the mmap itself. */
+    if (self->has_view && self->active == 0) {
+        PyBuffer_Release(&self->view);
+        self->has_view = 0;
+        self->w = NULL;
+    }
     self->released = 1;
-    drop_view(self);
     Py_RETURN_NONE;
 }
 

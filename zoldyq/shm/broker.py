@@ -147,7 +147,13 @@ class Queue:
                 if len(data) > limit:
                     raise MessageTooLarge(len(data), limit, self.name)
             if not records:
-                return _receipt((sq.ring.count(), time.time_ns() // 1000))
+                try:
+                    return _receipt((sq.ring.count(), time.time_ns() // 1000))
+                except ValueError:  # its views are released: deleted, and closed by a sweep
+                    self._forget(sq)
+                    if attempt:
+                        raise ClosedError(f"queue '{self.name}'") from None
+                    continue
             try:
                 return _receipt(sq.put(records, t0))
             except ClosedError:

@@ -109,9 +109,12 @@ class SharedQueue:
             # pause inside the Python steps, so a hooked process keeps to the pure path
             self.fast: Any = None
             if speedups.ENABLED and not _HOOKED:
-                self.fast = speedups.fast.Fast(
-                    self._mm, name, self.put_lock, self.get_lock,
-                    objs["put_sem"], objs["get_sem"], objs["bell"], self._reserve)
+                try:
+                    self.fast = speedups.fast.Fast(
+                        self._mm, name, self.put_lock, self.get_lock,
+                        objs["put_sem"], objs["get_sem"], objs["bell"], self._reserve)
+                except FileNotFoundError:  # deleted since the semaphores above were opened
+                    raise segment.Gone(objs["bell"]) from None
         except BaseException:
             for lock in opened:
                 lock.close()
