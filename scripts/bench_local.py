@@ -355,6 +355,42 @@ def table(runs: dict[str, list[dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def lease_rows(n: int) -> dict[str, float]:
+    """Consumer-side throughput from a full queue, one process: plain get against
+    lease + ack, one message per call and batches of 100 (``ack_many``)."""
+    ns = f"benchl{os.getpid()}"
+    broker = zoldyq.create(ns, max_messages=n + 1, max_bytes=64 << 20)
+    q = broker.queue("l")
+    out: dict[str, float] = {}
+    try:
+        for name, drain in (
+            ("get", lambda: q.get()),
+            ("lease+ack", lambda: q.get(lease=30).ack()),  # type: ignore[union-attr]
+            ("get_many(100)", lambda: q.get_many(BATCH)),
+            ("lease+ack_many(100)", lambda: q.ack_many(
+                [m.lease_id for m in q.get_many(BATCH, lease=30)])),  # type: ignore[misc]
+        ):
+            for chunk in range(0, n, 1000):
+                q.put_records([(KIND_BYTES, PAYLOAD)] * min(1000, n - chunk))
+            calls = n if "100" not in name else n // BATCH
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                drain()
+            out[name] = n / (time.perf_counter() - t0)
+            q.clear()
+    finally:
+        broker.close()
+        zoldyq.destroy(ns)
+    return out
+
+
+def print_lease_rows(r: dict[str, float]) -> None:
+    print(f"\n{'reliable delivery (1 process)':<32}{'msg/s':>12}{'vs plain':>10}")
+    for name, plain in (("get", "get"), ("lease+ack", "get"), ("get_many(100)", "get_many(100)"),
+                        ("lease+ack_many(100)", "get_many(100)")):
+        print(f"{name:<32}{r[name]:>12,.0f}{r[name] / r[plain]:>9.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -371,6 +407,8 @@ def main() -> int:
               "ratios are medians of per-round ratios, latency ratios are baseline ÷ zoldyq "
               "(above 1: zoldyq is faster)\n")
     print(table(runs))
+    if not args.markdown:
+        print_lease_rows(lease_rows(30_000 if args.quick else 100_000))
     return 0
 
 

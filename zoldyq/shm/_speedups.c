@@ -45,6 +45,9 @@
 #define W_BYTES_OUT 20
 #define W_ENQ_HIST 24
 #define W_DEQ_HIST 48
+#define SW_DUE 77   /* side table (side.py): work due, under the get lock */
+#define SW_READY 82 /* side table: returned messages that go before the ring */
+#define SW_BYTES 86 /* side table: bytes held, which the caps must count */
 #define FLAG_CLOSED 1
 #define KIND_JSON 1
 #define KIND_BYTES 2
@@ -415,6 +418,10 @@ static PyObject *do_put(Fast *self, Batch *b, uint64_t t0) {
         PyErr_SetObject(QueueDeleted, self->name);
         goto fail;
     }
+    if (w[SW_BYTES]) { /* the side table holds messages: caps need queue.py's check */
+        if (self->put_lock) release(self->put_sem, &h);
+        Py_RETURN_NONE;
+    }
     now = wall_us();
     if (write_batch(self, b, now, &new_tail, &nbytes) < 0) goto fail;
     store(w, W_TAIL, new_tail); /* the commit point */
@@ -602,14 +609,20 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
     volatile uint64_t *w = self->w;
     PyObject *out = NULL;
     uint64_t new_head = 0, nbytes = 0;
+    Py_ssize_t n = 0;
     if (self->get_lock && acquire(self->get_lock, self->get_sem, &h) < 0) goto done;
     if (w[W_FLAGS] & FLAG_CLOSED) {
         PyErr_SetObject(QueueDeleted, self->name);
         goto unlock;
     }
+    if (w[SW_DUE] || w[SW_READY]) { /* side work first (reclaim, returned messages) */
+        Py_INCREF(Py_None);
+        out = Py_None;
+        goto unlock;
+    }
     out = read_records(self, max_n, tag, make, &new_head, &nbytes);
     if (out == NULL) goto unlock;
-    Py_ssize_t n = PyList_GET_SIZE(out);
+    n = PyList_GET_SIZE(out);
     if (n) {
         store(w, W_HEAD, new_head); /* the commit point */
         w[W_DEQ_TOTAL] += (uint64_t)n;
@@ -641,11 +654,13 @@ done:
 
 static PyMethodDef Fast_methods[] = {
     {"put_one", (PyCFunction)(void (*)(void))Fast_put_one, METH_FASTCALL,
-     "put_one(kind, data, t0_ns) -> (queue_size, enqueued_at_us)"},
+     "put_one(kind, data, t0_ns) -> (queue_size, enqueued_at_us), or None (nothing done) "
+     "when the side table holds messages"},
     {"put", (PyCFunction)(void (*)(void))Fast_put, METH_FASTCALL,
-     "put(records, t0_ns) -> (queue_size, enqueued_at_us); all or none"},
+     "put(records, t0_ns) -> (queue_size, enqueued_at_us), all or none; None as put_one"},
     {"take", (PyCFunction)(void (*)(void))Fast_take, METH_FASTCALL,
-     "take(max_n, t0_ns, was_waiting, keep_waiting, tag, make=None) -> records"},
+     "take(max_n, t0_ns, was_waiting, keep_waiting, tag, make=None) -> records, or None "
+     "(nothing done) when the side table has due or ready work"},
     {"release", (PyCFunction)Fast_release, METH_NOARGS, "let go of the mapping"},
     {NULL, NULL, 0, NULL},
 };
@@ -749,7 +764,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         add_int(layout, "FLAG_CLOSED", FLAG_CLOSED) || add_int(layout, "KIND_JSON", KIND_JSON) ||
         add_int(layout, "KIND_BYTES", KIND_BYTES) || add_int(layout, "KIND_WRAP", KIND_WRAP) ||
         add_int(layout, "HDR", HDR) || add_int(layout, "HIST_BUCKETS", NBOUNDS + 1) ||
-        add_int(layout, "TRIM_KEEP", TRIM_KEEP) || add_int(layout, "TRIM_AGE_US", TRIM_AGE_US) ||
+        add_int(layout, "SW_DUE", SW_DUE) || add_int(layout, "SW_READY", SW_READY) ||
+        add_int(layout, "SW_BYTES", SW_BYTES) || add_int(layout, "TRIM_KEEP", TRIM_KEEP) || add_int(layout, "TRIM_AGE_US", TRIM_AGE_US) ||
         PyModule_AddObject(m, "LAYOUT", layout) < 0)
         return NULL;
     PyObject *bounds = PyTuple_New(NBOUNDS);

@@ -31,7 +31,8 @@ _MINE = {k: getattr(layout, k) for k in (
     "HEADER_BYTES", "W_RING_SIZE", "W_MAX_MESSAGES", "W_FLAGS", "W_TAIL", "W_ENQ_TOTAL",
     "W_RESERVED", "W_FULL_TOTAL", "W_BYTES_IN", "W_HEAD", "W_DEQ_TOTAL", "W_WAITERS",
     "W_TIMEOUTS", "W_BYTES_OUT", "W_ENQ_HIST", "W_DEQ_HIST", "FLAG_CLOSED", "KIND_JSON",
-    "KIND_BYTES", "KIND_WRAP", "HIST_BUCKETS", "TRIM_KEEP", "TRIM_AGE_US",
+    "KIND_BYTES", "KIND_WRAP", "HIST_BUCKETS", "SW_DUE", "SW_READY", "SW_BYTES", "TRIM_KEEP",
+    "TRIM_AGE_US",
 )} | {"HDR": layout.RECORD.size}
 
 if fast is not None and (fast.LAYOUT != _MINE or fast.HIST_BOUNDS_NS != layout.HIST_BOUNDS_NS):
