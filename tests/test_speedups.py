@@ -230,3 +230,19 @@ def test_shared_counters_count_exactly_from_many_processes_without_a_lock(namesp
     counters = Counters(namespace, create=False)
     assert counters.items()["hits"] == 80_000
     counters.close()
+
+
+@needs_c
+def test_the_c_path_steps_aside_for_the_side_table(broker: zoldyq.Broker) -> None:
+    """A nacked message goes back at the head: the C path defers to queue.py, which
+    hands it out before the ring's, and takes over again once the side is empty."""
+    q = broker.queue("side")
+    q.put_many(["a", "b", "c"])
+    m = q.get(lease=30)
+    assert m is not None
+    assert m.payload == "a"
+    m.nack()
+    fast = q._sq.fast  # type: ignore[union-attr]
+    assert fast.take(10, 0, False, False, "side") is None  # side work first: nothing done
+    assert [x.payload for x in q.get_many(2)] == ["a", "b"]
+    assert [r[1] for r in fast.take(10, 0, False, False, "side")] == [b'"c"']

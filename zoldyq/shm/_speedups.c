@@ -615,7 +615,8 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetObject(QueueDeleted, self->name);
         goto unlock;
     }
-    if (w[SW_DUE] || w[SW_READY]) { /* side work first (reclaim, returned messages) */
+    uint64_t due = w[SW_DUE]; /* the earliest lease/delay deadline (µs), 0 when none */
+    if (w[SW_READY] || (due && due <= (uint64_t)wall_us())) { /* side work goes first */
         Py_INCREF(Py_None);
         out = Py_None;
         goto unlock;
