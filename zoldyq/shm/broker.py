@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -33,7 +33,6 @@ from zoldyq.errors import (
 )
 from zoldyq.settings import BY_NAME, Settings
 from zoldyq.shm import names, segment
-from zoldyq.shm.aio import AsyncBell
 from zoldyq.shm.counters import Counters
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD
 from zoldyq.shm.queue import SharedQueue
@@ -41,6 +40,9 @@ from zoldyq.shm.registry import Caps, Entry, Registry
 from zoldyq.shm.ring import min_ring_size, record_bytes
 from zoldyq.shm.side import DEAD, DELAYED, REDRIVE
 from zoldyq.shm.side import READY as READY_STATE
+
+if TYPE_CHECKING:  # asyncio costs every process ~2 MB; only asyncio users import it
+    from zoldyq.shm.aio import AsyncBell
 
 SWEEP_AGAIN = 1.0  # seconds before a retired handle still in use is looked at again
 T = TypeVar("T")
@@ -197,7 +199,9 @@ class Queue:
         if len(data) > sq.max_message_bytes:
             raise MessageTooLarge(len(data), sq.max_message_bytes, self.name)
         try:
-            size, at = sq.put(((kind, data),), t0)
+            fast = sq.fast
+            done = fast.put_one(kind, data, t0) if fast is not None else None
+            size, at = done if done is not None else sq.put(((kind, data),), t0)
         except ClosedError:
             self._forget(sq)
             return self._put_records([(kind, data)])
@@ -301,7 +305,18 @@ class Queue:
             return []
         lease_us = self._lease_us(lease)
         sq = self._sq or self._resolve(create=False)
+        fast = sq.fast
         try:
+            if fast is not None and not lease_us and (timeout <= 0 or sq.interrupted):
+                # flat: no wait to plan, one C call (None back: side work, the full path)
+                got: list[Message] | None = fast.take(max, _perf_ns(), False, False,
+                                                      self.name, Message)
+                if got is not None:
+                    if fast.trim_due:
+                        sq.trim()
+                    if sq.words[SW_DEAD]:
+                        self._flush_dead()
+                    return got
             records = sq.get(max, timeout, self.name, lease_us)
         except ClosedError:
             records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name, lease_us))
@@ -733,6 +748,8 @@ class Broker:
         return moved
 
     def _async_bell(self, sq: SharedQueue) -> AsyncBell:
+        from zoldyq.shm.aio import AsyncBell
+
         with self._lock:
             bell = self._bells.get(id(sq))
             if bell is None or bell.sq is not sq:
