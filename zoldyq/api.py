@@ -69,6 +69,7 @@ class Receipt(NamedTuple):
 
     queue_size: int
     enqueued_at: int  # µs since the epoch
+    deliver_at: int | None = None  # µs since the epoch, for a delayed put
 
 
 class QueueInfo(NamedTuple):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -89,6 +90,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ws_ping_interval", float, 20.0, "seconds between WS keepalive pings (0: off)"),
     Setting("snapshot_on_exit", _bool, False, "save every queue to the snapshot dir on shutdown"),
     Setting("restore", _bool, False, "load the namespace's snapshot (if any) on start"),
+    Setting("backend", str, "shm",
+            "storage engine: shm (this host) or redis://host:6379/0, rediss://, "
+            "redis+cluster://host:port (password in the URL or ZOLDYQ_REDIS_PASSWORD)"),
+    Setting("redis_password_file", _optional_str, None, "file holding the Redis password"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -125,6 +130,8 @@ class Settings:
     ws_ping_interval: float
     snapshot_on_exit: bool
     restore: bool
+    backend: str
+    redis_password_file: str | None
 
     @classmethod
     def load(
@@ -165,6 +172,13 @@ class Settings:
             )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
+        scheme = self.backend.split("://", 1)[0].lower()
+        if self.backend != "shm" and (
+            "://" not in self.backend or scheme not in _REDIS_SCHEMES
+        ):
+            raise ConfigError(
+                f"backend must be shm or a redis:// URL, got {mask_url(self.backend)!r}"
+            )
         if (self.snapshot_on_exit or self.restore) and not self.snapshot_dir:
             raise ConfigError("snapshot_on_exit and restore need snapshot_dir")
 
@@ -182,7 +196,16 @@ class Settings:
         out = dataclasses.asdict(self)
         if out["token"]:
             out["token"] = "***"
+        out["backend"] = mask_url(out["backend"])
         return out
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for output and logs)."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
 
 
 def _parse(name: str, raw: Any, source: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import zoldyq
+from zoldyq.broker import attach_namespace
 from zoldyq.http import core, shutdown
 from zoldyq.settings import Settings
 
@@ -15,7 +16,7 @@ def create_app(settings: Settings, broker: zoldyq.Broker | None = None) -> Any:
     Attaches to ``settings.namespace`` unless given ``broker``; the broker is
     registered so that a stopping worker wakes its long-polls.
     """
-    broker = broker or zoldyq.attach(settings.namespace)
+    broker = broker or attach_namespace(settings)
     shutdown.register(broker)
     ctx = core.Ctx(settings, broker)
     if settings.worker_class == "asgi":

@@ -16,13 +16,14 @@ from typing import Any
 
 import orjson
 
+from zoldyq.api import Counters
+from zoldyq.broker import shared_counters
 from zoldyq.errors import ZoldyQError
 from zoldyq.http.core import Ctx, Reply
 from zoldyq.http.errors import RequestError
 from zoldyq.ops import health as health_mod
 from zoldyq.ops import metrics as metrics_mod
 from zoldyq.ops import snapshot as snapshot_mod
-from zoldyq.shm.counters import Counters
 
 
 class _Ops:
@@ -31,7 +32,7 @@ class _Ops:
     def __init__(self, ctx: Ctx) -> None:
         self.registry = metrics_mod.registry(ctx.broker)
         try:
-            self.counters: Counters | None = Counters(ctx.broker.namespace)
+            self.counters: Counters | None = shared_counters(ctx.broker)
         except (ZoldyQError, OSError) as ex:  # no room in /dev/shm: serve without the figure
             log.warning("request metrics unavailable: %s", ex)
             self.counters = None

@@ -28,12 +28,17 @@ _probes_lock = threading.Lock()
 
 def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict[str, Any]]:
     """Return (HTTP status, body) for ``broker``'s namespace."""
+    backend: dict[str, Any] = {"engine": getattr(broker, "engine", "shm")}
     try:
-        if broker.registry.destroyed:
-            return _unhealthy(f"namespace '{broker.namespace}' was destroyed")
-        reason = _probe(broker).result(lock_timeout)
-        if reason:
-            return _unhealthy(reason)
+        if backend["engine"] == "shm":
+            if broker.registry.destroyed:
+                return _unhealthy(f"namespace '{broker.namespace}' was destroyed")
+            reason = _probe(broker).result(lock_timeout)
+            if reason:
+                return _unhealthy(reason)
+        else:  # Redis: reachable, and how fast
+            backend["latency_ms"] = round(broker.ping() * 1000, 3)
+            backend["url"] = broker.safe_url
         queues: dict[str, Any] = {}
         for entry in broker.entries():
             try:
@@ -49,8 +54,10 @@ def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict
                 "queue_full_count": s["queue_full_total"],
             }
     except (ZoldyQError, OSError) as ex:
-        return _unhealthy(str(ex))
+        return _unhealthy(str(ex), backend if backend["engine"] != "shm" else None)
+    extra = {"backend": backend} if backend["engine"] != "shm" else {}  # shm: the seed's shape
     return 200, {
+        **extra,
         "status": "healthy",
         "uptime_seconds": int(uptime_seconds(broker)),
         "total_queues": len(queues),
@@ -58,8 +65,11 @@ def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict
     }
 
 
-def _unhealthy(reason: str) -> tuple[int, dict[str, Any]]:
-    return 503, {"status": "unhealthy", "reason": reason}
+def _unhealthy(reason: str, backend: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    body: dict[str, Any] = {"status": "unhealthy", "reason": reason}
+    if backend:
+        body["backend"] = {**backend, "reachable": False}
+    return 503, body
 
 
 class _Probe(threading.Thread):

@@ -32,11 +32,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from zoldyq.api import HIST_BOUNDS
+from zoldyq.api import HIST_BOUNDS, Counters
+from zoldyq.broker import shared_counters
 from zoldyq.errors import ZoldyQError
 from zoldyq.shm import segment
 from zoldyq.shm.broker import Broker
-from zoldyq.shm.counters import WS_CONNECTIONS_KEY, Counters
+from zoldyq.shm.counters import WS_CONNECTIONS_KEY
 
 __all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "registry"]
 
@@ -86,12 +87,12 @@ class QueueCollector:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._counters: Counters | None = None
+        self._counters: Counters | None = None  # api.Counters of the broker's engine
 
     def _shared_counters(self) -> dict[str, int]:
         if self._counters is None:
             try:
-                self._counters = Counters(self.broker.namespace, create=False)
+                self._counters = shared_counters(self.broker, create=False)
             except FileNotFoundError:
                 return {}  # nobody counted anything yet
         return self._counters.items()
@@ -134,9 +135,10 @@ class QueueCollector:
             "Seconds since the server started",
             value=uptime_seconds(broker),
         )
-        yield GaugeMetricFamily(
-            "zoldyq_shm_free_bytes", "Bytes free in /dev/shm", value=segment.shm_free_bytes()
-        )
+        if getattr(broker, "engine", "shm") == "shm":
+            yield GaugeMetricFamily(
+                "zoldyq_shm_free_bytes", "Bytes free in /dev/shm", value=segment.shm_free_bytes()
+            )
         shared = self._shared_counters()
         requests = CounterMetricFamily(
             "zoldyq_http_requests", "HTTP requests by route and status",
@@ -160,7 +162,8 @@ def uptime_seconds(broker: Broker) -> float:
     try:
         started = float(os.environ.get(STARTED_ENV) or "")
     except ValueError:
-        started = broker.registry.created_at / 1e6
+        created = getattr(broker, "created_at", None)  # redis; shm keeps it in its registry
+        started = (created if created is not None else broker.registry.created_at) / 1e6
     return max(0.0, time.time() - started)
 
 

@@ -21,8 +21,7 @@ import subprocess
 import sys
 import time
 
-import zoldyq
-from zoldyq.broker import open_namespace
+from zoldyq.broker import destroy_namespace, is_shared, open_namespace
 from zoldyq.ops import logs, snapshot
 from zoldyq.settings import Settings
 
@@ -106,8 +105,8 @@ def run(settings: Settings) -> int:
     try:
         snapshot.on_start(broker, settings)  # --restore
     except BaseException:
-        if not settings.keep_namespace:
-            zoldyq.destroy(settings.namespace)
+        if not settings.keep_namespace and not is_shared(settings):
+            destroy_namespace(settings)
         raise
     finally:
         broker.close()
@@ -142,8 +141,8 @@ def run(settings: Settings) -> int:
         for s, handler in old.items():
             signal.signal(s, handler)
         saved = snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep the namespace
-        if not settings.keep_namespace and saved:
-            zoldyq.destroy(settings.namespace)
+        if not settings.keep_namespace and saved and not is_shared(settings):
+            destroy_namespace(settings)  # on Redis the data outlives any front end
             log.info("namespace '%s' destroyed", settings.namespace)
         elif not saved:
             status = status or 1

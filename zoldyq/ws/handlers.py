@@ -259,8 +259,8 @@ class Dequeue:
 
     async def _wait_for_queue(self) -> None:
         """The queue does not exist (yet): look again soon, unless the namespace is gone."""
-        registry = self.queue.broker.registry
-        if registry.destroyed:
+        registry = getattr(self.queue.broker, "registry", None)  # shm only
+        if registry is not None and registry.destroyed:
             raise NamespaceNotFound(registry.ns)
         self.waiting = True
         try:

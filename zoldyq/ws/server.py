@@ -30,13 +30,12 @@ from websockets.datastructures import Headers
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-import zoldyq
-from zoldyq.broker import open_namespace
+from zoldyq.broker import attach_namespace, open_namespace, shared_counters
 from zoldyq.errors import ZoldyQError
 from zoldyq.ops import logs
 from zoldyq.settings import Settings
 from zoldyq.shm.broker import Broker
-from zoldyq.shm.counters import WS_CONNECTIONS_KEY, Counters
+from zoldyq.shm.counters import WS_CONNECTIONS_KEY
 from zoldyq.ws import frames
 from zoldyq.ws.checks import origins, token_ok
 from zoldyq.ws.handlers import SHUTDOWN_REASON, handle
@@ -56,7 +55,7 @@ def run(settings: Settings, standalone: bool = False) -> int:
     """
     _setup_logging(settings)
     try:
-        broker = open_namespace(settings) if standalone else zoldyq.attach(settings.namespace)
+        broker = open_namespace(settings) if standalone else attach_namespace(settings)
     except ZoldyQError as ex:
         log.error("cannot start: %s", ex)
         return 2
@@ -83,7 +82,7 @@ async def serve_until_stopped(
     log.info("zoldyq ws listening on %s:%d (namespace %s)",
              settings.host, settings.ws_port, settings.namespace)
     watchdog = asyncio.create_task(_watchdog(server, settings.ws_slow_consumer_timeout))
-    gauge = asyncio.create_task(_publish_connections(server, settings.namespace))
+    gauge = asyncio.create_task(_publish_connections(server, broker))
     await stop.wait()
     log.info("zoldyq ws shutting down")
     watchdog.cancel()
@@ -149,10 +148,10 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
-async def _publish_connections(server: Server, namespace: str) -> None:
+async def _publish_connections(server: Server, broker: Broker) -> None:
     """Keep zoldyq_websocket_connections current in the namespace's shared counters."""
     try:
-        counters = Counters(namespace)
+        counters = shared_counters(broker)
     except (OSError, ZoldyQError) as ex:
         log.warning("cannot publish the connection count: %s", ex)
         return
