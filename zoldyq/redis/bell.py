@@ -24,14 +24,13 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from zoldyq.redis.client import ERRORS
-
 log = logging.getLogger("zoldyq.redis")
 RETRY_SECONDS = 0.2
 
 
 class Bell(threading.Thread):
     def __init__(self, client: Any, channel: str) -> None:
+        """``client``: a sync client of the bell's own, closed when the thread ends."""
         super().__init__(name=f"zoldyq-bell-{channel}", daemon=True)
         self.client = client
         self.channel = channel
@@ -55,7 +54,9 @@ class Bell(threading.Thread):
                         self._wake_all()
                     elif msg["type"] == "message":
                         self._wake(msg["data"].decode())
-            except ERRORS as ex:
+            except Exception as ex:
+                if self._stop.is_set():
+                    break
                 if self.subscribed.is_set():
                     log.warning("wake-up subscription lost (%s): retrying", type(ex).__name__)
                 self.subscribed.clear()
@@ -63,8 +64,10 @@ class Bell(threading.Thread):
                 self._stop.wait(RETRY_SECONDS)
             finally:
                 if pubsub is not None:
-                    with contextlib.suppress(*ERRORS):
+                    with contextlib.suppress(Exception):
                         pubsub.close()
+        with contextlib.suppress(Exception):
+            self.client.close()
 
     def stop(self) -> None:
         self._stop.set()

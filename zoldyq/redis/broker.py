@@ -660,7 +660,8 @@ class Broker:
         with self._lock:
             bell = self._bell_thread
             if bell is None:
-                bell = self._bell_thread = Bell(self._client, self._channel)
+                own = rclient.sync_client(self.url, self.password_file)
+                bell = self._bell_thread = Bell(own, self._channel)
                 bell.start()
         if not bell.subscribed.is_set():
             bell.subscribed.wait(1.0)
