@@ -639,8 +639,8 @@ class Broker:
         outbox = keys.queue(self.namespace, name)[keys.OUTBOX]
         with rclient.mapped(self.url):
             parked = self._client.hgetall(outbox)
-        for field, rec in parked.items():
-            mode, dest, _ = field.decode().split("|", 2)
+        for field, rec in sorted(parked.items(), key=lambda kv: int(kv[0].rsplit(b"|", 1)[1])):
+            mode, dest, _ = field.decode().split("|", 2)  # in the source's order
             self._run(dest, "take_in", [mode, f"{name}|{field.decode()}", rec], create=True)
             with rclient.mapped(self.url):
                 self._client.hdel(outbox, field)
