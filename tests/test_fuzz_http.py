@@ -67,15 +67,15 @@ def test_a_cached_handle_outlives_its_deleted_queue(namespace: str) -> None:
     other = zoldyq.attach(namespace)  # another worker
     try:
         ctx = core.Ctx(Settings.load(env={"ZOLDYQ_CONFIG": os.devnull}), broker)
-        assert core.enqueue(ctx, None, b'{"payload": 1}', "a").status == 200
+        assert core.enqueue(ctx, core.Call(None, b'{"payload": 1}'), "a").status == 200
         other.delete("a")
         broker.queue("a").put(2)  # the old mapping is retired
         later = time.monotonic() + 31
         with mock.patch("time.monotonic", return_value=later):
             other.delete("a")
             broker.queue("a").put(3)  # ... and closed now
-            assert core.enqueue(ctx, None, b'{"payload": 4}', "a").status == 200
-            assert core.clear_queue(ctx, None, b"", "a").status == 200
+            assert core.enqueue(ctx, core.Call(None, b'{"payload": 4}'), "a").status == 200
+            assert core.clear_queue(ctx, core.Call(), "a").status == 200
     finally:
         other.close()
         broker.close()

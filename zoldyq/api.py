@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from zoldyq.errors import InvalidName
@@ -33,6 +34,11 @@ HIST_BOUNDS: tuple[float, ...] = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
+
+#: The largest caps any engine accepts (the shm ring's offsets and sequence numbers are 32-bit).
+MAX_MESSAGES_LIMIT = 1 << 30
+MAX_BYTES_LIMIT = (1 << 32) - 8
+MAX_MESSAGE_BYTES_LIMIT = 64 << 20
 
 DEFAULT_NAMESPACE = "zoldyq"
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -72,12 +78,15 @@ class Receipt(NamedTuple):
     deliver_at: int | None = None  # µs since the epoch, for a delayed put
 
 
-class QueueInfo(NamedTuple):
+class QueueInfo(Protocol):
     """One queue as a listing shows it."""
 
-    name: str
-    caps: Caps
-    created_at: int  # µs since the epoch
+    @property
+    def name(self) -> str: ...
+    @property
+    def caps(self) -> Caps: ...
+    @property
+    def created_at(self) -> int: ...  # µs since the epoch
 
 
 @runtime_checkable
@@ -145,8 +154,17 @@ class Broker(Protocol):
     def queue(self, name: str) -> Queue: ...
     def delete(self, name: str) -> None: ...
     def queues(self) -> list[str]: ...
+    def entries(self) -> Sequence[QueueInfo]: ...
     def exists(self, name: str) -> bool: ...
     def interrupt(self) -> None: ...
     def close(self) -> None: ...
+    # what operations read
+    @property
+    def created_at(self) -> int: ...  # µs since the epoch
+    @property
+    def destroyed(self) -> bool: ...
+    def counters(self, create: bool = True) -> Counters: ...
+    def free_bytes(self) -> int | None: ...
+    def locks(self) -> Iterator[tuple[str, AbstractContextManager[object]]]: ...
     def __enter__(self) -> Broker: ...
     def __exit__(self, *exc: object) -> None: ...

@@ -15,7 +15,7 @@ from zoldyq.shm.broker import Broker, attach, create, destroy
 
 __all__ = [
     "Broker", "attach", "attach_namespace", "create", "destroy", "destroy_namespace",
-    "is_shared", "open_namespace", "shared_counters",
+    "is_shared", "open_namespace",
 ]  # fmt: skip
 
 
@@ -49,18 +49,6 @@ def attach_namespace(settings: Settings) -> Any:
     if is_shared(settings):
         return _redis(settings)
     return attach(settings.namespace)
-
-
-def shared_counters(broker: Any, create: bool = True) -> Any:
-    """The namespace's process-level counters (``api.Counters``) on the broker's engine.
-
-    Raises FileNotFoundError on shm when ``create`` is false and none exist yet.
-    """
-    if getattr(broker, "engine", "shm") != "shm":
-        return broker.counters()
-    from zoldyq.shm.counters import Counters
-
-    return Counters(broker.namespace, create=create)
 
 
 def destroy_namespace(settings: Settings) -> None:

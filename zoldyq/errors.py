@@ -20,6 +20,19 @@
         ├── LayoutMismatch
         └── BackendUnavailable                 503 backend_unavailable
 
+    and, raised by the transports and operations on top of the engine:
+
+    ZoldyQError
+    ├── RequestError                           4xx (status and code per request: http/)
+    ├── BadPath                                404 bad_path            (ws/)
+    ├── BadFrame               (ValueError)    400 bad_request         (ws/)
+    ├── SnapshotError                          422 bad_snapshot        (ops/snapshot)
+    ├── SnapshotConflict                       409 snapshot_conflict
+    ├── SnapshotNotFound   (FileNotFoundError) 404 snapshot_not_found
+    ├── SnapshotsDisabled                      404 snapshots_disabled
+    └── InvalidName
+        └── BadSnapshotName                    400 bad_name
+
 Each class carries structured fields and renders its sentence in ``__str__``;
 ``code`` and ``http_status`` let a transport map any of them with one handler.
 """
@@ -310,3 +323,143 @@ class BackendUnavailable(BrokenError):
 
     def __str__(self) -> str:
         return f"backend {self.backend} is unavailable: {self.reason}"
+
+
+# -- transports and operations ------------------------------------------------
+
+
+#: Every code a ``RequestError`` is raised with, and its status: the OpenAPI document
+#: reads this table, and a test holds each ``RequestError(...)`` in the code to it.
+REQUEST_ERRORS: dict[str, int] = {
+    "bad_json": 400,
+    "missing_payload": 400,
+    "missing_payloads": 400,
+    "bad_payloads": 400,
+    "batch_too_large": 400,
+    "bad_timeout": 400,
+    "bad_max": 400,
+    "bad_caps": 400,
+    "bad_snapshot_request": 400,
+    "incomplete_body": 400,
+    "unauthorized": 401,
+    "body_too_large": 413,
+}
+
+
+def error_statuses() -> dict[str, int]:
+    """code -> HTTP status of every error class and every request error code."""
+    out = dict(REQUEST_ERRORS)
+    todo: list[type[ZoldyQError]] = [ZoldyQError]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if isinstance(cls.__dict__.get("code"), str):
+            out.setdefault(cls.code, cls.http_status)
+    return out
+
+
+class RequestError(ZoldyQError):
+    """The request itself is wrong: bad parameter, body, method or credentials."""
+
+    def __init__(self, status: int, code: str, message: str, **fields: object) -> None:
+        super().__init__(status, code, message)
+        self.http_status = status
+        self.code = code
+        self.message = message
+        self._fields = fields
+
+    def __str__(self) -> str:
+        return self.message
+
+    def fields(self) -> dict[str, object]:
+        return self._fields
+
+
+class BadPath(ZoldyQError):
+    """The request path is not ``/queues/{name}/enqueue`` or ``/queues/{name}/dequeue``."""
+
+    code = "bad_path"
+    http_status = 404
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def __str__(self) -> str:
+        shown = self.path if len(self.path) <= 40 else self.path[:37] + "..."
+        return f"no stream at {shown!r}: use /queues/<name>/enqueue or /queues/<name>/dequeue"
+
+
+class BadFrame(ZoldyQError, ValueError):
+    """A client frame that is not ``{"payload": ...}``: answered, the stream goes on."""
+
+    code = "bad_request"
+    http_status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class SnapshotError(ZoldyQError):
+    """A snapshot file that cannot be loaded: corrupt, truncated, another version."""
+
+    code = "bad_snapshot"
+    http_status = 422
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(name, problem)
+        self.name = name
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"snapshot '{self.name}' was not loaded: {self.problem}"
+
+    def fields(self) -> dict[str, object]:
+        return {"snapshot": self.name}
+
+
+class SnapshotConflict(ZoldyQError):
+    """The snapshot is sound but the namespace has no room for it now."""
+
+    code = "snapshot_conflict"
+    http_status = 409
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"snapshot not loaded, nothing changed: {self.message}"
+
+
+class SnapshotNotFound(ZoldyQError, FileNotFoundError):
+    code = "snapshot_not_found"
+    http_status = 404
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"snapshot '{self.name}' does not exist"
+
+
+class SnapshotsDisabled(ZoldyQError):
+    code = "snapshots_disabled"
+    http_status = 404
+
+    def __str__(self) -> str:
+        return "snapshots are disabled: set snapshot_dir (ZOLDYQ_SNAPSHOT_DIR, --snapshot-dir)"
+
+
+class BadSnapshotName(InvalidName):
+    def __str__(self) -> str:
+        shown = repr(self.name)[:80]
+        return (
+            f"invalid snapshot name {shown}: use 1-64 characters from A-Z a-z 0-9 _ . - "
+            "not starting with '.' (a name, not a path)"
+        )

@@ -19,9 +19,9 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 import zoldyq
+from zoldyq.api import Broker, Message
 from zoldyq.errors import ZoldyQError
 from zoldyq.ops import health, snapshot
-from zoldyq.shm.broker import Broker, Message
 
 
 class ClientError(ZoldyQError):

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import zoldyq
-from zoldyq.broker import attach_namespace
+from zoldyq import api
+from zoldyq import broker as engine
 from zoldyq.http import core, shutdown
 from zoldyq.settings import Settings
 
 
-def create_app(settings: Settings, broker: zoldyq.Broker | None = None) -> Any:
+def create_app(settings: Settings, broker: api.Broker | None = None) -> Any:
     """An ASGI app (``worker_class = asgi``) or a WSGI app (``gthread``).
 
     Attaches to ``settings.namespace`` unless given ``broker``; the broker is
     registered so that a stopping worker wakes its long-polls.
     """
-    broker = broker or attach_namespace(settings)
+    broker = broker or engine.attach_namespace(settings)
     shutdown.register(broker)
     ctx = core.Ctx(settings, broker)
     if settings.worker_class == "asgi":

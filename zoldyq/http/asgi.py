@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from types import SimpleNamespace
 from typing import Any
 
 import falcon
 import falcon.asgi
 
-from zoldyq.http import core, ops
+from zoldyq.http import core, ops, skeleton
 from zoldyq.http.errors import body_too_large, complete, error_reply
-from zoldyq.http.routes import Route, by_path
+from zoldyq.http.routes import WAITING, Route
 
 _perf = time.perf_counter
 
@@ -42,30 +41,24 @@ async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def wait(w: core.Wait) -> core.Reply:
+    msgs = await w.queue.aget_many(w.max, w.timeout) if w.timeout > 0 else w.queue.get_many(w.max)
+    return w.reply(msgs)
+
+
 def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
-    handler, name, needs_body, auth = route.handler, route.name, route.body, route.auth
-    waits = name == "dequeue"
+    handler, waits, needs_body = route.handler, route.kind == WAITING, route.body
 
     async def respond(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: str) -> None:
         t0 = _perf()
         try:
-            if auth and ctx.token:
-                core.check_auth(ctx, req.get_header("Authorization"))
-            if waits:
-                q, n, timeout, batch = core.dequeue_args(
-                    ctx, req.get_param("timeout"), req.get_param("max"), **params
-                )
-                msgs = await q.aget_many(n, timeout) if timeout > 0 else q.get_many(n, 0)
-                reply = core.dequeue_reply(q, msgs, batch)
-            else:
-                body = await read_body(req, ctx.max_body) if needs_body else b""
-                assert handler is not None
-                reply = handler(ctx, req.content_type, body, **params)
+            skeleton.authorize(ctx, route, req)
+            body = await read_body(req, ctx.max_body) if needs_body else b""
+            out = handler(ctx, skeleton.call(req, body), **params)
+            reply = await wait(out) if waits else out
         except Exception as ex:
-            status, data, headers = error_reply(ex, req.method, req.path)
-            reply = core.Reply(status, data, core.JSON, headers)
-        core.write(resp, reply)
-        ops.observe(ctx, req.method, name, reply.status, _perf() - t0)
+            reply = skeleton.failure(ex, req)
+        skeleton.answer(ctx, route.name, req, resp, reply, t0)
 
     return respond
 
@@ -101,19 +94,13 @@ def guard_body_size(app: Any, ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
 
 def create(ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
     app = falcon.asgi.App(cors_enable=False)
-    for path, routes in by_path().items():
-        app.add_route(path, SimpleNamespace(
-            **{"on_" + r.method.lower(): _responder(ctx, r) for r in routes}
-        ))
+    skeleton.mount(app, lambda route: _responder(ctx, route))
 
     async def unmatched(
         req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: Any,
         ws: Any = None,
     ) -> None:
-        """Errors raised outside a responder: unknown route, wrong method, bad header."""
-        status, data, headers = error_reply(ex, req.method, req.path)
-        core.write(resp, core.Reply(status, data, core.JSON, headers))
-        ops.observe(ctx, req.method, "unmatched", status, 0.0)
+        skeleton.unmatched(ctx, req, resp, ex)
 
     app.add_error_handler((Exception, falcon.HTTPError), unmatched)
     return guard_body_size(app, ctx)

@@ -1,10 +1,10 @@
-"""The HTTP API as plain functions: request data in, ``Reply`` out.
+"""The HTTP API as plain functions: a ``Call`` in, a ``Reply`` (or a ``Wait``) out.
 
-Both app shells (``asgi`` and ``wsgi``) read the body under the size limit,
-check the token, call a handler from ``routes.ROUTES`` and write its Reply;
-nothing here knows which server runs it. Dequeue is the one call that waits,
-so it comes in two halves (``dequeue_args`` and ``dequeue_reply``) around the
-shell's own wait (a coroutine in asgi, a parked thread in wsgi).
+``skeleton`` runs a handler from ``routes.ROUTES`` for both app shells; nothing
+here knows which server runs it. A plain handler answers at once. A waiting
+handler (dequeue) answers a ``Wait``: what to wait for and how to turn the
+messages into a Reply; each shell waits its own way (a coroutine in asgi, a
+parked thread in wsgi).
 
 Stored JSON payloads are already JSON bytes: dequeue splices ``msg.data``
 into the response instead of decoding and re-encoding it.
@@ -15,14 +15,13 @@ from __future__ import annotations
 import base64
 import hmac
 import math
-import os
 import threading
-import time
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import orjson
 
-import zoldyq
+from zoldyq import api, errors
 from zoldyq.http.errors import RequestError
 from zoldyq.settings import Settings
 
@@ -37,6 +36,23 @@ class Reply(NamedTuple):
     body: bytes = b""
     content_type: str = JSON
     headers: dict[str, str] | None = None
+
+
+class Call(NamedTuple):
+    """What a handler may read of a request (path parameters come as keywords)."""
+
+    content_type: str | None = None
+    body: bytes = b""
+    query: Mapping[str, str] = {}
+
+
+class Wait(NamedTuple):
+    """A waiting handler's answer: take up to ``max`` from ``queue`` within ``timeout``."""
+
+    queue: api.Queue
+    max: int
+    timeout: float
+    reply: Callable[[list[api.Message]], Reply]
 
 
 NO_CONTENT = Reply(204)
@@ -57,18 +73,17 @@ class Ctx:
 
     MAX_CACHED = 4096
 
-    def __init__(self, settings: Settings, broker: zoldyq.Broker) -> None:
+    def __init__(self, settings: Settings, broker: api.Broker) -> None:
         self.settings = settings
         self.broker = broker
         self.max_batch = settings.max_batch
         self.max_timeout = settings.dequeue_max_timeout
-        self.started = float(os.environ.get("ZOLDYQ_STARTED_AT") or time.time())
         self.token = settings.token.encode() if settings.token else None
         self.max_body = settings.max_body_bytes
-        self._queues: dict[str, zoldyq.Queue] = {}
+        self._queues: dict[str, api.Queue] = {}
         self._lock = threading.Lock()
 
-    def queue(self, name: str) -> zoldyq.Queue:
+    def queue(self, name: str) -> api.Queue:
         """A cached handle; the name is validated once (InvalidName -> 400).
 
         A handle follows its name: when the queue is deleted and re-created, by
@@ -161,19 +176,19 @@ def _qname(name: str) -> bytes:
 # -- messages ----------------------------------------------------------------------
 
 
-def enqueue(ctx: Ctx, content_type: str | None, body: bytes, name: str) -> Reply:
+def enqueue(ctx: Ctx, call: Call, name: str) -> Reply:
     q = ctx.queue(name)
-    if content_type is not None and content_type.startswith(OCTETS):
-        r = q.put_bytes(body)
+    if call.content_type is not None and call.content_type.startswith(OCTETS):
+        r = q.put_bytes(call.body)
     else:
-        r = q.put(_field(body, "payload", "any JSON value"))
+        r = q.put(_field(call.body, "payload", "any JSON value"))
     return Reply(200, b'{"queued":true,"queue_name":%s,"queue_size":%d,"enqueued_at":%d}'
                  % (_qname(name), r.queue_size, r.enqueued_at))
 
 
-def enqueue_batch(ctx: Ctx, content_type: str | None, body: bytes, name: str) -> Reply:
+def enqueue_batch(ctx: Ctx, call: Call, name: str) -> Reply:
     q = ctx.queue(name)
-    payloads = _field(body, "payloads", "a list of JSON values")
+    payloads = _field(call.body, "payloads", "a list of JSON values")
     if not isinstance(payloads, list):
         raise RequestError(400, "bad_payloads", '"payloads" must be a JSON list')
     if len(payloads) > ctx.max_batch:
@@ -188,25 +203,25 @@ def enqueue_batch(ctx: Ctx, content_type: str | None, body: bytes, name: str) ->
                                          r.enqueued_at))
 
 
-def dequeue_args(
-    ctx: Ctx, timeout: str | None, max_: str | None, name: str
-) -> tuple[zoldyq.Queue, int, float, bool]:
-    """(queue, how many, timeout, batch?) from the query; raises on bad values."""
+def dequeue(ctx: Ctx, call: Call, name: str) -> Wait:
+    """One message, or a batch with ``max``, waiting up to ``timeout`` seconds."""
     q = ctx.queue(name)
-    t = parse_timeout(timeout, ctx.max_timeout)
+    timeout = parse_timeout(call.query.get("timeout"), ctx.max_timeout)
+    max_ = call.query.get("max")
     if max_ is None:
-        return q, 1, t, False
-    return q, parse_max(max_, ctx.max_batch), t, True
+        return Wait(q, 1, timeout, lambda msgs: dequeue_reply(q, msgs, False))
+    n = parse_max(max_, ctx.max_batch)
+    return Wait(q, n, timeout, lambda msgs: dequeue_reply(q, msgs, True))
 
 
-def _size(q: zoldyq.Queue) -> int:
+def _size(q: api.Queue) -> int:
     try:
         return len(q)
-    except zoldyq.ZoldyQError:  # deleted meanwhile
+    except errors.ZoldyQError:  # deleted meanwhile
         return 0
 
 
-def dequeue_reply(q: zoldyq.Queue, msgs: list[zoldyq.Message], batch: bool) -> Reply:
+def dequeue_reply(q: api.Queue, msgs: list[api.Message], batch: bool) -> Reply:
     if not msgs:
         return NO_CONTENT
     name = _qname(q.name)
@@ -234,7 +249,7 @@ def dequeue_reply(q: zoldyq.Queue, msgs: list[zoldyq.Message], batch: bool) -> R
 # -- queue management ------------------------------------------------------------
 
 
-def queue_info(q: zoldyq.Queue) -> dict[str, Any]:
+def queue_info(q: api.Queue) -> dict[str, Any]:
     s = q.stats()
     for key in ("enqueue_histogram", "dequeue_histogram", "reserved_bytes"):
         s.pop(key, None)
@@ -242,28 +257,28 @@ def queue_info(q: zoldyq.Queue) -> dict[str, Any]:
     return s
 
 
-def list_queues(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
+def list_queues(ctx: Ctx, call: Call) -> Reply:
     out = []
     for name in ctx.broker.queues():
         try:
             out.append(queue_info(ctx.queue(name)))
-        except zoldyq.QueueNotFound:
+        except errors.QueueNotFound:
             continue  # deleted meanwhile
     return Reply(200, _dumps({"queues": out, "count": len(out)}))
 
 
-def get_queue(ctx: Ctx, content_type: str | None, body: bytes, name: str) -> Reply:
+def get_queue(ctx: Ctx, call: Call, name: str) -> Reply:
     return Reply(200, _dumps(queue_info(ctx.queue(name))))
 
 
 CAPS = ("max_messages", "max_bytes", "max_message_bytes")
 
 
-def put_queue(ctx: Ctx, content_type: str | None, body: bytes, name: str) -> Reply:
+def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
     """Create with optional caps; 201 if created, 200 if it exists with the same caps."""
     caps: dict[str, int] = {}
-    if body.strip():
-        doc = _json_body(body)
+    if call.body.strip():
+        doc = _json_body(call.body)
         if not isinstance(doc, dict):
             raise RequestError(400, "bad_caps", "request body must be a JSON object of caps")
         for key, value in doc.items():
@@ -279,12 +294,12 @@ def put_queue(ctx: Ctx, content_type: str | None, body: bytes, name: str) -> Rep
     return Reply(201 if created else 200, _dumps({"created": created, **queue_info(q)}))
 
 
-def delete_queue(ctx: Ctx, content_type: str | None, body: bytes, name: str) -> Reply:
+def delete_queue(ctx: Ctx, call: Call, name: str) -> Reply:
     ctx.broker.delete(name)
     return Reply(200, b'{"deleted":true,"queue_name":%s}' % _qname(name))
 
 
-def clear_queue(ctx: Ctx, content_type: str | None, body: bytes, name: str) -> Reply:
+def clear_queue(ctx: Ctx, call: Call, name: str) -> Reply:
     n = ctx.queue(name).clear()
     return Reply(200, b'{"cleared":%d,"queue_name":%s,"queue_size":%d}'
                  % (n, _qname(name), _size(ctx.queue(name))))

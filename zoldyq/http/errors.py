@@ -13,26 +13,9 @@ import logging
 import falcon
 import orjson
 
-from zoldyq.errors import ZoldyQError
+from zoldyq.errors import RequestError, ZoldyQError
 
 log = logging.getLogger("zoldyq.http")
-
-
-class RequestError(ZoldyQError):
-    """The request itself is wrong: bad parameter, body, method or credentials."""
-
-    def __init__(self, status: int, code: str, message: str, **fields: object) -> None:
-        super().__init__(status, code, message)
-        self.http_status = status
-        self.code = code
-        self.message = message
-        self._fields = fields
-
-    def __str__(self) -> str:
-        return self.message
-
-    def fields(self) -> dict[str, object]:
-        return self._fields
 
 
 def body_too_large(size: int | None, limit: int) -> RequestError:

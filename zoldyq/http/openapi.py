@@ -1,4 +1,4 @@
-"""``GET /openapi.json``: OpenAPI 3.1 for every route of ``routes.ROUTES``.
+"""``GET /openapi.json``: OpenAPI 3.1 for every route of the table it is given.
 
 One entry per route name in ``OPERATIONS`` (summary, parameters, request
 body, responses); ``document()`` fails loudly if a route is undocumented.
@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import orjson
 
-from zoldyq.http.routes import ROUTES
-from zoldyq.shm.layout import MAX_MESSAGES_LIMIT, MAX_RING_SIZE
-from zoldyq.shm.registry import MAX_MESSAGE_BYTES_LIMIT
+from zoldyq.api import MAX_BYTES_LIMIT, MAX_MESSAGE_BYTES_LIMIT, MAX_MESSAGES_LIMIT
+from zoldyq.errors import error_statuses
+
+
+class RouteLike(Protocol):
+    name: str
+    method: str
+    path: str
+    auth: bool
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -38,17 +45,22 @@ def _err(description: str) -> dict[str, Any]:
 
 NAME = {"name": "name", "in": "path", "required": True,
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}}
-AUTH = {"401": _err("missing or wrong bearer token (when ZOLDYQ_TOKEN is set)")}
-BAD_NAME = {"400": _err("bad queue name (`bad_name`)")}
-TOO_BIG = {"413": _err("body over ZOLDYQ_MAX_BODY_BYTES (`body_too_large`) or message over "
-                       "the queue's max_message_bytes (`message_too_large`)")}
-ENQUEUE_ERRORS = {
-    **BAD_NAME, **AUTH, **TOO_BIG,
-    "429": _err("queue at capacity (`queue_full`, with `queue_capacity`)"),
-    "507": _err("namespace holds ZOLDYQ_MAX_QUEUES queues (`too_many_queues`) or /dev/shm is "
-                "full (`storage_exhausted`)"),
-}
-NOT_FOUND = {"404": _err("no such queue (`queue_not_found`)")}
+def _errors(*codes: str) -> dict[str, Any]:
+    """Error responses for these codes, grouped by the status each error class declares."""
+    statuses = error_statuses()
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(statuses[code], []).append(code)
+    return {str(status): _err(", ".join(f"`{c}`" for c in cs))
+            for status, cs in sorted(by_status.items())}
+
+
+# Every request may meet these: a bad token, an unusable namespace, a busy queue.
+COMMON = ("unauthorized", "namespace_broken")
+QUEUE = (*COMMON, "bad_name", "queue_busy")
+BODY = ("bad_json", "body_too_large", "incomplete_body")
+PUT = (*QUEUE, *BODY, "message_too_large", "queue_full", "too_many_queues",
+       "storage_exhausted")
 
 OPERATIONS: dict[str, dict[str, Any]] = {
     "enqueue": {
@@ -60,8 +72,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                                          "description": "stored and returned as raw bytes"},
         }},
         "responses": {"200": _resp("queued", "EnqueueResponse"),
-                      **ENQUEUE_ERRORS,
-                      "400": _err("bad JSON, no `payload` field, or bad name")},
+                      **_errors(*PUT, "missing_payload", "bad_payload")},
     },
     "dequeue": {
         "summary": "Dequeue one message, or a batch with `max`, waiting up to `timeout`",
@@ -77,25 +88,26 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                                                                 "format": "binary"}},
                     }},
             "204": _resp("no message within the timeout (or the server is stopping)"),
-            "400": _err("bad name, `timeout` or `max`"),
-            **AUTH, **NOT_FOUND,
+            **_errors(*QUEUE, "bad_timeout", "bad_max", "queue_not_found"),
         },
     },
     "enqueue_batch": {
         "summary": "Enqueue a list of messages: all of them or none",
         "parameters": [NAME],
         "requestBody": {"required": True, **_json(_ref("BatchRequest"))},
-        "responses": {"200": _resp("all queued", "BatchResponse"), **ENQUEUE_ERRORS,
-                      "400": _err("bad JSON, no `payloads` list, too many messages, bad name")},
+        "responses": {"200": _resp("all queued", "BatchResponse"),
+                      **_errors(*PUT, "missing_payloads", "bad_payloads", "batch_too_large",
+                                "bad_payload")},
     },
     "list_queues": {
         "summary": "Every queue with its size and caps",
-        "responses": {"200": _resp("the queues", "QueueList"), **AUTH},
+        "responses": {"200": _resp("the queues", "QueueList"), **_errors(*COMMON)},
     },
     "get_queue": {
         "summary": "One queue's size, caps and counters",
         "parameters": [NAME],
-        "responses": {"200": _resp("the queue", "QueueInfo"), **BAD_NAME, **AUTH, **NOT_FOUND},
+        "responses": {"200": _resp("the queue", "QueueInfo"),
+                      **_errors(*QUEUE, "queue_not_found")},
     },
     "put_queue": {
         "summary": "Create a queue, optionally with its own caps",
@@ -104,21 +116,19 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "responses": {
             "201": _resp("created", "QueueInfo"),
             "200": _resp("already exists with these caps", "QueueInfo"),
-            "400": _err("bad name or caps (`bad_caps`, `bad_config`)"),
-            **AUTH,
-            "409": _err("exists with other caps (`queue_exists`)"),
-            "507": _err("too many queues or /dev/shm full"),
+            **_errors(*QUEUE, *BODY, "bad_caps", "bad_config", "queue_exists",
+                      "too_many_queues", "storage_exhausted"),
         },
     },
     "delete_queue": {
         "summary": "Delete a queue and its messages",
         "parameters": [NAME],
-        "responses": {"200": _resp("deleted", "Deleted"), **BAD_NAME, **AUTH, **NOT_FOUND},
+        "responses": {"200": _resp("deleted", "Deleted"), **_errors(*QUEUE, "queue_not_found")},
     },
     "clear_queue": {
         "summary": "Drop every message of a queue",
         "parameters": [NAME],
-        "responses": {"200": _resp("cleared", "Cleared"), **BAD_NAME, **AUTH, **NOT_FOUND},
+        "responses": {"200": _resp("cleared", "Cleared"), **_errors(*QUEUE, "queue_not_found")},
     },
     "health": {
         "summary": "Status, uptime and per-queue size, capacity, utilization and totals",
@@ -129,12 +139,15 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "summary": "Prometheus text exposition",
         "responses": {"200": {"description": "metrics",
                               "content": {"text/plain": {"schema": {"type": "string"}}}},
-                      **AUTH},
+                      **_errors("unauthorized")},
     },
     "snapshot": {
         "summary": "Write a snapshot of every queue to ZOLDYQ_SNAPSHOT_DIR",
-        "responses": {"200": _resp("written", "Snapshot"), **AUTH,
-                      "501": _err("snapshots are disabled")},
+        "responses": {"200": _resp("written", "Snapshot"),
+                      **_errors(*COMMON, *BODY, "bad_snapshot_request", "snapshots_disabled",
+                                "snapshot_not_found", "bad_snapshot", "snapshot_conflict",
+                                "bad_name", "queue_not_found", "storage_exhausted",
+                                "too_many_queues")},
     },
     "openapi": {
         "summary": "This document",
@@ -148,7 +161,7 @@ _STR = {"type": "string"}
 _CAP = {"type": "integer", "minimum": 1}
 _CAPS = {
     "max_messages": {**_CAP, "maximum": MAX_MESSAGES_LIMIT},
-    "max_bytes": {**_CAP, "maximum": MAX_RING_SIZE,
+    "max_bytes": {**_CAP, "maximum": MAX_BYTES_LIMIT,
                   "description": "ring bytes; must hold two records of max_message_bytes "
                                  "(else 400 `bad_config`)"},
     "max_message_bytes": {**_CAP, "maximum": MAX_MESSAGE_BYTES_LIMIT},
@@ -207,14 +220,16 @@ def _dequeue_params(max_timeout: float, max_batch: int) -> list[dict[str, Any]]:
     ]
 
 
-def document(max_timeout: float = 30.0, max_batch: int = 1000) -> dict[str, Any]:
-    """The document for a server with these limits (the query parameters' maxima)."""
+def document(
+    routes: Iterable[RouteLike], max_timeout: float = 30.0, max_batch: int = 1000
+) -> dict[str, Any]:
+    """The document for ``routes`` on a server with these limits (the query parameters' maxima)."""
     try:
         version = importlib.metadata.version("zoldyq")
     except importlib.metadata.PackageNotFoundError:
         version = "0"
     paths: dict[str, dict[str, Any]] = {}
-    for r in ROUTES:
+    for r in routes:
         op = dict(OPERATIONS[r.name], operationId=r.name)
         if r.name == "dequeue":
             op["parameters"] = _dequeue_params(max_timeout, max_batch)
@@ -235,5 +250,7 @@ def document(max_timeout: float = 30.0, max_batch: int = 1000) -> dict[str, Any]
 
 
 @functools.cache
-def document_bytes(max_timeout: float = 30.0, max_batch: int = 1000) -> bytes:
-    return orjson.dumps(document(max_timeout, max_batch))
+def document_bytes(
+    routes: Iterable[RouteLike], max_timeout: float = 30.0, max_batch: int = 1000
+) -> bytes:
+    return orjson.dumps(document(routes, max_timeout, max_batch))

@@ -1,6 +1,6 @@
 """Operational routes (``/health``, ``/metrics``, ``/admin/snapshot``) and the request hook.
 
-Handlers have the signature of ``core``'s: ``(ctx, content_type, body) -> Reply``;
+Handlers have the signature of ``core``'s: ``(ctx, call) -> Reply``;
 ``routes.ROUTES`` mounts them. ``observe`` is called once per request by both
 app shells with the route's name (``"enqueue"``, ... or ``"unmatched"``) and
 the status; it counts into the namespace's shared counters, so whichever
@@ -17,9 +17,8 @@ from typing import Any
 import orjson
 
 from zoldyq.api import Counters
-from zoldyq.broker import shared_counters
 from zoldyq.errors import ZoldyQError
-from zoldyq.http.core import Ctx, Reply
+from zoldyq.http.core import Call, Ctx, Reply
 from zoldyq.http.errors import RequestError
 from zoldyq.ops import health as health_mod
 from zoldyq.ops import metrics as metrics_mod
@@ -32,7 +31,7 @@ class _Ops:
     def __init__(self, ctx: Ctx) -> None:
         self.registry = metrics_mod.registry(ctx.broker)
         try:
-            self.counters: Counters | None = shared_counters(ctx.broker)
+            self.counters: Counters | None = ctx.broker.counters()
         except (ZoldyQError, OSError) as ex:  # no room in /dev/shm: serve without the figure
             log.warning("request metrics unavailable: %s", ex)
             self.counters = None
@@ -60,26 +59,26 @@ def observe(ctx: Ctx, method: str, route: str, status: int, seconds: float) -> N
         metrics_mod.count_request(counters, method, route, status)
 
 
-def health(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
+def health(ctx: Ctx, call: Call) -> Reply:
     """The seed's format; 503 with a reason when the namespace is unusable."""
     status, doc = health_mod.check(ctx.broker)
     return Reply(status, orjson.dumps(doc))
 
 
-def metrics(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
+def metrics(ctx: Ctx, call: Call) -> Reply:
     """Prometheus text format, read from shared memory now."""
     reg = _ops(ctx).registry
     return Reply(200, metrics_mod.exposition(reg), metrics_mod.CONTENT_TYPE)
 
 
-def snapshot(ctx: Ctx, content_type: str | None, body: bytes) -> Reply:
+def snapshot(ctx: Ctx, call: Call) -> Reply:
     """``{"action": "save"|"load", "name": ..., "queue": ...}`` in the snapshot directory.
 
     ``name`` defaults to the namespace (the file ``--snapshot-on-exit`` writes);
     ``queue`` limits the action to one queue.
     """
     try:
-        doc: Any = orjson.loads(body) if body.strip() else {}
+        doc: Any = orjson.loads(call.body) if call.body.strip() else {}
     except orjson.JSONDecodeError as ex:
         raise RequestError(400, "bad_json", f"request body is not valid JSON: {ex}") from None
     if not isinstance(doc, dict):

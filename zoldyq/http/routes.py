@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from zoldyq.http import core, ops
+from zoldyq.http import core, openapi, ops
+
+PLAIN, WAITING = "plain", "waiting"
 
 
 class Route(NamedTuple):
     name: str  # operationId, and the label of request metrics
     method: str
     path: str
-    handler: Callable[..., core.Reply] | None  # None: dequeue, which the shell waits for
+    handler: Callable[..., Any]  # (ctx, call, **path params) -> Reply, or a Wait if WAITING
+    kind: str = PLAIN  # WAITING: the shell waits for the handler's Wait, its own way
     body: bool = False  # the shell reads the body (under the size limit) first
     auth: bool = True  # needs the token when one is configured
 
 
+def _openapi(ctx: core.Ctx, call: core.Call) -> core.Reply:
+    return core.Reply(200, openapi.document_bytes(ROUTES, ctx.max_timeout, ctx.max_batch))
+
+
 ROUTES: tuple[Route, ...] = (
     Route("enqueue", "POST", "/queues/{name}/enqueue", core.enqueue, body=True),
-    Route("dequeue", "GET", "/queues/{name}/dequeue", None),
+    Route("dequeue", "GET", "/queues/{name}/dequeue", core.dequeue, WAITING),
     Route("enqueue_batch", "POST", "/queues/{name}/batch", core.enqueue_batch, body=True),
     Route("list_queues", "GET", "/queues", core.list_queues),
     Route("get_queue", "GET", "/queues/{name}", core.get_queue),
@@ -29,14 +36,9 @@ ROUTES: tuple[Route, ...] = (
     Route("health", "GET", "/health", ops.health, auth=False),
     Route("metrics", "GET", "/metrics", ops.metrics),
     Route("snapshot", "POST", "/admin/snapshot", ops.snapshot, body=True),
-    Route("openapi", "GET", "/openapi.json", lambda *a: _openapi(*a), auth=False),
+    Route("openapi", "GET", "/openapi.json", _openapi, auth=False),
 )
-
-
-def _openapi(ctx: core.Ctx, content_type: str | None, body: bytes) -> core.Reply:
-    from zoldyq.http import openapi  # it reads this table
-
-    return core.Reply(200, openapi.document_bytes(ctx.max_timeout, ctx.max_batch))
+ROUTE_NAMES = frozenset(r.name for r in ROUTES)
 
 
 def by_path() -> dict[str, list[Route]]:

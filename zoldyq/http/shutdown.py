@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import threading
 
-import zoldyq
+from zoldyq import api
 
-_brokers: list[zoldyq.Broker] = []
+_brokers: list[api.Broker] = []
 _started = False
 
 
-def register(broker: zoldyq.Broker) -> None:
+def register(broker: api.Broker) -> None:
     _brokers.append(broker)
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import falcon
 
-from zoldyq.http import core, ops
-from zoldyq.http.errors import body_too_large, complete, error_reply
-from zoldyq.http.routes import Route, by_path
+from zoldyq.http import core, skeleton
+from zoldyq.http.errors import body_too_large, complete
+from zoldyq.http.routes import WAITING, Route
 
 _perf = time.perf_counter
 CHUNK = 64 << 10
@@ -47,38 +46,32 @@ def long_poll_slots(threads: int) -> int:
     return max(1, threads - max(2, threads // 4))
 
 
+def wait(w: core.Wait, slots: threading.Semaphore) -> core.Reply:
+    """Park this thread only while a long-poll slot is free; else answer at once."""
+    if w.timeout > 0 and slots.acquire(blocking=False):
+        try:
+            return w.reply(w.queue.get_many(w.max, w.timeout))
+        finally:
+            slots.release()
+    reply = w.reply(w.queue.get_many(w.max))
+    if w.timeout > 0 and reply.status == 204:
+        reply = reply._replace(headers={"Retry-After": "1"})
+    return reply
+
+
 def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Callable[..., None]:
-    handler, name, needs_body, auth = route.handler, route.name, route.body, route.auth
-    waits = name == "dequeue"
+    handler, waits, needs_body = route.handler, route.kind == WAITING, route.body
 
     def respond(req: falcon.Request, resp: falcon.Response, **params: str) -> None:
         t0 = _perf()
         try:
-            if auth and ctx.token:
-                core.check_auth(ctx, req.get_header("Authorization"))
-            if waits:
-                q, n, timeout, batch = core.dequeue_args(
-                    ctx, req.get_param("timeout"), req.get_param("max"), **params
-                )
-                if timeout > 0 and slots.acquire(blocking=False):
-                    try:
-                        msgs = q.get_many(n, timeout)
-                    finally:
-                        slots.release()
-                    reply = core.dequeue_reply(q, msgs, batch)
-                else:
-                    reply = core.dequeue_reply(q, q.get_many(n, 0), batch)
-                    if timeout > 0 and reply.status == 204:
-                        reply = reply._replace(headers={"Retry-After": "1"})
-            else:
-                body = read_body(req, ctx.max_body) if needs_body else b""
-                assert handler is not None
-                reply = handler(ctx, req.content_type, body, **params)
+            skeleton.authorize(ctx, route, req)
+            body = read_body(req, ctx.max_body) if needs_body else b""
+            out = handler(ctx, skeleton.call(req, body), **params)
+            reply = wait(out, slots) if waits else out
         except Exception as ex:
-            status, data, headers = error_reply(ex, req.method, req.path)
-            reply = core.Reply(status, data, core.JSON, headers)
-        core.write(resp, reply)
-        ops.observe(ctx, req.method, name, reply.status, _perf() - t0)
+            reply = skeleton.failure(ex, req)
+        skeleton.answer(ctx, route.name, req, resp, reply, t0)
 
     return respond
 
@@ -86,16 +79,10 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
 def create(ctx: core.Ctx) -> falcon.App:
     app = falcon.App(cors_enable=False)
     slots = threading.Semaphore(long_poll_slots(ctx.settings.threads))
-    for path, routes in by_path().items():
-        app.add_route(path, SimpleNamespace(
-            **{"on_" + r.method.lower(): _responder(ctx, r, slots) for r in routes}
-        ))
+    skeleton.mount(app, lambda route: _responder(ctx, route, slots))
 
     def unmatched(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
-        """Errors raised outside a responder: unknown route, wrong method, bad header."""
-        status, data, headers = error_reply(ex, req.method, req.path)
-        core.write(resp, core.Reply(status, data, core.JSON, headers))
-        ops.observe(ctx, req.method, "unmatched", status, 0.0)
+        skeleton.unmatched(ctx, req, resp, ex)
 
     app.add_error_handler((Exception, falcon.HTTPError), unmatched)
     return app

@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any
 
+from zoldyq.api import Broker
 from zoldyq.errors import QueueNotFound, ZoldyQError
 from zoldyq.ops.metrics import uptime_seconds
-from zoldyq.shm.broker import Broker
 
 LOCK_TIMEOUT = 1.0
 
@@ -28,17 +28,18 @@ _probes_lock = threading.Lock()
 
 def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict[str, Any]]:
     """Return (HTTP status, body) for ``broker``'s namespace."""
-    backend: dict[str, Any] = {"engine": getattr(broker, "engine", "shm")}
+    extra: dict[str, Any] = {}  # shm answers the seed's shape exactly
+    ping = getattr(broker, "ping", None)  # engines with a server to reach (Redis)
     try:
-        if backend["engine"] == "shm":
-            if broker.registry.destroyed:
-                return _unhealthy(f"namespace '{broker.namespace}' was destroyed")
-            reason = _probe(broker).result(lock_timeout)
-            if reason:
-                return _unhealthy(reason)
-        else:  # Redis: reachable, and how fast
-            backend["latency_ms"] = round(broker.ping() * 1000, 3)
-            backend["url"] = broker.safe_url
+        if ping is not None:
+            extra["backend"] = {"engine": getattr(broker, "engine", "?"),
+                                "url": getattr(broker, "safe_url", "")}
+            extra["backend"]["latency_ms"] = round(ping() * 1000, 3)
+        if broker.destroyed:
+            return _unhealthy(f"namespace '{broker.namespace}' was destroyed")
+        reason = _probe(broker).result(lock_timeout)
+        if reason:
+            return _unhealthy(reason)
         queues: dict[str, Any] = {}
         for entry in broker.entries():
             try:
@@ -54,8 +55,7 @@ def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict
                 "queue_full_count": s["queue_full_total"],
             }
     except (ZoldyQError, OSError) as ex:
-        return _unhealthy(str(ex), backend if backend["engine"] != "shm" else None)
-    extra = {"backend": backend} if backend["engine"] != "shm" else {}  # shm: the seed's shape
+        return _unhealthy(str(ex), **extra)
     return 200, {
         **extra,
         "status": "healthy",
@@ -65,15 +65,12 @@ def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict
     }
 
 
-def _unhealthy(reason: str, backend: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    body: dict[str, Any] = {"status": "unhealthy", "reason": reason}
-    if backend:
-        body["backend"] = {**backend, "reachable": False}
-    return 503, body
+def _unhealthy(reason: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+    return 503, {"status": "unhealthy", "reason": reason, **extra}
 
 
 class _Probe(threading.Thread):
-    """Takes the registry lock, then each queue's put and get locks, once."""
+    """Takes every lock the engine names (``Broker.locks``), once."""
 
     def __init__(self, broker: Broker) -> None:
         super().__init__(name=f"zoldyq-health-{broker.namespace}", daemon=True)
@@ -85,17 +82,10 @@ class _Probe(threading.Thread):
 
     def run(self) -> None:
         try:
-            with self.broker.registry.lock:
-                pass
-            for entry in self.broker.entries():
-                try:
-                    sq = self.broker._shared(entry.name, create=False)
-                except QueueNotFound:
-                    continue
-                for side, lock in (("put", sq.put_lock), ("get", sq.get_lock)):
-                    self.waiting_for = f"the {side} lock of queue '{entry.name}'"
-                    with lock:
-                        pass
+            for what, lock in self.broker.locks():
+                self.waiting_for = what
+                with lock:
+                    pass
         except (ZoldyQError, OSError) as ex:
             self.reason = f"{self.waiting_for} cannot be recovered: {ex}"
         finally:

@@ -11,7 +11,7 @@ families below are named without it; the exposed names are the contract.
 
 Writers: the HTTP shells call ``count_request`` once per request (via
 ``http.ops.observe``); the WebSocket sidecar sets its open-connection count
-with ``Counters(ns).set(WS_CONNECTIONS_KEY, n)`` (on each watchdog tick, and
+with ``broker.counters().set(WS_CONNECTIONS_KEY, n)`` (on each watchdog tick, and
 0 when it stops), so a restarted sidecar never leaves a stale figure.
 """
 
@@ -32,18 +32,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from zoldyq.api import HIST_BOUNDS, Counters
-from zoldyq.broker import shared_counters
+from zoldyq.api import HIST_BOUNDS, Broker, Counters
 from zoldyq.errors import ZoldyQError
-from zoldyq.shm import segment
-from zoldyq.shm.broker import Broker
-from zoldyq.shm.counters import WS_CONNECTIONS_KEY
 
 __all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "registry"]
 
 # The classic text format, which every Prometheus reads (generate_latest writes it).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HTTP_KEY = "http"
+WS_CONNECTIONS_KEY = "ws_connections"  # the sidecar's open connections, a gauge
 STARTED_ENV = "ZOLDYQ_STARTED_AT"  # set by the launcher / gunicorn's master for its children
 
 # (family name without _total, stats key, help): counters per queue
@@ -87,12 +84,12 @@ class QueueCollector:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._counters: Counters | None = None  # api.Counters of the broker's engine
+        self._counters: Counters | None = None
 
     def _shared_counters(self) -> dict[str, int]:
         if self._counters is None:
             try:
-                self._counters = shared_counters(self.broker, create=False)
+                self._counters = self.broker.counters(create=False)
             except FileNotFoundError:
                 return {}  # nobody counted anything yet
         return self._counters.items()
@@ -135,10 +132,9 @@ class QueueCollector:
             "Seconds since the server started",
             value=uptime_seconds(broker),
         )
-        if getattr(broker, "engine", "shm") == "shm":
-            yield GaugeMetricFamily(
-                "zoldyq_shm_free_bytes", "Bytes free in /dev/shm", value=segment.shm_free_bytes()
-            )
+        free = self.broker.free_bytes()
+        if free is not None:  # None: the engine's memory is not /dev/shm (Redis)
+            yield GaugeMetricFamily("zoldyq_shm_free_bytes", "Bytes free in /dev/shm", value=free)
         shared = self._shared_counters()
         requests = CounterMetricFamily(
             "zoldyq_http_requests", "HTTP requests by route and status",
@@ -162,8 +158,7 @@ def uptime_seconds(broker: Broker) -> float:
     try:
         started = float(os.environ.get(STARTED_ENV) or "")
     except ValueError:
-        created = getattr(broker, "created_at", None)  # redis; shm keeps it in its registry
-        started = (created if created is not None else broker.registry.created_at) / 1e6
+        started = broker.created_at / 1e6
     return max(0.0, time.time() - started)
 
 

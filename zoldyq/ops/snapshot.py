@@ -44,9 +44,18 @@ from typing import Any
 
 import orjson
 
-import zoldyq
+from zoldyq import broker as engine
 from zoldyq.api import KIND_BYTES, KIND_JSON
-from zoldyq.errors import InvalidName, QueueNotFound, ZoldyQError
+from zoldyq.errors import (
+    BadSnapshotName,
+    InvalidName,
+    QueueNotFound,
+    SnapshotConflict,
+    SnapshotError,
+    SnapshotNotFound,
+    SnapshotsDisabled,
+    ZoldyQError,
+)
 from zoldyq.settings import Settings
 from zoldyq.shm import names
 from zoldyq.shm.broker import Broker
@@ -61,67 +70,6 @@ QUEUE = struct.Struct("<QQQQ")
 RECORD = struct.Struct("<IIq")
 log = logging.getLogger("zoldyq.ops.snapshot")
 _NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}")
-
-
-class SnapshotError(ZoldyQError):
-    """A snapshot file that cannot be loaded: corrupt, truncated, another version."""
-
-    code = "bad_snapshot"
-    http_status = 422
-
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(name, problem)
-        self.name = name
-        self.problem = problem
-
-    def __str__(self) -> str:
-        return f"snapshot '{self.name}' was not loaded: {self.problem}"
-
-    def fields(self) -> dict[str, object]:
-        return {"snapshot": self.name}
-
-
-class SnapshotConflict(ZoldyQError):
-    """The snapshot is sound but the namespace has no room for it now."""
-
-    code = "snapshot_conflict"
-    http_status = 409
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"snapshot not loaded, nothing changed: {self.message}"
-
-
-class SnapshotNotFound(ZoldyQError, FileNotFoundError):
-    code = "snapshot_not_found"
-    http_status = 404
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-    def __str__(self) -> str:
-        return f"snapshot '{self.name}' does not exist"
-
-
-class SnapshotsDisabled(ZoldyQError):
-    code = "snapshots_disabled"
-    http_status = 404
-
-    def __str__(self) -> str:
-        return "snapshots are disabled: set snapshot_dir (ZOLDYQ_SNAPSHOT_DIR, --snapshot-dir)"
-
-
-class BadSnapshotName(InvalidName):
-    def __str__(self) -> str:
-        shown = repr(self.name)[:80]
-        return (
-            f"invalid snapshot name {shown}: use 1-64 characters from A-Z a-z 0-9 _ . - "
-            "not starting with '.' (a name, not a path)"
-        )
 
 
 @dataclass
@@ -426,7 +374,7 @@ def on_exit(settings: Settings) -> bool:
     if not settings.snapshot_on_exit:
         return True
     try:
-        with zoldyq.attach(settings.namespace) as broker:
+        with engine.attach(settings.namespace) as broker:
             summary = save_all(broker, settings)
     except (ZoldyQError, OSError) as ex:
         log.error("snapshot on exit failed: %s; namespace '%s' kept so nothing is lost",

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -33,7 +33,6 @@ from zoldyq.api import (
     KIND_BYTES,
     KIND_JSON,
     Caps,
-    QueueInfo,
     Receipt,
     check_namespace,
     check_queue_name,
@@ -86,6 +85,14 @@ def _deliver_at(delay: float | None, deliver_at: int | None) -> int:
     if delay:
         return time.time_ns() // 1000 + int(delay * 1e6)
     return 0
+
+
+class Entry(NamedTuple):
+    """One queue as a listing shows it (``api.QueueInfo``)."""
+
+    name: str
+    caps: Caps
+    created_at: int  # µs since the epoch
 
 
 class Queue:
@@ -557,14 +564,14 @@ class Broker:
             names = self._client.hkeys(self._nskeys[0])
         return sorted(n.decode() for n in names)
 
-    def entries(self) -> list[QueueInfo]:
+    def entries(self) -> list[Entry]:
         with rclient.mapped(self.url):
             table = self._client.hgetall(self._nskeys[0])
         out = []
         for name, raw in sorted(table.items()):
             s = orjson.loads(raw)
             caps = Caps(s["max_messages"], s["max_bytes"], s["max_message_bytes"])
-            out.append(QueueInfo(name.decode(), caps, s["created_at"]))
+            out.append(Entry(name.decode(), caps, s["created_at"]))
         return out
 
     def exists(self, name: str) -> bool:
@@ -578,8 +585,19 @@ class Broker:
             self._client.ping()
         return time.perf_counter() - t0
 
-    def counters(self) -> Counters:
+    def counters(self, create: bool = True) -> Counters:
         return Counters(self)
+
+    @property
+    def destroyed(self) -> bool:
+        """Never: on Redis a namespace is re-made by the next front end that uses it."""
+        return False
+
+    def free_bytes(self) -> int | None:
+        return None  # Redis's memory is its own to report (INFO memory)
+
+    def locks(self) -> Iterator[tuple[str, contextlib.AbstractContextManager[object]]]:
+        return iter(())  # every operation is one script: there is no lock to get stuck
 
     def interrupt(self) -> None:
         """Wake every waiter of this process now; later waits return at once (shutdown)."""

@@ -20,8 +20,9 @@ from typing import Any
 
 from gunicorn.glogging import Logger as _GunicornLogger
 
-import zoldyq
-from zoldyq.broker import destroy_namespace, is_shared, open_namespace
+from zoldyq import broker as engine
+from zoldyq import errors
+from zoldyq.broker import open_namespace
 from zoldyq.ops import logs
 from zoldyq.serve.launcher import OWNER_ENV, STARTED_ENV
 from zoldyq.settings import Settings
@@ -69,17 +70,17 @@ def on_starting(server: Any) -> None:
     os.environ.setdefault(STARTED_ENV, str(time.time()))
     if os.environ.get(OWNER_ENV):
         return
-    if is_shared(_settings):  # Redis: the data outlives every front end, nobody owns it
+    if engine.is_shared(_settings):  # Redis: the data outlives every front end, nobody owns it
         open_namespace(_settings).close()
         return
     try:
-        zoldyq.attach(_settings.namespace).close()
-    except zoldyq.NamespaceNotFound:
+        engine.attach(_settings.namespace).close()
+    except errors.NamespaceNotFound:
         open_namespace(_settings).close()
         os.environ[OWNER_ENV] = f"gunicorn:{os.getpid()}"
 
 
 def on_exit(server: Any) -> None:
     if os.environ.get(OWNER_ENV) == f"gunicorn:{os.getpid()}" and not _settings.keep_namespace:
-        destroy_namespace(_settings)
+        engine.destroy_namespace(_settings)
 

@@ -21,7 +21,8 @@ import subprocess
 import sys
 import time
 
-from zoldyq.broker import destroy_namespace, is_shared, open_namespace
+from zoldyq import broker as engine
+from zoldyq.broker import open_namespace
 from zoldyq.ops import logs, snapshot
 from zoldyq.settings import Settings
 
@@ -105,8 +106,8 @@ def run(settings: Settings) -> int:
     try:
         snapshot.on_start(broker, settings)  # --restore
     except BaseException:
-        if not settings.keep_namespace and not is_shared(settings):
-            destroy_namespace(settings)
+        if not settings.keep_namespace and not engine.is_shared(settings):
+            engine.destroy_namespace(settings)
         raise
     finally:
         broker.close()
@@ -141,8 +142,8 @@ def run(settings: Settings) -> int:
         for s, handler in old.items():
             signal.signal(s, handler)
         saved = snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep the namespace
-        if not settings.keep_namespace and saved and not is_shared(settings):
-            destroy_namespace(settings)  # on Redis the data outlives any front end
+        if not settings.keep_namespace and saved and not engine.is_shared(settings):
+            engine.destroy_namespace(settings)  # on Redis the data outlives any front end
             log.info("namespace '%s' destroyed", settings.namespace)
         elif not saved:
             status = status or 1

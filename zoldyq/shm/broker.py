@@ -9,6 +9,7 @@ the old one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -26,8 +27,9 @@ from zoldyq.errors import (
     MessageTooLarge,
     QueueNotFound,
 )
-from zoldyq.shm import names
+from zoldyq.shm import names, segment
 from zoldyq.shm.aio import AsyncBell
+from zoldyq.shm.counters import Counters
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
@@ -328,6 +330,36 @@ class Broker:
 
     def exists(self, name: str) -> bool:
         return self.registry.lookup(names.check_queue_name(name)) is not None
+
+    # -- what operations read (api.Broker) -----------------------------------------
+
+    @property
+    def created_at(self) -> int:
+        """When the namespace was created, µs since the epoch."""
+        return self.registry.created_at
+
+    @property
+    def destroyed(self) -> bool:
+        return self.registry.destroyed
+
+    def counters(self, create: bool = True) -> Counters:
+        """The namespace's shared process-level figures; FileNotFoundError if absent."""
+        return Counters(self.namespace, create=create)
+
+    def free_bytes(self) -> int | None:
+        """Bytes free where the queues live (/dev/shm)."""
+        return segment.shm_free_bytes()
+
+    def locks(self) -> Iterator[tuple[str, contextlib.AbstractContextManager[object]]]:
+        """Every lock of the namespace, named for a person: what a health probe takes."""
+        yield "the registry lock", self.registry.lock
+        for entry in self.entries():
+            try:
+                sq = self._shared(entry.name, create=False)
+            except QueueNotFound:
+                continue
+            yield f"the put lock of queue '{entry.name}'", sq.put_lock
+            yield f"the get lock of queue '{entry.name}'", sq.get_lock
 
     def interrupt(self) -> None:
         """Wake every waiter in this process now; later waits return at once (shutdown)."""

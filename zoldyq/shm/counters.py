@@ -36,7 +36,6 @@ KEY_BYTES = 56
 SLOTS = 1024
 SIZE = HEADER + SLOTS * SLOT
 _H_MAGIC, _H_VERSION, _H_USED = 0, 1, 2
-WS_CONNECTIONS_KEY = "ws_connections"  # the sidecar's open connections, a gauge
 _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
 
 

@@ -64,6 +64,8 @@ import struct
 from zoldyq.api import HIST_BOUNDS as HIST_BOUNDS  # re-exported for the engine
 from zoldyq.api import KIND_BYTES as KIND_BYTES
 from zoldyq.api import KIND_JSON as KIND_JSON
+from zoldyq.api import MAX_BYTES_LIMIT
+from zoldyq.api import MAX_MESSAGES_LIMIT as MAX_MESSAGES_LIMIT
 
 LAYOUT_VERSION = 1
 QUEUE_MAGIC = int.from_bytes(b"ZOLDYQ.Q", "little")
@@ -86,8 +88,7 @@ HIST_BUCKETS = len(HIST_BOUNDS) + 1  # + Inf
 RECORD = struct.Struct("<IIq")  # payload length, kind, enqueued_at µs
 KIND_WRAP = 0xFFFFFFFF  # KIND_JSON and KIND_BYTES come from the api
 SEQ_MASK = 0xFFFFFFFF
-MAX_RING_SIZE = (1 << 32) - 8  # offsets are 32-bit
-MAX_MESSAGES_LIMIT = 1 << 30  # sequence numbers are 32-bit
+MAX_RING_SIZE = MAX_BYTES_LIMIT  # offsets are 32-bit
 
 # registry
 R_MAGIC, R_VERSION, R_MAX_QUEUES = 0, 1, 2

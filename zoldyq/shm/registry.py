@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import posix_ipc
 
+from zoldyq.api import MAX_MESSAGE_BYTES_LIMIT
 from zoldyq.errors import (
     AccessDenied,
     BrokenError,
@@ -68,7 +69,6 @@ from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.ring import min_ring_size
 
 MAX_QUEUES_LIMIT = 65536
-MAX_MESSAGE_BYTES_LIMIT = 64 << 20
 
 
 class Caps(NamedTuple):

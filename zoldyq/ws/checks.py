@@ -5,25 +5,10 @@ from __future__ import annotations
 import hmac
 from urllib.parse import parse_qs, urlsplit
 
-from zoldyq.errors import ZoldyQError
-from zoldyq.shm import names
+from zoldyq import api
+from zoldyq.errors import BadPath
 
 OPERATIONS = ("enqueue", "dequeue")
-
-
-class BadPath(ZoldyQError):
-    """The request path is not ``/queues/{name}/enqueue`` or ``/queues/{name}/dequeue``."""
-
-    code = "bad_path"
-    http_status = 404
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self.path = path
-
-    def __str__(self) -> str:
-        shown = self.path if len(self.path) <= 40 else self.path[:37] + "..."
-        return f"no stream at {shown!r}: use /queues/<name>/enqueue or /queues/<name>/dequeue"
 
 
 def parse_path(target: str) -> tuple[str, str]:
@@ -36,7 +21,7 @@ def parse_path(target: str) -> tuple[str, str]:
     parts = urlsplit(target).path.split("/")
     if len(parts) != 4 or parts[0] or parts[1] != "queues" or parts[3] not in OPERATIONS:
         raise BadPath(urlsplit(target).path)
-    return names.check_queue_name(parts[2]), parts[3]
+    return api.check_queue_name(parts[2]), parts[3]
 
 
 def token_ok(expected: str | None, authorization: str | None, target: str) -> bool:

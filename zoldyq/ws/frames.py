@@ -22,7 +22,7 @@ import struct
 import orjson
 
 from zoldyq.api import KIND_BYTES, KIND_JSON
-from zoldyq.errors import InvalidPayload, ZoldyQError
+from zoldyq.errors import BadFrame, InvalidPayload, ZoldyQError
 
 _loads = orjson.loads
 _dumps = orjson.dumps
@@ -31,20 +31,6 @@ _JSONDecodeError = orjson.JSONDecodeError
 # A text frame may exceed the payload limit by this much (the ``{"payload":...}``
 # envelope and some whitespace) before the connection is closed with 1009.
 ENVELOPE_BYTES = 1024
-
-
-class BadFrame(ZoldyQError, ValueError):
-    """A client frame that is not ``{"payload": ...}``: answered, the stream goes on."""
-
-    code = "bad_request"
-    http_status = 400
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return self.reason
 
 
 def parse_enqueue(frame: str | bytes) -> tuple[int, bytes]:

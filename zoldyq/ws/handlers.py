@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from zoldyq.api import KIND_BYTES
+from zoldyq.api import KIND_BYTES, Broker, Message, Queue
 from zoldyq.errors import (
     BrokenError,
     ClosedError,
@@ -34,7 +34,6 @@ from zoldyq.errors import (
     QueueNotFound,
     ZoldyQError,
 )
-from zoldyq.shm.broker import Broker, Message, Queue
 from zoldyq.ws import frames
 from zoldyq.ws.checks import parse_path
 
@@ -259,9 +258,9 @@ class Dequeue:
 
     async def _wait_for_queue(self) -> None:
         """The queue does not exist (yet): look again soon, unless the namespace is gone."""
-        registry = getattr(self.queue.broker, "registry", None)  # shm only
-        if registry is not None and registry.destroyed:
-            raise NamespaceNotFound(registry.ns)
+        broker = self.queue.broker
+        if broker.destroyed:
+            raise NamespaceNotFound(broker.namespace)
         self.waiting = True
         try:
             await asyncio.sleep(MISSING_QUEUE_POLL)

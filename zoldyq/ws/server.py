@@ -30,12 +30,13 @@ from websockets.datastructures import Headers
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from zoldyq.broker import attach_namespace, open_namespace, shared_counters
+from zoldyq import broker as engine
+from zoldyq.api import Broker
+from zoldyq.broker import open_namespace
 from zoldyq.errors import ZoldyQError
 from zoldyq.ops import logs
+from zoldyq.ops.metrics import WS_CONNECTIONS_KEY
 from zoldyq.settings import Settings
-from zoldyq.shm.broker import Broker
-from zoldyq.shm.counters import WS_CONNECTIONS_KEY
 from zoldyq.ws import frames
 from zoldyq.ws.checks import origins, token_ok
 from zoldyq.ws.handlers import SHUTDOWN_REASON, handle
@@ -55,7 +56,7 @@ def run(settings: Settings, standalone: bool = False) -> int:
     """
     _setup_logging(settings)
     try:
-        broker = open_namespace(settings) if standalone else attach_namespace(settings)
+        broker = open_namespace(settings) if standalone else engine.attach_namespace(settings)
     except ZoldyQError as ex:
         log.error("cannot start: %s", ex)
         return 2
@@ -151,7 +152,7 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
 async def _publish_connections(server: Server, broker: Broker) -> None:
     """Keep zoldyq_websocket_connections current in the namespace's shared counters."""
     try:
-        counters = shared_counters(broker)
+        counters = broker.counters()
     except (OSError, ZoldyQError) as ex:
         log.warning("cannot publish the connection count: %s", ex)
         return

@@ -67,7 +67,8 @@ local function push(cmd, key, values)
 end
 
 -- give records back at the head, in order of first enqueue: merged with the run of
--- older records already at the head (earlier give-backs), ahead of newer ones
+-- older records already at the head (earlier give-backs, late delayed ones), ahead
+-- of newer ones
 local function to_head(recs)
   if #recs == 0 then return end
   table.sort(recs, function(a, b) return seq_of(a) < seq_of(b) end)
@@ -77,17 +78,9 @@ local function to_head(recs)
     if not head or seq_of(head) > top then break end
     older[#older + 1] = redis.call('LPOP', READY)
   end
-  local merged, i, j = {}, 1, 1
-  while i <= #recs or j <= #older do
-    if j > #older or (i <= #recs and seq_of(recs[i]) < seq_of(older[j])) then
-      merged[#merged + 1] = recs[i]; i = i + 1
-    else
-      merged[#merged + 1] = older[j]; j = j + 1
-    end
-  end
-  local reversed = {}
-  for k = #merged, 1, -1 do reversed[#reversed + 1] = merged[k] end
-  push('LPUSH', READY, reversed)
+  for _, rec in ipairs(older) do recs[#recs + 1] = rec end
+  table.sort(recs, function(a, b) return seq_of(a) > seq_of(b) end)
+  push('LPUSH', READY, recs)
 end
 
 -- park a record in the outbox for the dead-letter queue (flushed by the client)

@@ -1,0 +1,58 @@
+"""What both app shells share: mounting the route table, running a handler, answering.
+
+A shell (``asgi``, ``wsgi``) keeps only what differs between servers: how it
+reads a body and how it waits for a ``Wait``. Everything else, the token
+check, the handler call, turning any exception into a JSON error and counting
+the request, happens here once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from zoldyq.http import core, ops
+from zoldyq.http.errors import error_reply
+from zoldyq.http.routes import Route, by_path
+
+_perf = time.perf_counter
+
+
+def mount(app: Any, make_responder: Callable[[Route], Callable[..., Any]]) -> None:
+    """One Falcon resource per path, with an ``on_<method>`` responder per route."""
+    for path, routes in by_path().items():
+        app.add_route(path, SimpleNamespace(
+            **{"on_" + r.method.lower(): make_responder(r) for r in routes}
+        ))
+
+
+def authorize(ctx: core.Ctx, route: Route, req: Any) -> None:
+    """Raises 401 when the route needs the configured token and the request lacks it."""
+    if route.auth and ctx.token:
+        core.check_auth(ctx, req.get_header("Authorization"))
+
+
+def call(req: Any, body: bytes = b"") -> core.Call:
+    """A repeated query parameter counts once, with its last value (as ``get_param`` does)."""
+    params = req.params
+    if params:
+        params = {k: v if isinstance(v, str) else v[-1] for k, v in params.items()}
+    return core.Call(req.content_type, body, params)
+
+
+def failure(ex: BaseException, req: Any) -> core.Reply:
+    status, data, headers = error_reply(ex, req.method, req.path)
+    return core.Reply(status, data, core.JSON, headers)
+
+
+def answer(ctx: core.Ctx, name: str, req: Any, resp: Any, reply: core.Reply, t0: float) -> None:
+    """Write ``reply`` and count the request under its route ``name``."""
+    core.write(resp, reply)
+    ops.observe(ctx, req.method, name, reply.status, _perf() - t0)
+
+
+def unmatched(ctx: core.Ctx, req: Any, resp: Any, ex: BaseException) -> None:
+    """Errors raised outside a responder: unknown route, wrong method, bad header."""
+    answer(ctx, "unmatched", req, resp, failure(ex, req), _perf())
