@@ -225,7 +225,9 @@ def dequeue_reply(q: api.Queue, msgs: list[api.Message], batch: bool) -> Reply:
     if not msgs:
         return NO_CONTENT
     name = _qname(q.name)
-    size = _size(q)
+    size = getattr(msgs[-1], "queue_size", None)  # as the engine saw it (redis: no extra trip)
+    if size is None:
+        size = _size(q)
     if batch:
         items = [
             b'{"payload":"%s","encoding":"base64","enqueued_at":%d}'
@@ -290,7 +292,11 @@ def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
                     f"integers: {', '.join(CAPS)})",
                 )
             caps[key] = value
-    q, created = ctx.broker.create_queue(name, exist_ok=True, **caps)
+    try:
+        made, created = ctx.broker.create_queue(name, exist_ok=False, **caps), True
+    except errors.QueueExists:  # 200 if it has these caps, else QueueExists (409)
+        made, created = ctx.broker.create_queue(name, exist_ok=True, **caps), False
+    q = made[0] if isinstance(made, tuple) else made  # shm gave (queue, created) before issue 11
     return Reply(201 if created else 200, _dumps({"created": created, **queue_info(q)}))
 
 

@@ -169,6 +169,8 @@ class Queue:
             Message(self, items[i], items[i + 1].decode() or None, exp)
             for i in range(0, len(items), 2)
         ]
+        if msgs:
+            msgs[-1].queue_size = int(reply[2])
         return msgs, due / 1e6
 
     def get_many(

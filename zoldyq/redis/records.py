@@ -26,7 +26,7 @@ class Message:
 
     __slots__ = (
         "__dict__", "_queue", "data", "delivery_count", "enqueued_at", "kind",
-        "lease_expires_at", "lease_id", "origin", "record",
+        "lease_expires_at", "lease_id", "origin", "queue_size", "record",
     )  # fmt: skip
     record: bytes
     kind: int
@@ -36,6 +36,7 @@ class Message:
     origin: str | None
     lease_id: str | None
     lease_expires_at: int | None
+    queue_size: int | None  # the queue's size right after the get that took it
 
     def __init__(self, queue: Queue, record: bytes, lease_id: str | None, expires: int | None):
         _, enq, count, kind, olen = HEADER.unpack_from(record)
@@ -47,6 +48,7 @@ class Message:
         self.origin = record[HEADER.size : HEADER.size + olen].decode() or None
         self.lease_id = lease_id
         self.lease_expires_at = expires
+        self.queue_size = None
         self._queue = queue
 
     @property

@@ -193,7 +193,8 @@ class Batcher:
         if not run:
             return
         try:
-            size, at = self.queue.put_records([rec for _, rec in run])
+            r = self.queue.put_records([rec for _, rec in run])
+            size, at = r.queue_size, r.enqueued_at
         except (BrokenError, ClosedError):
             raise
         except ZoldyQError as ex:
