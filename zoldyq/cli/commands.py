@@ -41,7 +41,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        help="server URL, e.g. http://127.0.0.1:9000 [ZOLDYQ_URL]")
     where.add_argument("--local", action="store_true", default=None,
                        help="use this host's shared memory (default when the namespace exists)")
-    settings_mod.add_arguments(where, only=("namespace", "token"))  # type: ignore[arg-type]
+    settings_mod.add_arguments(  # type: ignore[arg-type]
+        where, only=("namespace", "token", "backend", "redis_password_file"))
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         client = connect(
             settings.namespace, args.url, settings.token, args.local, settings.snapshot_dir,
-            default_url=f"{scheme}://{host}:{settings.port}",
+            default_url=f"{scheme}://{host}:{settings.port}", settings=settings,
         )
     except ZoldyQError as ex:
         return _fail(UNREACHABLE, ex)

@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     settings_mod.add_arguments(ws)
     config = sub.add_parser("config", help="print the effective settings")
     settings_mod.add_arguments(config)
+    destroy = sub.add_parser(
+        "destroy", help="delete the namespace: every queue and message (on Redis, for every "
+        "front end; stopping a server never does)")
+    settings_mod.add_arguments(destroy, only=("namespace", "backend", "redis_password_file"))
     commands.add_parsers(sub)
     args = commands.parse_args(parser, argv)
     if args.command in commands.NAMES:
@@ -28,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_mod.from_args(args)
         if args.command == "config":
             print(json.dumps(settings.public(), indent=2))
+            return 0
+        if args.command == "destroy":
+            from zoldyq.broker import destroy_namespace
+
+            destroy_namespace(settings)
+            print(f"namespace '{settings.namespace}' destroyed")
             return 0
         if args.command == "ws":
             from zoldyq.ws import run as run_ws

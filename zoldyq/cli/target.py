@@ -20,8 +20,10 @@ import orjson
 
 import zoldyq
 from zoldyq.api import Broker, Message
+from zoldyq.broker import attach_namespace, is_shared
 from zoldyq.errors import ZoldyQError
 from zoldyq.ops import health, snapshot
+from zoldyq.settings import Settings
 
 
 class ClientError(ZoldyQError):
@@ -86,10 +88,11 @@ def _row(stats: dict[str, Any]) -> dict[str, Any]:
 class LocalClient:
     """The namespace's shared memory on this host."""
 
-    def __init__(self, namespace: str, snapshot_dir: str | None = None) -> None:
-        self.broker: Broker = zoldyq.attach(namespace)
+    def __init__(self, namespace: str, snapshot_dir: str | None = None,
+                 broker: Broker | None = None) -> None:
+        self.broker: Broker = broker or zoldyq.attach(namespace)
         self.snapshot_dir = snapshot_dir
-        self.where = f"namespace '{namespace}' (local)"
+        self.where = f"namespace '{namespace}' ({'local' if broker is None else 'redis'})"
 
     def put(self, queue: str, payload: Any) -> dict[str, Any]:
         r = self.broker.queue(queue).put(payload)
@@ -294,8 +297,14 @@ def connect(
     local: bool | None = None,
     snapshot_dir: str | None = None,
     default_url: str = "http://127.0.0.1:9000",
+    settings: Settings | None = None,
 ) -> Client:
-    """Local when asked, or when ``url`` is not given and the namespace exists here; else HTTP."""
+    """Local when asked, or when ``url`` is not given and the namespace exists here; else HTTP.
+
+    With a Redis ``backend`` in ``settings`` (and no ``url``), the engine API over that Redis.
+    """
+    if settings is not None and is_shared(settings) and url is None:
+        return LocalClient(namespace, snapshot_dir, attach_namespace(settings))
     if local or (local is None and url is None):
         try:
             return LocalClient(namespace, snapshot_dir)
