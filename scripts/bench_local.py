@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Local API throughput and latency, side by side with the usual Python alternatives.
 
-    .venv/bin/python scripts/bench_local.py [--quick]
+    .venv/bin/python scripts/bench_local.py [--quick] [--backend shm|redis]
 
 Runs in one go, on the same machine, for each backend (ZoldyQ, multiprocessing.Queue,
 faster-fifo): 1 producer process -> 1 consumer process with 100-byte messages, one
 message per call and batches of 100; the one-way latency of a hand-off to a parked
 consumer (p50/p99); and 4 producers -> 4 consumers. Prints a table with ZoldyQ's ratio
 to each baseline. Machines here are shared and noisy: compare ratios, not absolutes.
+With ``--backend redis`` ZoldyQ's Redis engine (on a redis-server started for the run,
+persistence off) is measured too, as ``zoldyq-redis``.
 """
 
 from __future__ import annotations
@@ -76,6 +78,31 @@ class Zoldyq:
     def close(self) -> None:
         self.broker.close()
         zoldyq.destroy(self.ns)
+
+
+class ZoldyqRedis(Zoldyq):
+    """The same calls on the Redis engine; each process opens its own connection."""
+
+    name = "zoldyq-redis"
+    url = ""
+
+    def __init__(self) -> None:
+        import zoldyq.redis
+
+        self.ns = f"bench{os.getpid()}"
+        self.broker = zoldyq.redis.connect(self.url, self.ns)
+        self.broker.create_queue("b", max_messages=2_000_000, max_bytes=1 << 30)
+
+    def handle(self) -> Any:
+        import zoldyq.redis
+
+        return zoldyq.redis.connect(self.url, self.ns).queue("b")
+
+    def close(self) -> None:
+        import zoldyq.redis
+
+        self.broker.close()
+        zoldyq.redis.destroy(self.url, self.ns)
 
 
 class MpQueue:
@@ -258,11 +285,13 @@ def latency(backend: Any, n: int, busy: bool = False) -> tuple[float, float]:
     return samples[len(samples) // 2] / 1000, samples[int(len(samples) * 0.99)] / 1000
 
 
-def run(quick: bool) -> None:
+def run(quick: bool, redis: bool = False) -> None:
     n_single = 100_000 if quick else 300_000
     n_batch = 500_000 if quick else 2_000_000
     n_lat = 2_000 if quick else 5_000
     backends: list[Callable[[], Any]] = [Zoldyq, MpQueue, FasterFifo]
+    if redis:
+        backends.insert(1, ZoldyqRedis)
     rows: dict[str, dict[str, float]] = {}
     for make in backends:
         b = make()
@@ -300,4 +329,15 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (~1 minute)")
-    run(parser.parse_args().quick)
+    parser.add_argument("--backend", choices=("shm", "redis"), default="shm",
+                        help="redis: measure the Redis engine too")
+    args = parser.parse_args()
+    if args.backend == "redis":
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from tests.helpers import redis_server
+
+        with redis_server.start() as srv:
+            ZoldyqRedis.url = srv.url
+            run(args.quick, redis=True)
+    else:
+        run(args.quick)
