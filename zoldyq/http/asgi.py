@@ -10,6 +10,7 @@ holds the same lock).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,21 +42,29 @@ async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def wait(w: core.Wait) -> core.Reply:
-    msgs = await w.queue.aget_many(w.max, w.timeout) if w.timeout > 0 else w.queue.get_many(w.max)
-    return w.reply(msgs)
+async def wait(w: core.Wait, remote: bool = False) -> core.Reply:
+    if w.timeout > 0 or remote:  # a remote engine's get is a round trip: await it
+        return w.reply(await w.queue.aget_many(w.max, w.timeout))
+    return w.reply(w.queue.get_many(w.max))
 
 
 def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
     handler, waits, needs_body = route.handler, route.kind == WAITING, route.body
+    # An engine behind a network round trip (Redis) must not hold the loop during one:
+    # its other calls run in the loop's thread pool, so requests overlap their trips.
+    remote = getattr(ctx.broker, "remote", False)
 
     async def respond(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: str) -> None:
         t0 = _perf()
         try:
             skeleton.authorize(ctx, route, req)
             body = await read_body(req, ctx.max_body) if needs_body else b""
-            out = handler(ctx, skeleton.call(req, body), **params)
-            reply = await wait(out) if waits else out
+            call = skeleton.call(req, body)
+            if remote and not waits:
+                out = await asyncio.to_thread(handler, ctx, call, **params)
+            else:
+                out = handler(ctx, call, **params)
+            reply = await wait(out, remote) if waits else out
         except Exception as ex:
             reply = skeleton.failure(ex, req)
         skeleton.answer(ctx, route.name, req, resp, reply, t0)

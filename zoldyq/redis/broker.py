@@ -421,6 +421,7 @@ class Broker:
     """This process's handle on one namespace in one Redis (or Redis Cluster)."""
 
     engine = "redis"
+    remote = True  # every call is a network round trip (the ASGI shell awaits them)
 
     def __init__(
         self, url: str, namespace: str | None = None, *, max_queues: int = 100,
