@@ -41,8 +41,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        help="server URL, e.g. http://127.0.0.1:9000 [ZOLDYQ_URL]")
     where.add_argument("--local", action="store_true", default=None,
                        help="use this host's shared memory (default when the namespace exists)")
-    settings_mod.add_arguments(  # type: ignore[arg-type]
-        where, only=("namespace", "token", "backend", "redis_password_file"))
+    settings_mod.add_arguments(
+        where, only=("namespace", "token", "backend", "redis_password_file"),  # type: ignore[arg-type]
+    )
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:

@@ -90,7 +90,7 @@ class LocalClient:
 
     def __init__(self, namespace: str, snapshot_dir: str | None = None,
                  broker: Broker | None = None) -> None:
-        self.broker: Broker = broker or zoldyq.attach(namespace)
+        self.broker: Broker = broker if broker is not None else zoldyq.attach(namespace)
         self.snapshot_dir = snapshot_dir
         self.where = f"namespace '{namespace}' ({'local' if broker is None else 'redis'})"
 
