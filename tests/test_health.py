@@ -1,4 +1,4 @@
-"""/health: the seed's shape when the namespace works, 503 with a reason when it does not."""
+"""/health: the roadmap's shape when the namespace works, 503 with a reason when it does not."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def wait_healthy(broker: zoldyq.Broker) -> dict[str, object]:
             return body
 
 
-def test_shape_is_the_seeds(broker: zoldyq.Broker) -> None:
+def test_shape_is_the_roadmaps(broker: zoldyq.Broker) -> None:
     """Status, uptime, queue count and per-queue figures, with nothing else."""
     broker.create_queue("emails", max_messages=200)
     q = broker.queue("emails")

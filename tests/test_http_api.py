@@ -58,7 +58,7 @@ def error(r: servers.Response, status: int, code: str) -> dict[str, object]:
 # -- enqueue / dequeue ----------------------------------------------------------------------
 
 
-def test_json_round_trip_has_the_seed_shapes(srv: servers.Server, qname: str) -> None:
+def test_json_round_trip_has_the_roadmap_shapes(srv: servers.Server, qname: str) -> None:
     """Enqueue answers {queued, queue_name, queue_size, enqueued_at}; dequeue gives the payload."""
     payload = {"email": "user@example.com", "n": [1, 2.5, None, "é"]}
     r = srv.call("POST", f"/queues/{qname}/enqueue", json={"payload": payload})
@@ -308,7 +308,7 @@ def test_too_many_queues_is_507(srv: servers.Server) -> None:
 # -- ops routes ---------------------------------------------------------------------------
 
 
-def test_health_has_the_seed_format(srv: servers.Server, qname: str) -> None:
+def test_health_has_the_roadmap_format(srv: servers.Server, qname: str) -> None:
     srv.call("POST", f"/queues/{qname}/enqueue", json={"payload": 1})
     body = srv.call("GET", "/health").json()
     assert body["status"] == "healthy"

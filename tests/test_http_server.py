@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
 import signal
@@ -183,9 +182,8 @@ def test_serve_restarts_a_dead_child_and_can_keep_the_namespace(namespace: str) 
     zoldyq.destroy(namespace)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("workers.ws") is None,
-                    reason="the WebSocket sidecar is not built")
 def test_serve_runs_the_sidecar_as_a_sibling_of_gunicorn(namespace: str) -> None:
+    """`zoldyq serve` starts gunicorn and the WebSocket sidecar side by side; both clean up."""
     with servers.serve(namespace) as srv:
         srv.wait_ready(servers.tcp_ready(srv.ws_port))
         kids = _children(srv.pid)

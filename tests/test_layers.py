@@ -78,13 +78,9 @@ def violations(root: Path = ROOT) -> list[str]:
     return bad
 
 
-# Being moved onto the api (snapshot's format becomes engine-independent): remove when done.
-PENDING = ("zoldyq/ops/snapshot",)
-
-
 def test_every_import_follows_the_layer_rule() -> None:
     """No module imports a layer above its own, and engines never import each other."""
-    assert [v for v in violations() if not v.startswith(PENDING)] == []
+    assert violations() == []
 
 
 def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 import zoldyq
-from zoldyq.ops import snapshot
-from zoldyq.ops.snapshot import (
-    HEADER,
+from zoldyq.errors import (
     BadSnapshotName,
     SnapshotConflict,
     SnapshotError,
     SnapshotNotFound,
     SnapshotsDisabled,
 )
+from zoldyq.ops import snapshot
+from zoldyq.ops.snapshot.format import HEADER
 from zoldyq.settings import Settings
 
 

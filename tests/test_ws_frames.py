@@ -38,7 +38,7 @@ def test_json_without_payload_is_a_bad_request(frame: str) -> None:
         frames.parse_enqueue(frame)
 
 
-def test_ack_has_the_seed_shape() -> None:
+def test_ack_has_the_roadmap_shape() -> None:
     """The confirmation is {"queued", "queue_name", "queue_size", "enqueued_at"}."""
     raw = frames.ack(frames.ack_prefix("jobs.v1"), 42, 1701234567890123)
     assert orjson.loads(raw) == {"queued": True, "queue_name": "jobs.v1", "queue_size": 42,

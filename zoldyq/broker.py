@@ -11,17 +11,28 @@ from __future__ import annotations
 from typing import Any
 
 from zoldyq.settings import Settings
+from zoldyq.shm import broker as _shm
 from zoldyq.shm.broker import Broker, attach, create, destroy
+from zoldyq.shm.owner import Ownership, holder
 
 __all__ = [
-    "Broker", "attach", "attach_namespace", "create", "destroy", "destroy_namespace",
-    "is_shared", "open_namespace",
+    "Broker", "Claim", "Ownership", "attach", "attach_namespace", "claim", "create", "destroy",
+    "destroy_namespace", "gone", "holder", "is_shared", "open_namespace", "serve_namespace",
 ]  # fmt: skip
 
 
 def is_shared(settings: Settings) -> bool:
     """True when the data outlives this server (Redis): stopping it never deletes any."""
     return settings.backend != "shm"
+
+
+def _caps(settings: Settings) -> dict[str, int]:
+    return {
+        "max_queues": settings.max_queues,
+        "max_messages": settings.default_queue_capacity,
+        "max_bytes": settings.default_queue_max_bytes,
+        "max_message_bytes": settings.max_message_bytes,
+    }
 
 
 def _redis(settings: Settings, **defaults: int) -> Any:
@@ -33,15 +44,9 @@ def _redis(settings: Settings, **defaults: int) -> Any:
 
 def open_namespace(settings: Settings) -> Any:
     """The namespace with the configured caps (attached to if it exists)."""
-    caps = {
-        "max_queues": settings.max_queues,
-        "max_messages": settings.default_queue_capacity,
-        "max_bytes": settings.default_queue_max_bytes,
-        "max_message_bytes": settings.max_message_bytes,
-    }
     if is_shared(settings):
-        return _redis(settings, **caps)
-    return create(settings.namespace, exist_ok=True, **caps)
+        return _redis(settings, **_caps(settings))
+    return create(settings.namespace, exist_ok=True, **_caps(settings))
 
 
 def attach_namespace(settings: Settings) -> Any:
@@ -49,6 +54,38 @@ def attach_namespace(settings: Settings) -> Any:
     if is_shared(settings):
         return _redis(settings)
     return attach(settings.namespace)
+
+
+def serve_namespace(settings: Settings) -> tuple[Any, bool]:
+    """For the server that owns the namespace (holding its ``claim``): create it, or
+    reattach and apply the configured default caps to new queues; True if created.
+    On Redis a front end never creates it in that sense (it is never its to destroy)."""
+    if is_shared(settings):
+        return open_namespace(settings), False
+    return _shm.serve(settings.namespace, **_caps(settings))
+
+
+class _SharedClaim:
+    """On Redis nobody owns a namespace: any number of servers front it, none destroys it."""
+
+    adopted = False
+
+    def release(self, unlink: bool = False) -> None:
+        pass
+
+
+Claim = Ownership | _SharedClaim
+
+
+def claim(settings: Settings) -> Claim:
+    """The server's claim on its namespace: shm's owner flock, or nothing on Redis."""
+    return _SharedClaim() if is_shared(settings) else Ownership(settings.namespace)
+
+
+def gone(broker: Any) -> bool:
+    """True when the namespace was destroyed under this server (shm; Redis re-makes it)."""
+    registry = getattr(broker, "registry", None)
+    return bool(registry is not None and registry.gone)
 
 
 def destroy_namespace(settings: Settings) -> None:

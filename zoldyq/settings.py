@@ -1,8 +1,11 @@
 """One frozen Settings, built once per process: CLI flags > ZOLDYQ_* env > zoldyq.toml > defaults.
 
-Every setting is declared once in ``SETTINGS`` (name, type, default, help);
-the env name (``ZOLDYQ_<NAME>``), the CLI flag (``--<name>``), validation and
-``zoldyq config`` output all derive from that table.
+Every setting is declared once, as a field of ``Settings``: its name (also
+the toml key), its type (the annotation), its default, its help text and its
+check. The env name (``ZOLDYQ_<NAME>``), the CLI flag (``--<name>``), the
+parser, validation, ``zoldyq config`` and the README's table all derive from
+that one declaration (``SETTINGS`` lists them), as gunicorn's ``config.py``
+does for its own settings.
 """
 
 from __future__ import annotations
@@ -12,29 +15,21 @@ import dataclasses
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from zoldyq.api import DEFAULT_NAMESPACE
 from zoldyq.errors import ConfigError
 
-
-class Setting(NamedTuple):
-    name: str
-    type: Callable[[str], Any]
-    default: Any
-    help: str
-
-    @property
-    def env(self) -> str:
-        return "ZOLDYQ_" + self.name.upper()
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+#: Set by the launcher (or gunicorn's master) for its children: when the server started.
+STARTED_AT_ENV = "ZOLDYQ_STARTED_AT"
+#: Set by the launcher for its children: who owns (and will destroy) the namespace.
+OWNER_ENV = "ZOLDYQ_NAMESPACE_OWNER"
 
 
-def _bool(text: str) -> bool:
+def _bool(text: Any) -> bool:
     low = str(text).strip().lower()
     if low in ("1", "true", "yes", "on"):
         return True
@@ -43,95 +38,101 @@ def _bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        low = str(text).strip().lower()
-        if low not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return low
-
-    return parse
-
-
-def _optional_str(text: str) -> str | None:
+def _optional_str(text: Any) -> str | None:
     return str(text) or None
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", str, "127.0.0.1", "HTTP bind address"),
-    Setting("port", int, 9000, "HTTP port"),
-    Setting("ws_port", int, 9001, "WebSocket sidecar port (same host)"),
-    Setting("namespace", str, "zoldyq", "prefix of every shared-memory object"),
-    Setting("workers", int, 2, "gunicorn worker processes"),
-    Setting("threads", int, 16, "threads per gunicorn worker"),
-    Setting("default_queue_capacity", int, 100_000, "messages per queue, unless set per queue"),
-    Setting("default_queue_max_bytes", int, 32 << 20, "ring bytes per queue (records + 16 B)"),
-    Setting("max_message_bytes", int, 128 << 10, "largest payload accepted (413 above)"),
-    Setting("max_queues", int, 100, "queues per namespace"),
-    Setting("dequeue_max_timeout", float, 30.0, "longest dequeue long-poll, seconds"),
-    Setting("max_batch", int, 1000, "most messages in one batch request"),
-    Setting("token", _optional_str, None, "bearer token required by HTTP/WS (unset: no auth)"),
-    Setting("tls_cert", _optional_str, None, "TLS certificate file (enables HTTPS/WSS)"),
-    Setting("tls_key", _optional_str, None, "TLS private key file"),
-    Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
-    Setting("log_format", _choice("pretty", "json"), "pretty", "log line format"),
-    Setting("keep_namespace", _bool, False, "leave the namespace in place on shutdown"),
-    Setting("ws", _bool, True, "run the WebSocket sidecar with the HTTP server"),
-    Setting("ws_max_connections", int, 10_000, "open WebSocket connections at most"),
-    Setting("ws_slow_consumer_timeout", float, 30.0, "close a WS consumer stuck this long"),
-    Setting("ws_compression", _bool, False, "permessage-deflate on WebSocket"),
-    Setting("snapshot_dir", _optional_str, None, "directory for snapshots (unset: disabled)"),
-    Setting("graceful_timeout", float, 5.0, "seconds to finish in-flight work on shutdown"),
-    Setting("worker_class", _choice("asgi", "gthread"), "asgi",
-            "gunicorn worker: asgi (a long-poll costs no thread) or gthread"),
-    Setting("max_body_bytes", int, 16 << 20, "largest HTTP request body (413 before reading)"),
-    Setting("ws_origins", _optional_str, None,
-            "comma-separated Origin values the WS sidecar accepts (unset: any)"),
-    Setting("ws_ping_interval", float, 20.0, "seconds between WS keepalive pings (0: off)"),
-    Setting("snapshot_on_exit", _bool, False, "save every queue to the snapshot dir on shutdown"),
-    Setting("restore", _bool, False, "load the namespace's snapshot (if any) on start"),
-    Setting("backend", str, "shm",
-            "storage engine: shm (this host) or redis://host:6379/0, rediss://, "
-            "redis+cluster://host:port (password in the URL or ZOLDYQ_REDIS_PASSWORD)"),
-    Setting("redis_password_file", _optional_str, None, "file holding the Redis password"),
-)
-_BY_NAME = {s.name: s for s in SETTINGS}
+_PARSERS: dict[Any, Callable[[Any], Any]] = {
+    "str": str, "int": int, "float": float, "bool": _bool, "str | None": _optional_str,
+}
+
+
+def between(low: float, high: float, unit: str = "") -> Callable[[Any], str | None]:
+    return lambda v: None if low <= v <= high else f"must be {low:g}..{high:g}{unit}, got {v}"
+
+
+def at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be at least {low:g}, got {v}"
+
+
+def _setting(
+    default: Any,
+    help: str,
+    check: Callable[[Any], str | None] | None = None,
+    choices: tuple[str, ...] = (),
+    secret: bool = False,
+) -> Any:
+    return dataclasses.field(default=default, metadata={
+        "help": help, "check": check, "choices": choices, "secret": secret,
+    })
+
+
+PORT = between(0, 65535)
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+
+def _backend_problem(value: str) -> str | None:
+    scheme, sep, _ = value.partition("://")
+    if value == "shm" or (sep and scheme.lower() in _REDIS_SCHEMES):
+        return None
+    return f"must be shm or a redis:// URL, got {mask_url(value)!r}"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for output and logs)."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    host: str
-    port: int
-    ws_port: int
-    namespace: str
-    workers: int
-    threads: int
-    default_queue_capacity: int
-    default_queue_max_bytes: int
-    max_message_bytes: int
-    max_queues: int
-    dequeue_max_timeout: float
-    max_batch: int
-    token: str | None
-    tls_cert: str | None
-    tls_key: str | None
-    log_level: str
-    log_format: str
-    keep_namespace: bool
-    ws: bool
-    ws_max_connections: int
-    ws_slow_consumer_timeout: float
-    ws_compression: bool
-    snapshot_dir: str | None
-    graceful_timeout: float
-    worker_class: str
-    max_body_bytes: int
-    ws_origins: str | None
-    ws_ping_interval: float
-    snapshot_on_exit: bool
-    restore: bool
-    backend: str
-    redis_password_file: str | None
+    host: str = _setting("127.0.0.1", "HTTP bind address")
+    port: int = _setting(9000, "HTTP port", PORT)
+    ws_port: int = _setting(9001, "WebSocket sidecar port (same host)", PORT)
+    namespace: str = _setting(DEFAULT_NAMESPACE, "prefix of every shared-memory object")
+    workers: int = _setting(2, "gunicorn worker processes", at_least(1))
+    threads: int = _setting(16, "threads per gunicorn worker", at_least(1))
+    default_queue_capacity: int = _setting(
+        100_000, "messages per queue, unless set per queue", at_least(1))
+    default_queue_max_bytes: int = _setting(
+        32 << 20, "ring bytes per queue (records + 16 B)", at_least(1))
+    max_message_bytes: int = _setting(
+        128 << 10, "largest payload accepted (413 above)", at_least(1))
+    max_queues: int = _setting(100, "queues per namespace", at_least(1))
+    dequeue_max_timeout: float = _setting(
+        30.0, "longest dequeue long-poll, seconds", between(0, 3600, " s"))
+    max_batch: int = _setting(1000, "most messages in one batch request", at_least(1))
+    token: str | None = _setting(
+        None, "bearer token required by HTTP/WS (unset: no auth)", secret=True)
+    tls_cert: str | None = _setting(None, "TLS certificate file (enables HTTPS/WSS)")
+    tls_key: str | None = _setting(None, "TLS private key file")
+    log_level: str = _setting(
+        "info", "log level", choices=("debug", "info", "warning", "error"))
+    log_format: str = _setting("pretty", "log line format", choices=("pretty", "json"))
+    keep_namespace: bool = _setting(False, "leave the namespace in place on shutdown")
+    ws: bool = _setting(True, "run the WebSocket sidecar with the HTTP server")
+    ws_max_connections: int = _setting(
+        10_000, "open WebSocket connections at most", at_least(1))
+    ws_slow_consumer_timeout: float = _setting(30.0, "close a WS consumer stuck this long")
+    ws_compression: bool = _setting(False, "permessage-deflate on WebSocket")
+    snapshot_dir: str | None = _setting(None, "directory for snapshots (unset: disabled)")
+    graceful_timeout: float = _setting(5.0, "seconds to finish in-flight work on shutdown")
+    worker_class: str = _setting(
+        "asgi", "gunicorn worker: asgi (a long-poll costs no thread) or gthread",
+        choices=("asgi", "gthread"))
+    max_body_bytes: int = _setting(
+        16 << 20, "largest HTTP request body (413 before reading)", at_least(1))
+    ws_origins: str | None = _setting(
+        None, "comma-separated Origin values the WS sidecar accepts (unset: any)")
+    ws_ping_interval: float = _setting(20.0, "seconds between WS keepalive pings (0: off)")
+    snapshot_on_exit: bool = _setting(False, "save every queue to the snapshot dir on shutdown")
+    restore: bool = _setting(False, "load the namespace's snapshot (if any) on start")
+    backend: str = _setting(
+        "shm", "storage engine: shm (this host) or redis://host:6379/0, rediss://, "
+        "redis+cluster://host:port (password in the URL or ZOLDYQ_REDIS_PASSWORD)",
+        lambda v: _backend_problem(v))
+    redis_password_file: str | None = _setting(None, "file holding the Redis password")
+    ui: str = _setting("on", "the admin page at /ui (read-only: no actions)",
+                       choices=("off", "read-only", "on"))
 
     @classmethod
     def load(
@@ -142,7 +143,7 @@ class Settings:
     ) -> Settings:
         """Merge the sources; raises ConfigError naming the source of a bad value."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+        values: dict[str, Any] = {}
         path = toml_path or env.get("ZOLDYQ_CONFIG") or "zoldyq.toml"
         if Path(path).is_file():
             for key, raw in _read_toml(Path(path)).items():
@@ -154,31 +155,19 @@ class Settings:
                 values[s.name] = _parse(s.name, env[s.env], s.env)
         for key, raw in (cli or {}).items():
             if raw is not None:
-                values[key] = _parse(key, raw, _BY_NAME[key].flag)
+                values[key] = _parse(key, raw, BY_NAME[key].flag)
         settings = cls(**values)
         settings._check()
         return settings
 
     def _check(self) -> None:
-        for name in ("port", "ws_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                raise ConfigError(f"{name} must be 0..65535, got {getattr(self, name)}")
-        for name in ("workers", "threads", "max_queues", "max_batch", "ws_max_connections"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.dequeue_max_timeout <= 3600:
-            raise ConfigError(
-                f"dequeue_max_timeout must be 0..3600 s, got {self.dequeue_max_timeout}"
-            )
+        """Each setting's own check, then the rules that tie settings together."""
+        for s in SETTINGS:
+            problem = s.check(getattr(self, s.name)) if s.check else None
+            if problem:
+                raise ConfigError(f"{s.name} {problem}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
-        scheme = self.backend.split("://", 1)[0].lower()
-        if self.backend != "shm" and (
-            "://" not in self.backend or scheme not in _REDIS_SCHEMES
-        ):
-            raise ConfigError(
-                f"backend must be shm or a redis:// URL, got {mask_url(self.backend)!r}"
-            )
         if (self.snapshot_on_exit or self.restore) and not self.snapshot_dir:
             raise ConfigError("snapshot_on_exit and restore need snapshot_dir")
 
@@ -192,30 +181,72 @@ class Settings:
         return out
 
     def public(self) -> dict[str, Any]:
-        """For ``zoldyq config``: every value, the token masked."""
+        """For ``zoldyq config``: every value, secrets masked."""
         out = dataclasses.asdict(self)
-        if out["token"]:
-            out["token"] = "***"
+        for s in SETTINGS:
+            if s.secret and out[s.name]:
+                out[s.name] = "***"
         out["backend"] = mask_url(out["backend"])
         return out
 
 
-_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+class Setting(NamedTuple):
+    """One declared setting, as the CLI, the environment and the docs see it."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None
+    choices: tuple[str, ...]
+    secret: bool
+    is_bool: bool
+
+    @property
+    def env(self) -> str:
+        return "ZOLDYQ_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
 
 
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for output and logs)."""
-    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+def _declared() -> tuple[Setting, ...]:
+    hints = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
+    typing.get_type_hints(Settings)  # fails loudly on an annotation that does not resolve
+    out = []
+    for f in dataclasses.fields(Settings):
+        parse = _PARSERS[hints[f.name]]
+        choices = f.metadata["choices"]
+        if choices:
+            parse = _choice(f.name, choices)
+        out.append(Setting(f.name, parse, f.default, f.metadata["help"], f.metadata["check"],
+                           choices, f.metadata["secret"], parse is _bool))
+    return tuple(out)
+
+
+def _choice(name: str, options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(text: Any) -> str:
+        low = str(text).strip().lower()
+        if low not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return low
+
+    return parse
+
+
+SETTINGS: tuple[Setting, ...] = _declared()
+BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def _parse(name: str, raw: Any, source: str) -> Any:
-    setting = _BY_NAME.get(name)
+    setting = BY_NAME.get(name)
     if setting is None:
         raise ConfigError(f"{source}: unknown setting '{name}'")
-    if isinstance(raw, bool) and setting.type is not _bool:
+    if isinstance(raw, bool) and not setting.is_bool:
         raise ConfigError(f"{source}: {name} must not be a boolean")
     try:
-        return setting.type(raw)
+        return setting.parse(raw)
     except (TypeError, ValueError) as ex:
         raise ConfigError(f"{source}: bad value {raw!r} for {name} ({ex})") from None
 
@@ -240,7 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
     for s in SETTINGS:
         if only is not None and s.name not in only:
             continue
-        if s.type is _bool:
+        if s.is_bool:
             parser.add_argument(
                 s.flag, dest=s.name, default=None, action=argparse.BooleanOptionalAction,
                 help=f"{s.help} [{s.env}]",
@@ -255,3 +286,14 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
 def from_args(ns: argparse.Namespace, **kw: Any) -> Settings:
     cli = {s.name: getattr(ns, s.name) for s in SETTINGS if hasattr(ns, s.name)}
     return Settings.load(cli=cli, **kw)
+
+
+def markdown_table() -> str:
+    """The README's table of settings, made from the declarations."""
+    rows = ["| setting | env | flag | default | meaning |", "| --- | --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = "unset" if s.default is None else str(s.default).lower() \
+            if isinstance(s.default, bool) else str(s.default)
+        meaning = s.help + (f" ({' / '.join(s.choices)})" if s.choices else "")
+        rows.append(f"| `{s.name}` | `{s.env}` | `{s.flag}` | `{default}` | {meaning} |")
+    return "\n".join(rows)

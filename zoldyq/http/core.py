@@ -248,6 +248,25 @@ def dequeue_reply(q: api.Queue, msgs: list[api.Message], batch: bool) -> Reply:
                  % (m.data, name, m.enqueued_at, size))
 
 
+PEEK_DEFAULT = 10
+
+
+def peek(ctx: Ctx, call: Call, name: str) -> Reply:
+    """The first ``max`` messages (default 10), left in place; the shape of a batch dequeue."""
+    max_ = call.query.get("max")
+    n = PEEK_DEFAULT if max_ is None else parse_max(max_, ctx.max_batch)
+    q = ctx.queue(name)
+    msgs = q.peek(n)
+    items = [
+        b'{"payload":"%s","encoding":"base64","enqueued_at":%d,"size":%d}'
+        % (base64.b64encode(m.data), m.enqueued_at, len(m.data)) if m.is_raw
+        else b'{"payload":%s,"enqueued_at":%d,"size":%d}' % (m.data, m.enqueued_at, len(m.data))
+        for m in msgs
+    ]
+    return Reply(200, b'{"messages":[%s],"count":%d,"queue_name":%s,"queue_size":%d}'
+                 % (b",".join(items), len(items), _qname(name), _size(q)))
+
+
 # -- queue management ------------------------------------------------------------
 
 
@@ -293,10 +312,12 @@ def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
                 )
             caps[key] = value
     try:
-        made, created = ctx.broker.create_queue(name, exist_ok=False, **caps), True
-    except errors.QueueExists:  # 200 if it has these caps, else QueueExists (409)
-        made, created = ctx.broker.create_queue(name, exist_ok=True, **caps), False
-    q = made[0] if isinstance(made, tuple) else made  # shm gave (queue, created) before issue 11
+        q = ctx.broker.create_queue(name, **caps)
+        created = True
+    except errors.QueueExists as ex:
+        if ex.other_limits:
+            raise
+        q, created = ctx.queue(name), False
     return Reply(201 if created else 200, _dumps({"created": created, **queue_info(q)}))
 
 

@@ -60,7 +60,7 @@ def observe(ctx: Ctx, method: str, route: str, status: int, seconds: float) -> N
 
 
 def health(ctx: Ctx, call: Call) -> Reply:
-    """The seed's format; 503 with a reason when the namespace is unusable."""
+    """The roadmap's format; 503 with a reason when the namespace is unusable."""
     status, doc = health_mod.check(ctx.broker)
     return Reply(status, orjson.dumps(doc))
 

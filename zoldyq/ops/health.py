@@ -1,4 +1,4 @@
-"""``GET /health``: the seed's shape when the namespace works, 503 and a reason when not.
+"""``GET /health``: the roadmap's shape when the namespace works, 503 and a reason when not.
 
 "Works" means more than "the registry is mapped": every lock of the
 namespace must be obtainable. Locks survive the death of their holder (the

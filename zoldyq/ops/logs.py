@@ -47,10 +47,6 @@ class PrettyFormatter(logging.Formatter):
         self.converter = time.localtime
 
 
-def formatter(fmt: str) -> logging.Formatter:
-    return JsonFormatter() if fmt == "json" else PrettyFormatter()
-
-
 def _formatter_ref(fmt: str) -> dict[str, Any]:
     cls = JsonFormatter if fmt == "json" else PrettyFormatter
     return {"()": f"{cls.__module__}.{cls.__qualname__}"}

@@ -34,6 +34,7 @@ from prometheus_client.utils import floatToGoString
 
 from zoldyq.api import HIST_BOUNDS, Broker, Counters
 from zoldyq.errors import ZoldyQError
+from zoldyq.settings import STARTED_AT_ENV
 
 __all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "registry"]
 
@@ -41,7 +42,6 @@ __all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "reg
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HTTP_KEY = "http"
 WS_CONNECTIONS_KEY = "ws_connections"  # the sidecar's open connections, a gauge
-STARTED_ENV = "ZOLDYQ_STARTED_AT"  # set by the launcher / gunicorn's master for its children
 
 # (family name without _total, stats key, help): counters per queue
 _QUEUE_COUNTERS = (
@@ -156,7 +156,7 @@ def uptime_seconds(broker: Broker) -> float:
     """Since the server started (``ZOLDYQ_STARTED_AT``, the same in every worker), else
     since the namespace was created."""
     try:
-        started = float(os.environ.get(STARTED_ENV) or "")
+        started = float(os.environ.get(STARTED_AT_ENV) or "")
     except ValueError:
         started = broker.created_at / 1e6
     return max(0.0, time.time() - started)

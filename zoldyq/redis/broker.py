@@ -525,7 +525,7 @@ class Broker:
         if not created:
             differs = any(v is not None and str(spec.get(k)) != str(v) for k, v in asked.items())
             if differs or not exist_ok:
-                raise QueueExists(name)
+                raise QueueExists(name, other_limits=differs)
         return Queue(self, name)
 
     def _create(self, name: str, asked: dict[str, Any]) -> tuple[bool, dict[str, Any]]:

@@ -14,27 +14,29 @@ import functools
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
-import posix_ipc
 
 from zoldyq.errors import (
     ClosedError,
+    ConfigError,
     InvalidPayload,
     MessageTooLarge,
     QueueNotFound,
 )
+from zoldyq.settings import BY_NAME, Settings
 from zoldyq.shm import names, segment
 from zoldyq.shm.aio import AsyncBell
 from zoldyq.shm.counters import Counters
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
+from zoldyq.shm.ring import min_ring_size, record_bytes
 
-DEFAULT_NAMESPACE = "zoldyq"
+SWEEP_AGAIN = 1.0  # seconds before a retired handle still in use is looked at again
 T = TypeVar("T")
 _dumps = orjson.dumps
 _loads = orjson.loads
@@ -259,7 +261,8 @@ class Broker:
         self.namespace = names.check_namespace(namespace)
         self.registry = Registry(namespace)
         self._queues: dict[str, SharedQueue] = {}
-        self._retired: list[SharedQueue] = []
+        self._retired: list[SharedQueue] = []  # deleted, closed once no thread uses them
+        self._sweep_soon = False
         self._bells: dict[int, AsyncBell] = {}
         self._lock = threading.Lock()
         self.interrupted = False
@@ -289,15 +292,17 @@ class Broker:
     def create_queue(
         self,
         name: str,
+        *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
         max_message_bytes: int | None = None,
         exist_ok: bool = False,
-    ) -> tuple[Queue, bool]:
-        """Create ``name`` with its own caps; returns (queue, created).
+    ) -> Queue:
+        """Create ``name`` with its own caps and return its handle.
 
-        Raises QueueExists when it exists with other caps (or at all, unless
-        ``exist_ok``).
+        Raises QueueExists when it exists ("with other limits" when its caps
+        differ); with ``exist_ok`` an existing queue with the same caps (or
+        none asked for) is returned.
         """
         names.check_queue_name(name)
         d = self.registry.defaults
@@ -307,11 +312,11 @@ class Broker:
             mmb = max_message_bytes or d.max_message_bytes
             caps = Caps(
                 max_messages or d.max_messages,
-                max_bytes or max(d.max_bytes, 2 * (mmb + 64)),
+                max_bytes or max(d.max_bytes, min_ring_size(mmb)),
                 mmb,
             )
-        _, created = self.registry.create_queue(name, caps, exist_ok)
-        return Queue(self, name), created
+        self.registry.create_queue(name, caps, exist_ok)
+        return Queue(self, name)
 
     def delete(self, name: str) -> None:
         """Delete queue ``name`` and its messages, in every process."""
@@ -349,6 +354,12 @@ class Broker:
     def free_bytes(self) -> int | None:
         """Bytes free where the queues live (/dev/shm)."""
         return segment.shm_free_bytes()
+
+    def bytes_needed(self, sizes: Sequence[int], *, appended: bool) -> int:
+        """Ring bytes messages of ``sizes`` take against max_bytes; ``appended`` after
+        queued ones, when the batch may have to skip the ring's end once."""
+        slack = record_bytes(max(sizes, default=0)) if appended else 0
+        return slack + sum(record_bytes(n) for n in sizes)
 
     def locks(self) -> Iterator[tuple[str, contextlib.AbstractContextManager[object]]]:
         """Every lock of the namespace, named for a person: what a health probe takes."""
@@ -393,6 +404,8 @@ class Broker:
             return sq
         if self._closed:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
+        if self._retired or sq is not None:
+            self._sweep()
         while True:
             entry = self.registry.lookup(name)
             if entry is None:
@@ -401,7 +414,7 @@ class Broker:
                 entry, _ = self.registry.create_queue(name, None, exist_ok=True)
             try:
                 fresh = SharedQueue(self.namespace, entry.slot, entry.gen, name)
-            except posix_ipc.ExistentialError:
+            except segment.Gone:
                 continue  # deleted between lookup and open: look again
             if self.interrupted:
                 fresh.interrupted = True
@@ -425,14 +438,49 @@ class Broker:
         self._retire(sq)
 
     def _retire(self, sq: SharedQueue) -> None:
-        """Keep a deleted queue's mapping until other threads are surely done with it."""
-        now = time.monotonic()
-        sq.retired_at = now
+        """Close a deleted queue's handle as soon as no thread of ours is inside it."""
         with self._lock:
-            old = [r for r in self._retired if now - r.retired_at > 30]
-            self._retired = [r for r in self._retired if r not in old] + [sq]
-        for r in old:
-            r.close()
+            self._retired.append(sq)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Close every retired handle no thread uses any more, after moving deleted ones
+        out of the cache, so descriptors and mappings follow the live queues.
+
+        A handle still in use (a thread inside its lock, a waiter parked on its
+        bell, an asyncio bell thread) is swept again a second later. A thread
+        that picks a closed handle up gets ClosedError and re-resolves the name.
+        """
+        with self._lock:
+            for name, sq in list(self._queues.items()):
+                if sq.deleted:
+                    del self._queues[name]
+                    self._retired.append(sq)
+            done: list[SharedQueue] = []
+            busy: list[SharedQueue] = []
+            for sq in self._retired:
+                bell = self._bells.get(id(sq))
+                if bell is not None and bell.sq is sq:
+                    bell.retire()
+                    if bell.running:
+                        busy.append(sq)
+                        continue
+                    del self._bells[id(sq)]
+                (busy if sq.busy else done).append(sq)
+            self._retired = busy
+            again = bool(busy) and not self._sweep_soon and not self._closed
+            self._sweep_soon = self._sweep_soon or again
+        for sq in done:
+            sq.close()
+        if again:
+            timer = threading.Timer(SWEEP_AGAIN, self._swept_later)
+            timer.daemon = True
+            timer.start()
+
+    def _swept_later(self) -> None:
+        with self._lock:
+            self._sweep_soon = False
+        self._sweep()
 
     def _async_bell(self, sq: SharedQueue) -> AsyncBell:
         with self._lock:
@@ -442,9 +490,12 @@ class Broker:
             return bell
 
 
+_DEFAULTS = Settings()  # the declared defaults, the one place they are written
+
+
 def _namespace(namespace: str | None) -> str:
     if namespace is None:
-        return os.environ.get("ZOLDYQ_NAMESPACE") or DEFAULT_NAMESPACE
+        return os.environ.get(BY_NAME["namespace"].env) or _DEFAULTS.namespace
     return names.check_namespace(namespace)
 
 
@@ -456,20 +507,49 @@ def attach(namespace: str | None = None) -> Broker:
 def create(
     namespace: str | None = None,
     *,
-    max_queues: int = 100,
-    max_messages: int = 100_000,
-    max_bytes: int = 32 << 20,
-    max_message_bytes: int = 128 << 10,
+    max_queues: int | None = None,
+    max_messages: int | None = None,
+    max_bytes: int | None = None,
+    max_message_bytes: int | None = None,
     exist_ok: bool = True,
 ) -> Broker:
-    """Create a namespace (or attach to it if it exists and ``exist_ok``) and attach."""
-    from zoldyq.errors import ConfigError
+    """Create a namespace (or attach to it if it exists and ``exist_ok``) and attach.
 
+    Caps left out take the settings' declared defaults.
+    """
+    d = _DEFAULTS
     ns = _namespace(namespace)
-    created = Registry.create(ns, max_queues, Caps(max_messages, max_bytes, max_message_bytes))
+    caps = Caps(max_messages or d.default_queue_capacity, max_bytes or d.default_queue_max_bytes,
+                max_message_bytes or d.max_message_bytes)
+    created = Registry.create(ns, max_queues or d.max_queues, caps)
     if not created and not exist_ok:
         raise ConfigError(f"namespace '{ns}' already exists")
     return Broker(ns)
+
+
+def serve(
+    namespace: str | None = None,
+    *,
+    max_queues: int,
+    max_messages: int,
+    max_bytes: int,
+    max_message_bytes: int,
+) -> tuple[Broker, bool]:
+    """For the server that owns the namespace: create it, or attach to the one a crashed
+    server left (its queues and messages kept) and make ``max_*`` the defaults of queues
+    created from now on. Returns (broker, created); ``max_queues`` applies only when
+    created (it sizes the registry)."""
+    ns = _namespace(namespace)
+    caps = Caps(max_messages, max_bytes, max_message_bytes)
+    created = Registry.create(ns, max_queues, caps)
+    broker = Broker(ns)
+    if not created:
+        try:
+            broker.registry.set_defaults(caps)
+        except BaseException:
+            broker.close()
+            raise
+    return broker, created
 
 
 def destroy(namespace: str | None = None) -> None:

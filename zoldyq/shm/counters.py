@@ -24,8 +24,6 @@ import os
 import threading
 from collections.abc import Iterator
 
-import posix_ipc
-
 from zoldyq.shm import names, segment
 
 MAGIC = int.from_bytes(b"ZOLDYQ.O", "little")
@@ -59,18 +57,14 @@ class Counters:
     def __init__(self, namespace: str, create: bool = True) -> None:
         name = segment_name(namespace)
         try:
-            shm = posix_ipc.SharedMemory(name)
-        except posix_ipc.ExistentialError:
+            shm = segment.open_shm(name)
+        except segment.Gone:
             if not create:
                 raise FileNotFoundError(name) from None
-            # O_CREAT without O_EXCL: racing creators share one object; the
-            # kernel zero-fills it and ftruncate to the same size is harmless.
-            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREAT, mode=segment.MODE, size=SIZE)
-            try:  # back every page now: a write to an unbacked page of a full tmpfs is SIGBUS
-                segment.reserve(shm.fd, 0, SIZE)
-            except BaseException:
-                shm.close_fd()
-                raise
+            # Not exclusive: racing creators share one object, zero-filled by the
+            # kernel. Every page is backed now: a write to an unbacked page of a
+            # full tmpfs is SIGBUS.
+            shm = segment.create_shm(name, SIZE, SIZE, exclusive=False)
         if shm.size < SIZE:
             shm.close_fd()
             raise FileNotFoundError(f"{name} is truncated")

@@ -1,6 +1,9 @@
 """posix_ipc at the boundary: create, open, map, reserve and unlink objects.
 
-posix_ipc errors become ZoldyQ errors here and nowhere else.
+posix_ipc is imported here and nowhere else. Its errors leave this module as
+``Gone`` (the object does not exist), ``FileExistsError`` (an exclusive create
+found one), ``PermissionError`` (another user's object) or the ``Busy`` and
+``Interrupted`` of a semaphore wait.
 """
 
 from __future__ import annotations
@@ -9,14 +12,34 @@ import contextlib
 import errno
 import mmap
 import os
+import pwd
+from collections.abc import Iterator
 
 import posix_ipc
 
-from zoldyq.errors import StorageExhausted
+from zoldyq.errors import AccessDenied, StorageExhausted
 
 SHM_DIR = "/dev/shm"
 MODE = 0o600
-ExistentialError = posix_ipc.ExistentialError
+Semaphore = posix_ipc.Semaphore
+SharedMemory = posix_ipc.SharedMemory
+Busy = posix_ipc.BusyError  # a semaphore wait timed out (raised by Semaphore.acquire)
+Interrupted = posix_ipc.SignalError  # a signal cut a semaphore wait short
+Closed = posix_ipc.ExistentialError  # an operation on a semaphore this process closed
+
+
+class Gone(Exception):
+    """The named shared-memory object or semaphore does not exist (deleted, or not made yet)."""
+
+
+@contextlib.contextmanager
+def _translated(name: str) -> Iterator[None]:
+    try:
+        yield
+    except posix_ipc.ExistentialError:
+        raise Gone(name) from None
+    except posix_ipc.PermissionsError:
+        raise PermissionError(errno.EACCES, "not ours", name) from None
 
 
 def shm_free_bytes() -> int:
@@ -43,25 +66,67 @@ def reserve(fd: int, offset: int, length: int) -> None:
             raise
 
 
-def create_shm(name: str, size: int, reserve_bytes: int) -> posix_ipc.SharedMemory:
-    """Create ``name`` (mode 0600, must not exist) of ``size`` bytes, backing the first ones."""
-    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=MODE, size=size)
+def create_shm(
+    name: str, size: int, reserve_bytes: int, exclusive: bool = True
+) -> SharedMemory:
+    """Create ``name`` (mode 0600) of ``size`` bytes, backing the first ones.
+
+    Exclusive: FileExistsError if it exists, and unlinked again if backing fails.
+    Otherwise racing creators share one object (the kernel zero-fills it).
+    """
+    flags = posix_ipc.O_CREX if exclusive else posix_ipc.O_CREAT
+    try:
+        shm = posix_ipc.SharedMemory(name, flags, mode=MODE, size=size)
+    except posix_ipc.ExistentialError:
+        raise FileExistsError(errno.EEXIST, "exists", name) from None
+    except posix_ipc.PermissionsError:
+        raise PermissionError(errno.EACCES, "not ours", name) from None
+    if not exclusive:
+        _checked(name, shm)  # it may be someone else's, made before us
     try:
         if reserve_bytes:
             reserve(shm.fd, 0, reserve_bytes)
     except BaseException:
         shm.close_fd()
-        unlink_shm(name)
+        if exclusive:
+            unlink_shm(name)
         raise
     return shm
 
 
-def open_shm(name: str) -> posix_ipc.SharedMemory:
-    """Open an existing object; raises posix_ipc.ExistentialError if there is none."""
-    return posix_ipc.SharedMemory(name)
+def check_private(name: str, path: str, st: os.stat_result) -> None:
+    """Refuse an object that is not ours alone: another user could read every message,
+    forge some or truncate a ring under us (SIGBUS). Raises AccessDenied."""
+    if st.st_uid == os.geteuid() and not st.st_mode & 0o077:
+        return
+    try:
+        owner = f"{pwd.getpwuid(st.st_uid).pw_name} (uid {st.st_uid})"
+    except KeyError:
+        owner = f"uid {st.st_uid}"
+    ns = name.lstrip("/").split(".")[1] if name.count(".") else name
+    raise AccessDenied(ns, path, owner, st.st_mode & 0o7777)
 
 
-def map_shm(shm: posix_ipc.SharedMemory, close: bool = True) -> mmap.mmap:
+def _checked(name: str, shm: SharedMemory) -> SharedMemory:
+    try:
+        check_private(name, f"{SHM_DIR}/{name.lstrip('/')}", os.fstat(shm.fd))
+    except BaseException:
+        shm.close_fd()
+        raise
+    return shm
+
+
+def open_shm(name: str) -> SharedMemory:
+    """Open an existing object of ours (``check_private``).
+
+    Raises Gone if there is none, AccessDenied if it is not private to this user.
+    """
+    with _translated(name):
+        shm = posix_ipc.SharedMemory(name)
+    return _checked(name, shm)
+
+
+def map_shm(shm: SharedMemory, close: bool = True) -> mmap.mmap:
     """Map the whole object shared; closes its fd unless told to keep it."""
     m = mmap.mmap(shm.fd, shm.size)
     if close:
@@ -69,12 +134,32 @@ def map_shm(shm: posix_ipc.SharedMemory, close: bool = True) -> mmap.mmap:
     return m
 
 
-def create_sem(name: str, value: int) -> posix_ipc.Semaphore:
-    return posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=MODE, initial_value=value)
+def create_sem(name: str, value: int) -> Semaphore:
+    """Create semaphore ``name`` (mode 0600); FileExistsError if it exists."""
+    try:
+        return posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=MODE, initial_value=value)
+    except posix_ipc.ExistentialError:
+        raise FileExistsError(errno.EEXIST, "exists", name) from None
 
 
-def open_sem(name: str) -> posix_ipc.Semaphore:
-    return posix_ipc.Semaphore(name)
+def open_sem(name: str) -> Semaphore:
+    """Open an existing semaphore of ours; Gone if there is none, AccessDenied if it is
+    not private.
+
+    posix_ipc gives no descriptor to fstat: glibc keeps a semaphore as
+    ``/dev/shm/sem.NAME``, so that file is checked by path, right after the open.
+    """
+    with _translated(name):
+        sem = posix_ipc.Semaphore(name)
+    path = f"{SHM_DIR}/sem.{name.lstrip('/')}"
+    try:
+        check_private(name, path, os.stat(path))
+    except FileNotFoundError:
+        pass  # not glibc's layout: nothing to check against
+    except BaseException:
+        sem.close()
+        raise
+    return sem
 
 
 def unlink_shm(name: str) -> None:

@@ -1,4 +1,4 @@
-"""Snapshots: every queue (or one) written to a file and loaded back.
+"""Snapshots saved from and loaded into any ``api.Broker``: files, room checks, start and exit.
 
 Files live only in the configured snapshot directory: a snapshot is named,
 never given as a path, and the name is checked (``[A-Za-z0-9_-]`` first,
@@ -7,48 +7,30 @@ directory, symlinks included. A save writes a temporary file beside the
 target, fsyncs it and renames it over the target: readers see the old file
 or the new one, never half of one.
 
-File format (little-endian), version ``VERSION``:
-
-    header, 64 bytes: magic b"ZQSNAP\\0\\0", version u32, queue count u32,
-                      created_at µs u64, body length u64,
-                      SHA-256 of (header bytes 0-31 + body)
-    body, per queue:  name length u16, name, max_messages u64, max_bytes u64,
-                      max_message_bytes u64, record count u64,
-                      then per record: length u32, kind u32 (1 JSON, 2 bytes),
-                      enqueued_at µs i64, data
-
-A load checks magic, version, length and checksum, then parses and
-validates every record (JSON records must parse) and checks that every
-queue has room, all before it writes anything; each queue is then filled
-with one all-or-none put. Loaded messages are appended after any already
-queued and get a new ``enqueued_at`` (the engine stamps puts); the saved
-one stays in the file. A save reads each queue under its get lock without
-removing anything, so it is a consistent cut of that queue; consumers of
-that queue wait for the read (about 1 µs per message).
+A load decodes the whole file and checks that every queue has room, all
+before it writes anything; each queue is then filled with one all-or-none
+put. Loaded messages are appended after any already queued and get a new
+``enqueued_at`` (the engine stamps puts); the saved one stays in the file. A
+save peeks each queue without removing anything, so it is a consistent cut
+of that queue.
 """
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
 import logging
 import mmap
 import os
 import re
-import struct
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from zoldyq import broker as engine
-from zoldyq.api import KIND_BYTES, KIND_JSON
+from zoldyq.api import Broker, Caps, check_queue_name
 from zoldyq.errors import (
     BadSnapshotName,
-    InvalidName,
     QueueNotFound,
     SnapshotConflict,
     SnapshotError,
@@ -56,28 +38,12 @@ from zoldyq.errors import (
     SnapshotsDisabled,
     ZoldyQError,
 )
+from zoldyq.ops.snapshot.format import HEADER, QueueImage, decode, encode
 from zoldyq.settings import Settings
-from zoldyq.shm import names
-from zoldyq.shm.broker import Broker
-from zoldyq.shm.registry import Caps
-from zoldyq.shm.ring import record_bytes
 
-MAGIC = b"ZQSNAP\0\0"
-VERSION = 1
 SUFFIX = ".zqsnap"
-HEADER = struct.Struct("<8sIIQQ32s")
-QUEUE = struct.Struct("<QQQQ")
-RECORD = struct.Struct("<IIq")
 log = logging.getLogger("zoldyq.ops.snapshot")
 _NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}")
-
-
-@dataclass
-class QueueImage:
-    name: str
-    caps: Caps
-    records: list[tuple[int, bytes]]  # (kind, data), as put_records takes them
-    stamps: list[int]  # enqueued_at µs of each record when it was saved
 
 
 def path_for(directory: str | os.PathLike[str] | None, name: str) -> Path:
@@ -85,7 +51,7 @@ def path_for(directory: str | os.PathLike[str] | None, name: str) -> Path:
 
     Raises:
         SnapshotsDisabled: no directory is configured.
-        InvalidName: ``name`` is not a plain snapshot name.
+        BadSnapshotName: ``name`` is not a plain snapshot name.
     """
     if not directory:
         raise SnapshotsDisabled()
@@ -100,6 +66,35 @@ def path_for(directory: str | os.PathLike[str] | None, name: str) -> Path:
     return path
 
 
+def clean_partial(directory: str | os.PathLike[str], name: str = "") -> int:
+    """Remove temporary files of saves that were killed (of snapshot file ``name``,
+    or all); returns how many. A save holds an flock on its file while it writes,
+    so a file nobody holds is a dead save's, and a live save's is never touched."""
+    removed = 0
+    prefix = f".{name}." if name else "."
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp") and SUFFIX in entry):
+            continue
+        tmp = Path(directory, entry)
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        except BlockingIOError:
+            pass  # a save is writing it
+        finally:
+            os.close(fd)
+    return removed
+
+
 def default_name(settings: Settings) -> str:
     """What --snapshot-on-exit writes and --restore reads: the namespace's name."""
     return settings.namespace
@@ -108,23 +103,14 @@ def default_name(settings: Settings) -> str:
 # -- save --------------------------------------------------------------------------
 
 
-def _peek(broker: Broker, name: str) -> QueueImage:
-    """Every message of ``name`` without removing any (under the get lock)."""
-    entry = broker.registry.lookup(names.check_queue_name(name))
-    if entry is None:
+def _image(broker: Broker, name: str) -> QueueImage:
+    """Every message of ``name`` without removing any."""
+    caps = {e.name: e.caps for e in broker.entries()}.get(check_queue_name(name))
+    if caps is None:
         raise QueueNotFound(name)
     messages = broker.queue(name).peek()
-    return QueueImage(name, entry.caps, [(m.kind, m.data) for m in messages],
-                      [m.enqueued_at for m in messages])
-
-
-def _section(image: QueueImage) -> bytes:
-    raw = image.name.encode("ascii")
-    parts = [struct.pack("<H", len(raw)), raw, QUEUE.pack(*image.caps, len(image.records))]
-    for (kind, data), stamp in zip(image.records, image.stamps, strict=True):
-        parts.append(RECORD.pack(len(data), kind, stamp))
-        parts.append(data)
-    return b"".join(parts)
+    return QueueImage(name, Caps(*caps), [(m.kind, m.data) for m in messages],
+                      [m.enqueued_at for m in messages])  # fmt: skip
 
 
 def save(
@@ -136,18 +122,17 @@ def save(
     images = []
     for qname in wanted:
         try:
-            images.append(_peek(broker, qname))
+            images.append(_image(broker, qname))
         except QueueNotFound:
             if queue is not None:
                 raise  # asked for by name; in "all" it was deleted while we looked
-    body = b"".join(_section(i) for i in images)
-    head = HEADER.pack(MAGIC, VERSION, len(images), time.time_ns() // 1000, len(body), b"")
-    digest = hashlib.sha256(head[:32] + body).digest()
+    data = encode(images, time.time_ns() // 1000)
+    clean_partial(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # "being written": clean_partial leaves it alone
         with os.fdopen(fd, "wb") as f:
-            f.write(head[:32] + digest)
-            f.write(body)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -164,7 +149,7 @@ def save(
         "file": str(path),
         "queues": len(images),
         "messages": sum(len(i.records) for i in images),
-        "bytes": HEADER.size + len(body),
+        "bytes": len(data),
     }
 
 
@@ -183,73 +168,7 @@ def read(directory: str | os.PathLike[str] | None, name: str) -> list[QueueImage
         if size < HEADER.size:
             raise SnapshotError(name, f"truncated: {size} bytes, not even a header")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            return _parse(name, memoryview(mm), size)
-
-
-def _parse(name: str, view: memoryview, size: int) -> list[QueueImage]:
-    try:
-        magic, version, count, _, body_len, digest = HEADER.unpack_from(view)
-        if magic != MAGIC:
-            raise SnapshotError(name, "not a ZoldyQ snapshot (bad magic)")
-        if version != VERSION:
-            raise SnapshotError(name, f"format version {version}, this ZoldyQ reads {VERSION}")
-        if size != HEADER.size + body_len:
-            raise SnapshotError(
-                name, f"truncated or padded: {size} bytes, expected {HEADER.size + body_len}"
-            )
-        h = hashlib.sha256(view[:32])
-        h.update(view[HEADER.size :])
-        if h.digest() != digest:
-            raise SnapshotError(name, "checksum mismatch (the file is corrupt)")
-        images = list(_sections(name, view, count))
-    finally:
-        view.release()
-    return images
-
-
-def _sections(name: str, view: memoryview, count: int) -> Iterator[QueueImage]:
-    off, end = HEADER.size, len(view)
-    seen = set()
-
-    def take(n: int) -> memoryview:
-        nonlocal off
-        if off + n > end:
-            raise SnapshotError(name, f"section runs past the end at byte {off}")
-        chunk = view[off : off + n]
-        off += n
-        return chunk
-
-    for _ in range(count):
-        (nlen,) = struct.unpack("<H", take(2))
-        qname = bytes(take(nlen)).decode("ascii", "replace")
-        try:
-            names.check_queue_name(qname)
-        except InvalidName:
-            raise SnapshotError(name, f"bad queue name {qname!r}") from None
-        if qname in seen:
-            raise SnapshotError(name, f"queue '{qname}' appears twice")
-        seen.add(qname)
-        *caps, n = QUEUE.unpack(take(QUEUE.size))
-        try:
-            checked = Caps(*caps).checked()
-        except ZoldyQError as ex:
-            raise SnapshotError(name, f"queue '{qname}': {ex}") from None
-        records, stamps = [], []
-        for _ in range(n):
-            length, kind, stamp = RECORD.unpack(take(RECORD.size))
-            data = bytes(take(length))
-            if kind == KIND_JSON:
-                try:
-                    orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise SnapshotError(name, f"queue '{qname}': a record is not JSON") from None
-            elif kind != KIND_BYTES:
-                raise SnapshotError(name, f"queue '{qname}': unknown record kind {kind}")
-            records.append((kind, data))
-            stamps.append(stamp)
-        yield QueueImage(qname, checked, records, stamps)
-    if off != end:
-        raise SnapshotError(name, f"{end - off} stray bytes after the last queue")
+            return decode(mm, name)
 
 
 def _room(broker: Broker, images: list[QueueImage]) -> None:
@@ -259,27 +178,28 @@ def _room(broker: Broker, images: list[QueueImage]) -> None:
     if len(new) > free_slots:
         raise SnapshotConflict(f"{len(new)} queues to create, room for {free_slots} (max_queues)")
     for image in images:
-        biggest = max((len(d) for _, d in image.records), default=0)
-        if image.name in new:  # a fresh ring fills from offset 0: no wrap to allow for
+        sizes = [len(d) for _, d in image.records]
+        if image.name in new:
             caps, size, used = image.caps, 0, 0
-        else:  # records may have to skip the ring's end: allow one record of slack
+        else:
             s = broker.queue(image.name).stats()
             caps = Caps(s["capacity"], s["max_bytes"], s["max_message_bytes"])
-            size, used = s["size"], s["bytes"] + record_bytes(biggest)
+            size, used = s["size"], s["bytes"]
+        biggest = max(sizes, default=0)
         if biggest > caps.max_message_bytes:
             raise SnapshotConflict(
                 f"queue '{image.name}' takes messages up to {caps.max_message_bytes} bytes, "
                 f"the snapshot holds one of {biggest}"
             )
-        if size + len(image.records) > caps.max_messages:
+        if size + len(sizes) > caps.max_messages:
             raise SnapshotConflict(
                 f"queue '{image.name}' has room for {caps.max_messages - size} more "
-                f"messages, the snapshot holds {len(image.records)}"
+                f"messages, the snapshot holds {len(sizes)}"
             )
-        need = sum(record_bytes(len(d)) for _, d in image.records)
+        need = broker.bytes_needed(sizes, appended=image.name not in new)
         if used + need > caps.max_bytes:
             raise SnapshotConflict(
-                f"queue '{image.name}' has {caps.max_bytes - used} ring bytes free, "
+                f"queue '{image.name}' has {caps.max_bytes - used} bytes free, "
                 f"the snapshot needs {need}"
             )
 
@@ -290,7 +210,7 @@ def load(
     """Load snapshot ``name`` (every queue, or ``queue``) into the namespace; a summary."""
     images = read(directory, name)
     if queue is not None:
-        images = [i for i in images if i.name == names.check_queue_name(queue)]
+        images = [i for i in images if i.name == check_queue_name(queue)]
         if not images:
             raise SnapshotError(name, f"it holds no queue '{queue}'")
     _room(broker, images)
@@ -298,12 +218,15 @@ def load(
     try:
         for image in images:
             if not broker.exists(image.name):
-                broker.create_queue(image.name, *image.caps)
+                mm, mb, mmb = image.caps
+                broker.create_queue(image.name, max_messages=mm, max_bytes=mb,
+                                    max_message_bytes=mmb)  # fmt: skip
                 created.append(image.name)
             if image.records:
                 broker.queue(image.name).put_records(image.records)
     except ZoldyQError as ex:
-        # Something raced us between the room check and the puts: undo what we can.
+        # Caps the engine refuses, or something raced us between the room check and
+        # the puts: undo what we can.
         for qname in created:
             broker.delete(qname)
         raise SnapshotConflict(f"{ex} (queues it created were removed)") from ex
@@ -351,18 +274,20 @@ def on_start(broker: Broker, settings: Settings) -> None:
     restored into: that would duplicate them. A bad snapshot file raises, so
     the server refuses to start rather than start empty.
     """
+    if settings.snapshot_dir and (n := clean_partial(settings.snapshot_dir)):
+        log.warning("removed %d partial snapshot file(s) of saves that were killed", n)
     if not settings.restore:
         return
     if broker.queues():
         log.warning("namespace '%s' already holds queues: snapshot not restored",
-                    settings.namespace)
+                    settings.namespace)  # fmt: skip
         return
     summary = restore(broker, settings)
     if summary is None:
         log.info("no snapshot '%s' to restore: starting empty", default_name(settings))
     else:
         log.info("restored %d messages in %d queues from snapshot '%s'",
-                 summary["messages"], summary["queues"], summary["snapshot"])
+                 summary["messages"], summary["queues"], summary["snapshot"])  # fmt: skip
 
 
 def on_exit(settings: Settings) -> bool:
@@ -378,9 +303,9 @@ def on_exit(settings: Settings) -> bool:
             summary = save_all(broker, settings)
     except (ZoldyQError, OSError) as ex:
         log.error("snapshot on exit failed: %s; namespace '%s' kept so nothing is lost",
-                  ex, settings.namespace)
+                  ex, settings.namespace)  # fmt: skip
         return False
     assert summary is not None
     log.info("saved %d messages in %d queues to %s",
-             summary["messages"], summary["queues"], summary["file"])
+             summary["messages"], summary["queues"], summary["file"])  # fmt: skip
     return True
