@@ -633,13 +633,17 @@ class Broker:
         qkeys = keys.queue(self.namespace, name)
         with rclient.mapped(self.url):
             reply = self._scripts[script](qkeys, self._args(name, args))
-        if reply[0] == -1 and create:
-            self._create(name, {})
+        if reply[0] == -1 and script != "init" and (create or self._registered(name)):
+            self._create(name, {})  # registered but its keys not made yet (or any more): make
             with rclient.mapped(self.url):
                 reply = self._scripts[script](qkeys, self._args(name, args))
         if reply[1]:
             self._flush_outbox(name)
         return reply
+
+    def _registered(self, name: str) -> bool:
+        with rclient.mapped(self.url):
+            return bool(self._client.hexists(self._nskeys[0], name))
 
     async def _arun(self, name: str, script: str, args: list[Any]) -> Any:
         if self._closed:
@@ -651,6 +655,8 @@ class Broker:
         with rclient.mapped(self.url):
             reply = await self._ascripts[script](
                 keys.queue(self.namespace, name), self._args(name, args))
+        if reply[0] == -1 and await asyncio.to_thread(self._registered, name):
+            return await asyncio.to_thread(self._run, name, script, args)  # rare: make its keys
         if reply[1]:
             await asyncio.to_thread(self._flush_outbox, name)
         return reply
