@@ -43,8 +43,12 @@ def broker(namespace: str) -> Iterator[zoldyq.Broker]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One real redis-server (no persistence) for the whole run; tests use unique namespaces."""
+    import redis
+
     with redis_helper.start() as srv:
         yield srv
+        left = redis.Redis.from_url(srv.url).keys("*")
+        assert not left, f"the tests left Redis keys behind: {sorted(left)[:20]}"
 
 
 @pytest.fixture

@@ -10,10 +10,14 @@ queues over shards, moves between shards included.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
@@ -235,3 +239,48 @@ def test_cluster_spreads_queues_over_shards(namespace: str) -> None:
             b.close()
             zoldyq.redis.destroy(url, namespace)
 
+
+
+def _tree_cmdlines(pid: int) -> list[str]:
+    """The command lines of ``pid`` and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            out.append(Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace"))
+            for task in os.listdir(f"/proc/{p}/task"):
+                kids = Path(f"/proc/{p}/task/{task}/children").read_text().split()
+                todo += [int(k) for k in kids]
+    return out
+
+
+@pytest.mark.parametrize("where", ["url", "file"])  # ZOLDYQ_REDIS_PASSWORD: test_redis_units
+def test_redis_password_never_on_a_command_line_or_in_a_log(namespace: str, tmp_path: Path,
+                                                             where: str) -> None:
+    """A Redis password (in the URL or a password file) reaches
+    Redis, but no process's command line, no log line, /health or ``zoldyq config``."""
+    secret = "s3cret-" + namespace
+    with redis_server.start(*redis_server.NO_PERSISTENCE, "--requirepass", secret) as rs:
+        url = f"redis://:{secret}@127.0.0.1:{rs.port}/0" if where == "url" else rs.url
+        extra: dict[str, str] = {}
+        if where == "file":
+            (tmp_path / "pw").write_text(secret + "\n")
+            extra["redis_password_file"] = str(tmp_path / "pw")
+        with servers.serve(namespace, backend=url, **extra) as srv:
+            srv.wait_ready(servers.tcp_ready(srv.ws_port))
+            assert srv.call("POST", "/queues/s/enqueue", json={"payload": 1}).status == 200
+            health = srv.call("GET", "/health")
+            assert health.status == 200
+            assert secret not in health.body.decode()
+            cmdlines = _tree_cmdlines(srv.pid)
+            assert len(cmdlines) >= 3  # launcher, gunicorn master and workers, sidecar
+            assert not [c for c in cmdlines if secret in c]
+            assert srv.stop() == 0
+            assert secret not in srv.log()
+        env = {**os.environ, "ZOLDYQ_BACKEND": url, "ZOLDYQ_CONFIG": os.devnull}
+        shown = subprocess.run([servers.PYTHON, "-m", "zoldyq.cli", "config"], env=env,
+                               capture_output=True, text=True, check=True).stdout
+        assert secret not in shown
+        with zoldyq.redis.connect(url if where == "url" else
+                                  f"redis://:{secret}@127.0.0.1:{rs.port}/0", namespace) as b:
+            assert len(b.queue("s")) == 1
