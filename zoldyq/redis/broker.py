@@ -227,7 +227,7 @@ class Queue:
         t0 = _perf_ns()
         broker = self.broker
         deadline = time.monotonic() + timeout
-        bell = broker._bell() if timeout > 0 else None
+        bell = broker._bell(wait=False) if timeout > 0 else None
         registered = timed_out = False
         got: list[Message] = []
         try:
@@ -683,14 +683,16 @@ class Broker:
             c[f"{kind}{bucket}"] += 1
             c[f"{kind}s"] += ns
 
-    def _bell(self) -> Bell:
+    def _bell(self, wait: bool = True) -> Bell:
+        """This process's wake-up subscription (started on first use); ``wait``: give it a
+        second to come up (the event loop never waits: it takes short slices meanwhile)."""
         with self._lock:
             bell = self._bell_thread
             if bell is None:
                 own = rclient.sync_client(self.url, self.password_file)
                 bell = self._bell_thread = Bell(own, self._channel)
                 bell.start()
-        if not bell.subscribed.is_set():
+        if wait and not bell.subscribed.is_set():
             bell.subscribed.wait(1.0)
         return bell
 
