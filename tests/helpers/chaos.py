@@ -55,7 +55,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import zoldyq  # noqa: E402
-import zoldyq.redis  # noqa: E402
 from tests.helpers import loadclients as lc  # noqa: E402
 from tests.helpers import servers  # noqa: E402
 
@@ -310,7 +309,11 @@ def analyse(run: Run, leftovers: dict[str, list[Any]]) -> dict[str, Any]:
 
 
 def _attach(namespace: str, backend: str | None) -> Any:
-    return zoldyq.redis.connect(backend, namespace) if backend else zoldyq.attach(namespace)
+    if backend:
+        from zoldyq import redis as zredis
+
+        return zredis.connect(backend, namespace)
+    return zoldyq.attach(namespace)
 
 
 def drain(namespace: str, backend: str | None = None) -> dict[str, list[Any]]:
@@ -368,7 +371,9 @@ def chaos(seconds: float, seed: int, kill_interval: float, workers: int, rate: f
             run.kill_all()
         with contextlib.suppress(Exception):
             if backend:
-                zoldyq.redis.destroy(backend, namespace)
+                from zoldyq import redis as zredis
+
+                zredis.destroy(backend, namespace)
             else:
                 zoldyq.destroy(namespace)
         shutil.rmtree(workdir, ignore_errors=True)

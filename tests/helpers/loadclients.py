@@ -38,14 +38,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import zoldyq  # noqa: E402
-import zoldyq.redis  # noqa: E402
 
 
 def attach() -> Any:
     """The load's namespace: on Redis when ``LOAD_BACKEND`` names one, else shared memory."""
     backend = os.environ.get("LOAD_BACKEND")
-    if backend:
-        return zoldyq.redis.connect(backend, os.environ["LOAD_NS"])
+    if backend:  # imported only then: redis-py takes most of a second to import here
+        from zoldyq import redis as zredis
+
+        return zredis.connect(backend, os.environ["LOAD_NS"])
     return zoldyq.attach(os.environ["LOAD_NS"])
 
 ACK = struct.Struct("<II")  # seq, queue index
