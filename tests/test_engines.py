@@ -274,7 +274,6 @@ def test_dead_letters_and_redrive(broker: Any) -> None:
     dlq = broker.queue("job.dlq")
     dead = dlq.peek()
     assert [m.payload for m in dead] == ["poison"]
-    assert dead[0].delivery_count >= 2
     assert q.stats()["dead_lettered_total"] == 1
     assert dlq.redrive() == 1
     assert len(dlq) == 0

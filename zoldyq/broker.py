@@ -13,11 +13,13 @@ from typing import Any
 from zoldyq.settings import Settings
 from zoldyq.shm import broker as _shm
 from zoldyq.shm.broker import Broker, attach, create, destroy
+from zoldyq.shm.listing import namespaces
 from zoldyq.shm.owner import Ownership, holder
 
 __all__ = [
     "Broker", "Claim", "Ownership", "attach", "attach_namespace", "claim", "create", "destroy",
-    "destroy_namespace", "gone", "holder", "is_shared", "open_namespace", "serve_namespace",
+    "destroy_namespace", "gone", "holder", "is_shared", "namespaces", "open_namespace",
+    "serve_namespace",
 ]  # fmt: skip
 
 

@@ -24,12 +24,13 @@ import orjson
 
 from zoldyq import settings as settings_mod
 from zoldyq.cli import bench
-from zoldyq.cli.target import Client, ClientError, connect
+from zoldyq.cli.target import Target, open_target
 from zoldyq.cli.term import CLEAR, table
 from zoldyq.errors import BrokenError, ConfigError, ZoldyQError
 
 OK, FAILED, USAGE, EMPTY, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 4, 130
-NAMES = ("put", "get", "peek", "stream", "queues", "stats", "clear", "delete", "snapshot", "bench")
+NAMES = ("put", "get", "peek", "ack", "nack", "redrive", "stream", "queues", "stats", "clear",
+         "delete", "snapshot", "bench")
 PUT_CHUNK = 1000  # messages per batch when putting --lines
 
 
@@ -38,7 +39,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("where")
     where.add_argument("--url", default=os.environ.get("ZOLDYQ_URL"),
-                       help="server URL, e.g. http://127.0.0.1:9000 [ZOLDYQ_URL]")
+                       help="where the queues are: http(s)://host:port, shm://NAMESPACE, "
+                            "redis://host:port [ZOLDYQ_URL]")
     where.add_argument("--local", action="store_true", default=None,
                        help="use this host's shared memory (default when the namespace exists)")
     settings_mod.add_arguments(
@@ -54,11 +56,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("payload", nargs="?", help="JSON text; '-' or absent: read stdin")
     p.add_argument("--raw", action="store_true", help="send the bytes as-is, not JSON")
     p.add_argument("--lines", action="store_true", help="stdin holds one JSON value per line")
+    p.add_argument("--delay", type=float, help="seconds before the message becomes visible")
 
     p = cmd("get", "dequeue messages")
     p.add_argument("queue")
     p.add_argument("--timeout", type=float, default=0.0, help="seconds to wait (default 0)")
     p.add_argument("--max", type=int, default=1, help="messages at most (default 1)")
+    p.add_argument("--lease", type=float,
+                   help="lease for this many seconds (prints each lease id; ack or nack it)")
+
+    p = cmd("ack", "acknowledge leased messages: they are gone for good")
+    p.add_argument("queue")
+    p.add_argument("lease_id", nargs="+")
+
+    p = cmd("nack", "give a leased message back at the head (or after --delay)")
+    p.add_argument("queue")
+    p.add_argument("lease_id")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before it is visible again")
+
+    p = cmd("redrive", "move a dead-letter queue's messages back to their queues")
+    p.add_argument("queue", help="the dead-letter queue")
 
     p = cmd("peek", "print the first messages of a queue without taking them")
     p.add_argument("queue")
@@ -123,18 +140,20 @@ def run(args: argparse.Namespace) -> int:
     scheme = "https" if settings.tls_cert else "http"
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     try:
-        client = connect(
-            settings.namespace, args.url, settings.token, args.local, settings.snapshot_dir,
-            default_url=f"{scheme}://{host}:{settings.port}", settings=settings,
+        url = args.url or (settings.backend if settings.backend != "shm" else None)  # Redis
+        client = open_target(
+            settings.namespace, url, settings.token, args.local, settings.snapshot_dir,
+            default_url=f"{scheme}://{host}:{settings.port}",
+            namespace_asked=args.namespace is not None or "ZOLDYQ_NAMESPACE" in os.environ,
         )
+    except ConfigError as ex:  # a bad URL
+        return _fail(USAGE, ex)
     except ZoldyQError as ex:
         return _fail(UNREACHABLE, ex)
     try:
         return _COMMANDS[args.command](client, args)
     except KeyboardInterrupt:
         return INTERRUPTED
-    except ClientError as ex:
-        return _fail(UNREACHABLE if ex.status == 0 else FAILED, ex)
     except BrokenError as ex:
         return _fail(UNREACHABLE, ex)
     except (ZoldyQError, ValueError) as ex:
@@ -159,17 +178,17 @@ def _out(args: argparse.Namespace, doc: Any, human: str) -> None:
 # -- commands ------------------------------------------------------------------------
 
 
-def _put(client: Client, args: argparse.Namespace) -> int:
+def _put(client: Target, args: argparse.Namespace) -> int:
     if args.lines:
         total, receipt = 0, {}
         for chunk in _chunks(_json_lines(sys.stdin.buffer), PUT_CHUNK):
-            receipt = client.put_many(args.queue, chunk)
+            receipt = client.put_many(args.queue, chunk, args.delay)
             total += len(chunk)
         _out(args, {**receipt, "count": total}, f"queued {total} messages in '{args.queue}'")
         return OK
     data = _input(args.payload)
     if args.raw:
-        receipt = client.put_raw(args.queue, data)
+        receipt = client.put_raw(args.queue, data, args.delay)
     else:
         try:
             payload = orjson.loads(data)
@@ -177,8 +196,9 @@ def _put(client: Client, args: argparse.Namespace) -> int:
             raise ValueError(
                 "the payload is not JSON (quote a string: '\"text\"', or send bytes with --raw)"
             ) from None
-        receipt = client.put(args.queue, payload)
-    _out(args, receipt, f"queued in '{args.queue}' (size {receipt.get('queue_size')})")
+        receipt = client.put(args.queue, payload, args.delay)
+    later = " (delayed)" if receipt.get("deliver_at") else ""
+    _out(args, receipt, f"queued in '{args.queue}' (size {receipt.get('queue_size')}){later}")
     return OK
 
 
@@ -214,17 +234,17 @@ def _print_message(args: argparse.Namespace, m: dict[str, Any]) -> None:
         if m["raw"]:
             doc["payload_base64"] = base64.b64encode(doc.pop("payload")).decode()
         sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
-    elif m["raw"]:
-        sys.stdout.buffer.write(m["payload"] + b"\n")
     else:
-        sys.stdout.buffer.write(orjson.dumps(m["payload"]) + b"\n")
+        lease = f"{m['lease_id']}\t".encode() if m.get("lease_id") else b""
+        body = m["payload"] if m["raw"] else orjson.dumps(m["payload"])
+        sys.stdout.buffer.write(lease + body + b"\n")
     sys.stdout.flush()
 
 
-def _get(client: Client, args: argparse.Namespace) -> int:
+def _get(client: Target, args: argparse.Namespace) -> int:
     if args.max < 1:
         raise ValueError("--max must be at least 1")
-    messages = client.get(args.queue, args.timeout, args.max)
+    messages = client.get(args.queue, args.timeout, args.max, args.lease)
     for m in messages:
         _print_message(args, m)
     if not messages:
@@ -234,7 +254,33 @@ def _get(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _peek(client: Client, args: argparse.Namespace) -> int:
+def _ack(client: Target, args: argparse.Namespace) -> int:
+    not_held = client.ack(args.queue, args.lease_id)
+    acked = len(args.lease_id) - len(not_held)
+    _out(args, {"acked": acked, "not_held": not_held, "queue_name": args.queue},
+         f"acked {acked} in '{args.queue}'" + (f"; not held: {' '.join(not_held)}"
+                                               if not_held else ""))
+    return FAILED if not_held else OK
+
+
+def _nack(client: Target, args: argparse.Namespace) -> int:
+    dlq = client.nack(args.queue, args.lease_id, args.delay)
+    doc: dict[str, Any] = {"nacked": 1, "queue_name": args.queue}
+    if dlq:
+        doc.update(dead_lettered=True, dead_letter_queue=dlq)
+    _out(args, doc, f"moved to dead-letter queue '{dlq}'" if dlq else
+         f"given back to '{args.queue}'")
+    return OK
+
+
+def _redrive(client: Target, args: argparse.Namespace) -> int:
+    n = client.redrive(args.queue)
+    _out(args, {"redriven": n, "queue_name": args.queue},
+         f"moved {n} messages from '{args.queue}' back to their queues")
+    return OK
+
+
+def _peek(client: Target, args: argparse.Namespace) -> int:
     if args.max < 1:
         raise ValueError("--max must be at least 1")
     messages = client.peek(args.queue, args.max)
@@ -247,7 +293,7 @@ def _peek(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _stream(client: Client, args: argparse.Namespace) -> int:
+def _stream(client: Target, args: argparse.Namespace) -> int:
     seen = 0
     idle_since = time.monotonic()
     while not args.count or seen < args.count:
@@ -266,7 +312,7 @@ def _stream(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _queues(client: Client, args: argparse.Namespace) -> int:
+def _queues(client: Target, args: argparse.Namespace) -> int:
     rows = client.queues()
     human = table(
         [(r["name"], r["size"], r["capacity"], f"{r['utilization']:.1%}", r["bytes"])
@@ -277,7 +323,7 @@ def _queues(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _stats(client: Client, args: argparse.Namespace) -> int:
+def _stats(client: Target, args: argparse.Namespace) -> int:
     live = sys.stdout.isatty() and not args.json
     frames = args.iterations or (0 if live else 1)
     before: dict[str, dict[str, Any]] = {}
@@ -306,7 +352,7 @@ def _stats(client: Client, args: argparse.Namespace) -> int:
 _RATES = (("enqueued_total", "enqueue_rate"), ("dequeued_total", "dequeue_rate"))
 
 
-def _stats_frame(client: Client, rows: list[dict[str, Any]]) -> str:
+def _stats_frame(client: Target, rows: list[dict[str, Any]]) -> str:
     head = f"zoldyq  {client.where}  {time.strftime('%H:%M:%S')}  {len(rows)} queues"
     body = table(
         [(r["name"], r["size"], r["capacity"], f"{r['utilization']:.1%}",
@@ -317,20 +363,20 @@ def _stats_frame(client: Client, rows: list[dict[str, Any]]) -> str:
     return f"{head}\n\n{body}"
 
 
-def _clear(client: Client, args: argparse.Namespace) -> int:
+def _clear(client: Target, args: argparse.Namespace) -> int:
     n = client.clear(args.queue)
     doc = {"queue_name": args.queue, "cleared": n}
     _out(args, doc, f"cleared {n} messages from '{args.queue}'")
     return OK
 
 
-def _delete(client: Client, args: argparse.Namespace) -> int:
+def _delete(client: Target, args: argparse.Namespace) -> int:
     client.delete(args.queue)
     _out(args, {"queue_name": args.queue, "deleted": True}, f"deleted queue '{args.queue}'")
     return OK
 
 
-def _snapshot(client: Client, args: argparse.Namespace) -> int:
+def _snapshot(client: Target, args: argparse.Namespace) -> int:
     doc = client.snapshot(args.action, args.name, args.queue)
     verb = "saved" if args.action == "save" else "loaded"
     _out(args, doc, f"{verb} {doc['messages']} messages in {doc['queues']} queues "
@@ -338,7 +384,7 @@ def _snapshot(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _bench(client: Client, args: argparse.Namespace) -> int:
+def _bench(client: Target, args: argparse.Namespace) -> int:
     if args.messages < 1 or args.batch < 1 or args.size < 0:
         raise ValueError("--messages and --batch must be at least 1, --size at least 0")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -354,9 +400,12 @@ def _bench(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+_COMMANDS: dict[str, Callable[[Target, argparse.Namespace], int]] = {
     "put": _put,
     "get": _get,
+    "ack": _ack,
+    "nack": _nack,
+    "redrive": _redrive,
     "peek": _peek,
     "stream": _stream,
     "queues": _queues,
