@@ -44,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     where.add_argument("--local", action="store_true", default=None,
                        help="use this host's shared memory (default when the namespace exists)")
     settings_mod.add_arguments(
-        where, only=("namespace", "token", "backend", "redis_password_file"),  # type: ignore[arg-type]
+        where, only=("namespace", "token", "token_file", "backend", "redis_password_file"),  # type: ignore[arg-type]
     )
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
