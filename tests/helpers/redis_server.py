@@ -115,7 +115,7 @@ def cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
         subprocess.run(
             [_binary("redis-cli"), "--cluster", "create",
              *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-yes"],
-            check=True, capture_output=True, timeout=60, env={**os.environ},
+            check=True, capture_output=True, timeout=120, env={**os.environ},
         )
         _wait_cluster_ok(nodes)
         yield nodes
@@ -125,7 +125,7 @@ def cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
 
 
 def _wait_cluster_ok(nodes: list[RedisServer]) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # generous: the gossip is slow on a loaded box
     while time.monotonic() < deadline:
         out = [subprocess.run([_binary("redis-cli"), "-p", str(n.port), "cluster", "info"],
                               capture_output=True, text=True, timeout=10).stdout for n in nodes]
