@@ -57,8 +57,8 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 _TEXT = {"schema": {"type": "string"}}
-# Every request may meet these: a bad token, an unusable namespace, a busy queue.
-COMMON = ("unauthorized", "namespace_broken")
+# Every request may meet these: a bad token, a foreign page, an unusable namespace.
+COMMON = ("unauthorized", "forbidden_origin", "namespace_broken")
 QUEUE = (*COMMON, "bad_name", "queue_busy")
 BODY = ("bad_json", "body_too_large", "incomplete_body")
 PUT = (*QUEUE, *BODY, "message_too_large", "queue_full", "too_many_queues",
@@ -204,10 +204,11 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                       **_errors("ui_off")},
     },
     "ui_asset": {
-        "summary": "A static file of the admin page (ui.js, ui.css, favicon.svg)",
+        "summary": "A static file of the admin page (ui.js, ui.css, favicon.svg; none: the page)",
         "parameters": [{"name": "name", "in": "path", "required": True, **_TEXT}],
         "responses": {"200": {"description": "the file", "content": {
-                          "text/javascript": _TEXT, "text/css": _TEXT, "image/svg+xml": _TEXT}},
+                          "text/javascript": _TEXT, "text/css": _TEXT, "image/svg+xml": _TEXT,
+                          "text/html": _TEXT}},
                       **_errors("ui_off", "ui_file_not_found")},
     },
 }

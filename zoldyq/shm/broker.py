@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
 
+from zoldyq.api import CheckedRecords, check_json
 from zoldyq.errors import (
     ClosedError,
     ConfigError,
@@ -32,7 +33,6 @@ from zoldyq.errors import (
 )
 from zoldyq.settings import BY_NAME, Settings
 from zoldyq.shm import names, segment
-from zoldyq.shm.aio import AsyncBell
 from zoldyq.shm.counters import Counters
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD
 from zoldyq.shm.queue import SharedQueue
@@ -40,6 +40,9 @@ from zoldyq.shm.registry import Caps, Entry, Registry
 from zoldyq.shm.ring import min_ring_size, record_bytes
 from zoldyq.shm.side import DEAD, DELAYED, REDRIVE
 from zoldyq.shm.side import READY as READY_STATE
+
+if TYPE_CHECKING:  # asyncio costs every process ~2 MB; only asyncio users import it
+    from zoldyq.shm.aio import AsyncBell
 
 SWEEP_AGAIN = 1.0  # seconds before a retired handle still in use is looked at again
 T = TypeVar("T")
@@ -179,14 +182,15 @@ class Queue:
             raise InvalidPayload(str(ex)) from None
         if delay is None and deliver_at is None:
             return self._put_one(KIND_JSON, data)
-        return self.put_records([(KIND_JSON, data)], deliver_at=due_at(delay, deliver_at))
+        return self._put_records([(KIND_JSON, data)], deliver_at=due_at(delay, deliver_at))
 
     def put_bytes(self, data: bytes, *, delay: float | None = None,
                   deliver_at: int | None = None) -> Receipt:
         """Enqueue raw bytes (any bytes-like), returned as ``bytes`` by get."""
         if delay is None and deliver_at is None:
             return self._put_one(KIND_BYTES, data)
-        return self.put_records([(KIND_BYTES, bytes(data))], deliver_at=due_at(delay, deliver_at))
+        return self._put_records([(KIND_BYTES, bytes(data))],
+                                 deliver_at=due_at(delay, deliver_at))
 
     def _put_one(self, kind: int, data: bytes) -> Receipt:
         """``put_records`` for one record, minus the loops: the local API's hot path."""
@@ -195,25 +199,41 @@ class Queue:
         if len(data) > sq.max_message_bytes:
             raise MessageTooLarge(len(data), sq.max_message_bytes, self.name)
         try:
-            size, at = sq.put(((kind, data),), t0)
+            fast = sq.fast
+            done = fast.put_one(kind, data, t0) if fast is not None else None
+            size, at = done if done is not None else sq.put(((kind, data),), t0)
         except ClosedError:
             self._forget(sq)
-            return self.put_records([(kind, data)])
+            return self._put_records([(kind, data)])
         return _receipt((size, at, None))
 
     def put_many(self, payloads: Iterable[Any], *, delay: float | None = None,
                  deliver_at: int | None = None) -> Receipt:
         """Enqueue JSON values in one lock round trip: all of them or none."""
-        return self.put_records([(KIND_JSON, encode_json(p)) for p in payloads],
-                                deliver_at=due_at(delay, deliver_at))
+        return self._put_records([(KIND_JSON, encode_json(p)) for p in payloads],
+                                 deliver_at=due_at(delay, deliver_at))
 
     def put_records(self, records: list[tuple[int, bytes]], *,
                     deliver_at: int | None = None) -> Receipt:
         """Enqueue pre-encoded (kind, data) records, all or none; invisible until
         ``deliver_at`` (µs) when given.
 
-        For transports that already hold valid JSON bytes: nothing is re-encoded.
+        For transports that hold the client's JSON bytes: nothing is re-encoded,
+        but every JSON record is checked to be one JSON document (InvalidPayload
+        otherwise), so a consumer never gets invalid JSON, nor one record that
+        reads as two messages once spliced into a batch.
         """
+        if type(records) is not CheckedRecords:  # those came from api.json_field/items
+            for kind, data in records:
+                if kind == KIND_JSON:
+                    check_json(data)
+                elif kind != KIND_BYTES:
+                    raise InvalidPayload(f"unknown record kind {kind!r}")
+        return self._put_records(records, deliver_at=deliver_at)
+
+    def _put_records(self, records: list[tuple[int, bytes]], *,
+                     deliver_at: int | None = None) -> Receipt:
+        """put_records for records known to be valid (encoded here)."""
         t0 = _perf_ns()
         if deliver_at is not None:
             deliver_at = due_at(None, deliver_at)
@@ -285,7 +305,18 @@ class Queue:
             return []
         lease_us = self._lease_us(lease)
         sq = self._sq or self._resolve(create=False)
+        fast = sq.fast
         try:
+            if fast is not None and not lease_us and (timeout <= 0 or sq.interrupted):
+                # flat: no wait to plan, one C call (None back: side work, the full path)
+                got: list[Message] | None = fast.take(max, _perf_ns(), False, False,
+                                                      self.name, Message)
+                if got is not None:
+                    if fast.trim_due:
+                        sq.trim()
+                    if sq.words[SW_DEAD]:
+                        self._flush_dead()
+                    return got
             records = sq.get(max, timeout, self.name, lease_us)
         except ClosedError:
             records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name, lease_us))
@@ -717,6 +748,8 @@ class Broker:
         return moved
 
     def _async_bell(self, sq: SharedQueue) -> AsyncBell:
+        from zoldyq.shm.aio import AsyncBell
+
         with self._lock:
             bell = self._bells.get(id(sq))
             if bell is None or bell.sq is not sq:
