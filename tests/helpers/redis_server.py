@@ -40,7 +40,11 @@ class RedisServer:
         self.dir = directory or tempfile.mkdtemp(prefix="zoldyq-redis-")
         self._own_dir = directory is None
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def url(self) -> str:
@@ -63,6 +67,7 @@ class RedisServer:
                 if s.recv(64)[:1] in (b"+", b"-"):  # PONG, or NOAUTH with a password
                     return
             time.sleep(0.02)
+        self.kill()  # never leave a server behind that nobody will stop
         raise RuntimeError(f"redis-server not ready on {self.port}: {self.log()}")
 
     def log(self) -> str:
