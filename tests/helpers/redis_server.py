@@ -111,7 +111,7 @@ def cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
     nodes: list[RedisServer] = []
     try:
         for _ in range(masters):
-            port = free_port()
+            port = _cluster_port()
             nodes.append(RedisServer(
                 *NO_PERSISTENCE, "--cluster-enabled", "yes",
                 "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
@@ -127,6 +127,19 @@ def cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
     finally:
         for n in nodes:
             n.close()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    while True:
+        port = free_port()
+        if port <= 55535:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
 
 
 def _wait_cluster_ok(nodes: list[RedisServer]) -> None:
