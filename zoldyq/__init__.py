@@ -7,6 +7,7 @@
     msg = q.get(timeout=5.0)            # Message | None
 """
 
+from zoldyq.api import Receipt
 from zoldyq.errors import (
     AccessDenied,
     BackendUnavailable,
@@ -28,7 +29,7 @@ from zoldyq.errors import (
     TooManyQueues,
     ZoldyQError,
 )
-from zoldyq.shm.broker import Broker, Message, Queue, Receipt, attach, create, destroy
+from zoldyq.shm.broker import Broker, Message, Queue, attach, create, destroy
 
 __all__ = [
     "AccessDenied",

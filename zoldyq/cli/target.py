@@ -194,10 +194,14 @@ class HttpClient:
             raise _error(resp)
         return resp
 
-    def _json(self, method: str, path: str, body: Any = None, wait: float = 0.0) -> Any:
+    def _json(
+        self, method: str, path: str, body: Any = None, wait: float = 0.0
+    ) -> dict[str, Any]:
+        """The JSON object the server answered (every route answers one), {} when empty."""
         data = None if body is None else orjson.dumps(body)
-        body = self.request(method, path, data, wait=wait).body
-        return orjson.loads(body) if body else None
+        raw = self.request(method, path, data, wait=wait).body
+        doc: dict[str, Any] = orjson.loads(raw) if raw else {}
+        return doc
 
     def put(self, queue: str, payload: Any) -> dict[str, Any]:
         return self._json("POST", f"/queues/{_q(queue)}/enqueue", {"payload": payload})
@@ -241,7 +245,7 @@ class HttpClient:
 
     def clear(self, queue: str) -> int:
         doc = self._json("POST", f"/queues/{_q(queue)}/clear")
-        return int((doc or {}).get("cleared", 0))
+        return int(doc.get("cleared", 0))
 
     def delete(self, queue: str) -> None:
         self.request("DELETE", f"/queues/{_q(queue)}")

@@ -102,5 +102,6 @@ def create(ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
     ) -> None:
         skeleton.unmatched(ctx, req, resp, ex)
 
-    app.add_error_handler((Exception, falcon.HTTPError), unmatched)
+    for caught in (Exception, falcon.HTTPError):  # HTTPError too: falcon has its own for it
+        app.add_error_handler(caught, unmatched)
     return guard_body_size(app, ctx)

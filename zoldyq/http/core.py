@@ -16,13 +16,13 @@ import base64
 import hmac
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import orjson
 
 from zoldyq import api, errors
-from zoldyq.http.errors import RequestError
+from zoldyq.errors import RequestError
 from zoldyq.settings import Settings
 
 JSON = "application/json"
@@ -52,7 +52,7 @@ class Wait(NamedTuple):
     queue: api.Queue
     max: int
     timeout: float
-    reply: Callable[[list[api.Message]], Reply]
+    reply: Callable[[Sequence[api.Message]], Reply]
 
 
 NO_CONTENT = Reply(204)
@@ -221,7 +221,7 @@ def _size(q: api.Queue) -> int:
         return 0
 
 
-def dequeue_reply(q: api.Queue, msgs: list[api.Message], batch: bool) -> Reply:
+def dequeue_reply(q: api.Queue, msgs: Sequence[api.Message], batch: bool) -> Reply:
     if not msgs:
         return NO_CONTENT
     name = _qname(q.name)

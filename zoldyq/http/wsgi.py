@@ -76,7 +76,7 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
     return respond
 
 
-def create(ctx: core.Ctx) -> falcon.App:
+def create(ctx: core.Ctx) -> falcon.App[falcon.Request, falcon.Response]:
     app = falcon.App(cors_enable=False)
     slots = threading.Semaphore(long_poll_slots(ctx.settings.threads))
     skeleton.mount(app, lambda route: _responder(ctx, route, slots))
@@ -84,5 +84,6 @@ def create(ctx: core.Ctx) -> falcon.App:
     def unmatched(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
         skeleton.unmatched(ctx, req, resp, ex)
 
-    app.add_error_handler((Exception, falcon.HTTPError), unmatched)
+    for caught in (Exception, falcon.HTTPError):  # HTTPError too: falcon has its own for it
+        app.add_error_handler(caught, unmatched)
     return app

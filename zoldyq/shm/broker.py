@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
+from zoldyq.api import Receipt
 from zoldyq.errors import (
     ClosedError,
     ConfigError,
@@ -42,7 +43,7 @@ _loads = orjson.loads
 _perf_ns = time.perf_counter_ns
 
 
-class Message(tuple):  # type: ignore[type-arg]
+class Message(tuple[int, bytes, int, str]):
     """One dequeued message: ``payload`` is the JSON value, or ``bytes`` for a raw message.
 
     A tuple (kind, data, enqueued_at, queue_name) built straight from the ring's
@@ -68,13 +69,6 @@ class Message(tuple):  # type: ignore[type-arg]
 
 
 _message = functools.partial(tuple.__new__, Message)
-
-
-class Receipt(NamedTuple):
-    """What a successful put returns."""
-
-    queue_size: int
-    enqueued_at: int
 
 
 _receipt = functools.partial(tuple.__new__, Receipt)  # NamedTuple's own __new__ is slow
@@ -414,8 +408,8 @@ class Broker:
                 fresh.interrupted = True
             with self._lock:
                 old = self._queues.get(name)
-                same = old is not None and (old.slot, old.gen) == (fresh.slot, fresh.gen)
-                if same and not old.deleted:
+                if (old is not None and (old.slot, old.gen) == (fresh.slot, fresh.gen)
+                        and not old.deleted):
                     fresh.close()
                     return old
                 self._queues[name] = fresh

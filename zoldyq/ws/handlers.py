@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Sequence
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -28,6 +29,7 @@ from websockets.protocol import State
 
 from zoldyq.api import KIND_BYTES, Broker, Message, Queue
 from zoldyq.errors import (
+    BadFrame,
     BrokenError,
     ClosedError,
     NamespaceNotFound,
@@ -181,7 +183,7 @@ class Batcher:
         for i, frame in enumerate(batch):
             try:
                 run.append((i, parse(frame)))
-            except frames.BadFrame as ex:
+            except BadFrame as ex:
                 self._put(run, out)
                 run = []
                 out[i] = frames.error(ex)
@@ -243,7 +245,7 @@ class Dequeue:
         if self.waiting and self.task is not None:
             self.task.cancel()
 
-    async def _take(self, want: int) -> list[Message]:
+    async def _take(self, want: int) -> Sequence[Message]:
         """Up to ``want`` messages, waiting for the first; none once the connection is gone."""
         if self.ws.state is not State.OPEN:
             return []
