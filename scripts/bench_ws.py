@@ -238,7 +238,7 @@ def main() -> int:
     try:
         wait_port(zq_port, procs[0])
         wait_port(bare_port, procs[1])
-        q, _ = broker.create_queue(QUEUE, exist_ok=True)
+        q = broker.create_queue(QUEUE, exist_ok=True)
         record = (KIND_JSON, PAYLOAD.encode())
 
         def fill_zoldyq() -> None:  # pre-encoded: the producer is not what is measured

@@ -53,7 +53,7 @@ def test_put_records_stores_encoded_json_as_is(broker: zoldyq.Broker) -> None:
 
 def test_full_queue_rejects_without_dropping(broker: zoldyq.Broker) -> None:
     """A full queue raises QueueFull with its numbers and keeps every accepted message."""
-    q, _ = broker.create_queue("small", max_messages=3)
+    q = broker.create_queue("small", max_messages=3)
     q.put_many([1, 2, 3])
     with pytest.raises(zoldyq.QueueFull, match=r"^Queue 'small' is at capacity$") as info:
         q.put(4)
@@ -104,16 +104,28 @@ def test_get_on_a_missing_queue_is_not_found(broker: zoldyq.Broker) -> None:
 
 def test_create_queue_with_caps_and_conflicts(broker: zoldyq.Broker) -> None:
     """Explicit caps stick; re-creating with other caps is a conflict (409)."""
-    q, created = broker.create_queue("caps", max_messages=5, max_message_bytes=1024)
-    assert created
+    q = broker.create_queue("caps", max_messages=5, max_message_bytes=1024)
+    assert isinstance(q, zoldyq.Queue)
     stats = q.stats()
     assert (stats["capacity"], stats["max_message_bytes"]) == (5, 1024)
-    assert broker.create_queue("caps", max_messages=5, max_message_bytes=1024,
-                               exist_ok=True)[1] is False
-    with pytest.raises(zoldyq.QueueExists):
+    again = broker.create_queue("caps", max_messages=5, max_message_bytes=1024, exist_ok=True)
+    assert again.name == "caps"
+    with pytest.raises(zoldyq.QueueExists,
+                       match=r"^Queue 'caps' already exists with other limits$"):
         broker.create_queue("caps", max_messages=6, exist_ok=True)
     with pytest.raises(zoldyq.ConfigError, match="max_messages must be"):
         broker.create_queue("bad", max_messages=0 - 1)
+
+
+def test_create_queue_twice_with_the_same_caps_says_already_exists(
+        broker: zoldyq.Broker) -> None:
+    """create_queue returns the Queue; the same caps twice without exist_ok is QueueExists
+    "already exists" (not "with other limits", which is for a real conflict)."""
+    broker.create_queue("twice", max_messages=5)
+    with pytest.raises(zoldyq.QueueExists, match=r"^Queue 'twice' already exists$"):
+        broker.create_queue("twice", max_messages=5)
+    with pytest.raises(zoldyq.QueueExists, match=r"^Queue 'twice' already exists$"):
+        broker.create_queue("twice")
 
 
 def test_queue_count_is_limited(namespace: str) -> None:

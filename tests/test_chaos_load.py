@@ -1,4 +1,4 @@
-"""A short chaos run under load (scripts/chaos.py): kill -9 gunicorn workers, the
+"""A short chaos run under load (``tests/helpers/chaos.py``): kill -9 gunicorn workers, the
 sidecar and local clients while HTTP, WebSocket and local producers and consumers
 run; nothing acknowledged is lost unless a killed process took it, nothing is
 duplicated, corrupted or reordered, and no surviving client stalls for a second."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from scripts.chaos import chaos, render
+from tests.helpers.chaos import chaos, render
 
 
 def test_chaos_under_load() -> None:

@@ -98,6 +98,15 @@ def test_get_max_and_empty(local: Run) -> None:
     assert local("get", "q", "--json")[:2] == (3, "")
 
 
+def test_peek_leaves_the_messages(local: Run) -> None:
+    """peek prints the head in order and takes nothing; an empty queue exits 3."""
+    local("put", "q", "--lines", stdin=b"1\n2\n3\n")
+    assert local("peek", "q", "--max", "2") == (0, "1\n2\n", "")
+    assert local("peek", "q") == (0, "1\n2\n3\n", "")
+    assert local("get", "q", "--max", "5") == (0, "1\n2\n3\n", "")
+    assert local("peek", "q") == (3, "", "zoldyq: queue 'q' is empty\n")
+
+
 def test_errors_are_clear(local: Run) -> None:
     """Bad input and missing queues exit 1 with one sentence on stderr, never a traceback."""
     assert local("get", "nope") == (1, "", "zoldyq: Queue 'nope' does not exist\n")
@@ -249,6 +258,10 @@ def test_http_put_get(remote: Run) -> None:
     assert remote("put", "r", '{"a": 1}') == (0, "queued in 'r' (size 1)\n", "")
     assert remote("put", "r", "--raw", "bytes!")[0] == 0
     assert remote.json("put", "r", "--lines", stdin=b"2\n3\n")["count"] == 2
+    assert remote("peek", "r", "--max", "1") == (0, '{"a":1}\n', "")
+    peeked = remote.json("peek", "r")
+    assert [m["raw"] for m in peeked] == [False, True, False, False]
+    assert peeked[1]["payload_base64"] == "Ynl0ZXMh"
     assert remote("get", "r") == (0, '{"a":1}\n', "")
     raw = remote.json("get", "r")
     assert (raw["raw"], raw["payload_base64"]) == (True, "Ynl0ZXMh")

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import zoldyq
+from zoldyq.shm import segment
 from zoldyq.shm.layout import HEADER_BYTES, KIND_BYTES, KIND_JSON, W_HEAD, W_TAIL
 from zoldyq.shm.ring import Ring, RingCorrupt, RingFull
 
@@ -45,6 +46,71 @@ def test_another_user_cannot_attach(namespace: str) -> None:
         f"denied: namespace '{namespace}' belongs to another user (its objects are mode 0600): "
         "run as the user who created it"
     )
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root so that this test can chown and switch users")
+        pytest.skip("needs root to chown objects and switch users")
+
+
+def _objects(namespace: str) -> list[str]:
+    return [f"/dev/shm/{e}" for e in segment.leftovers(f"/zoldyq.{namespace}")]
+
+
+def _attach_and_put(namespace: str) -> None:
+    with zoldyq.attach(namespace) as b:
+        b.queue("q").put(2)
+
+
+@pytest.mark.parametrize("change", ["chown", "chmod"])
+@pytest.mark.parametrize("which", ["zoldyq.{ns}", "zoldyq.{ns}.lk", "sem.zoldyq.{ns}",
+                                   "zoldyq.{ns}.q0.1", "sem.zoldyq.{ns}.q0.1.bell"])
+def test_an_object_not_ours_alone_is_refused(namespace: str, which: str, change: str) -> None:
+    """Any namespace object owned by another uid, or with group/other permission bits, is
+    refused on attach with AccessDenied naming the object and its owner."""
+    _need_root()
+    with zoldyq.create(namespace, max_bytes=1 << 20) as created:
+        created.queue("q").put(1)
+    path = "/dev/shm/" + which.format(ns=namespace)
+    if change == "chown":
+        os.chown(path, NOBODY, NOBODY)
+        owner, mode = f"nobody (uid {NOBODY})", 0o600
+    else:
+        os.chmod(path, 0o640)
+        owner, mode = "root (uid 0)", 0o640
+    with pytest.raises(zoldyq.AccessDenied) as info:
+        _attach_and_put(namespace)
+    assert str(info.value) == (
+        f"namespace '{namespace}' is not safe to use: {path} is owned by {owner} with mode "
+        f"{mode:04o} (ZoldyQ needs its own user and mode 0600): remove the namespace's "
+        "objects or run as their owner")
+    assert info.value.http_status == 503
+
+
+def test_a_namespace_planted_by_another_user_is_refused(namespace: str) -> None:
+    """A namespace another user created first (with ZoldyQ's own code, then chmod 0666) is
+    refused by create() and attach(): the server never serves through objects others
+    can read, forge or truncate."""
+    _need_root()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            zoldyq.create(namespace, max_bytes=1 << 20).queue("q").put("forged")
+            for path in _objects(namespace):
+                os.chmod(path, 0o666)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert len(_objects(namespace)) == 9
+    for attempt in (zoldyq.create, zoldyq.attach):
+        with pytest.raises(zoldyq.AccessDenied, match=r"is owned by nobody \(uid 65534\) "
+                                                       r"with mode 0666"):
+            attempt(namespace).close()
 
 
 SIZE, MAX = 512, 64

@@ -1,10 +1,10 @@
-"""A short soak (scripts/soak.py): mixed HTTP, WebSocket and local traffic with every
+"""A short soak (``tests/helpers/soak.py``): mixed HTTP, WebSocket and local traffic with every
 server process's private memory, open fds and the namespace's /dev/shm sampled each
-second; after warm-up they stay flat (tolerances and why: ``scripts.soak.flat``)."""
+second; after warm-up they stay flat (tolerances and why: ``tests.helpers.soak.flat``)."""
 
 from __future__ import annotations
 
-from scripts.soak import flat, render, soak, summary
+from tests.helpers.soak import flat, render, soak, summary
 
 
 def test_soak_is_flat_after_warm_up() -> None:

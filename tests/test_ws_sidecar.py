@@ -88,7 +88,7 @@ def test_pipelined_frames_are_answered_in_order(ws: str, broker: zoldyq.Broker) 
 
 def test_full_queue_and_large_payload_get_error_frames(ws: str, broker: zoldyq.Broker) -> None:
     """queue_full and message_too_large are answered per frame; the connection stays usable."""
-    q, _ = broker.create_queue("small", max_messages=2, max_message_bytes=100)
+    q = broker.create_queue("small", max_messages=2, max_message_bytes=100)
     with connect(ws + "/queues/small/enqueue") as c:
         for i in range(3):
             c.send(json.dumps({"payload": i}))

@@ -156,11 +156,12 @@ class Broker(Protocol):
     def create_queue(
         self,
         name: str,
+        *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
         max_message_bytes: int | None = None,
         exist_ok: bool = False,
-    ) -> tuple[Queue, bool]: ...  # (the queue, whether this call created it)
+    ) -> Queue: ...
     def delete(self, name: str) -> None: ...
     def queues(self) -> list[str]: ...
     def entries(self) -> Sequence[QueueInfo]: ...

@@ -14,6 +14,7 @@
     │   └── QueueDeleted                       404 queue_not_found
     ├── LeaseExpired           (LookupError)   409 lease_expired
     ├── QueueBusy                              503 queue_busy      (retry_after)
+    ├── NamespaceBusy                          409 namespace_busy  (another server owns it)
     └── BrokenError                            503 namespace_broken (it broke under you)
         ├── NamespaceNotFound  (FileNotFoundError)
         ├── AccessDenied       (PermissionError)
@@ -166,7 +167,14 @@ class QueueNotFound(_AboutQueue, LookupError):
 class QueueExists(_AboutQueue):
     code = "queue_exists"
     http_status = 409
-    sentence = "Queue '{}' already exists with other limits"
+    sentence = "Queue '{}' already exists"
+
+    def __init__(self, queue_name: str, other_limits: bool = False) -> None:
+        super().__init__(queue_name)
+        self.other_limits = other_limits
+
+    def __str__(self) -> str:
+        return super().__str__() + (" with other limits" if self.other_limits else "")
 
 
 class TooManyQueues(ZoldyQError):
@@ -246,14 +254,47 @@ class NamespaceNotFound(BrokenError, FileNotFoundError):
 
 
 class AccessDenied(BrokenError, PermissionError):
-    def __init__(self, namespace: str) -> None:
-        super().__init__(namespace)
-        self.namespace = namespace
+    """The namespace belongs to another user, or one of its objects is not private.
+
+    With ``path``: an object we could open but refuse to trust (another
+    owner, or group/other permission bits), which another user could read,
+    forge or truncate.
+    """
+
+    def __init__(
+        self, namespace: str, path: str | None = None, owner: str = "", mode: int = 0
+    ) -> None:
+        super().__init__(namespace, path, owner, mode)
+        self.namespace, self.path, self.owner, self.mode = namespace, path, owner, mode
 
     def __str__(self) -> str:
+        if self.path is None:
+            return (
+                f"namespace '{self.namespace}' belongs to another user (its objects are mode "
+                "0600): run as the user who created it"
+            )
         return (
-            f"namespace '{self.namespace}' belongs to another user (its objects are mode 0600): "
-            "run as the user who created it"
+            f"namespace '{self.namespace}' is not safe to use: {self.path} is owned by "
+            f"{self.owner} with mode {self.mode:04o} (ZoldyQ needs its own user and mode "
+            "0600): remove the namespace's objects or run as their owner"
+        )
+
+
+class NamespaceBusy(ZoldyQError):
+    """Another live server owns the namespace (see ``zoldyq.shm.owner``)."""
+
+    code = "namespace_busy"
+    http_status = 409
+
+    def __init__(self, namespace: str, pid: int | None) -> None:
+        super().__init__(namespace, pid)
+        self.namespace, self.pid = namespace, pid
+
+    def __str__(self) -> str:
+        pid = "" if self.pid is None or self.pid < 0 else f" (pid {self.pid})"
+        return (
+            f"namespace '{self.namespace}' is served by another zoldyq server{pid}: "
+            "stop it first, or serve another namespace (--namespace)"
         )
 
 
@@ -342,6 +383,9 @@ REQUEST_ERRORS: dict[str, int] = {
     "bad_snapshot_request": 400,
     "incomplete_body": 400,
     "unauthorized": 401,
+    "ui_read_only": 403,
+    "ui_off": 404,
+    "ui_file_not_found": 404,
     "body_too_large": 413,
 }
 

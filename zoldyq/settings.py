@@ -112,6 +112,8 @@ class Settings:
     ws_ping_interval: float = _setting(20.0, "seconds between WS keepalive pings (0: off)")
     snapshot_on_exit: bool = _setting(False, "save every queue to the snapshot dir on shutdown")
     restore: bool = _setting(False, "load the namespace's snapshot (if any) on start")
+    ui: str = _setting("on", "the admin page at /ui (read-only: no actions)",
+                       choices=("off", "read-only", "on"))
 
     @classmethod
     def load(

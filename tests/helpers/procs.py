@@ -62,6 +62,9 @@ def do(ns: str, queue: str, op: str) -> None:
         b.create_queue(queue)
     elif op == "delete":
         b.delete(queue)
+    elif op == "destroy":
+        b.close()
+        zoldyq.destroy(ns)
     else:
         raise SystemExit(f"unknown op {op}")
 

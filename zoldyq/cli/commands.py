@@ -1,4 +1,4 @@
-"""The client commands of ``zoldyq``: put, get, stream, queues, stats, clear, delete,
+"""The client commands of ``zoldyq``: put, get, peek, stream, queues, stats, clear, delete,
 snapshot, bench.
 
 Each works on the local shared memory (``--local``; the default when the
@@ -29,7 +29,7 @@ from zoldyq.cli.term import CLEAR, table
 from zoldyq.errors import BrokenError, ConfigError, ZoldyQError
 
 OK, FAILED, USAGE, EMPTY, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 4, 130
-NAMES = ("put", "get", "stream", "queues", "stats", "clear", "delete", "snapshot", "bench")
+NAMES = ("put", "get", "peek", "stream", "queues", "stats", "clear", "delete", "snapshot", "bench")
 PUT_CHUNK = 1000  # messages per batch when putting --lines
 
 
@@ -57,6 +57,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("queue")
     p.add_argument("--timeout", type=float, default=0.0, help="seconds to wait (default 0)")
     p.add_argument("--max", type=int, default=1, help="messages at most (default 1)")
+
+    p = cmd("peek", "print the first messages of a queue without taking them")
+    p.add_argument("queue")
+    p.add_argument("--max", type=int, default=10, help="messages at most (default 10)")
 
     p = cmd("stream", "print messages as they arrive, until Ctrl-C")
     p.add_argument("queue")
@@ -228,6 +232,19 @@ def _get(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+def _peek(client: Client, args: argparse.Namespace) -> int:
+    if args.max < 1:
+        raise ValueError("--max must be at least 1")
+    messages = client.peek(args.queue, args.max)
+    for m in messages:
+        _print_message(args, m)
+    if not messages:
+        if not args.json:
+            print(f"zoldyq: queue '{args.queue}' is empty", file=sys.stderr)
+        return EMPTY
+    return OK
+
+
 def _stream(client: Client, args: argparse.Namespace) -> int:
     seen = 0
     idle_since = time.monotonic()
@@ -338,6 +355,7 @@ def _bench(client: Client, args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "put": _put,
     "get": _get,
+    "peek": _peek,
     "stream": _stream,
     "queues": _queues,
     "stats": _stats,

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from zoldyq import broker as engine
 from zoldyq import settings as settings_mod
 from zoldyq.cli import commands
 from zoldyq.errors import ZoldyQError
@@ -20,12 +21,19 @@ def main(argv: list[str] | None = None) -> int:
     settings_mod.add_arguments(ws)
     config = sub.add_parser("config", help="print the effective settings")
     settings_mod.add_arguments(config)
+    destroy = sub.add_parser("destroy", help="delete a namespace, its queues and messages "
+                             "(refused while a server serves it)")
+    settings_mod.add_arguments(destroy, only=("namespace",))
+    destroy.add_argument("--force", action="store_true",
+                         help="even while a server serves it (that server then exits 1)")
     commands.add_parsers(sub)
     args = commands.parse_args(parser, argv)
     if args.command in commands.NAMES:
         return commands.run(args)
     try:
         settings = settings_mod.from_args(args)
+        if args.command == "destroy":
+            return _destroy(settings.namespace, args.force)
         if args.command == "config":
             print(json.dumps(settings.public(), indent=2))
             return 0
@@ -39,6 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     except ZoldyQError as ex:
         print(f"zoldyq: {ex}", file=sys.stderr)
         return 2
+
+
+def _destroy(namespace: str, force: bool) -> int:
+    pid = engine.holder(namespace)
+    if pid is not None and not force:
+        served = "a live server" + ("" if pid < 0 else f" (pid {pid})")
+        print(f"zoldyq: namespace '{namespace}' is served by {served}: stop it first, or "
+              "pass --force (that server then stops and exits 1)", file=sys.stderr)
+        return 1
+    engine.destroy(namespace)
+    print(f"namespace '{namespace}' destroyed")
+    return 0
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class Client(Protocol):
     def put_raw(self, queue: str, data: bytes) -> dict[str, Any]: ...
     def put_many(self, queue: str, payloads: list[Any]) -> dict[str, Any]: ...
     def get(self, queue: str, timeout: float = 0.0, max: int = 1) -> list[dict[str, Any]]: ...
+    def peek(self, queue: str, max: int = 10) -> list[dict[str, Any]]: ...
     def queues(self) -> list[dict[str, Any]]: ...
     def clear(self, queue: str) -> int: ...
     def delete(self, queue: str) -> None: ...
@@ -105,6 +106,9 @@ class LocalClient:
 
     def get(self, queue: str, timeout: float = 0.0, max: int = 1) -> list[dict[str, Any]]:
         return [_message(m) for m in self.broker.queue(queue).get_many(max, timeout)]
+
+    def peek(self, queue: str, max: int = 10) -> list[dict[str, Any]]:
+        return [_message(m) for m in self.broker.queue(queue).peek(max)]
 
     def queues(self) -> list[dict[str, Any]]:
         out = []
@@ -231,6 +235,10 @@ class HttpClient:
         doc = orjson.loads(resp.body)
         items = doc.get("messages", [doc]) if isinstance(doc, dict) else doc
         return [_from_http(queue, m) for m in items]
+
+    def peek(self, queue: str, max: int = 10) -> list[dict[str, Any]]:
+        doc = self._json("GET", f"/queues/{_q(queue)}/peek?max={max}")
+        return [_from_http(queue, m) for m in doc["messages"]]
 
     def queues(self) -> list[dict[str, Any]]:
         return [_row(s) for s in self._json("GET", "/queues")["queues"]]

@@ -246,6 +246,25 @@ def dequeue_reply(q: api.Queue, msgs: Sequence[api.Message], batch: bool) -> Rep
                  % (m.data, name, m.enqueued_at, size))
 
 
+PEEK_DEFAULT = 10
+
+
+def peek(ctx: Ctx, call: Call, name: str) -> Reply:
+    """The first ``max`` messages (default 10), left in place; the shape of a batch dequeue."""
+    max_ = call.query.get("max")
+    n = PEEK_DEFAULT if max_ is None else parse_max(max_, ctx.max_batch)
+    q = ctx.queue(name)
+    msgs = q.peek(n)
+    items = [
+        b'{"payload":"%s","encoding":"base64","enqueued_at":%d,"size":%d}'
+        % (base64.b64encode(m.data), m.enqueued_at, len(m.data)) if m.is_raw
+        else b'{"payload":%s,"enqueued_at":%d,"size":%d}' % (m.data, m.enqueued_at, len(m.data))
+        for m in msgs
+    ]
+    return Reply(200, b'{"messages":[%s],"count":%d,"queue_name":%s,"queue_size":%d}'
+                 % (b",".join(items), len(items), _qname(name), _size(q)))
+
+
 # -- queue management ------------------------------------------------------------
 
 
@@ -276,7 +295,7 @@ CAPS = ("max_messages", "max_bytes", "max_message_bytes")
 
 def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
     """Create with optional caps; 201 if created, 200 if it exists with the same caps."""
-    caps: dict[str, int] = {}
+    caps: dict[str, Any] = {}  # max_* keyword arguments of create_queue
     if call.body.strip():
         doc = _json_body(call.body)
         if not isinstance(doc, dict):
@@ -290,7 +309,13 @@ def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
                     f"integers: {', '.join(CAPS)})",
                 )
             caps[key] = value
-    q, created = ctx.broker.create_queue(name, exist_ok=True, **caps)
+    try:
+        q = ctx.broker.create_queue(name, **caps)
+        created = True
+    except errors.QueueExists as ex:
+        if ex.other_limits:
+            raise
+        q, created = ctx.queue(name), False
     return Reply(201 if created else 200, _dumps({"created": created, **queue_info(q)}))
 
 

@@ -15,6 +15,7 @@ import orjson
 
 from zoldyq.api import MAX_BYTES_LIMIT, MAX_MESSAGE_BYTES_LIMIT, MAX_MESSAGES_LIMIT
 from zoldyq.errors import error_statuses
+from zoldyq.http import ui
 
 
 class RouteLike(Protocol):
@@ -55,6 +56,7 @@ def _errors(*codes: str) -> dict[str, Any]:
             for status, cs in sorted(by_status.items())}
 
 
+_TEXT = {"schema": {"type": "string"}}
 # Every request may meet these: a bad token, an unusable namespace, a busy queue.
 COMMON = ("unauthorized", "namespace_broken")
 QUEUE = (*COMMON, "bad_name", "queue_busy")
@@ -130,6 +132,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": [NAME],
         "responses": {"200": _resp("cleared", "Cleared"), **_errors(*QUEUE, "queue_not_found")},
     },
+    "peek": {
+        "summary": "The first `max` messages (default 10), without taking them",
+        "parameters": [NAME],  # + max, whose maximum is a setting: see document()
+        "responses": {"200": _resp("the head of the queue, oldest first", "PeekResponse"),
+                      **_errors(*QUEUE, "bad_max", "queue_not_found")},
+    },
     "health": {
         "summary": "Status, uptime and per-queue size, capacity, utilization and totals",
         "responses": {"200": _resp("healthy", "Health"),
@@ -153,6 +161,18 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "summary": "This document",
         "responses": {"200": {"description": "OpenAPI 3.1",
                               "content": {"application/json": {"schema": {"type": "object"}}}}},
+    },
+    "ui": {
+        "summary": "The admin web page (HTML; its data comes from this API)",
+        "responses": {"200": {"description": "the page", "content": {"text/html": _TEXT}},
+                      **_errors("ui_off")},
+    },
+    "ui_asset": {
+        "summary": "A static file of the admin page (ui.js, ui.css, favicon.svg)",
+        "parameters": [{"name": "name", "in": "path", "required": True, **_TEXT}],
+        "responses": {"200": {"description": "the file", "content": {
+                          "text/javascript": _TEXT, "text/css": _TEXT, "image/svg+xml": _TEXT}},
+                      **_errors("ui_off", "ui_file_not_found")},
     },
 }
 
@@ -188,6 +208,13 @@ SCHEMAS: dict[str, Any] = {
         "messages": {"type": "array", "items": {"type": "object", "properties": {
             "payload": {"description": "the JSON value, or base64 text for a raw message"},
             "encoding": {"const": "base64"}, "enqueued_at": _INT}}},
+        "count": _INT, "queue_name": _STR, "queue_size": _INT}},
+    "PeekResponse": {"type": "object", "required": ["messages", "count", "queue_size"],
+                     "properties": {
+        "messages": {"type": "array", "items": {"type": "object", "properties": {
+            "payload": {"description": "the JSON value, or base64 text for a raw message"},
+            "encoding": {"const": "base64"}, "enqueued_at": _INT,
+            "size": {**_INT, "description": "stored bytes"}}}},
         "count": _INT, "queue_name": _STR, "queue_size": _INT}},
     "QueueCaps": {"type": "object", "additionalProperties": False, "properties": _CAPS},
     "QueueInfo": {"type": "object", "properties": {
@@ -233,6 +260,10 @@ def document(
         op = dict(OPERATIONS[r.name], operationId=r.name)
         if r.name == "dequeue":
             op["parameters"] = _dequeue_params(max_timeout, max_batch)
+        elif r.name == "peek":
+            op["parameters"] = [NAME, _dequeue_params(max_timeout, max_batch)[2]]
+        if r.name not in ui.READS:  # a change the read-only admin page may not ask for
+            op["responses"] = {**op["responses"], **_errors("ui_read_only")}
         if not r.auth:
             op["security"] = []
         paths.setdefault(r.path, {})[r.method.lower()] = op

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from zoldyq.http import core, openapi, ops
+from zoldyq.http import core, openapi, ops, ui
 
 PLAIN, WAITING = "plain", "waiting"
 
@@ -28,6 +28,7 @@ ROUTES: tuple[Route, ...] = (
     Route("enqueue", "POST", "/queues/{name}/enqueue", core.enqueue, body=True),
     Route("dequeue", "GET", "/queues/{name}/dequeue", core.dequeue, WAITING),
     Route("enqueue_batch", "POST", "/queues/{name}/batch", core.enqueue_batch, body=True),
+    Route("peek", "GET", "/queues/{name}/peek", core.peek),
     Route("list_queues", "GET", "/queues", core.list_queues),
     Route("get_queue", "GET", "/queues/{name}", core.get_queue),
     Route("put_queue", "PUT", "/queues/{name}", core.put_queue, body=True),
@@ -37,6 +38,8 @@ ROUTES: tuple[Route, ...] = (
     Route("metrics", "GET", "/metrics", ops.metrics),
     Route("snapshot", "POST", "/admin/snapshot", ops.snapshot, body=True),
     Route("openapi", "GET", "/openapi.json", _openapi, auth=False),
+    Route("ui", "GET", "/ui", ui.page, auth=False),
+    Route("ui_asset", "GET", "/ui/{name}", ui.asset, auth=False),
 )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from zoldyq.http import core, ops
+from zoldyq.http import core, ops, ui
 from zoldyq.http.errors import error_reply
 from zoldyq.http.routes import Route, by_path
 
@@ -29,9 +29,11 @@ def mount(app: Any, make_responder: Callable[[Route], Callable[..., Any]]) -> No
 
 
 def authorize(ctx: core.Ctx, route: Route, req: Any) -> None:
-    """Raises 401 when the route needs the configured token and the request lacks it."""
+    """Raises 401 when the route needs the configured token and the request lacks it,
+    403 when the admin page is read-only and the page asks for a change."""
     if route.auth and ctx.token:
         core.check_auth(ctx, req.get_header("Authorization"))
+    ui.check(ctx.settings.ui, route.name, req.get_header(ui.MARKER))
 
 
 def call(req: Any, body: bytes = b"") -> core.Call:

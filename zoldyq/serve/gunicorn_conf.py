@@ -5,9 +5,10 @@
 serve`` passes its flags as ZOLDYQ_* variables and loads it as
 ``python:zoldyq.serve.gunicorn_conf``.
 
-The master creates (or attaches to) the namespace before forking
-(``on_starting``) and destroys it on exit if it created it, unless
-``keep_namespace`` or the launcher owns it (``ZOLDYQ_NAMESPACE_OWNER``).
+The master takes the namespace's owner flock and creates (or reattaches to)
+the namespace before forking (``on_starting``), and destroys it on exit if it
+is its own (see ``zoldyq.serve.launcher``), unless ``keep_namespace`` or the
+launcher owns it (``ZOLDYQ_NAMESPACE_OWNER``).
 Workers import the app after the fork (no ``preload_app``), so each attaches
 on its own.
 """
@@ -21,8 +22,7 @@ from typing import Any
 from gunicorn.glogging import Logger as _GunicornLogger
 
 from zoldyq import broker as engine
-from zoldyq import errors
-from zoldyq.broker import open_namespace
+from zoldyq.broker import Ownership, serve_namespace
 from zoldyq.ops import logs
 from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
@@ -64,19 +64,32 @@ if _settings.tls_cert:
     keyfile = _settings.tls_key
 
 
+_claim: Ownership | None = None
+_ours = False
+
+
 def on_starting(server: Any) -> None:
-    """Create the namespace before any worker exists; remember whether we made it."""
+    """Own the namespace (refusing if another server does), create or reattach to it
+    before any worker exists, and remember whether it is ours to destroy."""
+    global _claim, _ours
     os.environ.setdefault(STARTED_AT_ENV, str(time.time()))
     if os.environ.get(OWNER_ENV):
-        return
+        return  # the launcher owns it
+    _claim = Ownership(_settings.namespace)
     try:
-        engine.attach(_settings.namespace).close()
-    except errors.NamespaceNotFound:
-        open_namespace(_settings).close()
-        os.environ[OWNER_ENV] = f"gunicorn:{os.getpid()}"
+        broker, created = serve_namespace(_settings)
+    except BaseException:
+        _claim.release(unlink=True)
+        raise
+    broker.close()
+    _ours = created or _claim.adopted
+    os.environ[OWNER_ENV] = f"gunicorn:{os.getpid()}"
 
 
 def on_exit(server: Any) -> None:
-    if os.environ.get(OWNER_ENV) == f"gunicorn:{os.getpid()}" and not _settings.keep_namespace:
+    if _claim is None:
+        return
+    destroy = _ours and not _settings.keep_namespace
+    if destroy:
         engine.destroy(_settings.namespace)
-
+    _claim.release(unlink=destroy or not _ours)

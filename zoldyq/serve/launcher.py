@@ -1,13 +1,23 @@
-"""``zoldyq serve``: create the namespace, then run and supervise gunicorn and the WS sidecar.
+"""``zoldyq serve``: own the namespace, then run and supervise gunicorn and the WS sidecar.
 
 The two servers are siblings, children of this process (the sidecar must not
 be a child of the gunicorn master: the arbiter reaps children it does not
 know). Each runs in its own session, so a Ctrl-C reaches only the launcher,
 which turns it into the same graceful stop as SIGTERM: both children get
 SIGTERM (long-polls answer 204 at once, in-flight requests finish), then the
-namespace is destroyed unless ``keep_namespace``. A child that dies is
+namespace is destroyed if it is ours, unless ``keep_namespace``. SIGHUP
+reloads, as gunicorn does: gunicorn gracefully replaces its workers and the
+sidecar is restarted; the queues are untouched. A child that dies is
 restarted with a growing delay; one that keeps dying at once is fatal.
 Children get SIGTERM too if the launcher itself is killed (PR_SET_PDEATHSIG).
+
+Ownership (``zoldyq.shm.owner``): the launcher holds the namespace's owner
+flock for its whole life, so a second server on the same namespace is
+refused. It destroys at exit only a namespace that is its own: one it
+created, or one a dead server left (adopted). A namespace made by someone
+else (a local process) is served and left alone. If the namespace is
+destroyed under it (``zoldyq destroy --force``), the launcher stops its
+children and exits 1 for its supervisor to restart it, and destroys nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import sys
 import time
 
 from zoldyq import broker as engine
-from zoldyq.broker import open_namespace
+from zoldyq.broker import Broker, Ownership, serve_namespace
 from zoldyq.ops import logs, snapshot
 from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
@@ -81,6 +91,18 @@ class Child:
         self.restart_at = now + delay
         return True
 
+    def reload(self, timeout: float) -> None:
+        """SIGHUP: gunicorn replaces its workers gracefully itself; others restart."""
+        if self.proc is None or self.restart_at is not None or self.proc.poll() is not None:
+            return
+        if self.name == "http":
+            self.proc.send_signal(signal.SIGHUP)
+            return
+        self.terminate()
+        self.wait(time.monotonic() + timeout)
+        self.quick_deaths = 0
+        self.start()
+
     def terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -97,39 +119,62 @@ class Child:
 
 
 def run(settings: Settings) -> int:
-    """Serve until SIGTERM/SIGINT; 0 after a graceful stop, 1 if a child cannot stay up."""
+    """Serve until SIGTERM/SIGINT; 0 after a graceful stop, 1 if a child cannot stay up
+    or the namespace was destroyed under us. Raises NamespaceBusy if another server
+    owns the namespace."""
     logs.setup(settings)
-    broker = open_namespace(settings)
+    claim = Ownership(settings.namespace)
+    try:
+        broker, created = serve_namespace(settings)
+    except BaseException:
+        claim.release(unlink=True)  # nothing of ours is left to own
+        raise
+    ours = created or claim.adopted
+    if not created:
+        _log_reattached(broker, settings, ours)
     try:
         snapshot.on_start(broker, settings)  # --restore
     except BaseException:
-        if not settings.keep_namespace:
-            engine.destroy(settings.namespace)
-        raise
-    finally:
         broker.close()
+        if not settings.keep_namespace and ours:
+            engine.destroy(settings.namespace)
+        claim.release(unlink=not ours or not settings.keep_namespace)
+        raise
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
            STARTED_AT_ENV: str(time.time())}
     children = [Child("http", HTTP_CMD, env)]
     if settings.ws:
         children.append(Child("ws", WS_CMD, env))
-    stop: list[int] = []
+    signals: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
-        stop.append(signum)  # the loop below does the work
+        signals.append(signum)  # the loop below does the work
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     status = 0
+    gone = False
     try:
         for child in children:
             child.start()
-        while not stop:
+        while True:
+            while signals and signals[0] == signal.SIGHUP:
+                signals.pop(0)
+                log.info("got SIGHUP: reloading (workers and sidecar restart, queues kept)")
+                for child in children:
+                    child.reload(settings.graceful_timeout + 5)
+            if signals:
+                log.info("got %s: stopping", signal.Signals(signals[0]).name)
+                break
             time.sleep(POLL)
+            if broker.registry.gone:
+                log.error("namespace '%s' was destroyed under this server: stopping, exit "
+                          "status 1 (a supervisor restarts it on a fresh namespace)",
+                          settings.namespace)
+                status, gone = 1, True
+                break
             if not all(child.check() for child in children):
                 status = 1
                 break
-        if stop:
-            log.info("got %s: stopping", signal.Signals(stop[0]).name)
     finally:
         for child in children:
             child.terminate()
@@ -138,10 +183,29 @@ def run(settings: Settings) -> int:
             child.wait(deadline)
         for s, handler in old.items():
             signal.signal(s, handler)
-        saved = snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep the namespace
-        if not settings.keep_namespace and saved:
+        broker.close()
+        saved = gone or snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep it
+        destroy = ours and not gone and saved and not settings.keep_namespace
+        if destroy:
             engine.destroy(settings.namespace)
             log.info("namespace '%s' destroyed", settings.namespace)
         elif not saved:
             status = status or 1
+        elif not ours and not gone:
+            log.info("namespace '%s' kept: this server did not create it", settings.namespace)
+        claim.release(unlink=destroy or gone or not ours)
     return status
+
+
+def _log_reattached(broker: Broker, settings: Settings, ours: bool) -> None:
+    """Say what a reattach keeps and what the new settings change (issue: a restart after
+    a crash that silently ignored them)."""
+    n = len(broker.queues())
+    who = "left by a server that stopped or died" if ours else "created by another process"
+    log.warning("namespace '%s' already exists (%s): reattached, its %d queue(s) and their "
+                "messages kept; queues created from now on get the configured default caps",
+                settings.namespace, who, n)
+    if broker.max_queues != settings.max_queues:
+        log.warning("namespace '%s' keeps max_queues=%d, set when it was created: "
+                    "max_queues=%d applies only to a new namespace (destroy it to change it)",
+                    settings.namespace, broker.max_queues, settings.max_queues)

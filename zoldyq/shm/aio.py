@@ -62,6 +62,19 @@ class AsyncBell:
         if thread is not None and thread is not threading.current_thread():
             thread.join(2.0)
 
+    def retire(self) -> None:
+        """The queue was deleted: wake every coroutine (they retry and see it) and let the
+        thread end by itself, without waiting for it (``running`` says when it did)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._wake_all()
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def _wake_all(self) -> None:
         """One call_soon_threadsafe per event loop, not per waiter.
 

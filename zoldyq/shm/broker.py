@@ -37,6 +37,7 @@ from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
 from zoldyq.shm.ring import min_ring_size, record_bytes
 
+SWEEP_AGAIN = 1.0  # seconds before a retired handle still in use is looked at again
 T = TypeVar("T")
 _dumps = orjson.dumps
 _loads = orjson.loads
@@ -254,7 +255,8 @@ class Broker:
         self.namespace = names.check_namespace(namespace)
         self.registry = Registry(namespace)
         self._queues: dict[str, SharedQueue] = {}
-        self._retired: list[SharedQueue] = []
+        self._retired: list[SharedQueue] = []  # deleted, closed once no thread uses them
+        self._sweep_soon = False
         self._bells: dict[int, AsyncBell] = {}
         self._lock = threading.Lock()
         self.interrupted = False
@@ -284,15 +286,17 @@ class Broker:
     def create_queue(
         self,
         name: str,
+        *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
         max_message_bytes: int | None = None,
         exist_ok: bool = False,
-    ) -> tuple[Queue, bool]:
-        """Create ``name`` with its own caps; returns (queue, created).
+    ) -> Queue:
+        """Create ``name`` with its own caps and return its handle.
 
-        Raises QueueExists when it exists with other caps (or at all, unless
-        ``exist_ok``).
+        Raises QueueExists when it exists ("with other limits" when its caps
+        differ); with ``exist_ok`` an existing queue with the same caps (or
+        none asked for) is returned.
         """
         names.check_queue_name(name)
         d = self.registry.defaults
@@ -305,8 +309,8 @@ class Broker:
                 max_bytes or max(d.max_bytes, min_ring_size(mmb)),
                 mmb,
             )
-        _, created = self.registry.create_queue(name, caps, exist_ok)
-        return Queue(self, name), created
+        self.registry.create_queue(name, caps, exist_ok)
+        return Queue(self, name)
 
     def delete(self, name: str) -> None:
         """Delete queue ``name`` and its messages, in every process."""
@@ -394,6 +398,8 @@ class Broker:
             return sq
         if self._closed:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
+        if self._retired or sq is not None:
+            self._sweep()
         while True:
             entry = self.registry.lookup(name)
             if entry is None:
@@ -426,14 +432,49 @@ class Broker:
         self._retire(sq)
 
     def _retire(self, sq: SharedQueue) -> None:
-        """Keep a deleted queue's mapping until other threads are surely done with it."""
-        now = time.monotonic()
-        sq.retired_at = now
+        """Close a deleted queue's handle as soon as no thread of ours is inside it."""
         with self._lock:
-            old = [r for r in self._retired if now - r.retired_at > 30]
-            self._retired = [r for r in self._retired if r not in old] + [sq]
-        for r in old:
-            r.close()
+            self._retired.append(sq)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Close every retired handle no thread uses any more, after moving deleted ones
+        out of the cache, so descriptors and mappings follow the live queues.
+
+        A handle still in use (a thread inside its lock, a waiter parked on its
+        bell, an asyncio bell thread) is swept again a second later. A thread
+        that picks a closed handle up gets ClosedError and re-resolves the name.
+        """
+        with self._lock:
+            for name, sq in list(self._queues.items()):
+                if sq.deleted:
+                    del self._queues[name]
+                    self._retired.append(sq)
+            done: list[SharedQueue] = []
+            busy: list[SharedQueue] = []
+            for sq in self._retired:
+                bell = self._bells.get(id(sq))
+                if bell is not None and bell.sq is sq:
+                    bell.retire()
+                    if bell.running:
+                        busy.append(sq)
+                        continue
+                    del self._bells[id(sq)]
+                (busy if sq.busy else done).append(sq)
+            self._retired = busy
+            again = bool(busy) and not self._sweep_soon and not self._closed
+            self._sweep_soon = self._sweep_soon or again
+        for sq in done:
+            sq.close()
+        if again:
+            timer = threading.Timer(SWEEP_AGAIN, self._swept_later)
+            timer.daemon = True
+            timer.start()
+
+    def _swept_later(self) -> None:
+        with self._lock:
+            self._sweep_soon = False
+        self._sweep()
 
     def _async_bell(self, sq: SharedQueue) -> AsyncBell:
         with self._lock:
@@ -478,6 +519,31 @@ def create(
     if not created and not exist_ok:
         raise ConfigError(f"namespace '{ns}' already exists")
     return Broker(ns)
+
+
+def serve(
+    namespace: str | None = None,
+    *,
+    max_queues: int,
+    max_messages: int,
+    max_bytes: int,
+    max_message_bytes: int,
+) -> tuple[Broker, bool]:
+    """For the server that owns the namespace: create it, or attach to the one a crashed
+    server left (its queues and messages kept) and make ``max_*`` the defaults of queues
+    created from now on. Returns (broker, created); ``max_queues`` applies only when
+    created (it sizes the registry)."""
+    ns = _namespace(namespace)
+    caps = Caps(max_messages, max_bytes, max_message_bytes)
+    created = Registry.create(ns, max_queues, caps)
+    broker = Broker(ns)
+    if not created:
+        try:
+            broker.registry.set_defaults(caps)
+        except BaseException:
+            broker.close()
+            raise
+    return broker, created
 
 
 def destroy(namespace: str | None = None) -> None:

@@ -36,7 +36,10 @@ Why it is correct:
    aligned 8-byte store (see ``ring``), so "repair" only recomputes
    derived counters from the committed words; it never has to undo or
    expose a half-written record.
-6. A holder that is alive but stopped (SIGSTOP, a debugger) keeps the lock:
+6. A holder that raises in the middle of a change it cannot undo marks the
+   hold dirty (``dirty_on_error``): it releases without posting, exactly as
+   if it had died there, so the next holder (this process included) repairs.
+7. A holder that is alive but stopped (SIGSTOP, a debugger) keeps the lock:
    waiters wait. Never stealing from a live holder is the point.
 
 Cost: two flock calls and two uncontended semaphore calls per hold
@@ -46,11 +49,12 @@ happens.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from zoldyq.errors import ClosedError
 from zoldyq.shm import hooks, segment
@@ -72,15 +76,21 @@ class RobustLock:
         on_dirty: repairs the guarded data; called holding the lock.
     """
 
-    __slots__ = ("__weakref__", "_fd", "_file_name", "_sem", "_tlock", "on_dirty", "repairs")
+    __slots__ = ("__weakref__", "_dirty", "_fd", "_file_name", "_sem", "_tlock", "on_dirty",
+                 "repairs")
 
     def __init__(self, file_name: str, sem_name: str, on_dirty: Callable[[], None]) -> None:
         self._file_name = file_name
         self._tlock = threading.Lock()
         self._sem = segment.open_sem(sem_name)
-        self._fd = self._open()
+        try:
+            self._fd = self._open()
+        except BaseException:
+            self._sem.close()  # a semaphore is a mapping: release it now, not at GC
+            raise
         self.on_dirty = on_dirty
         self.repairs = 0  # dead holders this process cleaned up after
+        self._dirty = False  # this hold ends without posting: the next holder repairs
         _live_locks.add(self)
 
     @staticmethod
@@ -140,9 +150,29 @@ class RobustLock:
             raise
 
     def release(self) -> None:
-        self._sem.release()
+        if self._dirty:
+            self._dirty = False  # the semaphore stays at 0: the next holder repairs
+        else:
+            self._sem.release()
         _flock(self._fd, _LOCK_UN)
         self._tlock.release()
+
+    @contextlib.contextmanager
+    def dirty_on_error(self) -> Iterator[None]:
+        """Inside a hold: an exception here leaves the lock dirty, as if the holder died.
+
+        For changes that are only consistent once finished: whoever takes the
+        lock next runs ``on_dirty``, which finishes or undoes them.
+        """
+        try:
+            yield
+        except BaseException:
+            self._dirty = True
+            raise
+
+    def locked(self) -> bool:
+        """A thread of this process holds it (or is taking it)."""
+        return self._tlock.locked()
 
     def __enter__(self) -> RobustLock:
         self.acquire()

@@ -81,23 +81,40 @@ class SharedQueue:
         self.slot, self.gen = slot, gen
         self._objects = objs = names.queue_objects(ns, slot, gen)
         self._mm = segment.map_shm(segment.open_shm(objs["ring"]))
-        view = memoryview(self._mm)
-        self.words = words = view[:HEADER_BYTES].cast("Q")
-        if words[W_MAGIC] != QUEUE_MAGIC or words[W_VERSION] != LAYOUT_VERSION:
-            raise BrokenError(f"queue segment {objs['ring']} has an unknown layout")
-        if words[W_SLOT_GEN] != (slot << 32 | gen):
-            raise BrokenError(f"queue segment {objs['ring']} belongs to another slot")
-        self.ring = Ring(words, view[HEADER_BYTES : HEADER_BYTES + words[W_RING_SIZE]],
-                         self._reserve, source=self._mm, base=HEADER_BYTES)
-        self.max_message_bytes = words[W_MAX_MESSAGE_BYTES]
-        self.put_lock = RobustLock(objs["put_file"], objs["put_sem"], self.ring.repair_put_side)
-        self.get_lock = RobustLock(objs["get_file"], objs["get_sem"], self.ring.repair_get_side)
-        self.bell = segment.open_sem(objs["bell"])
+        opened: list[RobustLock] = []
+        try:  # deleted meanwhile (or refused): release what was opened, now, not at GC
+            view = memoryview(self._mm)
+            self.words = words = view[:HEADER_BYTES].cast("Q")
+            if words[W_MAGIC] != QUEUE_MAGIC or words[W_VERSION] != LAYOUT_VERSION:
+                raise BrokenError(f"queue segment {objs['ring']} has an unknown layout")
+            if words[W_SLOT_GEN] != (slot << 32 | gen):
+                raise BrokenError(f"queue segment {objs['ring']} belongs to another slot")
+            self.ring = Ring(words, view[HEADER_BYTES : HEADER_BYTES + words[W_RING_SIZE]],
+                             self._reserve, source=self._mm, base=HEADER_BYTES)
+            self.max_message_bytes = words[W_MAX_MESSAGE_BYTES]
+            self.put_lock = RobustLock(objs["put_file"], objs["put_sem"],
+                                       self.ring.repair_put_side)
+            opened.append(self.put_lock)
+            self.get_lock = RobustLock(objs["get_file"], objs["get_sem"],
+                                       self.ring.repair_get_side)
+            opened.append(self.get_lock)
+            self.bell = segment.open_sem(objs["bell"])
+        except BaseException:
+            for lock in opened:
+                lock.close()
+            for attr in ("ring", "words"):
+                v = getattr(self, attr, None)
+                if v is not None:
+                    (v.data if attr == "ring" else v).release()
+            with contextlib.suppress(BufferError, NameError):
+                view.release()
+            with contextlib.suppress(BufferError):
+                self._mm.close()
+            raise
         self._local_waiters = 0
         self._waiters_lock = threading.Lock()
         self.interrupted = False
         self.closed = False
-        self.retired_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -141,7 +158,20 @@ class SharedQueue:
 
     @property
     def deleted(self) -> bool:
-        return bool(self.words[W_FLAGS] & FLAG_CLOSED)
+        try:
+            return bool(self.words[W_FLAGS] & FLAG_CLOSED)
+        except ValueError:  # closed here: its views are released
+            return True
+
+    @property
+    def busy(self) -> bool:
+        """A thread of this process is inside one of its locks or parked on its bell.
+
+        The broker closes a retired handle only when it is not busy; a thread
+        that picks it up afterwards gets ClosedError (or QueueDeleted) and
+        re-resolves the name.
+        """
+        return bool(self._local_waiters) or self.put_lock.locked() or self.get_lock.locked()
 
     def close(self) -> None:
         """Wake and wait out this process's waiters, then drop the handles.
@@ -213,9 +243,12 @@ class SharedQueue:
             size = ring.count()
         finally:
             lock.release()
-        waiters = words[W_WAITERS]
-        if waiters:
-            self._ring_bell(min(n, waiters))
+        try:
+            waiters = words[W_WAITERS]
+            if waiters:
+                self._ring_bell(min(n, waiters))
+        except (ValueError, segment.Closed):
+            pass  # closed here since the put (deleted): nobody is left to wake
         return size, now_us
 
     def _ring_bell(self, times: int) -> None:
@@ -301,21 +334,27 @@ class SharedQueue:
         """Watch the tail for ``seconds`` without any lock; True once there is a message."""
         count = self.ring.count
         end = _perf_ns() + int(seconds * 1e9)
-        while _perf_ns() < end:
-            for _ in range(16):
-                if count():
-                    return True
+        try:
+            while _perf_ns() < end:
+                for _ in range(16):
+                    if count():
+                        return True
+        except ValueError:  # closed here meanwhile (deleted): its views are released
+            raise QueueDeleted(self.name) from None
         return False
 
     def _park(self, deadline: float) -> None:
         """Sleep until the doorbell rings, the ring is non-empty or the deadline passes."""
-        if self.ring.count():
-            return
-        remaining = deadline - _monotonic()
-        if remaining <= 0 or self.interrupted:
-            return
-        with contextlib.suppress(_BusyError, _SignalError):
-            self.bell.acquire(min(remaining, WAIT_SLICE))
+        try:
+            if self.ring.count():
+                return
+            remaining = deadline - _monotonic()
+            if remaining <= 0 or self.interrupted:
+                return
+            with contextlib.suppress(_BusyError, _SignalError):
+                self.bell.acquire(min(remaining, WAIT_SLICE))
+        except (ValueError, segment.Closed):  # closed here meanwhile (deleted)
+            raise QueueDeleted(self.name) from None
 
     def wait_bell(self, timeout: float) -> bool:
         """Sleep as a registered waiter until the doorbell rings; False on timeout.
@@ -381,6 +420,12 @@ class SharedQueue:
     # -- stats: racy reads of single words, never the lock -----------------------
 
     def stats(self) -> dict[str, object]:
+        try:
+            return self._stats()
+        except ValueError:  # closed here meanwhile (deleted)
+            raise QueueDeleted(self.name) from None
+
+    def _stats(self) -> dict[str, object]:
         w = self.words
         removed, cleared = w[W_DEQ_TOTAL], w[W_CLEARED]
         return {

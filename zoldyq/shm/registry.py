@@ -13,6 +13,7 @@ name (a seqlock).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -109,11 +110,14 @@ class Registry:
             shm = segment.open_shm(base)
         except segment.Gone:
             raise NamespaceNotFound(ns) from None
+        except AccessDenied:
+            raise  # ours to open, but not private: it names the object
         except PermissionError:
             raise AccessDenied(ns) from None
         if shm.size < HEADER_BYTES:
             shm.close_fd()
             raise BrokenError(f"namespace '{ns}' has a truncated registry")
+        self.inode = os.fstat(shm.fd).st_ino  # tells this namespace from a re-created one
         self._mm = segment.map_shm(shm)
         self.words = words = memoryview(self._mm).cast("Q")
         deadline = time.monotonic() + 2.0
@@ -127,9 +131,6 @@ class Registry:
             self._drop()
             raise LayoutMismatch(ns, found, LAYOUT_VERSION)
         self.max_queues = words[R_MAX_QUEUES]
-        self.defaults = Caps(
-            words[R_DEF_MAX_MESSAGES], words[R_DEF_MAX_BYTES], words[R_DEF_MAX_MESSAGE_BYTES]
-        )
         self.created_at = words[R_CREATED_AT]
         try:
             self.lock = RobustLock(names.registry_lockfile(ns), base, self._repair)
@@ -149,11 +150,66 @@ class Registry:
     def destroyed(self) -> bool:
         return bool(self.words[R_FLAGS] & FLAG_DESTROYED)
 
+    @property
+    def gone(self) -> bool:
+        """True once this namespace was destroyed, even if one of the same name was
+        created since."""
+        if self.destroyed:
+            return True
+        try:
+            return os.stat(segment.SHM_DIR + names.registry(self.ns)).st_ino != self.inode
+        except FileNotFoundError:
+            return True
+
+    @property
+    def defaults(self) -> Caps:
+        """The caps of queues created from now on (read each time: a server that
+        reattaches after a crash sets its own, ``set_defaults``)."""
+        w = self.words
+        return Caps(w[R_DEF_MAX_MESSAGES], w[R_DEF_MAX_BYTES], w[R_DEF_MAX_MESSAGE_BYTES])
+
+    def set_defaults(self, caps: Caps) -> None:
+        """New default caps for queues created later; existing queues keep theirs."""
+        caps = caps.checked()
+        with self.lock:
+            w = self.words
+            w[R_DEF_MAX_MESSAGES], w[R_DEF_MAX_BYTES], w[R_DEF_MAX_MESSAGE_BYTES] = caps
+
     # -- creation ----------------------------------------------------------------
 
     @staticmethod
     def create(ns: str, max_queues: int, defaults: Caps) -> bool:
-        """Create namespace ``ns``; False if it already exists (then attach)."""
+        """Create namespace ``ns``; False if it already exists (then attach).
+
+        A namespace left half-destroyed (its destroyer was killed) or
+        half-created (its creator died before the header was written) is
+        finished off first and created anew: neither can ever serve again.
+        """
+        for _ in range(3):
+            if Registry._create(ns, max_queues, defaults):
+                return True
+            try:
+                Registry(ns).close_if_alive()
+            except NamespaceNotFound:
+                continue  # destroyed meanwhile: create it
+            except (AccessDenied, LayoutMismatch):
+                raise
+            except BrokenError:
+                pass  # no valid header after the wait: its creator died
+            else:
+                return False
+            Registry.destroy(ns)
+        raise BrokenError(f"namespace '{ns}' keeps being destroyed while it is created")
+
+    def close_if_alive(self) -> None:
+        """Close; raises BrokenError if the namespace was (half) destroyed."""
+        destroyed = self.destroyed
+        self.close()
+        if destroyed:
+            raise BrokenError(f"namespace '{self.ns}' was destroyed")
+
+    @staticmethod
+    def _create(ns: str, max_queues: int, defaults: Caps) -> bool:
         names.check_namespace(ns)
         if not 1 <= max_queues <= MAX_QUEUES_LIMIT:
             raise ConfigError(f"max_queues must be 1..{MAX_QUEUES_LIMIT}, got {max_queues}")
@@ -165,14 +221,21 @@ class Registry:
             raise StorageExhausted(size, free)
         # Lock objects first (reused if a dead creator left them), the segment
         # last and exclusive: whoever creates it initialises it.
+        made: list[str] = []
         with contextlib.suppress(FileExistsError):
             segment.create_shm(names.registry_lockfile(ns), 0, 0).close_fd()
+            made.append(names.registry_lockfile(ns).lstrip("/"))
         with contextlib.suppress(FileExistsError):
             segment.create_sem(base, 1).close()
+            made.append("sem." + base.lstrip("/"))
         try:
             shm = segment.create_shm(base, size, size)
         except FileExistsError:
             return False
+        except BaseException:
+            for entry in made:  # a failed start leaves nothing behind
+                segment.unlink_leftover(entry)
+            raise
         mm = segment.map_shm(shm)
         words = memoryview(mm).cast("Q")
         words[R_MAX_QUEUES] = max_queues
@@ -195,13 +258,9 @@ class Registry:
         except (NamespaceNotFound, BrokenError):
             reg = None
         if reg is not None:
-            with reg.lock:
+            with reg.lock, reg.lock.dirty_on_error():
                 reg.words[R_FLAGS] |= FLAG_DESTROYED
-                for slot in range(reg.max_queues):
-                    gen, state = reg._state(slot)
-                    if state != FREE:
-                        reg._close_and_unlink(slot, gen)
-                        reg._set_state(slot, gen, FREE)
+                reg._empty()
             reg.close()
         for entry in segment.leftovers(names.registry(ns)):
             segment.unlink_leftover(entry)
@@ -260,7 +319,8 @@ class Registry:
         """Create queue ``name``; returns (entry, created).
 
         An existing queue is returned when ``exist_ok`` and its caps match
-        (or none were asked for); otherwise QueueExists.
+        (or none were asked for); otherwise QueueExists, saying whether its
+        limits differ.
         """
         asked = caps
         caps = (caps or self.defaults).checked()
@@ -269,9 +329,10 @@ class Registry:
                 raise NamespaceNotFound(self.ns)
             found = self.lookup(name)
             if found is not None:
-                if exist_ok and (asked is None or caps == found.caps):
+                same = asked is None or caps == found.caps
+                if exist_ok and same:
                     return found, False
-                raise QueueExists(name)
+                raise QueueExists(name, other_limits=not same)
             slot = next(
                 (s for s in range(self.max_queues) if self._state(s)[1] == FREE), None
             )
@@ -296,8 +357,9 @@ class Registry:
             try:
                 SharedQueue.create(self.ns, slot, gen, *caps)
             except BaseException:
-                SharedQueue.unlink(self.ns, slot, gen)
-                self._set_state(slot, gen, FREE)
+                with self.lock.dirty_on_error():  # the rollback failed too: _repair does it
+                    SharedQueue.unlink(self.ns, slot, gen)
+                    self._set_state(slot, gen, FREE)
                 raise
             self._set_state(slot, gen, ACTIVE)
             return self._entry(slot, gen), True
@@ -307,11 +369,12 @@ class Registry:
             found = self.lookup(name)
             if found is None:
                 raise QueueNotFound(name)
-            self._set_state(found.slot, found.gen, DELETING)
-            if hooks.ENABLED:
-                hooks.reach("registry.deleting")
-            self._close_and_unlink(found.slot, found.gen)
-            self._set_state(found.slot, found.gen, FREE)
+            with self.lock.dirty_on_error():  # half deleted: the next holder finishes it
+                self._set_state(found.slot, found.gen, DELETING)
+                if hooks.ENABLED:
+                    hooks.reach("registry.deleting")
+                self._close_and_unlink(found.slot, found.gen)
+                self._set_state(found.slot, found.gen, FREE)
             return found
 
     def _close_and_unlink(self, slot: int, gen: int) -> None:
@@ -325,8 +388,22 @@ class Registry:
             q.close()
         SharedQueue.unlink(self.ns, slot, gen)
 
+    def _empty(self) -> None:
+        """Close and unlink every queue (a destroy; the lock is held)."""
+        for slot in range(self.max_queues):
+            gen, state = self._state(slot)
+            if state != FREE:
+                self._close_and_unlink(slot, gen)
+                self._set_state(slot, gen, FREE)
+                if hooks.ENABLED:
+                    hooks.reach("registry.destroying")
+
     def _repair(self) -> None:
-        """A holder died inside: roll back half-created queues, finish half-deleted ones."""
+        """A holder died or failed inside: roll back half-created queues, finish
+        half-deleted ones, and finish emptying a namespace being destroyed."""
+        if self.destroyed:
+            self._empty()
+            return
         for slot in range(self.max_queues):
             gen, state = self._state(slot)
             if state == CREATING:

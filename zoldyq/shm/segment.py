@@ -12,18 +12,20 @@ import contextlib
 import errno
 import mmap
 import os
+import pwd
 from collections.abc import Iterator
 
 import posix_ipc
 from posix_ipc import Semaphore as Semaphore
 from posix_ipc import SharedMemory as SharedMemory
 
-from zoldyq.errors import StorageExhausted
+from zoldyq.errors import AccessDenied, StorageExhausted
 
 SHM_DIR = "/dev/shm"
 MODE = 0o600
 Busy = posix_ipc.BusyError  # a semaphore wait timed out (raised by Semaphore.acquire)
 Interrupted = posix_ipc.SignalError  # a signal cut a semaphore wait short
+Closed = posix_ipc.ExistentialError  # an operation on a semaphore this process closed
 
 
 class Gone(Exception):
@@ -79,6 +81,8 @@ def create_shm(
         raise FileExistsError(errno.EEXIST, "exists", name) from None
     except posix_ipc.PermissionsError:
         raise PermissionError(errno.EACCES, "not ours", name) from None
+    if not exclusive:
+        _checked(name, shm)  # it may be someone else's, made before us
     try:
         if reserve_bytes:
             reserve(shm.fd, 0, reserve_bytes)
@@ -90,10 +94,36 @@ def create_shm(
     return shm
 
 
+def check_private(name: str, path: str, st: os.stat_result) -> None:
+    """Refuse an object that is not ours alone: another user could read every message,
+    forge some or truncate a ring under us (SIGBUS). Raises AccessDenied."""
+    if st.st_uid == os.geteuid() and not st.st_mode & 0o077:
+        return
+    try:
+        owner = f"{pwd.getpwuid(st.st_uid).pw_name} (uid {st.st_uid})"
+    except KeyError:
+        owner = f"uid {st.st_uid}"
+    ns = name.lstrip("/").split(".")[1] if name.count(".") else name
+    raise AccessDenied(ns, path, owner, st.st_mode & 0o7777)
+
+
+def _checked(name: str, shm: SharedMemory) -> SharedMemory:
+    try:
+        check_private(name, f"{SHM_DIR}/{name.lstrip('/')}", os.fstat(shm.fd))
+    except BaseException:
+        shm.close_fd()
+        raise
+    return shm
+
+
 def open_shm(name: str) -> SharedMemory:
-    """Open an existing object; raises Gone if there is none."""
+    """Open an existing object of ours (``check_private``).
+
+    Raises Gone if there is none, AccessDenied if it is not private to this user.
+    """
     with _translated(name):
-        return posix_ipc.SharedMemory(name)
+        shm = posix_ipc.SharedMemory(name)
+    return _checked(name, shm)
 
 
 def map_shm(shm: SharedMemory, close: bool = True) -> mmap.mmap:
@@ -113,9 +143,23 @@ def create_sem(name: str, value: int) -> Semaphore:
 
 
 def open_sem(name: str) -> Semaphore:
-    """Open an existing semaphore; raises Gone if there is none."""
+    """Open an existing semaphore of ours; Gone if there is none, AccessDenied if it is
+    not private.
+
+    posix_ipc gives no descriptor to fstat: glibc keeps a semaphore as
+    ``/dev/shm/sem.NAME``, so that file is checked by path, right after the open.
+    """
     with _translated(name):
-        return posix_ipc.Semaphore(name)
+        sem = posix_ipc.Semaphore(name)
+    path = f"{SHM_DIR}/sem.{name.lstrip('/')}"
+    try:
+        check_private(name, path, os.stat(path))
+    except FileNotFoundError:
+        pass  # not glibc's layout: nothing to check against
+    except BaseException:
+        sem.close()
+        raise
+    return sem
 
 
 def unlink_shm(name: str) -> None:

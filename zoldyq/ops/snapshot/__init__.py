@@ -6,6 +6,7 @@
 from zoldyq.ops.snapshot.format import HEADER, QueueImage, decode, encode
 from zoldyq.ops.snapshot.store import (
     SUFFIX,
+    clean_partial,
     default_name,
     load,
     on_exit,
@@ -18,6 +19,6 @@ from zoldyq.ops.snapshot.store import (
 )
 
 __all__ = [
-    "HEADER", "SUFFIX", "QueueImage", "decode", "default_name", "encode", "load", "on_exit",
-    "on_start", "path_for", "read", "restore", "save", "save_all",
+    "HEADER", "SUFFIX", "QueueImage", "clean_partial", "decode", "default_name", "encode",
+    "load", "on_exit", "on_start", "path_for", "read", "restore", "save", "save_all",
 ]  # fmt: skip

@@ -17,6 +17,7 @@ of that queue.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import mmap
 import os
@@ -65,6 +66,35 @@ def path_for(directory: str | os.PathLike[str] | None, name: str) -> Path:
     return path
 
 
+def clean_partial(directory: str | os.PathLike[str], name: str = "") -> int:
+    """Remove temporary files of saves that were killed (of snapshot file ``name``,
+    or all); returns how many. A save holds an flock on its file while it writes,
+    so a file nobody holds is a dead save's, and a live save's is never touched."""
+    removed = 0
+    prefix = f".{name}." if name else "."
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp") and SUFFIX in entry):
+            continue
+        tmp = Path(directory, entry)
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        except BlockingIOError:
+            pass  # a save is writing it
+        finally:
+            os.close(fd)
+    return removed
+
+
 def default_name(settings: Settings) -> str:
     """What --snapshot-on-exit writes and --restore reads: the namespace's name."""
     return settings.namespace
@@ -97,8 +127,10 @@ def save(
             if queue is not None:
                 raise  # asked for by name; in "all" it was deleted while we looked
     data = encode(images, time.time_ns() // 1000)
+    clean_partial(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # "being written": clean_partial leaves it alone
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -242,6 +274,8 @@ def on_start(broker: Broker, settings: Settings) -> None:
     restored into: that would duplicate them. A bad snapshot file raises, so
     the server refuses to start rather than start empty.
     """
+    if settings.snapshot_dir and (n := clean_partial(settings.snapshot_dir)):
+        log.warning("removed %d partial snapshot file(s) of saves that were killed", n)
     if not settings.restore:
         return
     if broker.queues():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Producers and consumers over HTTP, WebSocket and the local API, for chaos and soak runs.
 
-``python scripts/loadclients.py ROLE DIR TAG QUEUE...`` with the server's
+``python -m tests.helpers.loadclients ROLE DIR TAG QUEUE...`` with the server's
 addresses in the environment (``LOAD_HTTP``, ``LOAD_WS``, ``LOAD_NS``). Each
 client is its own process, so it can be ``kill -9``'d, and leaves its record in
 files under DIR written so that a kill at any moment leaves them readable:
@@ -34,7 +34,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import zoldyq  # noqa: E402

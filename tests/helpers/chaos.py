@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Chaos under load: kill -9 server processes and clients while traffic flows, then count.
 
-Usage: .venv/bin/python scripts/chaos.py [--seconds 60] [--seed 1] [--kill-interval 0.3]
+Usage: .venv/bin/python scripts/chaos [--seconds 60] [--seed 1] [--kill-interval 0.3]
                                          [--workers 3] [--rate 150] [--json FILE]
 
 Runs ``zoldyq serve`` (gunicorn with ``--workers`` asgi workers, and the WebSocket
-sidecar) and client processes (``scripts/loadclients.py``): producers over HTTP,
+sidecar) and client processes (``tests/helpers/loadclients.py``): producers over HTTP,
 WebSocket and the local API, each putting checksummed JSON and raw messages into
 three queues at random; and consumers, one kind per queue (``h`` over HTTP,
 ``w`` over WebSocket streams, ``l`` over the local API), so whatever goes missing
@@ -51,11 +51,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import zoldyq  # noqa: E402
-from scripts import loadclients as lc  # noqa: E402
+from tests.helpers import loadclients as lc  # noqa: E402
 from tests.helpers import servers  # noqa: E402
 
 QUEUES = ["h", "w", "l"]  # consumed over HTTP, WebSocket, local API
@@ -124,7 +124,7 @@ class Run:
         tag = len(self.clients)
         queues = [CONSUMER_QUEUE[role]] if role in CONSUMER_QUEUE else QUEUES
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "loadclients.py"), role, str(self.workdir),
+            [sys.executable, "-m", "tests.helpers.loadclients", role, str(self.workdir),
              str(tag), str(self.rate), *queues], env=self.env, cwd=ROOT,
             stdin=subprocess.DEVNULL)
         client = Client(role, tag, proc)

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Soak: mixed traffic for a bounded time; RSS, open fds and /dev/shm sampled every second.
 
-Usage: .venv/bin/python scripts/soak.py [--seconds 300] [--rate 150] [--workers 3]
+Usage: .venv/bin/python scripts/soak [--seconds 300] [--rate 150] [--workers 3]
                                         [--csv soak.csv] [--png docs/soak.png]
 
-The same server and clients as ``scripts/chaos.py`` (``zoldyq serve`` with its
+The same server and clients as ``scripts/chaos`` (``zoldyq serve`` with its
 gunicorn workers and sidecar; producers over HTTP, WebSocket and the local API,
 consumers on each), with no kills. Every second it samples, for each server
 process (launcher, gunicorn master, each worker, sidecar), its resident memory
@@ -33,10 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from scripts.chaos import Run, chaos, render, server_processes  # noqa: E402
+from tests.helpers.chaos import Run, chaos, render, server_processes  # noqa: E402
 
 FIELDS = ["t", "process", "pid", "rss_kb", "private_kb", "shared_kb", "fds", "shm_bytes"]
 # Tolerances of flat(): why in the docstring
