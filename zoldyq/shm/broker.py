@@ -136,6 +136,9 @@ class Queue:
                 if len(data) > limit:
                     raise MessageTooLarge(len(data), limit, self.name)
             if not records:
+                if sq.deleted and not attempt:  # a handle kept past a delete: look again
+                    self._forget(sq)
+                    continue
                 return _receipt((sq.ring.count(), time.time_ns() // 1000))
             try:
                 return _receipt(sq.put(records, t0))
