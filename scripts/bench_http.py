@@ -192,10 +192,57 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
                       f"p50 {res['p50']:6.2f} ms  p99 {res['p99']:6.2f} ms", file=sys.stderr)
             zq.call("POST", "/queues/c/clear")
             r.delete("c")
+        for key, values in lease_runs(zq.url, seconds, connections, rounds).items():
+            runs[f"lease {key}"] = [{"msgs": v} for v in values]
         assert zq.call("GET", "/queues/b").json()["size"] > 0, "zoldyq queue ran dry"
         assert r.llen("b") > 0, "redis queue ran dry"
         r.flushall()
     return runs
+
+
+LEASE_LUA = """
+local pending = {}
+request = function()
+  local ack = table.remove(pending, 1)
+  if ack then
+    return wrk.format("POST", "/queues/l/ack", {["Content-Type"] = "application/json"}, ack)
+  end
+  return wrk.format("GET", "/queues/l/dequeue?max=100&lease=30")
+end
+response = function(status, headers, body)
+  local ids = {}
+  for id in string.gmatch(body, '"lease_id":"([^"]+)"') do ids[#ids + 1] = '"' .. id .. '"' end
+  if #ids > 0 then pending[#pending + 1] = '{"lease_ids":[' .. table.concat(ids, ",") .. ']}' end
+end
+"""
+
+
+def lease_runs(url: str, seconds: float, connections: int, rounds: int) -> dict[str, list[float]]:
+    """msg/s of ``dequeue?max=100`` against ``dequeue?max=100&lease=30`` plus a batched
+    ack of every lease (``lease_ids``), from the server's own counters, interleaved."""
+    out: dict[str, list[float]] = {"max100": [], "lease100+ack": []}
+    n = int(250_000 * seconds)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(LEASE_LUA)
+    try:
+        for _ in range(rounds):
+            for key in out:
+                servers.call(url, "POST", "/queues/l/clear")
+                prefill(url, "/queues/l/batch", n)
+                field = "acked_total" if "lease" in key else "dequeued_total"
+                before = servers.call(url, "GET", "/queues/l").json()[field]
+                cmd = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+                cmd += ["-s", lua.name, url] if "lease" in key else [
+                    url + "/queues/l/dequeue?max=100"]
+                t0 = time.monotonic()
+                subprocess.run(cmd, check=True, capture_output=True)
+                took = time.monotonic() - t0
+                after = servers.call(url, "GET", "/queues/l").json()[field]
+                out[key].append((after - before) / took)
+                print(f"  {key:14} {out[key][-1]:10.0f} msg/s", file=sys.stderr)
+    finally:
+        os.unlink(lua.name)
+    return out
 
 
 def _median(values: list[float]) -> float:
@@ -224,6 +271,13 @@ def table(worker_class: str, runs: dict[str, list[dict[str, float]]]) -> str:
             rows.append(f"| {key}{' (100/req)' if per > 1 else ''} | {med(key, 'rps'):.0f} | "
                         f"{med(key, 'rps') * per:.0f} | {med(key, 'p50'):.2f} | "
                         f"{med(key, 'p99'):.2f} | {vs_noop} | {vs_redis} | {p99} |")
+    plain, leased = runs["lease max100"], runs["lease lease100+ack"]
+    share = _median([x["msgs"] / y["msgs"] for x, y in zip(leased, plain, strict=True)])
+    rows.append(f"| zoldyq dequeue?max=100 | - | {_median([r['msgs'] for r in plain]):.0f} "
+                "| - | - | - | - | - |")
+    rows.append(f"| zoldyq dequeue?max=100&lease + ack lease_ids | - | "
+                f"{_median([r['msgs'] for r in leased]):.0f} | - | - | {share:.0%} of plain "
+                "| - | - |")
     for noop in ("noop POST", "noop GET"):
         rows.append(f"| {noop} | {med(noop, 'rps'):.0f} | - | {med(noop, 'p50'):.2f} | "
                     f"{med(noop, 'p99'):.2f} | 100% | - | 1.00x |")

@@ -277,6 +277,7 @@ def run(quick: bool) -> None:
             b.close()
         print(f"  measured {b.name}", file=sys.stderr)
     print_table(rows)
+    print_lease_rows(lease_rows(n_single // 2))
 
 
 def print_table(rows: dict[str, dict[str, float]]) -> None:
@@ -295,6 +296,42 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
               f"{z['4x4'] / r['4x4']:>11.2f}x")
     print("(latency ratios: baseline / zoldyq, higher is better for zoldyq; 'busy': the")
     print(" consumer polls without blocking, so no kernel wake-up is in the figure)")
+
+
+def lease_rows(n: int) -> dict[str, float]:
+    """Consumer-side throughput from a full queue, one process: plain get against
+    lease + ack, one message per call and batches of 100 (``ack_many``)."""
+    ns = f"benchl{os.getpid()}"
+    broker = zoldyq.create(ns, max_messages=n + 1, max_bytes=64 << 20)
+    q = broker.queue("l")
+    out: dict[str, float] = {}
+    try:
+        for name, drain in (
+            ("get", lambda: q.get()),
+            ("lease+ack", lambda: q.get(lease=30).ack()),  # type: ignore[union-attr]
+            ("get_many(100)", lambda: q.get_many(BATCH)),
+            ("lease+ack_many(100)", lambda: q.ack_many(
+                [m.lease_id for m in q.get_many(BATCH, lease=30)])),  # type: ignore[misc]
+        ):
+            for chunk in range(0, n, 1000):
+                q.put_records([(KIND_BYTES, PAYLOAD)] * min(1000, n - chunk))
+            calls = n if "100" not in name else n // BATCH
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                drain()
+            out[name] = n / (time.perf_counter() - t0)
+            q.clear()
+    finally:
+        broker.close()
+        zoldyq.destroy(ns)
+    return out
+
+
+def print_lease_rows(r: dict[str, float]) -> None:
+    print(f"\n{'reliable delivery (1 process)':<32}{'msg/s':>12}{'vs plain':>10}")
+    for name, plain in (("get", "get"), ("lease+ack", "get"), ("get_many(100)", "get_many(100)"),
+                        ("lease+ack_many(100)", "get_many(100)")):
+        print(f"{name:<32}{r[name]:>12,.0f}{r[name] / r[plain]:>9.2f}x")
 
 
 if __name__ == "__main__":

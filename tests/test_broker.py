@@ -103,13 +103,16 @@ def test_get_on_a_missing_queue_is_not_found(broker: zoldyq.Broker) -> None:
 
 
 def test_create_queue_with_caps_and_conflicts(broker: zoldyq.Broker) -> None:
-    """Explicit caps stick; re-creating with other caps is a conflict (409)."""
+    """Explicit caps stick; create_queue returns the Queue; the same caps twice is
+    "already exists" (unless exist_ok), other caps "with other limits" (409)."""
     q = broker.create_queue("caps", max_messages=5, max_message_bytes=1024)
     assert isinstance(q, zoldyq.Queue)
     stats = q.stats()
     assert (stats["capacity"], stats["max_message_bytes"]) == (5, 1024)
     again = broker.create_queue("caps", max_messages=5, max_message_bytes=1024, exist_ok=True)
     assert again.name == "caps"
+    with pytest.raises(zoldyq.QueueExists, match=r"^Queue 'caps' already exists$"):
+        broker.create_queue("caps", max_messages=5, max_message_bytes=1024)
     with pytest.raises(zoldyq.QueueExists,
                        match=r"^Queue 'caps' already exists with other limits$"):
         broker.create_queue("caps", max_messages=6, exist_ok=True)

@@ -13,25 +13,9 @@ from pathlib import Path
 import pytest
 
 import zoldyq
-from tests.helpers.multiproc import check_fifo, spawn
+from tests.helpers.multiproc import check_fifo, paused, spawn
 from tests.helpers.procs import read_acks, read_pairs
 from zoldyq.shm import segment
-
-
-def paused(namespace: str, queue: str, op: str, point: str, tmp_path: Path,
-           procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    """Start ``op`` in a fresh process that stops at ``point``; return once it is there."""
-    marker = tmp_path / f"at-{point}"
-    env = {**os.environ, "ZOLDYQ_TEST_PAUSE": point, "ZOLDYQ_TEST_PAUSE_FILE": str(marker)}
-    proc = spawn("do", namespace, queue, op, env=env)
-    procs.append(proc)
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        assert proc.poll() is None, f"{op} exited before reaching {point}"
-        assert time.monotonic() < deadline, f"{op} never reached {point}"
-        time.sleep(0.01)
-    assert marker.read_text().split()[0] == point
-    return proc
 
 
 def kill9(proc: subprocess.Popen[bytes]) -> None:

@@ -381,3 +381,29 @@ def test_http_long_poll_timeout_is_counted(remote: Run, server: servers.Server) 
 
     resp = server.call("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert value(resp.body.decode(), "zoldyq_dequeue_timeout_total", queue="t") == 1
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_leases_delays_and_redrive(where: str, request: pytest.FixtureRequest) -> None:
+    """get --lease prints the lease id; ack, nack and redrive settle it; put --delay hides."""
+    run: Run = request.getfixturevalue(where)
+    q = f"lease-{where}"
+    assert run("put", q, '"a"')[0] == 0
+    code, out, _ = run("get", q, "--lease", "30")
+    assert code == 0
+    lease_id, payload = out.rstrip("\n").split("\t")
+    assert payload == '"a"'
+    assert run("ack", q, lease_id)[0] == 0
+    code, out, _ = run("ack", q, lease_id)
+    assert code == 1
+    assert f"not held: {lease_id}" in out
+    assert run("put", q, '"b"')[0] == 0
+    msg = run.json("get", q, "--lease", "30")
+    assert (msg["payload"], msg["delivery_count"]) == ("b", 1)
+    assert run.json("nack", q, msg["lease_id"]) == {"nacked": 1, "queue_name": q}
+    assert run.json("get", q)["payload"] == "b"
+    receipt = run.json("put", q, '"later"', "--delay", "0.3")
+    assert receipt["deliver_at"] > time.time_ns() // 1000
+    assert run("get", q)[0] == 3  # not yet
+    assert run.json("get", q, "--timeout", "3")["payload"] == "later"
+    assert run.json("redrive", q) == {"redriven": 0, "queue_name": q}  # not a DLQ: nothing

@@ -58,7 +58,8 @@ def wait_healthy(broker: zoldyq.Broker) -> dict[str, object]:
 
 
 def test_shape_is_the_roadmaps(broker: zoldyq.Broker) -> None:
-    """Status, uptime, queue count and per-queue figures, with nothing else."""
+    """Status, uptime, queue count and per-queue figures (the roadmap's, plus reliable
+    delivery's), with nothing else."""
     broker.create_queue("emails", max_messages=200)
     q = broker.queue("emails")
     q.put_many(range(50))
@@ -70,6 +71,11 @@ def test_shape_is_the_roadmaps(broker: zoldyq.Broker) -> None:
     status, body = health.check(broker)
     assert status == 200
     assert isinstance(body["uptime_seconds"], int)
+    ages = {n: q.pop("oldest_age_seconds") for n, q in body["queues"].items()}
+    assert ages["emails"] >= 0
+    assert ages["tiny"] >= 0
+    delivery = {"inflight": 0, "delayed": 0, "acked_total": 0, "redelivered_total": 0,
+                "dead_lettered_total": 0}
     assert body == {
         "status": "healthy",
         "uptime_seconds": body["uptime_seconds"],
@@ -82,6 +88,7 @@ def test_shape_is_the_roadmaps(broker: zoldyq.Broker) -> None:
                 "enqueued_total": 50,
                 "dequeued_total": 4,
                 "queue_full_count": 0,
+                **delivery,
             },
             "tiny": {
                 "size": 1,
@@ -90,6 +97,7 @@ def test_shape_is_the_roadmaps(broker: zoldyq.Broker) -> None:
                 "enqueued_total": 1,
                 "dequeued_total": 0,
                 "queue_full_count": 1,
+                **delivery,
             },
         },
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,8 @@ def test_an_empty_namespace_round_trips_as_nothing(broker: zoldyq.Broker, snapdi
     ("mutate", "problem"),
     [
         (lambda d: d.__setitem__(slice(0, 8), b"NOTASNAP"), r"not a ZoldyQ snapshot \(bad magic\)"),
-        (lambda d: d.__setitem__(slice(8, 12), (2).to_bytes(4, "little")),
-         r"format version 2, this ZoldyQ reads 1"),
+        (lambda d: d.__setitem__(slice(8, 12), (3).to_bytes(4, "little")),
+         r"format version 3, this ZoldyQ reads 1 and 2"),
         (lambda d: d.__setitem__(slice(12, 16), (9).to_bytes(4, "little")),
          r"section runs past the end at byte \d+"),
         (lambda d: d.extend(b"\0" * 8), r"truncated or padded: \d+ bytes, expected \d+"),
@@ -330,7 +331,33 @@ def test_serve_refuses_a_corrupt_snapshot(namespace: str, snapdir: Path) -> None
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr == (
-        f"zoldyq: snapshot '{namespace}' was not loaded: format version 0, this ZoldyQ reads 1\n"
+        f"zoldyq: snapshot '{namespace}' was not loaded: format version 0, "
+        "this ZoldyQ reads 1 and 2\n"
     )
     with pytest.raises(zoldyq.NamespaceNotFound):
         zoldyq.attach(namespace)
+
+
+def test_leased_and_delayed_messages_survive_a_snapshot(broker: zoldyq.Broker,
+                                                        snapdir: Path) -> None:
+    """A snapshot keeps leased and delayed messages: a leased one comes back ready, at the
+    head, its delivery count kept; a delayed one stays hidden until its deliver_at."""
+    q = broker.queue("jobs")
+    q.put_many(["leased", "ready"])
+    m = q.get(lease=30)
+    assert m is not None
+    at = time.time_ns() // 1000 + 400_000
+    q.put("later", deliver_at=at)
+    snapshot.save(broker, snapdir, "held")
+    broker.delete("jobs")
+    assert snapshot.load(broker, snapdir, "held")["messages"] == 3
+    q = broker.queue("jobs")
+    stats = q.stats()
+    assert (stats["size"], stats["inflight"], stats["delayed"]) == (2, 0, 1)
+    got = q.get_many(10)
+    assert [x.payload for x in got] == ["leased", "ready"]
+    assert got[0].delivery_count == 2  # delivered once before the snapshot
+    later = q.get(timeout=3)
+    assert later is not None
+    assert later.payload == "later"
+    assert time.time_ns() // 1000 >= at

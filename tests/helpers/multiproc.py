@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -21,3 +23,20 @@ def check_fifo(streams: list[list[tuple[int, int]]]) -> None:
         for tag, seq in stream:
             assert seq > last.get(tag, -1), f"producer {tag}: {seq} after {last[tag]}"
             last[tag] = seq
+
+
+def paused(namespace: str, queue: str, op: str, point: str, tmp_path: Path,
+           procs: list[subprocess.Popen[bytes]], arg: str = "") -> subprocess.Popen[bytes]:
+    """Start ``op`` in a fresh process that stops at ``point``; return once it is there."""
+    marker = tmp_path / f"at-{point}"
+    env = {**os.environ, "ZOLDYQ_TEST_PAUSE": point, "ZOLDYQ_TEST_PAUSE_FILE": str(marker)}
+    proc = spawn("do", namespace, queue, op, arg, env=env)
+    procs.append(proc)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert proc.poll() is None, f"{op} exited before reaching {point}"
+        assert time.monotonic() < deadline, f"{op} never reached {point}"
+        time.sleep(0.01)
+    assert marker.read_text().split()[0] == point
+    marker.unlink()
+    return proc

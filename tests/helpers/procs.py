@@ -51,10 +51,37 @@ def consumer(ns: str, queue: str, out_path: str, stop_path: str, batch: int) -> 
             return
 
 
-def do(ns: str, queue: str, op: str) -> None:
+def leaser(ns: str, queue: str, out_path: str, stop_path: str, lease: float) -> None:
+    """Lease batches, append each (tag, seq) to ``out_path``, then ack them, until told to
+    stop and idle; a kill between the write and the ack makes a redelivery, not a loss."""
+    q = zoldyq.attach(ns).queue(queue)
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    while True:
+        msgs = q.get_many(20, timeout=0.1, lease=lease)
+        if msgs:
+            os.write(fd, b"".join(PAIR.pack(*m.payload) for m in msgs))
+            q.ack_many([m.lease_id for m in msgs if m.lease_id])
+        elif os.path.exists(stop_path):
+            return
+
+
+def do(ns: str, queue: str, op: str, arg: str = "") -> None:
     """One operation, for the pause-point tests (the environment picks the pause)."""
     b = zoldyq.attach(ns)
-    if op == "put":
+    q = b.queue(queue)
+    if op == "lease":
+        q.get(lease=float(arg or 30))
+    elif op == "ack":
+        q.ack(arg)
+    elif op == "nack":
+        q.nack(arg)
+    elif op == "delay":
+        q.put_many(["x", "y"], delay=0.2)
+    elif op == "requeue":
+        q.requeue(q.get_many(2))
+    elif op == "redrive":
+        q.redrive()
+    elif op == "put":
         b.queue(queue).put("paused")
     elif op == "get":
         b.queue(queue).get()
@@ -94,7 +121,9 @@ if __name__ == "__main__":
         producer(args[0], args[1], int(args[2]), int(args[3]), args[4])
     elif role == "consumer":
         consumer(args[0], args[1], args[2], args[3], int(args[4]))
+    elif role == "leaser":
+        leaser(args[0], args[1], args[2], args[3], float(args[4]))
     elif role == "do":
-        do(args[0], args[1], args[2])
+        do(*args)
     else:
         raise SystemExit(f"unknown role {role}")

@@ -29,7 +29,8 @@ from zoldyq.cli.term import CLEAR, table
 from zoldyq.errors import BrokenError, ConfigError, ZoldyQError
 
 OK, FAILED, USAGE, EMPTY, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 4, 130
-NAMES = ("put", "get", "peek", "stream", "queues", "stats", "clear", "delete", "snapshot", "bench")
+NAMES = ("put", "get", "peek", "ack", "nack", "redrive", "stream", "queues", "stats", "clear",
+         "delete", "snapshot", "bench")
 PUT_CHUNK = 1000  # messages per batch when putting --lines
 
 
@@ -52,11 +53,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("payload", nargs="?", help="JSON text; '-' or absent: read stdin")
     p.add_argument("--raw", action="store_true", help="send the bytes as-is, not JSON")
     p.add_argument("--lines", action="store_true", help="stdin holds one JSON value per line")
+    p.add_argument("--delay", type=float, help="seconds before the message becomes visible")
 
     p = cmd("get", "dequeue messages")
     p.add_argument("queue")
     p.add_argument("--timeout", type=float, default=0.0, help="seconds to wait (default 0)")
     p.add_argument("--max", type=int, default=1, help="messages at most (default 1)")
+    p.add_argument("--lease", type=float,
+                   help="lease for this many seconds (prints each lease id; ack or nack it)")
+
+    p = cmd("ack", "acknowledge leased messages: they are gone for good")
+    p.add_argument("queue")
+    p.add_argument("lease_id", nargs="+")
+
+    p = cmd("nack", "give a leased message back at the head (or after --delay)")
+    p.add_argument("queue")
+    p.add_argument("lease_id")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before it is visible again")
+
+    p = cmd("redrive", "move a dead-letter queue's messages back to their queues")
+    p.add_argument("queue", help="the dead-letter queue")
 
     p = cmd("peek", "print the first messages of a queue without taking them")
     p.add_argument("queue")
@@ -161,13 +177,13 @@ def _put(client: Client, args: argparse.Namespace) -> int:
     if args.lines:
         total, receipt = 0, {}
         for chunk in _chunks(_json_lines(sys.stdin.buffer), PUT_CHUNK):
-            receipt = client.put_many(args.queue, chunk)
+            receipt = client.put_many(args.queue, chunk, args.delay)
             total += len(chunk)
         _out(args, {**receipt, "count": total}, f"queued {total} messages in '{args.queue}'")
         return OK
     data = _input(args.payload)
     if args.raw:
-        receipt = client.put_raw(args.queue, data)
+        receipt = client.put_raw(args.queue, data, args.delay)
     else:
         try:
             payload = orjson.loads(data)
@@ -175,8 +191,9 @@ def _put(client: Client, args: argparse.Namespace) -> int:
             raise ValueError(
                 "the payload is not JSON (quote a string: '\"text\"', or send bytes with --raw)"
             ) from None
-        receipt = client.put(args.queue, payload)
-    _out(args, receipt, f"queued in '{args.queue}' (size {receipt.get('queue_size')})")
+        receipt = client.put(args.queue, payload, args.delay)
+    later = " (delayed)" if receipt.get("deliver_at") else ""
+    _out(args, receipt, f"queued in '{args.queue}' (size {receipt.get('queue_size')}){later}")
     return OK
 
 
@@ -212,23 +229,49 @@ def _print_message(args: argparse.Namespace, m: dict[str, Any]) -> None:
         if m["raw"]:
             doc["payload_base64"] = base64.b64encode(doc.pop("payload")).decode()
         sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
-    elif m["raw"]:
-        sys.stdout.buffer.write(m["payload"] + b"\n")
     else:
-        sys.stdout.buffer.write(orjson.dumps(m["payload"]) + b"\n")
+        lease = f"{m['lease_id']}\t".encode() if m.get("lease_id") else b""
+        body = m["payload"] if m["raw"] else orjson.dumps(m["payload"])
+        sys.stdout.buffer.write(lease + body + b"\n")
     sys.stdout.flush()
 
 
 def _get(client: Client, args: argparse.Namespace) -> int:
     if args.max < 1:
         raise ValueError("--max must be at least 1")
-    messages = client.get(args.queue, args.timeout, args.max)
+    messages = client.get(args.queue, args.timeout, args.max, args.lease)
     for m in messages:
         _print_message(args, m)
     if not messages:
         if not args.json:
             print(f"zoldyq: queue '{args.queue}' is empty", file=sys.stderr)
         return EMPTY
+    return OK
+
+
+def _ack(client: Client, args: argparse.Namespace) -> int:
+    not_held = client.ack(args.queue, args.lease_id)
+    acked = len(args.lease_id) - len(not_held)
+    _out(args, {"acked": acked, "not_held": not_held, "queue_name": args.queue},
+         f"acked {acked} in '{args.queue}'" + (f"; not held: {' '.join(not_held)}"
+                                               if not_held else ""))
+    return FAILED if not_held else OK
+
+
+def _nack(client: Client, args: argparse.Namespace) -> int:
+    dlq = client.nack(args.queue, args.lease_id, args.delay)
+    doc: dict[str, Any] = {"nacked": 1, "queue_name": args.queue}
+    if dlq:
+        doc.update(dead_lettered=True, dead_letter_queue=dlq)
+    _out(args, doc, f"moved to dead-letter queue '{dlq}'" if dlq else
+         f"given back to '{args.queue}'")
+    return OK
+
+
+def _redrive(client: Client, args: argparse.Namespace) -> int:
+    n = client.redrive(args.queue)
+    _out(args, {"redriven": n, "queue_name": args.queue},
+         f"moved {n} messages from '{args.queue}' back to their queues")
     return OK
 
 
@@ -355,6 +398,9 @@ def _bench(client: Client, args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "put": _put,
     "get": _get,
+    "ack": _ack,
+    "nack": _nack,
+    "redrive": _redrive,
     "peek": _peek,
     "stream": _stream,
     "queues": _queues,

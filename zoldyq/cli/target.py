@@ -48,10 +48,15 @@ class Response(NamedTuple):
 class Client(Protocol):
     where: str
 
-    def put(self, queue: str, payload: Any) -> dict[str, Any]: ...
-    def put_raw(self, queue: str, data: bytes) -> dict[str, Any]: ...
-    def put_many(self, queue: str, payloads: list[Any]) -> dict[str, Any]: ...
-    def get(self, queue: str, timeout: float = 0.0, max: int = 1) -> list[dict[str, Any]]: ...
+    def put(self, queue: str, payload: Any, delay: float | None = None) -> dict[str, Any]: ...
+    def put_raw(self, queue: str, data: bytes, delay: float | None = None) -> dict[str, Any]: ...
+    def put_many(self, queue: str, payloads: list[Any],
+                 delay: float | None = None) -> dict[str, Any]: ...
+    def get(self, queue: str, timeout: float = 0.0, max: int = 1,
+            lease: float | None = None) -> list[dict[str, Any]]: ...
+    def ack(self, queue: str, lease_ids: list[str]) -> list[str]: ...  # the ids not held
+    def nack(self, queue: str, lease_id: str, delay: float = 0.0) -> str | None: ...
+    def redrive(self, queue: str) -> int: ...
     def peek(self, queue: str, max: int = 10) -> list[dict[str, Any]]: ...
     def queues(self) -> list[dict[str, Any]]: ...
     def clear(self, queue: str) -> int: ...
@@ -61,12 +66,16 @@ class Client(Protocol):
 
 
 def _message(m: Message) -> dict[str, Any]:
-    return {
+    out = {
         "payload": m.payload,
         "queue_name": m.queue_name,
         "enqueued_at": m.enqueued_at,
         "raw": m.is_raw,
     }
+    if m.lease_id is not None:
+        out.update(lease_id=m.lease_id, delivery_count=m.delivery_count,
+                   lease_expires_at=m.lease_expires_at)
+    return out
 
 
 def _row(stats: dict[str, Any]) -> dict[str, Any]:
@@ -92,20 +101,32 @@ class LocalClient:
         self.snapshot_dir = snapshot_dir
         self.where = f"namespace '{namespace}' (local)"
 
-    def put(self, queue: str, payload: Any) -> dict[str, Any]:
-        r = self.broker.queue(queue).put(payload)
-        return _receipt(queue, r.queue_size, r.enqueued_at)
+    def put(self, queue: str, payload: Any, delay: float | None = None) -> dict[str, Any]:
+        r = self.broker.queue(queue).put(payload, delay=delay)
+        return _receipt(queue, r.queue_size, r.enqueued_at, r.deliver_at)
 
-    def put_raw(self, queue: str, data: bytes) -> dict[str, Any]:
-        r = self.broker.queue(queue).put_bytes(data)
-        return _receipt(queue, r.queue_size, r.enqueued_at)
+    def put_raw(self, queue: str, data: bytes, delay: float | None = None) -> dict[str, Any]:
+        r = self.broker.queue(queue).put_bytes(data, delay=delay)
+        return _receipt(queue, r.queue_size, r.enqueued_at, r.deliver_at)
 
-    def put_many(self, queue: str, payloads: list[Any]) -> dict[str, Any]:
-        r = self.broker.queue(queue).put_many(payloads)
-        return {**_receipt(queue, r.queue_size, r.enqueued_at), "count": len(payloads)}
+    def put_many(self, queue: str, payloads: list[Any],
+                 delay: float | None = None) -> dict[str, Any]:
+        r = self.broker.queue(queue).put_many(payloads, delay=delay)
+        return {**_receipt(queue, r.queue_size, r.enqueued_at, r.deliver_at),
+                "count": len(payloads)}
 
-    def get(self, queue: str, timeout: float = 0.0, max: int = 1) -> list[dict[str, Any]]:
-        return [_message(m) for m in self.broker.queue(queue).get_many(max, timeout)]
+    def get(self, queue: str, timeout: float = 0.0, max: int = 1,
+            lease: float | None = None) -> list[dict[str, Any]]:
+        return [_message(m) for m in self.broker.queue(queue).get_many(max, timeout, lease)]
+
+    def ack(self, queue: str, lease_ids: list[str]) -> list[str]:
+        return self.broker.queue(queue).ack_many(lease_ids)
+
+    def nack(self, queue: str, lease_id: str, delay: float = 0.0) -> str | None:
+        return self.broker.queue(queue).nack(lease_id, delay)
+
+    def redrive(self, queue: str) -> int:
+        return self.broker.queue(queue).redrive()
 
     def peek(self, queue: str, max: int = 10) -> list[dict[str, Any]]:
         return [_message(m) for m in self.broker.queue(queue).peek(max)]
@@ -136,8 +157,12 @@ class LocalClient:
         self.broker.close()
 
 
-def _receipt(queue: str, size: int, enqueued_at: int) -> dict[str, Any]:
-    return {"queued": True, "queue_name": queue, "queue_size": size, "enqueued_at": enqueued_at}
+def _receipt(queue: str, size: int, enqueued_at: int,
+             deliver_at: int | None = None) -> dict[str, Any]:
+    out = {"queued": True, "queue_name": queue, "queue_size": size, "enqueued_at": enqueued_at}
+    if deliver_at is not None:
+        out["deliver_at"] = deliver_at
+    return out
 
 
 class HttpClient:
@@ -207,21 +232,41 @@ class HttpClient:
         doc: dict[str, Any] = orjson.loads(raw) if raw else {}
         return doc
 
-    def put(self, queue: str, payload: Any) -> dict[str, Any]:
-        return self._json("POST", f"/queues/{_q(queue)}/enqueue", {"payload": payload})
+    def put(self, queue: str, payload: Any, delay: float | None = None) -> dict[str, Any]:
+        body = {"payload": payload} if delay is None else {"payload": payload, "delay": delay}
+        return self._json("POST", f"/queues/{_q(queue)}/enqueue", body)
 
-    def put_raw(self, queue: str, data: bytes) -> dict[str, Any]:
+    def put_raw(self, queue: str, data: bytes, delay: float | None = None) -> dict[str, Any]:
+        query = "" if delay is None else f"?delay={delay:g}"
         resp = self.request(
-            "POST", f"/queues/{_q(queue)}/enqueue", data, "application/octet-stream"
+            "POST", f"/queues/{_q(queue)}/enqueue{query}", data, "application/octet-stream"
         )
         return orjson.loads(resp.body)  # type: ignore[no-any-return]
 
-    def put_many(self, queue: str, payloads: list[Any]) -> dict[str, Any]:
-        body = {"payloads": payloads}
+    def put_many(self, queue: str, payloads: list[Any],
+                 delay: float | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"payloads": payloads}
+        if delay is not None:
+            body["delay"] = delay
         return self._json("POST", f"/queues/{_q(queue)}/batch", body)
 
-    def get(self, queue: str, timeout: float = 0.0, max: int = 1) -> list[dict[str, Any]]:
+    def ack(self, queue: str, lease_ids: list[str]) -> list[str]:
+        doc = self._json("POST", f"/queues/{_q(queue)}/ack", {"lease_ids": lease_ids})
+        return list(doc["not_held"])
+
+    def nack(self, queue: str, lease_id: str, delay: float = 0.0) -> str | None:
+        doc = self._json("POST", f"/queues/{_q(queue)}/nack",
+                         {"lease_id": lease_id, "delay": delay})
+        return doc.get("dead_letter_queue")
+
+    def redrive(self, queue: str) -> int:
+        return int(self._json("POST", f"/queues/{_q(queue)}/redrive")["redriven"])
+
+    def get(self, queue: str, timeout: float = 0.0, max: int = 1,
+            lease: float | None = None) -> list[dict[str, Any]]:
         query = f"timeout={timeout:g}" + (f"&max={max}" if max != 1 else "")
+        if lease is not None:  # a batch answer: lease fields in JSON even for raw messages
+            query += f"&lease={lease:g}" + ("&max=1" if max == 1 else "")
         resp = self.request("GET", f"/queues/{_q(queue)}/dequeue?{query}", wait=timeout)
         if resp.status == 204:
             return []
@@ -275,19 +320,16 @@ def _q(name: str) -> str:
 
 
 def _from_http(queue: str, m: dict[str, Any]) -> dict[str, Any]:
-    if m.get("encoding") == "base64":
-        return {
-            "payload": base64.b64decode(m["payload"]),
-            "queue_name": m.get("queue_name", queue),
-            "enqueued_at": m.get("enqueued_at", 0),
-            "raw": True,
-        }
-    return {
-        "payload": m.get("payload"),
+    raw = m.get("encoding") == "base64"
+    out = {
+        "payload": base64.b64decode(m["payload"]) if raw else m.get("payload"),
         "queue_name": m.get("queue_name", queue),
         "enqueued_at": m.get("enqueued_at", 0),
-        "raw": False,
+        "raw": raw,
     }
+    if "lease_id" in m:
+        out.update({k: m[k] for k in ("lease_id", "delivery_count", "lease_expires_at")})
+    return out
 
 
 def _error(resp: Response) -> ClientError:

@@ -10,6 +10,7 @@ holds the same lock).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,9 +42,55 @@ async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def wait(w: core.Wait) -> core.Reply:
-    msgs = await w.queue.aget_many(w.max, w.timeout) if w.timeout > 0 else w.queue.get_many(w.max)
+async def wait(w: core.Wait, gone: asyncio.Event | None) -> core.Reply:
+    """Take for a client that is still there: stop waiting when it disconnects, and give
+    back (at the head) what was taken if it left meanwhile."""
+    if w.timeout <= 0 or gone is None:
+        msgs = await w.atake(w.timeout) if w.timeout > 0 else w.take(0)
+    else:
+        take = asyncio.ensure_future(w.atake(w.timeout))
+        left = asyncio.ensure_future(gone.wait())
+        await asyncio.wait((take, left), return_when=asyncio.FIRST_COMPLETED)
+        left.cancel()
+        take.cancel()  # a no-op if it finished: the engine is only ever awaited between takes
+        try:
+            msgs = await take
+        except asyncio.CancelledError:
+            msgs = []
+    if gone is not None and gone.is_set():
+        w.give_back(msgs)
+        return core.NO_CONTENT  # nobody reads it
     return w.reply(msgs)
+
+
+def watch_disconnect(app: Any) -> Callable[..., Awaitable[None]]:
+    """Let a dequeue see its client leave: ``scope["zoldyq.gone"]`` is set on
+    ``http.disconnect``, which a pump reads ahead of the app (after the request
+    body, nothing else can arrive)."""
+
+    async def watched(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/dequeue"):
+            await app(scope, receive, send)
+            return
+        gone = asyncio.Event()
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def pump() -> None:
+            while True:
+                message = await receive()
+                inbox.put_nowait(message)
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        task = asyncio.ensure_future(pump())
+        scope["zoldyq.gone"] = gone
+        try:
+            await app(scope, inbox.get, send)
+        finally:
+            task.cancel()
+
+    return watched
 
 
 def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
@@ -55,7 +102,7 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
             skeleton.authorize(ctx, route, req)
             body = await read_body(req, ctx.max_body) if needs_body else b""
             out = handler(ctx, skeleton.call(req, body), **params)
-            reply = await wait(out) if waits else out
+            reply = await wait(out, req.scope.get("zoldyq.gone")) if waits else out
         except Exception as ex:
             reply = skeleton.failure(ex, req)
         skeleton.answer(ctx, route.name, req, resp, reply, t0)
@@ -104,4 +151,4 @@ def create(ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
 
     for caught in (Exception, falcon.HTTPError):  # HTTPError too: falcon has its own for it
         app.add_error_handler(caught, unmatched)
-    return guard_body_size(app, ctx)
+    return guard_body_size(watch_disconnect(app), ctx)

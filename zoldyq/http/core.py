@@ -13,9 +13,11 @@ into the response instead of decoding and re-encoding it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -47,12 +49,32 @@ class Call(NamedTuple):
 
 
 class Wait(NamedTuple):
-    """A waiting handler's answer: take up to ``max`` from ``queue`` within ``timeout``."""
+    """A waiting handler's answer: take up to ``max`` from ``queue`` within ``timeout``
+    (leased for ``lease`` seconds when given)."""
 
     queue: api.Queue
     max: int
     timeout: float
     reply: Callable[[Sequence[api.Message]], Reply]
+    lease: float | None = None
+
+    def take(self, timeout: float) -> Sequence[api.Message]:
+        return self.queue.get_many(self.max, timeout, self.lease)
+
+    async def atake(self, timeout: float) -> Sequence[api.Message]:
+        return await self.queue.aget_many(self.max, timeout, self.lease)
+
+    def give_back(self, msgs: Sequence[api.Message]) -> None:
+        """The client left before the messages were written to it: back at the head."""
+        if not msgs:
+            return
+        if self.lease is None:
+            self.queue.requeue(msgs)
+        else:
+            self.queue.ack_many([])  # settle what is due first
+            for m in msgs:
+                with contextlib.suppress(errors.LeaseExpired):
+                    m.nack()
 
 
 NO_CONTENT = Reply(204)
@@ -149,6 +171,45 @@ def parse_timeout(raw: str | None, limit: float) -> float:
     return value
 
 
+MAX_LEASE = 43_200.0  # seconds: 12 hours
+MAX_DELAY = 366 * 86_400.0  # seconds: a year
+
+
+def parse_seconds(raw: object, what: str, limit: float, code: str,
+                  positive: bool = False) -> float:
+    """A number of seconds in [0, limit], or (0, limit] if ``positive`` (from a query
+    string or a JSON body)."""
+    try:
+        value = float(raw) if isinstance(raw, str | int | float) and not isinstance(
+            raw, bool) else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= limit or (positive and value == 0):  # also rejects nan
+        raise RequestError(400, code, f"{what} must be a number of seconds "
+                           f"{'above' if positive else 'from'} 0 to {limit:g}, got {_short(raw)}")
+    return value
+
+
+def parse_delivery(source: Mapping[str, Any]) -> int | None:
+    """``delay`` (seconds) or ``deliver_at`` (µs since the epoch): when a put becomes visible."""
+    delay, at = source.get("delay"), source.get("deliver_at")
+    if delay is not None and at is not None:
+        raise RequestError(400, "bad_delay", "give either delay or deliver_at, not both")
+    if delay is not None:
+        seconds = parse_seconds(delay, "delay", MAX_DELAY, "bad_delay")
+        return None if seconds == 0 else time.time_ns() // 1000 + int(seconds * 1e6)
+    if at is None:
+        return None
+    try:
+        value = int(at) if isinstance(at, str | int) and not isinstance(at, bool) else -1
+    except ValueError:
+        value = -1
+    if value < 0 or value > time.time_ns() // 1000 + int(MAX_DELAY * 1e6):
+        raise RequestError(400, "bad_delay", "deliver_at must be µs since the epoch, at most "
+                           f"a year ahead, got {_short(at)}")
+    return value
+
+
 def parse_max(raw: str, limit: int) -> int:
     """The ``max`` query parameter of a batch dequeue: 1..limit."""
     try:
@@ -176,19 +237,34 @@ def _qname(name: str) -> bytes:
 # -- messages ----------------------------------------------------------------------
 
 
+def _deliver_at(at: int | None) -> bytes:
+    return b',"deliver_at":%d}' % at if at is not None else b"}"
+
+
 def enqueue(ctx: Ctx, call: Call, name: str) -> Reply:
     q = ctx.queue(name)
     if call.content_type is not None and call.content_type.startswith(OCTETS):
-        r = q.put_bytes(call.body)
+        at = parse_delivery(call.query) if call.query else None
+        r = q.put_bytes(call.body) if at is None else q.put_records(
+            [(api.KIND_BYTES, call.body)], deliver_at=at)
     else:
-        r = q.put(_field(call.body, "payload", "any JSON value"))
-    return Reply(200, b'{"queued":true,"queue_name":%s,"queue_size":%d,"enqueued_at":%d}'
-                 % (_qname(name), r.queue_size, r.enqueued_at))
+        doc = _json_body(call.body)
+        if not isinstance(doc, dict) or "payload" not in doc:
+            raise RequestError(400, "missing_payload", 'request body must be a JSON object '
+                               'with a "payload" field (any JSON value)')
+        at = parse_delivery(doc) if len(doc) > 1 else None
+        r = q.put(doc["payload"]) if at is None else q.put(doc["payload"], deliver_at=at)
+    return Reply(200, b'{"queued":true,"queue_name":%s,"queue_size":%d,"enqueued_at":%d%s'
+                 % (_qname(name), r.queue_size, r.enqueued_at, _deliver_at(r.deliver_at)))
 
 
 def enqueue_batch(ctx: Ctx, call: Call, name: str) -> Reply:
     q = ctx.queue(name)
-    payloads = _field(call.body, "payloads", "a list of JSON values")
+    doc = _json_body(call.body)
+    if not isinstance(doc, dict) or "payloads" not in doc:
+        raise RequestError(400, "missing_payloads", 'request body must be a JSON object '
+                           'with a "payloads" field (a list of JSON values)')
+    payloads = doc["payloads"]
     if not isinstance(payloads, list):
         raise RequestError(400, "bad_payloads", '"payloads" must be a JSON list')
     if len(payloads) > ctx.max_batch:
@@ -197,21 +273,34 @@ def enqueue_batch(ctx: Ctx, call: Call, name: str) -> Reply:
             f"a batch holds at most {ctx.max_batch} messages, got {len(payloads)}",
             max_batch=ctx.max_batch,
         )
-    r = q.put_many(payloads)
+    at = parse_delivery(doc) if len(doc) > 1 else None
+    r = q.put_many(payloads) if at is None else q.put_many(payloads, deliver_at=at)
     return Reply(200, b'{"queued":true,"queue_name":%s,"count":%d,"queue_size":%d,'
-                 b'"enqueued_at":%d}' % (_qname(name), len(payloads), r.queue_size,
-                                         r.enqueued_at))
+                 b'"enqueued_at":%d%s' % (_qname(name), len(payloads), r.queue_size,
+                                          r.enqueued_at, _deliver_at(r.deliver_at)))
 
 
 def dequeue(ctx: Ctx, call: Call, name: str) -> Wait:
-    """One message, or a batch with ``max``, waiting up to ``timeout`` seconds."""
+    """One message, or a batch with ``max``, waiting up to ``timeout`` seconds;
+    leased for ``lease`` seconds when asked."""
     q = ctx.queue(name)
-    timeout = parse_timeout(call.query.get("timeout"), ctx.max_timeout)
-    max_ = call.query.get("max")
+    query = call.query
+    timeout = parse_timeout(query.get("timeout"), ctx.max_timeout)
+    raw_lease = query.get("lease")
+    lease = None if raw_lease is None else parse_seconds(
+        raw_lease, "lease", MAX_LEASE, "bad_lease", positive=True)
+    max_ = query.get("max")
     if max_ is None:
-        return Wait(q, 1, timeout, lambda msgs: dequeue_reply(q, msgs, False))
+        return Wait(q, 1, timeout, lambda msgs: dequeue_reply(q, msgs, False), lease)
     n = parse_max(max_, ctx.max_batch)
-    return Wait(q, n, timeout, lambda msgs: dequeue_reply(q, msgs, True))
+    return Wait(q, n, timeout, lambda msgs: dequeue_reply(q, msgs, True), lease)
+
+
+def _lease_fields(m: api.Message) -> bytes:
+    if m.lease_id is None:
+        return b""
+    return b',"lease_id":"%s","delivery_count":%d,"lease_expires_at":%d' % (
+        m.lease_id.encode(), m.delivery_count, m.lease_expires_at or 0)
 
 
 def _size(q: api.Queue) -> int:
@@ -228,22 +317,79 @@ def dequeue_reply(q: api.Queue, msgs: Sequence[api.Message], batch: bool) -> Rep
     size = _size(q)
     if batch:
         items = [
-            b'{"payload":"%s","encoding":"base64","enqueued_at":%d}'
-            % (base64.b64encode(m.data), m.enqueued_at) if m.is_raw
-            else b'{"payload":%s,"enqueued_at":%d}' % (m.data, m.enqueued_at)
+            b'{"payload":"%s","encoding":"base64","enqueued_at":%d%s}'
+            % (base64.b64encode(m.data), m.enqueued_at, _lease_fields(m)) if m.is_raw
+            else b'{"payload":%s,"enqueued_at":%d%s}' % (m.data, m.enqueued_at, _lease_fields(m))
             for m in msgs
         ]
         return Reply(200, b'{"messages":[%s],"count":%d,"queue_name":%s,"queue_size":%d}'
                      % (b",".join(items), len(items), name, size))
     m = msgs[0]
     if m.is_raw:
-        return Reply(200, m.data, OCTETS, {
+        headers = {
             "X-Zoldyq-Queue-Name": q.name,
             "X-Zoldyq-Enqueued-At": str(m.enqueued_at),
             "X-Zoldyq-Queue-Size": str(size),
-        })
-    return Reply(200, b'{"payload":%s,"queue_name":%s,"enqueued_at":%d,"queue_size":%d}'
-                 % (m.data, name, m.enqueued_at, size))
+        }
+        if m.lease_id is not None:
+            headers["X-Zoldyq-Lease-Id"] = m.lease_id
+            headers["X-Zoldyq-Delivery-Count"] = str(m.delivery_count)
+            headers["X-Zoldyq-Lease-Expires-At"] = str(m.lease_expires_at)
+        return Reply(200, m.data, OCTETS, headers)
+    return Reply(200, b'{"payload":%s,"queue_name":%s,"enqueued_at":%d,"queue_size":%d%s}'
+                 % (m.data, name, m.enqueued_at, size, _lease_fields(m)))
+
+
+# -- leases ------------------------------------------------------------------------
+
+
+def _lease_id(value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        raise RequestError(400, "bad_lease", f"lease_id must be a lease id string, got "
+                           f"{_short(value)}")
+    return value
+
+
+def ack(ctx: Ctx, call: Call, name: str) -> Reply:
+    """``{"lease_id"}`` -> acked or 409; ``{"lease_ids": [...]}`` -> which were not held."""
+    q = ctx.queue(name)
+    doc = _json_body(call.body)
+    if isinstance(doc, dict) and "lease_ids" in doc:
+        ids = doc["lease_ids"]
+        if not isinstance(ids, list) or len(ids) > ctx.max_batch:
+            raise RequestError(400, "bad_lease", f'"lease_ids" must be a list of at most '
+                               f"{ctx.max_batch} lease ids")
+        not_held = q.ack_many([_lease_id(i) for i in ids])
+        return Reply(200, _dumps({"acked": len(ids) - len(not_held), "not_held": not_held,
+                                  "queue_name": name}))
+    q.ack(_lease_id(_field(call.body, "lease_id", "the id a leased dequeue returned")))
+    return Reply(200, b'{"acked":1,"queue_name":%s}' % _qname(name))
+
+
+def nack(ctx: Ctx, call: Call, name: str) -> Reply:
+    lease_id = _lease_id(_field(call.body, "lease_id", "the id a leased dequeue returned"))
+    doc = _json_body(call.body)
+    delay = parse_seconds(doc.get("delay", 0), "delay", MAX_DELAY, "bad_delay")
+    dlq = ctx.queue(name).nack(lease_id, delay)
+    out: dict[str, Any] = {"nacked": 1, "queue_name": name}
+    if dlq is not None:
+        out.update(dead_lettered=True, dead_letter_queue=dlq)
+    return Reply(200, _dumps(out))
+
+
+def extend(ctx: Ctx, call: Call, name: str) -> Reply:
+    lease_id = _lease_id(_field(call.body, "lease_id", "the id a leased dequeue returned"))
+    doc = _json_body(call.body)
+    if "lease" not in doc:
+        raise RequestError(400, "bad_lease", 'request body needs "lease": seconds from now')
+    seconds = parse_seconds(doc["lease"], "lease", MAX_LEASE, "bad_lease", positive=True)
+    at = ctx.queue(name).extend(lease_id, seconds)
+    return Reply(200, b'{"lease_expires_at":%d,"queue_name":%s}' % (at, _qname(name)))
+
+
+def redrive(ctx: Ctx, call: Call, name: str) -> Reply:
+    n = ctx.queue(name).redrive()
+    return Reply(200, b'{"redriven":%d,"queue_name":%s}' % (n, _qname(name)))
 
 
 PEEK_DEFAULT = 10
@@ -290,17 +436,22 @@ def get_queue(ctx: Ctx, call: Call, name: str) -> Reply:
     return Reply(200, _dumps(queue_info(ctx.queue(name))))
 
 
-CAPS = ("max_messages", "max_bytes", "max_message_bytes")
+CAPS = ("max_messages", "max_bytes", "max_message_bytes", "max_deliveries")
 
 
 def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
     """Create with optional caps; 201 if created, 200 if it exists with the same caps."""
-    caps: dict[str, Any] = {}  # max_* keyword arguments of create_queue
+    caps: dict[str, Any] = {}
     if call.body.strip():
         doc = _json_body(call.body)
         if not isinstance(doc, dict):
             raise RequestError(400, "bad_caps", "request body must be a JSON object of caps")
         for key, value in doc.items():
+            if key == "dead_letter_queue":
+                if not isinstance(value, str):
+                    raise RequestError(400, "bad_caps", "dead_letter_queue must be a queue name")
+                caps[key] = api.check_queue_name(value)
+                continue
             if key not in CAPS or not isinstance(value, int) or isinstance(value, bool) \
                     or value < 1:
                 raise RequestError(

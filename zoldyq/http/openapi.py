@@ -74,7 +74,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                                          "description": "stored and returned as raw bytes"},
         }},
         "responses": {"200": _resp("queued", "EnqueueResponse"),
-                      **_errors(*PUT, "missing_payload", "bad_payload")},
+                      **_errors(*PUT, "missing_payload", "bad_payload", "bad_delay")},
     },
     "dequeue": {
         "summary": "Dequeue one message, or a batch with `max`, waiting up to `timeout`",
@@ -90,8 +90,40 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                                                                 "format": "binary"}},
                     }},
             "204": _resp("no message within the timeout (or the server is stopping)"),
-            **_errors(*QUEUE, "bad_timeout", "bad_max", "queue_not_found"),
+            **_errors(*QUEUE, "bad_timeout", "bad_max", "bad_lease", "queue_not_found",
+                      "queue_full"),
         },
+    },
+    "ack": {
+        "summary": "Remove leased messages for good: one `lease_id`, or a batch of `lease_ids`",
+        "parameters": [NAME],
+        "requestBody": {"required": True, **_json(_ref("AckRequest"))},
+        "responses": {"200": _resp("acked (a batch lists the ids not held)", "AckResponse"),
+                      **_errors(*QUEUE, *BODY, "missing_lease_id", "bad_lease",
+                                "lease_expired", "queue_not_found")},
+    },
+    "nack": {
+        "summary": "Give a leased message back at the head, or after `delay` seconds",
+        "parameters": [NAME],
+        "requestBody": {"required": True, **_json(_ref("NackRequest"))},
+        "responses": {"200": _resp("given back, or dead-lettered past max_deliveries",
+                                   "NackResponse"),
+                      **_errors(*QUEUE, *BODY, "missing_lease_id", "bad_lease", "bad_delay",
+                                "lease_expired", "queue_not_found")},
+    },
+    "extend": {
+        "summary": "Hold a lease `lease` seconds from now",
+        "parameters": [NAME],
+        "requestBody": {"required": True, **_json(_ref("ExtendRequest"))},
+        "responses": {"200": _resp("the new deadline", "ExtendResponse"),
+                      **_errors(*QUEUE, *BODY, "missing_lease_id", "bad_lease",
+                                "lease_expired", "queue_not_found")},
+    },
+    "redrive": {
+        "summary": "On a dead-letter queue: move its messages back to their original queues",
+        "parameters": [NAME],
+        "responses": {"200": _resp("moved", "RedriveResponse"),
+                      **_errors(*QUEUE, "queue_not_found", "queue_full")},
     },
     "enqueue_batch": {
         "summary": "Enqueue a list of messages: all of them or none",
@@ -99,7 +131,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "requestBody": {"required": True, **_json(_ref("BatchRequest"))},
         "responses": {"200": _resp("all queued", "BatchResponse"),
                       **_errors(*PUT, "missing_payloads", "bad_payloads", "batch_too_large",
-                                "bad_payload")},
+                                "bad_payload", "bad_delay")},
     },
     "list_queues": {
         "summary": "Every queue with its size and caps",
@@ -185,29 +217,43 @@ _CAPS = {
                   "description": "ring bytes; must hold two records of max_message_bytes "
                                  "(else 400 `bad_config`)"},
     "max_message_bytes": {**_CAP, "maximum": MAX_MESSAGE_BYTES_LIMIT},
+    "max_deliveries": {**_CAP, "description": "leases a message may fail before it moves "
+                                               "to the dead-letter queue"},
+    "dead_letter_queue": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$",
+                          "description": "default `<name>.dlq`"},
 }
+_DELIVERY = {
+    "delay": {"type": "number", "minimum": 0, "description": "seconds before it is visible"},
+    "deliver_at": {"type": "integer", "minimum": 0, "description": "µs since the epoch"},
+}
+_LEASE = {"lease_id": _STR, "delivery_count": _INT,
+          "lease_expires_at": {"type": "integer", "description": "µs since the epoch"}}
 _COUNTERS = ("enqueued_total", "dequeued_total", "cleared_total", "queue_full_total",
-             "dequeue_timeout_total", "bytes_in_total", "bytes_out_total")
+             "dequeue_timeout_total", "bytes_in_total", "bytes_out_total", "inflight",
+             "delayed", "acked_total", "redelivered_total", "dead_lettered_total",
+             "requeued_total")
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error", "message"],
               "properties": {"error": _STR, "message": _STR},
               "additionalProperties": True},
     "EnqueueRequest": {"type": "object", "required": ["payload"],
-                       "properties": {"payload": {"description": "any JSON value"}}},
+                       "properties": {"payload": {"description": "any JSON value"},
+                                      **_DELIVERY}},
     "EnqueueResponse": {"type": "object", "properties": {
         "queued": {"type": "boolean"}, "queue_name": _STR, "queue_size": _INT,
-        "enqueued_at": {"type": "integer", "description": "µs since the epoch"}}},
+        "enqueued_at": {"type": "integer", "description": "µs since the epoch"},
+        "deliver_at": _INT}},
     "BatchRequest": {"type": "object", "required": ["payloads"],
-                     "properties": {"payloads": {"type": "array", "items": {}}}},
+                     "properties": {"payloads": {"type": "array", "items": {}}, **_DELIVERY}},
     "BatchResponse": {"type": "object", "properties": {
         "queued": {"type": "boolean"}, "queue_name": _STR, "count": _INT, "queue_size": _INT,
-        "enqueued_at": _INT}},
+        "enqueued_at": _INT, "deliver_at": _INT}},
     "DequeueResponse": {"type": "object", "required": ["payload", "queue_name"], "properties": {
-        "payload": {}, "queue_name": _STR, "enqueued_at": _INT, "queue_size": _INT}},
+        "payload": {}, "queue_name": _STR, "enqueued_at": _INT, "queue_size": _INT, **_LEASE}},
     "BatchDequeueResponse": {"type": "object", "required": ["messages", "count"], "properties": {
         "messages": {"type": "array", "items": {"type": "object", "properties": {
             "payload": {"description": "the JSON value, or base64 text for a raw message"},
-            "encoding": {"const": "base64"}, "enqueued_at": _INT}}},
+            "encoding": {"const": "base64"}, "enqueued_at": _INT, **_LEASE}}},
         "count": _INT, "queue_name": _STR, "queue_size": _INT}},
     "PeekResponse": {"type": "object", "required": ["messages", "count", "queue_size"],
                      "properties": {
@@ -221,6 +267,7 @@ SCHEMAS: dict[str, Any] = {
         "name": _STR, "size": _INT, "capacity": _INT, "bytes": _INT, "max_bytes": _INT,
         "max_message_bytes": _INT, "utilization": {"type": "number"}, "waiters": _INT,
         "created_at": _INT, "created": {"type": "boolean"},
+        "oldest_age_seconds": {"type": "number"},
         **{c: _INT for c in _COUNTERS}}},
     "QueueList": {"type": "object", "properties": {
         "queues": {"type": "array", "items": _ref("QueueInfo")}, "count": _INT}},
@@ -232,6 +279,20 @@ SCHEMAS: dict[str, Any] = {
         "status": _STR, "uptime_seconds": {"type": "number"}, "total_queues": _INT,
         "queues": {"type": "object", "additionalProperties": {"type": "object"}}}},
     "Snapshot": {"type": "object", "additionalProperties": True},
+    "AckRequest": {"type": "object", "properties": {
+        "lease_id": _STR, "lease_ids": {"type": "array", "items": _STR}}},
+    "AckResponse": {"type": "object", "properties": {
+        "acked": _INT, "not_held": {"type": "array", "items": _STR}, "queue_name": _STR}},
+    "NackRequest": {"type": "object", "required": ["lease_id"], "properties": {
+        "lease_id": _STR, "delay": {"type": "number", "minimum": 0}}},
+    "NackResponse": {"type": "object", "properties": {
+        "nacked": _INT, "queue_name": _STR, "dead_lettered": {"type": "boolean"},
+        "dead_letter_queue": _STR}},
+    "ExtendRequest": {"type": "object", "required": ["lease_id", "lease"], "properties": {
+        "lease_id": _STR, "lease": {"type": "number", "exclusiveMinimum": 0}}},
+    "ExtendResponse": {"type": "object", "properties": {
+        "lease_expires_at": _INT, "queue_name": _STR}},
+    "RedriveResponse": {"type": "object", "properties": {"redriven": _INT, "queue_name": _STR}},
 }
 
 
@@ -244,6 +305,10 @@ def _dequeue_params(max_timeout: float, max_batch: int) -> list[dict[str, Any]]:
         {"name": "max", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                   "maximum": max_batch},
          "description": "return a batch of up to `max` messages (max ZOLDYQ_MAX_BATCH)"},
+        {"name": "lease", "in": "query", "schema": {"type": "number", "exclusiveMinimum": 0,
+                                                    "maximum": 43_200},
+         "description": "lease the messages for this many seconds: ack, nack or extend them "
+                        "by `lease_id`; unacked ones come back at the head"},
     ]
 
 

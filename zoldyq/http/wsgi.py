@@ -10,19 +10,23 @@ is answered at once (a message, or 204 with ``Retry-After: 1``).
 
 from __future__ import annotations
 
+import select
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import falcon
 
+from zoldyq import api
 from zoldyq.http import core, skeleton
 from zoldyq.http.errors import body_too_large, complete
 from zoldyq.http.routes import WAITING, Route
 
 _perf = time.perf_counter
 CHUNK = 64 << 10
+SLICE = 1.0  # a parked long-poll looks at its client this often (each slice counts a timeout)
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -46,14 +50,45 @@ def long_poll_slots(threads: int) -> int:
     return max(1, threads - max(2, threads // 4))
 
 
-def wait(w: core.Wait, slots: threading.Semaphore) -> core.Reply:
+def client_gone(sock: socket.socket | None) -> bool:
+    """The client closed its end: readable, and a peek reads end-of-file."""
+    if sock is None:
+        return False
+    try:
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
+
+
+def _take_for(w: core.Wait, sock: socket.socket | None) -> Sequence[api.Message] | None:
+    """Wait in slices, looking at the client between them; None if it left (and then
+    whatever was taken is back at the head)."""
+    deadline = time.monotonic() + w.timeout
+    while True:
+        slice_end = min(time.monotonic() + SLICE, deadline)
+        msgs = w.take(max(0.0, slice_end - time.monotonic()))
+        if client_gone(sock):
+            w.give_back(msgs)
+            return None
+        now = time.monotonic()
+        if msgs or now >= deadline or now < slice_end - 0.05:  # early and empty: interrupted
+            return msgs
+
+
+def wait(w: core.Wait, slots: threading.Semaphore, sock: socket.socket | None = None
+         ) -> core.Reply:
     """Park this thread only while a long-poll slot is free; else answer at once."""
     if w.timeout > 0 and slots.acquire(blocking=False):
         try:
-            return w.reply(w.queue.get_many(w.max, w.timeout))
+            msgs = _take_for(w, sock)
+            return core.NO_CONTENT if msgs is None else w.reply(msgs)
         finally:
             slots.release()
-    reply = w.reply(w.queue.get_many(w.max))
+    reply = w.reply(w.take(0))
     if w.timeout > 0 and reply.status == 204:
         reply = reply._replace(headers={"Retry-After": "1"})
     return reply
@@ -68,7 +103,7 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
             skeleton.authorize(ctx, route, req)
             body = read_body(req, ctx.max_body) if needs_body else b""
             out = handler(ctx, skeleton.call(req, body), **params)
-            reply = wait(out, slots) if waits else out
+            reply = wait(out, slots, req.env.get("gunicorn.socket")) if waits else out
         except Exception as ex:
             reply = skeleton.failure(ex, req)
         skeleton.answer(ctx, route.name, req, resp, reply, t0)

@@ -47,6 +47,7 @@ def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict
                 "enqueued_total": s["enqueued_total"],
                 "dequeued_total": s["dequeued_total"],
                 "queue_full_count": s["queue_full_total"],
+                **{k: s.get(k, 0) for k in _DELIVERY},
             }
     except (ZoldyQError, OSError) as ex:
         return _unhealthy(str(ex))
@@ -56,6 +57,10 @@ def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict
         "total_queues": len(queues),
         "queues": queues,
     }
+
+
+_DELIVERY = ("inflight", "delayed", "acked_total", "redelivered_total", "dead_lettered_total",
+             "oldest_age_seconds")
 
 
 def _unhealthy(reason: str) -> tuple[int, dict[str, Any]]:

@@ -50,6 +50,11 @@ _QUEUE_COUNTERS = (
     ("zoldyq_queue_full", "queue_full_total", "Enqueues rejected because the queue was full"),
     ("zoldyq_dequeue_timeout", "dequeue_timeout_total", "Waiting dequeues that timed out empty"),
     ("zoldyq_cleared", "cleared_total", "Messages dropped by clear"),
+    ("zoldyq_acked", "acked_total", "Leased messages acknowledged"),
+    ("zoldyq_redelivered", "redelivered_total",
+     "Leased messages given back (nack, expiry, a consumer that left) to be delivered again"),
+    ("zoldyq_dead_lettered", "dead_lettered_total",
+     "Messages moved to the dead-letter queue after max_deliveries"),
 )
 _QUEUE_GAUGES = (
     ("zoldyq_queue_size", "size", "Messages in the queue"),
@@ -57,6 +62,10 @@ _QUEUE_GAUGES = (
     ("zoldyq_queue_bytes", "bytes", "Ring bytes in use"),
     ("zoldyq_queue_max_bytes", "max_bytes", "Ring bytes the queue may use"),
     ("zoldyq_queue_waiting_consumers", "waiters", "Consumers blocked waiting for a message"),
+    ("zoldyq_queue_inflight", "inflight", "Leased messages not yet acked"),
+    ("zoldyq_queue_delayed", "delayed", "Messages waiting for their delay or deliver_at"),
+    ("zoldyq_queue_oldest_message_age_seconds", "oldest_age_seconds",
+     "Age of the oldest ready message (consumer lag); 0 when empty"),
 )
 _HISTOGRAMS = (
     ("zoldyq_enqueue_duration_seconds", "enqueue_histogram", "Enqueue latency"),

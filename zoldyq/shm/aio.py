@@ -103,7 +103,7 @@ class AsyncBell:
                 rang = sq.wait_bell(SLICE)
             except QueueDeleted:
                 rang = True  # waiters retry and see the queue is gone
-            if rang or sq.ring.count():
+            if rang or sq.ring.count() or sq.something_due():
                 with self._cond:
                     anyone = bool(self._waiters)
                 if anyone:

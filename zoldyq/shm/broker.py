@@ -20,42 +20,64 @@ from typing import Any, TypeVar
 
 import orjson
 
+from zoldyq import api
 from zoldyq.api import Receipt
 from zoldyq.errors import (
     ClosedError,
     ConfigError,
     InvalidPayload,
+    LeaseExpired,
     MessageTooLarge,
+    QueueDeleted,
+    QueueFull,
     QueueNotFound,
 )
 from zoldyq.settings import BY_NAME, Settings
 from zoldyq.shm import names, segment
 from zoldyq.shm.aio import AsyncBell
 from zoldyq.shm.counters import Counters
-from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
+from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD, SW_READY
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
 from zoldyq.shm.ring import min_ring_size, record_bytes
+from zoldyq.shm.side import DEAD, DELAYED, REDRIVE
+from zoldyq.shm.side import READY as READY_STATE
 
 SWEEP_AGAIN = 1.0  # seconds before a retired handle still in use is looked at again
 T = TypeVar("T")
 _dumps = orjson.dumps
 _loads = orjson.loads
 _perf_ns = time.perf_counter_ns
+_time_ns = time.time_ns  # one clock for the engine (tests replace it)
+MAX_SECONDS = 366 * 86400  # the longest lease or delay accepted: a year
 
 
 class Message(tuple[int, bytes, int, str]):
     """One dequeued message: ``payload`` is the JSON value, or ``bytes`` for a raw message.
 
-    A tuple (kind, data, enqueued_at, queue_name) built straight from the ring's
-    records in C, because a batch of a thousand messages should not cost a
-    thousand Python ``__init__`` calls; ``payload`` is decoded on first access.
+    A tuple (kind, data, enqueued_at, queue_name[, lease_id, delivery_count,
+    lease_expires_at, queue]) built straight from the engine's records in C,
+    because a batch of a thousand messages should not cost a thousand Python
+    ``__init__`` calls; ``payload`` is decoded on first access. A plain get
+    gives the short form: no lease, first delivery.
     """
 
     kind: int = property(itemgetter(0))  # type: ignore[assignment]
     data: bytes = property(itemgetter(1))  # type: ignore[assignment]
     enqueued_at: int = property(itemgetter(2))  # type: ignore[assignment]
     queue_name: str = property(itemgetter(3))  # type: ignore[assignment]
+
+    @property
+    def lease_id(self) -> str | None:
+        return self[4] if len(self) > 4 else None
+
+    @property
+    def delivery_count(self) -> int:
+        return self[5] if len(self) > 4 else 1
+
+    @property
+    def lease_expires_at(self) -> int | None:
+        return self[6] if len(self) > 4 else None
 
     @property
     def is_raw(self) -> bool:
@@ -65,8 +87,30 @@ class Message(tuple[int, bytes, int, str]):
     def payload(self) -> Any:
         return self[1] if self[0] == KIND_BYTES else _loads(self[1])
 
+    def _lease(self) -> tuple[Queue, str]:
+        if len(self) < 8 or self[4] is None:
+            raise LeaseExpired(self[3], "")
+        return self[7], self[4]
+
+    def ack(self) -> None:
+        """Remove the leased message for good; LeaseExpired if the lease is not held."""
+        q, lease_id = self._lease()
+        q.ack(lease_id)
+
+    def nack(self, delay: float = 0.0) -> str | None:
+        """Give it back now (or after ``delay`` s); the DLQ's name if it was dead-lettered."""
+        q, lease_id = self._lease()
+        return q.nack(lease_id, delay)
+
+    def extend(self, seconds: float) -> int:
+        """Hold the lease ``seconds`` from now; returns the new lease_expires_at (µs)."""
+        q, lease_id = self._lease()
+        return q.extend(lease_id, seconds)
+
     def __repr__(self) -> str:
-        return f"Message({self.queue_name!r}, {self.payload!r}, enqueued_at={self.enqueued_at})"
+        lease = f", lease_id={self.lease_id!r}" if self.lease_id else ""
+        return (f"Message({self.queue_name!r}, {self.payload!r}, "
+                f"enqueued_at={self.enqueued_at}{lease})")
 
 
 _message = functools.partial(tuple.__new__, Message)
@@ -82,6 +126,30 @@ def encode_json(payload: Any) -> bytes:
         raise InvalidPayload(str(ex)) from None
 
 
+def _seconds(value: float | None, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            0 <= value <= MAX_SECONDS):
+        raise ConfigError(f"{what} must be a number of seconds in 0..{MAX_SECONDS}, got {value!r}")
+    return float(value)
+
+
+def due_at(delay: float | None, deliver_at: int | None) -> int | None:
+    """The µs a put becomes visible, or None for now."""
+    _seconds(delay, "delay")
+    if deliver_at is not None and (isinstance(deliver_at, bool) or not isinstance(deliver_at, int)
+                                   or deliver_at < 0):
+        raise ConfigError(f"deliver_at must be µs since the epoch, got {deliver_at!r}")
+    now = _time_ns() // 1000
+    at = deliver_at if delay is None else now + int(delay * 1e6)
+    if at is None or at <= now:
+        return None
+    if at - now > MAX_SECONDS * 1_000_000:
+        raise ConfigError(f"deliver_at is more than {MAX_SECONDS} s away")
+    return at
+
+
 class Queue:
     """A named queue in a namespace. Thread-safe; share one per name or make many."""
 
@@ -95,17 +163,23 @@ class Queue:
 
     # -- put -------------------------------------------------------------------
 
-    def put(self, payload: Any) -> Receipt:
+    def put(self, payload: Any, *, delay: float | None = None,
+            deliver_at: int | None = None) -> Receipt:
         """Enqueue a JSON value. Raises QueueFull, MessageTooLarge, InvalidPayload."""
         try:
             data = _dumps(payload)
         except TypeError as ex:
             raise InvalidPayload(str(ex)) from None
-        return self._put_one(KIND_JSON, data)
+        if delay is None and deliver_at is None:
+            return self._put_one(KIND_JSON, data)
+        return self.put_records([(KIND_JSON, data)], deliver_at=due_at(delay, deliver_at))
 
-    def put_bytes(self, data: bytes) -> Receipt:
+    def put_bytes(self, data: bytes, *, delay: float | None = None,
+                  deliver_at: int | None = None) -> Receipt:
         """Enqueue raw bytes (any bytes-like), returned as ``bytes`` by get."""
-        return self._put_one(KIND_BYTES, data)
+        if delay is None and deliver_at is None:
+            return self._put_one(KIND_BYTES, data)
+        return self.put_records([(KIND_BYTES, bytes(data))], deliver_at=due_at(delay, deliver_at))
 
     def _put_one(self, kind: int, data: bytes) -> Receipt:
         """``put_records`` for one record, minus the loops: the local API's hot path."""
@@ -114,21 +188,28 @@ class Queue:
         if len(data) > sq.max_message_bytes:
             raise MessageTooLarge(len(data), sq.max_message_bytes, self.name)
         try:
-            return _receipt(sq.put(((kind, data),), t0))
+            size, at = sq.put(((kind, data),), t0)
         except ClosedError:
             self._forget(sq)
             return self.put_records([(kind, data)])
+        return _receipt((size, at, None))
 
-    def put_many(self, payloads: Iterable[Any]) -> Receipt:
+    def put_many(self, payloads: Iterable[Any], *, delay: float | None = None,
+                 deliver_at: int | None = None) -> Receipt:
         """Enqueue JSON values in one lock round trip: all of them or none."""
-        return self.put_records([(KIND_JSON, encode_json(p)) for p in payloads])
+        return self.put_records([(KIND_JSON, encode_json(p)) for p in payloads],
+                                deliver_at=due_at(delay, deliver_at))
 
-    def put_records(self, records: list[tuple[int, bytes]]) -> Receipt:
-        """Enqueue pre-encoded (kind, data) records, all or none.
+    def put_records(self, records: list[tuple[int, bytes]], *,
+                    deliver_at: int | None = None) -> Receipt:
+        """Enqueue pre-encoded (kind, data) records, all or none; invisible until
+        ``deliver_at`` (µs) when given.
 
         For transports that already hold valid JSON bytes: nothing is re-encoded.
         """
         t0 = _perf_ns()
+        if deliver_at is not None:
+            deliver_at = due_at(None, deliver_at)
         for attempt in (0, 1):
             sq = self._sq or self._resolve(create=True)
             limit = sq.max_message_bytes
@@ -139,9 +220,11 @@ class Queue:
                 if sq.deleted and not attempt:  # a handle kept past a delete: look again
                     self._forget(sq)
                     continue
-                return _receipt((sq.ring.count(), time.time_ns() // 1000))
+                return _receipt((sq.ring.count(), time.time_ns() // 1000, None))
             try:
-                return _receipt(sq.put(records, t0))
+                if deliver_at is None:
+                    return _receipt((*sq.put(records, t0), None))
+                return _receipt((*sq.put_delayed(records, deliver_at), deliver_at))
             except ClosedError:
                 self._forget(sq)
                 if attempt:
@@ -156,33 +239,61 @@ class Queue:
         self._sq = None
         self.broker._forget(self.name, sq)
 
+    def _on(self, op: Callable[[SharedQueue], T]) -> T:
+        """Run ``op`` on the queue behind the name, following a re-created one once;
+        then move what it found past max_deliveries to the dead-letter queue."""
+        sq = self._sq or self._resolve(create=False)
+        try:
+            result = op(sq)
+        except ClosedError:
+            result = self._again(sq, op)
+        self._flush_dead()
+        return result
+
+    def _flush_dead(self) -> None:
+        sq = self._sq
+        if sq is not None and not sq.closed and sq.words[SW_DEAD]:
+            self.broker._dead_letter(self.name, sq)
+
     # -- get -------------------------------------------------------------------
 
-    def get(self, timeout: float = 0.0) -> Message | None:
-        """Dequeue one message, waiting up to ``timeout`` seconds; None if none came."""
-        got = self.get_many(1, timeout)
+    def get(self, timeout: float = 0.0, lease: float | None = None) -> Message | None:
+        """Dequeue one message, waiting up to ``timeout`` seconds; None if none came.
+
+        With ``lease`` (seconds) the message is hidden, not removed, until
+        acked, nacked or the lease expires.
+        """
+        got = self.get_many(1, timeout, lease)
         return got[0] if got else None
 
-    def get_many(self, max: int = 100, timeout: float = 0.0) -> list[Message]:
+    def get_many(self, max: int = 100, timeout: float = 0.0,
+                 lease: float | None = None) -> list[Message]:
         """Dequeue up to ``max`` messages in one lock round trip, waiting for the first."""
         if max < 1:
             return []
+        lease_us = self._lease_us(lease)
         sq = self._sq or self._resolve(create=False)
         try:
-            records = sq.get(max, timeout, self.name)
+            records = sq.get(max, timeout, self.name, lease_us)
         except ClosedError:
-            records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name))
+            records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name, lease_us))
+        if self._sq is not None and self._sq.words[SW_DEAD]:
+            self._flush_dead()
+        if lease_us:
+            return [_message((*r, self)) for r in records]
         return list(map(_message, records))
+
+    @staticmethod
+    def _lease_us(lease: float | None) -> int:
+        seconds = _seconds(lease, "lease")
+        if seconds is None:
+            return 0
+        return max(1000, int(seconds * 1e6))
 
     def peek(self, max: int | None = None) -> list[Message]:
         """The first ``max`` messages (all by default) without removing them."""
-        sq = self._sq or self._resolve(create=False)
-        n = len(self) if max is None else max
-        try:
-            records = sq.peek(n, self.name)
-        except ClosedError:
-            records = self._again(sq, lambda fresh: fresh.peek(n, self.name))
-        return list(map(_message, records))
+        return list(map(_message, self._on(
+            lambda sq: sq.peek(sq.ring.max_messages if max is None else max, self.name))))
 
     def _again(self, stale: SharedQueue, op: Callable[[SharedQueue], T]) -> T:
         """``stale`` was deleted: run ``op`` once on the queue that has the name now."""
@@ -194,27 +305,29 @@ class Queue:
             self._forget(sq)
             raise QueueNotFound(self.name) from None
 
-    def stream(self, timeout: float | None = None) -> Iterator[Message]:
+    def stream(self, timeout: float | None = None,
+               lease: float | None = None) -> Iterator[Message]:
         """Yield messages as they arrive; ends after ``timeout`` idle seconds or on interrupt."""
         idle_until = None if timeout is None else time.monotonic() + timeout
         while not self.broker.interrupted:
             wait = 1.0 if idle_until is None else idle_until - time.monotonic()
             if wait <= 0:
                 return
-            for msg in self.get_many(100, min(wait, 1.0)):
+            for msg in self.get_many(100 if lease is None else 1, min(wait, 1.0), lease):
                 if idle_until is not None:
                     idle_until = time.monotonic() + timeout  # type: ignore[operator]
                 yield msg
 
-    async def aget(self, timeout: float = 0.0) -> Message | None:
-        got = await self.aget_many(1, timeout)
+    async def aget(self, timeout: float = 0.0, lease: float | None = None) -> Message | None:
+        got = await self.aget_many(1, timeout, lease)
         return got[0] if got else None
 
-    async def aget_many(self, max: int = 100, timeout: float = 0.0) -> list[Message]:
+    async def aget_many(self, max: int = 100, timeout: float = 0.0,
+                        lease: float | None = None) -> list[Message]:
         """Like get_many, for asyncio: never blocks the event loop, parks no thread per call."""
         deadline = time.monotonic() + timeout
         while True:
-            got = self.get_many(max, 0)
+            got = self.get_many(max, 0, lease)
             remaining = deadline - time.monotonic()
             if got or self.broker.interrupted:
                 return got
@@ -225,27 +338,100 @@ class Queue:
                 return got
             await self.broker._async_bell(sq).wait(remaining)
 
-    async def astream(self) -> AsyncIterator[Message]:
+    async def astream(self, lease: float | None = None) -> AsyncIterator[Message]:
         while not self.broker.interrupted:
-            for msg in await self.aget_many(100, 1.0):
+            for msg in await self.aget_many(100 if lease is None else 1, 1.0, lease):
                 yield msg
+
+    # -- reliable delivery -----------------------------------------------------------
+
+    def ack(self, lease_id: str) -> None:
+        """Remove a leased message for good; raises LeaseExpired if the lease is not held."""
+        if self.ack_many([lease_id]):
+            raise LeaseExpired(self.name, str(lease_id))
+
+    def ack_many(self, lease_ids: Iterable[str]) -> list[str]:
+        """Ack each lease in one lock round trip; returns the ids that were not held."""
+        ids = [str(i) for i in lease_ids]
+        return self._on(lambda sq: sq.ack(ids))
+
+    def nack(self, lease_id: str, delay: float = 0.0) -> str | None:
+        """Give a leased message back at the head (or after ``delay`` s).
+
+        Returns the dead-letter queue's name when the message went there
+        instead (``max_deliveries`` reached); raises LeaseExpired if not held.
+        """
+        delay_us = int((_seconds(delay, "delay") or 0.0) * 1e6)
+        state = self._on(lambda sq: sq.nack(str(lease_id), delay_us))
+        if state is None:
+            raise LeaseExpired(self.name, str(lease_id))
+        return (self._sq.dlq_name if self._sq else f"{self.name}.dlq") if state == DEAD else None
+
+    def extend(self, lease_id: str, seconds: float) -> int:
+        """Hold a lease ``seconds`` from now; returns the new lease_expires_at (µs)."""
+        us = _seconds(seconds, "lease")
+        deadline = self._on(lambda sq: sq.extend(str(lease_id), us or 0.0))
+        if deadline is None:
+            raise LeaseExpired(self.name, str(lease_id))
+        return deadline
+
+    @contextlib.contextmanager
+    def lease(self, seconds: float, timeout: float = 0.0) -> Iterator[Message | None]:
+        """Lease one message; ack it when the block succeeds, nack it when it raises.
+
+        Yields None when nothing came within ``timeout``.
+        """
+        msg = self.get(timeout, lease=seconds)
+        if msg is None:
+            yield None
+            return
+        try:
+            yield msg
+        except BaseException:
+            with contextlib.suppress(LeaseExpired):
+                msg.nack()
+            raise
+        msg.ack()
+
+    def requeue(self, messages: Iterable[api.Message]) -> int:
+        """Put messages taken by a plain get back at the head, in their order.
+
+        For transports whose client left before the messages were written to it.
+        """
+        records = [(m.kind, m.data, m.enqueued_at, max(0, getattr(m, "delivery_count", 1) - 1))
+                   for m in messages]
+        if not records:
+            return 0
+        return self._on(lambda sq: sq.requeue(records))
+
+    def held(self) -> list[tuple[int, bytes, int, int, int | None]]:
+        """(kind, data, enqueued_at, deliveries, deliver_at) of every message that is
+        leased, delayed or on its way to the DLQ: what a snapshot keeps besides ``peek``."""
+        out = []
+        for st, kind, data, enq, deliveries, deadline, _key in self._on(
+                SharedQueue.held_messages):
+            if st != READY_STATE:
+                out.append((kind, data, enq, deliveries, deadline if st == DELAYED else None))
+        return out
+
+    def redrive(self) -> int:
+        """On a dead-letter queue: move its messages back to their queues; return how many."""
+        return self.broker._redrive(self)
 
     # -- management ------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        sq = self.broker._shared(self.name, create=False)
+        sq = self._sq = self.broker._shared(self.name, create=False)
+        self._flush_dead()
         return {"name": self.name, **sq.stats()}
 
     def __len__(self) -> int:
-        return self.broker._shared(self.name, create=False).ring.count()
+        sq = self.broker._shared(self.name, create=False)
+        return sq.ring.count() + sq.side.words[SW_READY]
 
     def clear(self) -> int:
-        """Drop every message now in the queue; returns how many."""
-        sq = self._sq or self._resolve(create=False)
-        try:
-            return sq.clear()
-        except ClosedError:
-            return self._again(sq, SharedQueue.clear)
+        """Drop every message now in the queue (ready, returned, delayed); returns how many."""
+        return self._on(SharedQueue.clear)
 
     def delete(self) -> None:
         self.broker.delete(self.name)
@@ -293,13 +479,17 @@ class Broker:
         max_messages: int | None = None,
         max_bytes: int | None = None,
         max_message_bytes: int | None = None,
+        max_deliveries: int | None = None,
+        dead_letter_queue: str | None = None,
         exist_ok: bool = False,
     ) -> Queue:
         """Create ``name`` with its own caps and return its handle.
 
-        Raises QueueExists when it exists ("with other limits" when its caps
-        differ); with ``exist_ok`` an existing queue with the same caps (or
-        none asked for) is returned.
+        ``max_deliveries`` (with ``dead_letter_queue``, default ``<name>.dlq``)
+        moves a message that failed that many leases to the dead-letter queue.
+        Raises QueueExists when it exists ("with other limits" when its
+        settings differ); with ``exist_ok`` an existing queue with the same
+        settings (or none asked for) is returned.
         """
         names.check_queue_name(name)
         d = self.registry.defaults
@@ -312,7 +502,16 @@ class Broker:
                 max_bytes or max(d.max_bytes, min_ring_size(mmb)),
                 mmb,
             )
-        self.registry.create_queue(name, caps, exist_ok)
+        dead = None
+        if max_deliveries is not None or dead_letter_queue is not None:
+            md = max_deliveries or 0
+            if isinstance(md, bool) or not isinstance(md, int) or not 0 <= md <= 1_000_000:
+                raise ConfigError(f"max_deliveries must be 0..1000000, got {max_deliveries!r}")
+            dlq = "" if dead_letter_queue is None else names.check_queue_name(dead_letter_queue)
+            if dlq == name:
+                raise ConfigError("a queue cannot be its own dead-letter queue")
+            dead = (md, dlq)
+        self.registry.create_queue(name, caps, exist_ok, dead)
         return Queue(self, name)
 
     def delete(self, name: str) -> None:
@@ -413,6 +612,8 @@ class Broker:
                 fresh = SharedQueue(self.namespace, entry.slot, entry.gen, name)
             except segment.Gone:
                 continue  # deleted between lookup and open: look again
+            fresh.max_deliveries = entry.max_deliveries
+            fresh.dlq_name = entry.dlq
             if self.interrupted:
                 fresh.interrupted = True
             with self._lock:
@@ -478,6 +679,24 @@ class Broker:
         with self._lock:
             self._sweep_soon = False
         self._sweep()
+
+    def _dead_letter(self, name: str, sq: SharedQueue) -> str:
+        """Move ``sq``'s DEAD messages to its dead-letter queue (created when first
+        needed); return that queue's name. A full DLQ leaves them DEAD, counted."""
+        dlq = sq.dlq_name
+        with contextlib.suppress(QueueFull, QueueDeleted, ClosedError):
+            sq.move_out(self._shared(dlq, create=True), DEAD, None, reset=False)
+        return dlq
+
+    def _redrive(self, q: Queue) -> int:
+        """Move ``q``'s dead-lettered messages back to their queues (which must exist)."""
+        sq = self._shared(q.name, create=False)
+        live = {e.slot << 32 | e.gen: e.name for e in self.registry.entries()}
+        moved = 0
+        for origin in sq.mark_redrive(set(live)):
+            moved += sq.move_out(self._shared(live[origin], create=False), REDRIVE, origin,
+                                 reset=True)
+        return moved
 
     def _async_bell(self, sq: SharedQueue) -> AsyncBell:
         with self._lock:

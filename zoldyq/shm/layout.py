@@ -28,6 +28,10 @@ sees half of it (``struct.pack_into`` may write a field piecewise).
 | 21    | cleared_total     | get side                   | messages dropped by clear()     |
 | 24-41 | enqueue histogram | put side                   | 17 bucket counts + sum in ns    |
 | 48-65 | dequeue histogram | get side                   | 17 bucket counts + sum in ns    |
+| 72-95 | side table        | get side                   | ``SW_*``: see ``side``          |
+
+The side table (slots of ``SLOT_W`` words, then a data ring of
+``SW_DSIZE`` bytes) follows the ring in the same segment.
 
 Put-side and get-side words sit on different cache lines and are written
 under different locks, so a producer and a consumer never contend.
@@ -37,7 +41,7 @@ i64 in µs) then the payload, padded to 8 bytes. A record never straddles the
 end of the ring: when it does not fit, the producer writes a ``KIND_WRAP``
 marker (or, with fewer than 16 bytes left, nothing) and starts at offset 0.
 
-Registry segment: a 4096-byte header then ``max_queues`` slots of 128 bytes.
+Registry segment: a 4096-byte header then ``max_queues`` slots of 256 bytes.
 
 | header word | field                                      |
 |-------------|--------------------------------------------|
@@ -55,6 +59,8 @@ Registry segment: a 4096-byte header then ``max_queues`` slots of 128 bytes.
 | 2-9       | name, 64 bytes of ASCII                                      |
 | 10, 11, 12| max_messages, max_bytes, max_message_bytes                   |
 | 13        | created_at_us                                                |
+| 14        | max_deliveries (0: none)                                     |
+| 15-23     | dead_letter_queue: length, then 64 bytes of ASCII            |
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ from zoldyq.api import KIND_JSON as KIND_JSON
 from zoldyq.api import MAX_BYTES_LIMIT
 from zoldyq.api import MAX_MESSAGES_LIMIT as MAX_MESSAGES_LIMIT
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 QUEUE_MAGIC = int.from_bytes(b"ZOLDYQ.Q", "little")
 REGISTRY_MAGIC = int.from_bytes(b"ZOLDYQ.R", "little")
 HEADER_BYTES = 4096
@@ -79,6 +85,11 @@ W_TAIL, W_ENQ_TOTAL, W_RESERVED, W_FULL_TOTAL, W_BYTES_IN = 8, 9, 10, 11, 12
 W_HEAD, W_DEQ_TOTAL, W_WAITERS, W_TIMEOUTS, W_BYTES_OUT, W_CLEARED = 16, 17, 18, 19, 20, 21
 W_ENQ_HIST, W_DEQ_HIST = 24, 48
 FLAG_CLOSED = 1
+# side table words (``side``), all written under the get lock
+(SW_NSLOTS, SW_DSIZE, SW_HIGH, SW_FREE, SW_TOKEN, SW_DUE, SW_DHEAD, SW_DTAIL, SW_SRES,
+ SW_DRES, SW_READY, SW_LEASED, SW_DELAYED, SW_DEAD, SW_BYTES, SW_BATCH, SW_ACKED,
+ SW_REDELIVERED, SW_DEAD_TOTAL, SW_REQUEUED) = range(72, 92)
+SLOT_W = 16  # words per side slot
 
 # Latency histogram bounds (``api.HIST_BOUNDS``, 10 µs to 1 s); the last bucket is +Inf.
 HIST_BOUNDS_NS = tuple(round(b * 1e9) for b in HIST_BOUNDS)
@@ -95,10 +106,11 @@ R_MAGIC, R_VERSION, R_MAX_QUEUES = 0, 1, 2
 R_DEF_MAX_MESSAGES, R_DEF_MAX_BYTES, R_DEF_MAX_MESSAGE_BYTES = 3, 4, 5
 R_CREATED_AT, R_FLAGS = 6, 7
 FLAG_DESTROYED = 1
-SLOT_BYTES = 128
+SLOT_BYTES = 256
 SLOT_WORDS = SLOT_BYTES // 8
 S_STATE_GEN, S_NAME_LEN, S_NAME = 0, 1, 2
 S_MAX_MESSAGES, S_MAX_BYTES, S_MAX_MESSAGE_BYTES, S_CREATED_AT = 10, 11, 12, 13
+S_MAX_DELIVERIES, S_DLQ_LEN, S_DLQ_NAME = 14, 15, 16
 NAME_BYTES = 64
 FREE, CREATING, ACTIVE, DELETING = 0, 1, 2, 3
 

@@ -53,7 +53,10 @@ from zoldyq.shm.layout import (
     R_VERSION,
     REGISTRY_MAGIC,
     S_CREATED_AT,
+    S_DLQ_LEN,
+    S_DLQ_NAME,
     S_MAX_BYTES,
+    S_MAX_DELIVERIES,
     S_MAX_MESSAGE_BYTES,
     S_MAX_MESSAGES,
     S_NAME,
@@ -98,6 +101,13 @@ class Entry(NamedTuple):
     gen: int
     caps: Caps
     created_at: int
+    max_deliveries: int = 0  # 0: a message is given back however often it fails
+    dead_letter_queue: str = ""  # "" with max_deliveries: "<name>.dlq"
+
+    @property
+    def dlq(self) -> str:
+        """The dead-letter queue's name."""
+        return self.dead_letter_queue or f"{self.name[:60]}.dlq"
 
 
 class Registry:
@@ -286,7 +296,10 @@ class Registry:
         b = self._base(slot)
         w = self.words
         caps = Caps(w[b + S_MAX_MESSAGES], w[b + S_MAX_BYTES], w[b + S_MAX_MESSAGE_BYTES])
-        return Entry(self._name(slot).decode("ascii"), slot, gen, caps, w[b + S_CREATED_AT])
+        start = (b + S_DLQ_NAME) * 8
+        dlq = self._mm[start : start + min(w[b + S_DLQ_LEN], NAME_BYTES)].decode("ascii")
+        return Entry(self._name(slot).decode("ascii"), slot, gen, caps, w[b + S_CREATED_AT],
+                     w[b + S_MAX_DELIVERIES], dlq)
 
     def _active(self) -> Iterator[Entry]:
         """Every ACTIVE slot, read without the lock and validated seqlock-style."""
@@ -315,21 +328,24 @@ class Registry:
 
     # -- changes (under the lock) --------------------------------------------------
 
-    def create_queue(self, name: str, caps: Caps | None, exist_ok: bool) -> tuple[Entry, bool]:
+    def create_queue(self, name: str, caps: Caps | None, exist_ok: bool,
+                     dead: tuple[int, str] | None = None) -> tuple[Entry, bool]:
         """Create queue ``name``; returns (entry, created).
 
-        An existing queue is returned when ``exist_ok`` and its caps match
-        (or none were asked for); otherwise QueueExists, saying whether its
-        limits differ.
+        ``dead`` is (max_deliveries, dead_letter_queue). An existing queue is
+        returned when ``exist_ok`` and its settings match (or none were
+        asked for); otherwise QueueExists, saying whether its limits differ.
         """
         asked = caps
         caps = (caps or self.defaults).checked()
+        max_deliveries, dlq = dead or (0, "")
         with self.lock:
             if self.destroyed:
                 raise NamespaceNotFound(self.ns)
             found = self.lookup(name)
             if found is not None:
-                same = asked is None or caps == found.caps
+                same = (asked is None or caps == found.caps) and (dead is None or (
+                    max_deliveries, dlq) == (found.max_deliveries, found.dead_letter_queue))
                 if exist_ok and same:
                     return found, False
                 raise QueueExists(name, other_limits=not same)
@@ -351,6 +367,10 @@ class Registry:
             w[b + S_NAME_LEN] = len(encoded)
             w[b + S_MAX_MESSAGES], w[b + S_MAX_BYTES], w[b + S_MAX_MESSAGE_BYTES] = caps
             w[b + S_CREATED_AT] = time.time_ns() // 1000
+            w[b + S_MAX_DELIVERIES] = max_deliveries
+            start = (b + S_DLQ_NAME) * 8
+            self._mm[start : start + len(dlq)] = dlq.encode("ascii")
+            w[b + S_DLQ_LEN] = len(dlq)
             self._set_state(slot, gen, CREATING)
             if hooks.ENABLED:
                 hooks.reach("registry.creating")

@@ -1,7 +1,8 @@
 """The WebSocket wire format, as pure functions over bytes (no sockets, no queues).
 
 Enqueue stream, client -> server:
-    text frame    ``{"payload": <json>}``  stored as JSON (other keys are ignored)
+    text frame    ``{"payload": <json>}``  stored as JSON (other keys are ignored);
+                  ``"delay": s`` or ``"deliver_at": µs`` hide it until then
     binary frame  raw bytes                 stored as-is (``Message.is_raw``)
 server -> client, one answer per frame, in order:
     ``{"queued":true,"queue_name":..,"queue_size":..,"enqueued_at":..}``
@@ -11,17 +12,24 @@ Dequeue stream, server -> client:
     text frame    ``{"payload":<json>,"queue_name":..,"enqueued_at":..}`` per JSON message
     binary frame  the raw bytes of a raw message
 
+Leased dequeue stream (``?lease=S&prefetch=N``), server -> client: every message
+is a text frame with ``"lease_id"``, ``"delivery_count"`` and ``"lease_expires_at"``
+(a raw one carries ``"payload"`` as base64 with ``"encoding":"base64"``); client ->
+server: ``{"ack": id}``, ``{"nack": id, "delay": s}``, ``{"extend": id, "lease": s}``,
+answered only by ``{"extended": id, "lease_expires_at": ..}`` or an error frame.
+
 Frames are built by concatenating the stored JSON bytes: a dequeued payload is
 never decoded and re-encoded. Queue names need no escaping (``[A-Za-z0-9_.-]``).
 """
 
 from __future__ import annotations
 
+import base64
 import struct
 
 import orjson
 
-from zoldyq.api import KIND_BYTES, KIND_JSON
+from zoldyq.api import KIND_BYTES, KIND_JSON, Message
 from zoldyq.errors import BadFrame, InvalidPayload, ZoldyQError
 
 _loads = orjson.loads
@@ -33,6 +41,30 @@ _JSONDecodeError = orjson.JSONDecodeError
 ENVELOPE_BYTES = 1024
 
 
+MAX_SECONDS = 366 * 86_400.0
+
+
+def seconds(value: object, what: str, positive: bool = False) -> float:
+    """A number of seconds (0 up to a year; above 0 if ``positive``); BadFrame if not."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            0 <= value <= MAX_SECONDS) or (positive and value == 0):
+        raise BadFrame(f"{what} must be a number of seconds from 0 to {MAX_SECONDS:g}")
+    return float(value)
+
+
+def deliver_at(obj: dict[str, object], now_us: int) -> int | None:
+    """When a frame's message becomes visible (µs), from ``delay`` or ``deliver_at``."""
+    if "delay" in obj:
+        delay = seconds(obj["delay"], "delay")
+        return now_us + int(delay * 1e6) if delay else None
+    at = obj.get("deliver_at")
+    if at is None:
+        return None
+    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+        raise BadFrame("deliver_at must be µs since the epoch")
+    return at if at > now_us else None
+
+
 def parse_enqueue(frame: str | bytes) -> tuple[int, bytes]:
     """The (kind, data) record one client frame asks to enqueue.
 
@@ -40,18 +72,54 @@ def parse_enqueue(frame: str | bytes) -> tuple[int, bytes]:
         BadFrame: the text frame is not a JSON object with a ``payload`` key, or
             the payload is nested too deep to store.
     """
+    return parse_frame(frame, 0)[0]
+
+
+def parse_frame(frame: str | bytes, now_us: int) -> tuple[tuple[int, bytes], int | None]:
+    """``parse_enqueue``, plus when the message becomes visible (None: now)."""
     if type(frame) is bytes:
-        return KIND_BYTES, frame
+        return (KIND_BYTES, frame), None
     try:
         obj = _loads(frame)
     except _JSONDecodeError as ex:
         raise BadFrame(f"frame is not valid JSON: {ex}") from None
     if type(obj) is not dict or "payload" not in obj:
         raise BadFrame('a text frame must be a JSON object {"payload": <value>}')
+    at = deliver_at(obj, now_us) if now_us and len(obj) > 1 else None
     try:
-        return KIND_JSON, _dumps(obj["payload"])
+        return (KIND_JSON, _dumps(obj["payload"])), at
     except orjson.JSONEncodeError as ex:  # nested deeper than orjson writes (254 levels)
         raise BadFrame(f"payload cannot be stored: {ex}") from None
+
+
+def parse_control(frame: str | bytes) -> tuple[str, str, float]:
+    """(op, lease id, seconds) of a leased stream's client frame: ack, nack or extend."""
+    try:
+        obj = _loads(frame)
+    except _JSONDecodeError as ex:
+        raise BadFrame(f"frame is not valid JSON: {ex}") from None
+    if type(obj) is dict:
+        for op, key in (("ack", None), ("nack", "delay"), ("extend", "lease")):
+            lease_id = obj.get(op)
+            if isinstance(lease_id, str) and 0 < len(lease_id) <= 64:
+                if key is None:
+                    return op, lease_id, 0.0
+                if op == "extend":
+                    return op, lease_id, seconds(obj.get(key), "lease", positive=True)
+                return op, lease_id, seconds(obj.get(key, 0), "delay")
+    raise BadFrame('send {"ack": id}, {"nack": id, "delay": s} or {"extend": id, "lease": s}')
+
+
+def leased_message(queue_name: str, m: Message) -> bytes:
+    """The text frame of one leased message (raw payloads as base64)."""
+    if m.kind == KIND_BYTES:
+        head = b'{"payload":"%s","encoding":"base64"' % base64.b64encode(m.data)
+    else:
+        head = b'{"payload":%s' % m.data
+    return b'%s,"queue_name":"%s","enqueued_at":%d,"lease_id":"%s","delivery_count":%d,' \
+        b'"lease_expires_at":%d}' % (head, queue_name.encode(), m.enqueued_at,
+                                     (m.lease_id or "").encode(), m.delivery_count,
+                                     m.lease_expires_at or 0)
 
 
 def ack_prefix(queue_name: str) -> bytes:

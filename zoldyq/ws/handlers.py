@@ -18,9 +18,12 @@ where nothing has been taken yet, so a dead consumer takes nothing more.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import time
 from collections.abc import Sequence
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -32,6 +35,7 @@ from zoldyq.errors import (
     BadFrame,
     BrokenError,
     ClosedError,
+    LeaseExpired,
     NamespaceNotFound,
     QueueNotFound,
     ZoldyQError,
@@ -47,6 +51,7 @@ MAX_PIPELINE = 1024  # received frames not yet enqueued, per connection, at most
 IDLE_WAIT = 5.0  # an empty stream re-checks for shutdown at least this often
 MISSING_QUEUE_POLL = 0.2  # a stream on a queue that does not exist yet looks again
 SHUTDOWN_REASON = "going_away: the server is shutting down"
+DEFAULT_PREFETCH = 10  # unacked leased messages in flight per connection, by default
 
 
 async def handle(ws: ServerConnection, broker: Broker) -> None:
@@ -61,7 +66,15 @@ async def handle(ws: ServerConnection, broker: Broker) -> None:
         if op == "enqueue":
             await enqueue(ws, queue)
         else:
-            await Dequeue(ws, queue).run()
+            try:
+                lease, prefetch = lease_params(ws.request.path if ws.request else "")
+            except BadFrame as ex:
+                await ws.close(CloseCode.POLICY_VIOLATION, frames.close_reason(ex.code, str(ex)))
+                return
+            if lease is None:
+                await Dequeue(ws, queue).run()
+            else:
+                await LeasedDequeue(ws, queue, lease, prefetch).run()
     except ConnectionClosed:
         pass
     except ClosedError:  # the broker closed under us: shutdown
@@ -74,6 +87,21 @@ async def handle(ws: ServerConnection, broker: Broker) -> None:
         await ws.close(CloseCode.INTERNAL_ERROR, "internal_error: see the sidecar log")
     finally:
         log.info("%s stream on %r from %s ended", op, name, _peer(ws))
+
+
+def lease_params(target: str) -> tuple[float | None, int]:
+    """``?lease=S&prefetch=N`` of a dequeue stream: (None, 0) for a plain stream."""
+    query = parse_qs(urlsplit(target).query)
+    if "lease" not in query:
+        return None, 0
+    try:
+        lease = frames.seconds(float(query["lease"][-1]), "lease", positive=True)
+        prefetch = int(query.get("prefetch", [str(DEFAULT_PREFETCH)])[-1])
+    except ValueError:
+        raise BadFrame("lease must be seconds, prefetch an integer") from None
+    if not 1 <= prefetch <= MAX_BATCH:
+        raise BadFrame(f"prefetch must be 1..{MAX_BATCH}")
+    return lease, prefetch
 
 
 def _peer(ws: ServerConnection) -> str:
@@ -179,14 +207,30 @@ class Batcher:
     def apply(self, batch: list[str | bytes]) -> list[bytes]:
         out: list[bytes] = [b""] * len(batch)
         run: list[tuple[int, tuple[int, bytes]]] = []
-        parse = frames.parse_enqueue
+        parse = frames.parse_frame
+        now = time.time_ns() // 1000
         for i, frame in enumerate(batch):
             try:
-                run.append((i, parse(frame)))
+                record, at = parse(frame, now)
             except BadFrame as ex:
                 self._put(run, out)
                 run = []
                 out[i] = frames.error(ex)
+                continue
+            if at is None:
+                run.append((i, record))
+                continue
+            self._put(run, out)  # a delayed frame goes alone, in order
+            run = []
+            try:
+                r = self.queue.put_records([record], deliver_at=at)
+            except (BrokenError, ClosedError):
+                raise
+            except ZoldyQError as ex:
+                out[i] = frames.error(ex)
+                continue
+            out[i] = frames.ack(self.prefix, r.queue_size, r.enqueued_at)[:-1] + \
+                b',"deliver_at":%d}' % at
         self._put(run, out)
         return out
 
@@ -195,7 +239,7 @@ class Batcher:
         if not run:
             return
         try:
-            size, at = self.queue.put_records([rec for _, rec in run])
+            size, at = self.queue.put_records([rec for _, rec in run])[:2]
         except (BrokenError, ClosedError):
             raise
         except ZoldyQError as ex:
@@ -292,6 +336,9 @@ class Dequeue:
                     await ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
                     return
                 continue
+            if ws.protocol.state is not State.OPEN:  # taken, but nobody to write them to
+                queue.requeue(msgs)
+                return
             if any(m.kind == KIND_BYTES for m in msgs):  # raw ones go out as binary frames
                 await send_frames(ws, [m.data if m.kind == KIND_BYTES else
                                        encode(before, middle, m.data, m.enqueued_at)
@@ -301,3 +348,114 @@ class Dequeue:
                 await send_frames(ws, [encode(before, middle, m.data, m.enqueued_at)
                                        for m in msgs])
             frame_size = sum(len(m.data) for m in msgs) // len(msgs) + overhead
+
+
+class LeasedDequeue(Dequeue):
+    """A consumer with leases and credit: at most ``prefetch`` unacked messages in flight.
+
+    The client settles each message with an ack, nack or extend frame; a lease
+    that expires also frees its credit. When the connection closes, every
+    lease it still holds is given back at once (nack), not at expiry.
+    """
+
+    def __init__(self, ws: ServerConnection, queue: Queue, lease: float, prefetch: int) -> None:
+        super().__init__(ws, queue)
+        self.lease, self.prefetch = lease, prefetch
+        self.held: dict[str, int] = {}  # lease id -> lease_expires_at µs
+        self.credit = asyncio.Event()
+        self.credit.set()
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            held, self.held = list(self.held), {}
+            for lease_id in held:  # the connection is gone: back at the head now
+                with contextlib.suppress(LeaseExpired, ZoldyQError):
+                    self.queue.nack(lease_id)
+
+    async def _read(self) -> None:
+        """Settle leases as the client's frames say; stop the stream on close."""
+        self.ws.protocol.max_message_size = 1024
+        try:
+            async for frame in self.ws:
+                answer = self._settle(frame)
+                if answer:
+                    await self.ws.send(answer.decode())
+        except ConnectionClosed:
+            pass
+        if self.waiting and self.task is not None:
+            self.task.cancel()
+
+    def _settle(self, frame: str | bytes) -> bytes | None:
+        try:
+            op, lease_id, seconds = frames.parse_control(frame)
+            if op == "extend":
+                at = self.queue.extend(lease_id, seconds)
+                if lease_id in self.held:
+                    self.held[lease_id] = at
+                return b'{"extended":"%s","lease_expires_at":%d}' % (lease_id.encode(), at)
+            self.held.pop(lease_id, None)
+            self.credit.set()
+            if op == "ack":
+                self.queue.ack(lease_id)
+            else:
+                self.queue.nack(lease_id, seconds)
+        except (BadFrame, LeaseExpired) as ex:
+            return frames.error(ex)
+        return None
+
+    def _room(self) -> int:
+        """Credit left, after forgetting leases that expired (their messages went back)."""
+        now = time.time_ns() // 1000
+        for lease_id in [i for i, at in self.held.items() if at <= now]:
+            del self.held[lease_id]
+        return self.prefetch - len(self.held)
+
+    async def _take(self, want: int) -> Sequence[Message]:
+        while (room := self._room()) <= 0:
+            if self.ws.state is not State.OPEN:
+                return []
+            self.credit.clear()
+            soonest = min(self.held.values(), default=0)
+            wait = max(0.001, (soonest - time.time_ns() // 1000) / 1e6)
+            self.waiting = True
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.credit.wait(), min(wait, IDLE_WAIT))
+            finally:
+                self.waiting = False
+        if self.ws.state is not State.OPEN:
+            return []
+        want = min(want, room)
+        msgs = self.queue.get_many(want, 0, self.lease)
+        if not msgs:
+            self.waiting = True
+            try:
+                msgs = await self.queue.aget_many(want, IDLE_WAIT, self.lease)
+            finally:
+                self.waiting = False
+        for m in msgs:
+            if m.lease_id is not None:
+                self.held[m.lease_id] = m.lease_expires_at or 0
+        return msgs
+
+    async def _stream(self) -> None:
+        ws, queue = self.ws, self.queue
+        broker = queue.broker
+        while True:
+            try:
+                msgs = await self._take(self.prefetch)
+            except QueueNotFound:
+                await self._wait_for_queue()
+                continue
+            if not msgs:
+                if ws.state is not State.OPEN:
+                    return
+                if broker.interrupted:
+                    await ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
+                    return
+                continue
+            if ws.protocol.state is not State.OPEN:
+                return  # run() gives every held lease back
+            await send_frames(ws, [frames.leased_message(queue.name, m) for m in msgs])

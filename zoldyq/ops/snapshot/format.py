@@ -7,8 +7,12 @@ File format (little-endian), version ``VERSION``:
                       SHA-256 of (header bytes 0-31 + body)
     body, per queue:  name length u16, name, max_messages u64, max_bytes u64,
                       max_message_bytes u64, record count u64,
-                      then per record: length u32, kind u32 (1 JSON, 2 bytes),
-                      enqueued_at µs i64, data
+                      then per record: length u32, kind u32, stamp µs i64, data
+
+A record's kind word is ``kind | deliveries << 8 | delayed << 31`` (kind 1 JSON,
+2 bytes; version 1 files hold the kind alone): a message that was leased or given
+back keeps its delivery count (it is restored ready, at the head), and a delayed
+one's stamp is its ``deliver_at`` instead of its ``enqueued_at``.
 
 ``decode`` checks magic, version, length and checksum, then parses and
 validates every record (JSON records must parse, caps within every engine's
@@ -17,6 +21,7 @@ bounds), so a store writes nothing from a file that is not whole.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Iterator, Sequence
@@ -36,7 +41,10 @@ from zoldyq.api import (
 from zoldyq.errors import InvalidName, SnapshotError
 
 MAGIC = b"ZQSNAP\0\0"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # version 1: no delivery counts, no delayed messages
+DELAYED = 1 << 31
+MAX_DELIVERIES = (1 << 23) - 1
 HEADER = struct.Struct("<8sIIQQ32s")
 QUEUE = struct.Struct("<QQQQ")
 RECORD = struct.Struct("<IIq")
@@ -51,6 +59,8 @@ class QueueImage:
     caps: Caps
     records: list[tuple[int, bytes]]  # (kind, data), as put_records takes them
     stamps: list[int]  # enqueued_at µs of each record when it was saved
+    # per record (deliveries, deliver_at µs or 0), or empty: all plain ready messages
+    extras: list[tuple[int, int]] = dataclasses.field(default_factory=list)
 
 
 def encode(images: Sequence[QueueImage], created_at: int) -> bytes:
@@ -63,8 +73,11 @@ def encode(images: Sequence[QueueImage], created_at: int) -> bytes:
 def _section(image: QueueImage) -> bytes:
     raw = image.name.encode("ascii")
     parts = [NAME_LEN.pack(len(raw)), raw, QUEUE.pack(*image.caps, len(image.records))]
-    for (kind, data), stamp in zip(image.records, image.stamps, strict=True):
-        parts.append(RECORD.pack(len(data), kind, stamp))
+    extras = image.extras or [(0, 0)] * len(image.records)
+    for (kind, data), stamp, (deliveries, at) in zip(image.records, image.stamps, extras,
+                                                     strict=True):
+        word = kind | min(deliveries, MAX_DELIVERIES) << 8 | (DELAYED if at else 0)
+        parts.append(RECORD.pack(len(data), word, at or stamp))
         parts.append(data)
     return b"".join(parts)
 
@@ -78,8 +91,9 @@ def decode(data: bytes | memoryview, name: str) -> list[QueueImage]:
         magic, version, count, _, body_len, digest = HEADER.unpack_from(view)
         if magic != MAGIC:
             raise SnapshotError(name, "not a ZoldyQ snapshot (bad magic)")
-        if version != VERSION:
-            raise SnapshotError(name, f"format version {version}, this ZoldyQ reads {VERSION}")
+        if version not in READS:
+            raise SnapshotError(name, f"format version {version}, this ZoldyQ reads "
+                                f"{' and '.join(map(str, READS))}")
         if len(view) != HEADER.size + body_len:
             raise SnapshotError(
                 name, f"truncated or padded: {len(view)} bytes, expected {HEADER.size + body_len}"
@@ -88,7 +102,7 @@ def decode(data: bytes | memoryview, name: str) -> list[QueueImage]:
         h.update(view[HEADER.size :])
         if h.digest() != digest:
             raise SnapshotError(name, "checksum mismatch (the file is corrupt)")
-        return list(_sections(name, view, count))
+        return list(_sections(name, view, count, version))
     finally:
         view.release()
 
@@ -103,7 +117,7 @@ def _check_caps(name: str, qname: str, caps: Caps) -> Caps:
     return caps
 
 
-def _sections(name: str, view: memoryview, count: int) -> Iterator[QueueImage]:
+def _sections(name: str, view: memoryview, count: int, version: int) -> Iterator[QueueImage]:
     off, end = HEADER.size, len(view)
     seen = set()
 
@@ -127,10 +141,13 @@ def _sections(name: str, view: memoryview, count: int) -> Iterator[QueueImage]:
         seen.add(qname)
         mm, mb, mmb, n = QUEUE.unpack(take(QUEUE.size))
         caps = _check_caps(name, qname, Caps(mm, mb, mmb))
-        records, stamps = [], []
+        records, stamps, extras = [], [], []
         for _ in range(n):
-            length, kind, stamp = RECORD.unpack(take(RECORD.size))
+            length, word, stamp = RECORD.unpack(take(RECORD.size))
             data = bytes(take(length))
+            kind = word & 0xFF if version > 1 else word
+            extras.append(((word >> 8) & MAX_DELIVERIES, stamp if word & DELAYED else 0)
+                          if version > 1 else (0, 0))
             if kind == KIND_JSON:
                 try:
                     orjson.loads(data)
@@ -140,6 +157,7 @@ def _sections(name: str, view: memoryview, count: int) -> Iterator[QueueImage]:
                 raise SnapshotError(name, f"queue '{qname}': unknown record kind {kind}")
             records.append((kind, data))
             stamps.append(stamp)
-        yield QueueImage(qname, caps, records, stamps)
+        plain = all(e == (0, 0) for e in extras)
+        yield QueueImage(qname, caps, records, stamps, [] if plain else extras)
     if off != end:
         raise SnapshotError(name, f"{end - off} stray bytes after the last queue")

@@ -25,7 +25,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from zoldyq import broker as engine
 from zoldyq.api import Broker, Caps, check_queue_name
@@ -108,9 +108,49 @@ def _image(broker: Broker, name: str) -> QueueImage:
     caps = {e.name: e.caps for e in broker.entries()}.get(check_queue_name(name))
     if caps is None:
         raise QueueNotFound(name)
-    messages = broker.queue(name).peek()
-    return QueueImage(name, Caps(*caps), [(m.kind, m.data) for m in messages],
-                      [m.enqueued_at for m in messages])  # fmt: skip
+    q = broker.queue(name)
+    messages = q.peek()
+    image = QueueImage(name, Caps(*caps), [(m.kind, m.data) for m in messages],
+                       [m.enqueued_at for m in messages])  # fmt: skip
+    held = getattr(q, "held", None)  # leased and delayed messages, where the engine has them
+    if held is not None:
+        kept = held()
+        if kept:
+            image.extras = [(0, 0)] * len(image.records)
+            for kind, data, enqueued_at, deliveries, deliver_at in kept:
+                image.records.append((kind, data))
+                image.stamps.append(enqueued_at)
+                image.extras.append((max(1, deliveries) if not deliver_at else deliveries,
+                                     deliver_at or 0))
+    return image
+
+
+class _Returned(NamedTuple):
+    """A message to put back at the head with its delivery count (``Queue.requeue``)."""
+
+    kind: int
+    data: bytes
+    enqueued_at: int
+    delivery_count: int
+
+
+def _restore(q: Any, image: QueueImage) -> None:
+    """Ready messages in order, leased ones back at the head with their count, delayed
+    ones until their deliver_at."""
+    if not image.extras:
+        q.put_records(image.records)
+        return
+    rows = list(zip(image.records, image.stamps, image.extras, strict=True))
+    plain = [rec for rec, _, (d, at) in rows if not d and not at]
+    if plain:
+        q.put_records(plain)
+    back = [_Returned(k, data, stamp, d + 1) for (k, data), stamp, (d, at) in rows
+            if d and not at]
+    if back:
+        q.requeue(back)
+    for rec, _, (_, at) in rows:
+        if at:
+            q.put_records([rec], deliver_at=at)
 
 
 def save(
@@ -223,7 +263,7 @@ def load(
                                     max_message_bytes=mmb)  # fmt: skip
                 created.append(image.name)
             if image.records:
-                broker.queue(image.name).put_records(image.records)
+                _restore(broker.queue(image.name), image)
     except ZoldyQError as ex:
         # Caps the engine refuses, or something raced us between the room check and
         # the puts: undo what we can.
