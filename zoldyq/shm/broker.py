@@ -52,7 +52,7 @@ _time_ns = time.time_ns  # one clock for the engine (tests replace it)
 MAX_SECONDS = 366 * 86400  # the longest lease or delay accepted: a year
 
 
-class Message(tuple[int, bytes, int, str]):
+class Message(tuple[Any, ...]):
     """One dequeued message: ``payload`` is the JSON value, or ``bytes`` for a raw message.
 
     A tuple (kind, data, enqueued_at, queue_name[, lease_id, delivery_count,
@@ -81,7 +81,8 @@ class Message(tuple[int, bytes, int, str]):
 
     @property
     def is_raw(self) -> bool:
-        return self[0] == KIND_BYTES
+        kind: int = self[0]
+        return kind == KIND_BYTES
 
     @functools.cached_property
     def payload(self) -> Any:
