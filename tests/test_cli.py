@@ -200,18 +200,44 @@ def test_bench_local(local: Run, broker: zoldyq.Broker) -> None:
 
 
 def test_where_by_default(broker: zoldyq.Broker, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Local when the namespace exists; else HTTP; --local on a missing namespace exits 4."""
+    """Local when the namespace exists; a namespace asked for that is not here is an error
+    (exit 4), never a silent fallback to a server's namespace; --local likewise."""
     monkeypatch.setenv("ZOLDYQ_NAMESPACE", broker.namespace)
     run = Run(capsys, monkeypatch)
     assert run("put", "q", "1")[0] == 0
     assert len(broker.queue("q")) == 1
     monkeypatch.setenv("ZOLDYQ_NAMESPACE", "zqt-missing")
     monkeypatch.setenv("ZOLDYQ_PORT", str(servers.free_port()))
-    code, _, err = run("queues")
+    missing = "zoldyq: namespace 'zqt-missing' does not exist on this host (create it first)\n"
+    assert run("queues") == (4, "", missing)
+    assert run("queues", "--local") == (4, "", missing)
+    assert run("queues", "--namespace", "zqt-missing") == (4, "", missing)
+
+
+def test_url_names_any_engine(broker: zoldyq.Broker, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """--url takes shm:// too (the URL's namespace wins); an unknown scheme is usage (2)."""
+    run = Run(capsys, monkeypatch, "--url", f"shm://{broker.namespace}")
+    assert run("put", "u", "7") == (0, "queued in 'u' (size 1)\n", "")
+    assert len(broker.queue("u")) == 1
+    assert run("get", "u") == (0, "7\n", "")
+    bad = Run(capsys, monkeypatch, "--url", "ftp://x")
+    assert bad("queues") == (2, "", "zoldyq: unknown URL 'ftp://x': use shm://NAME, "
+                                     "http(s)://host:port or redis://host:port\n")
+
+
+def test_falls_back_to_http_only_without_a_namespace(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No namespace asked for and the default one not on this host: the command goes to
+    the configured server, and says so on stderr."""
+    if os.path.exists("/dev/shm/zoldyq.zoldyq"):
+        pytest.skip("this host runs the default namespace 'zoldyq' (a local server)")
+    monkeypatch.delenv("ZOLDYQ_NAMESPACE", raising=False)
+    port = servers.free_port()
+    monkeypatch.setenv("ZOLDYQ_PORT", str(port))
+    code, _, err = Run(capsys, monkeypatch)("queues")
     assert code == 4
-    assert err.startswith("zoldyq: cannot reach http://127.0.0.1:")
-    assert run("queues", "--local") == (
-        4, "", "zoldyq: namespace 'zqt-missing' does not exist on this host (create it first)\n"
+    assert err.startswith(
+        f"zoldyq: no namespace 'zoldyq' on this host: using the server at "
+        f"http://127.0.0.1:{port}\nzoldyq: backend http://127.0.0.1:{port} is unavailable: "
     )
 
 

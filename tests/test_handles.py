@@ -86,3 +86,25 @@ def test_a_queue_deleted_elsewhere_is_released_here_once_touched(namespace: str)
     finally:
         other.close()
         mine.close()
+
+
+def test_a_cached_handle_on_a_closed_queue_never_reads_released_memory(
+        namespace: str) -> None:
+    """A Queue whose shared queue this process already closed (deleted elsewhere) follows
+    the name on the paths that read without a lock too (an empty batch, an asyncio wait):
+    found by schemathesis as a 500 "operation forbidden on released memoryview"."""
+    mine = zoldyq.create(namespace, max_queues=4, max_bytes=1 << 20)
+    other = zoldyq.attach(namespace)
+    try:
+        q = mine.queue("b")
+        q.put(1)
+        other.delete("b")
+        mine.queue("b").put(2)  # resolves the name again: the old handle is closed now
+        assert q._sq is not None
+        assert q._sq.closed
+        assert q.put_many([]).queue_size == 1
+        assert [m.payload for m in q.get_many(10)] == [2]
+    finally:
+        other.close()
+        mine.close()
+

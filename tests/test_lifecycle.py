@@ -85,6 +85,20 @@ def test_destroy_refuses_while_served_and_a_forced_one_stops_the_server(
     fresh.close()
 
 
+def test_plain_gunicorn_never_destroys_a_namespace_re_created_under_it(
+        namespace: str) -> None:
+    """Plain gunicorn owns the namespace it created, but a namespace destroyed (forced)
+    and re-created by someone else while it ran is left alone when it stops."""
+    with servers.gunicorn(namespace, workers=1) as srv:
+        assert _cli(namespace, "destroy").returncode == 1  # held by the gunicorn master
+        assert _cli(namespace, "destroy", "--force").returncode == 0
+        fresh = zoldyq.create(namespace, max_bytes=1 << 20)
+        fresh.queue("new").put("not yours")
+        assert srv.stop() == 0
+    assert fresh.queue("new").get().payload == "not yours"
+    fresh.close()
+
+
 def test_a_restart_after_a_crash_keeps_messages_and_applies_new_defaults(
         namespace: str) -> None:
     """After kill -9 of the whole server, a start with other settings reattaches (the

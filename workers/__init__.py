@@ -1,1 +1,1 @@
-"""Process entry points: thin wiring, no logic."""
+"""Process entry points of a checkout: thin wiring over ``zoldyq.serve.workers`` (not packaged)."""

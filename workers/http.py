@@ -1,6 +1,5 @@
-"""The gunicorn app module: ``gunicorn -c gunicorn.conf.py workers.http:app``."""
+"""``gunicorn -c gunicorn.conf.py workers.http:app`` from a checkout (the app is in the package)."""
 
-from zoldyq.http import create_app
-from zoldyq.settings import Settings
+from zoldyq.serve.workers.http import app
 
-app = create_app(Settings.load())
+__all__ = ["app"]

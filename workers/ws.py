@@ -1,22 +1,8 @@
-"""The WebSocket sidecar process: ``python -m workers.ws`` (settings from ZOLDYQ_* env)."""
-
-from __future__ import annotations
+"""``python -m workers.ws`` from a checkout (the sidecar's main lives in the package)."""
 
 import sys
 
-from zoldyq.errors import ConfigError
-from zoldyq.settings import Settings
-from zoldyq.ws import run
-
-
-def main() -> int:
-    try:
-        settings = Settings.load()
-    except ConfigError as ex:
-        print(f"zoldyq ws: {ex}", file=sys.stderr)
-        return 2
-    return run(settings)
-
+from zoldyq.serve.workers.ws import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,11 +9,12 @@ from __future__ import annotations
 from zoldyq.settings import Settings
 from zoldyq.shm import broker as _shm
 from zoldyq.shm.broker import Broker, attach, create, destroy
+from zoldyq.shm.listing import namespaces
 from zoldyq.shm.owner import Ownership, holder
 
 __all__ = [
-    "Broker", "Ownership", "attach", "create", "destroy", "holder", "open_namespace",
-    "serve_namespace",
+    "Broker", "Ownership", "attach", "create", "destroy", "holder",
+    "namespaces", "open_namespace", "serve_namespace",
 ]
 
 

@@ -24,7 +24,8 @@
     and, raised by the transports and operations on top of the engine:
 
     ZoldyQError
-    ├── RequestError                           4xx (status and code per request: http/)
+    ├── RequestError                           4xx (status and code per request: http/;
+    │                                          the HTTP client raises it for such answers)
     ├── BadPath                                404 bad_path            (ws/)
     ├── BadFrame               (ValueError)    400 bad_request         (ws/)
     ├── SnapshotError                          422 bad_snapshot        (ops/snapshot)
@@ -114,6 +115,7 @@ class MessageTooLarge(ZoldyQError, ValueError):
 class QueueFull(ZoldyQError, queue.Full):
     code = "queue_full"
     http_status = 429
+    retry_after: float | None = None  # seconds, when a server said (Retry-After)
 
     def __init__(
         self, queue_name: str, capacity: int, size: int, max_bytes: int, needed_bytes: int = 0

@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any, TextIO
 
-from zoldyq.cli.target import Client
+from zoldyq.cli.target import Target
 from zoldyq.cli.term import Progress
 from zoldyq.errors import ZoldyQError
 
@@ -38,7 +38,7 @@ def _summary(phase: str, count: int, seconds: float, lat_us: list[float]) -> dic
 
 
 def run(
-    client: Client,
+    client: Target,
     messages: int,
     size: int,
     batch: int,

@@ -24,7 +24,7 @@ import orjson
 
 from zoldyq import settings as settings_mod
 from zoldyq.cli import bench
-from zoldyq.cli.target import Client, ClientError, connect
+from zoldyq.cli.target import Target, open_target
 from zoldyq.cli.term import CLEAR, table
 from zoldyq.errors import BrokenError, ConfigError, ZoldyQError
 
@@ -39,7 +39,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("where")
     where.add_argument("--url", default=os.environ.get("ZOLDYQ_URL"),
-                       help="server URL, e.g. http://127.0.0.1:9000 [ZOLDYQ_URL]")
+                       help="where the queues are: http(s)://host:port, shm://NAMESPACE, "
+                            "redis://host:port [ZOLDYQ_URL]")
     where.add_argument("--local", action="store_true", default=None,
                        help="use this host's shared memory (default when the namespace exists)")
     settings_mod.add_arguments(where, only=("namespace", "token"))  # type: ignore[arg-type]
@@ -137,18 +138,19 @@ def run(args: argparse.Namespace) -> int:
     scheme = "https" if settings.tls_cert else "http"
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     try:
-        client = connect(
+        client = open_target(
             settings.namespace, args.url, settings.token, args.local, settings.snapshot_dir,
             default_url=f"{scheme}://{host}:{settings.port}",
+            namespace_asked=args.namespace is not None or "ZOLDYQ_NAMESPACE" in os.environ,
         )
+    except ConfigError as ex:  # a bad URL
+        return _fail(USAGE, ex)
     except ZoldyQError as ex:
         return _fail(UNREACHABLE, ex)
     try:
         return _COMMANDS[args.command](client, args)
     except KeyboardInterrupt:
         return INTERRUPTED
-    except ClientError as ex:
-        return _fail(UNREACHABLE if ex.status == 0 else FAILED, ex)
     except BrokenError as ex:
         return _fail(UNREACHABLE, ex)
     except (ZoldyQError, ValueError) as ex:
@@ -173,7 +175,7 @@ def _out(args: argparse.Namespace, doc: Any, human: str) -> None:
 # -- commands ------------------------------------------------------------------------
 
 
-def _put(client: Client, args: argparse.Namespace) -> int:
+def _put(client: Target, args: argparse.Namespace) -> int:
     if args.lines:
         total, receipt = 0, {}
         for chunk in _chunks(_json_lines(sys.stdin.buffer), PUT_CHUNK):
@@ -236,7 +238,7 @@ def _print_message(args: argparse.Namespace, m: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _get(client: Client, args: argparse.Namespace) -> int:
+def _get(client: Target, args: argparse.Namespace) -> int:
     if args.max < 1:
         raise ValueError("--max must be at least 1")
     messages = client.get(args.queue, args.timeout, args.max, args.lease)
@@ -249,7 +251,7 @@ def _get(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _ack(client: Client, args: argparse.Namespace) -> int:
+def _ack(client: Target, args: argparse.Namespace) -> int:
     not_held = client.ack(args.queue, args.lease_id)
     acked = len(args.lease_id) - len(not_held)
     _out(args, {"acked": acked, "not_held": not_held, "queue_name": args.queue},
@@ -258,7 +260,7 @@ def _ack(client: Client, args: argparse.Namespace) -> int:
     return FAILED if not_held else OK
 
 
-def _nack(client: Client, args: argparse.Namespace) -> int:
+def _nack(client: Target, args: argparse.Namespace) -> int:
     dlq = client.nack(args.queue, args.lease_id, args.delay)
     doc: dict[str, Any] = {"nacked": 1, "queue_name": args.queue}
     if dlq:
@@ -268,14 +270,14 @@ def _nack(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _redrive(client: Client, args: argparse.Namespace) -> int:
+def _redrive(client: Target, args: argparse.Namespace) -> int:
     n = client.redrive(args.queue)
     _out(args, {"redriven": n, "queue_name": args.queue},
          f"moved {n} messages from '{args.queue}' back to their queues")
     return OK
 
 
-def _peek(client: Client, args: argparse.Namespace) -> int:
+def _peek(client: Target, args: argparse.Namespace) -> int:
     if args.max < 1:
         raise ValueError("--max must be at least 1")
     messages = client.peek(args.queue, args.max)
@@ -288,7 +290,7 @@ def _peek(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _stream(client: Client, args: argparse.Namespace) -> int:
+def _stream(client: Target, args: argparse.Namespace) -> int:
     seen = 0
     idle_since = time.monotonic()
     while not args.count or seen < args.count:
@@ -307,7 +309,7 @@ def _stream(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _queues(client: Client, args: argparse.Namespace) -> int:
+def _queues(client: Target, args: argparse.Namespace) -> int:
     rows = client.queues()
     human = table(
         [(r["name"], r["size"], r["capacity"], f"{r['utilization']:.1%}", r["bytes"])
@@ -318,7 +320,7 @@ def _queues(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _stats(client: Client, args: argparse.Namespace) -> int:
+def _stats(client: Target, args: argparse.Namespace) -> int:
     live = sys.stdout.isatty() and not args.json
     frames = args.iterations or (0 if live else 1)
     before: dict[str, dict[str, Any]] = {}
@@ -347,7 +349,7 @@ def _stats(client: Client, args: argparse.Namespace) -> int:
 _RATES = (("enqueued_total", "enqueue_rate"), ("dequeued_total", "dequeue_rate"))
 
 
-def _stats_frame(client: Client, rows: list[dict[str, Any]]) -> str:
+def _stats_frame(client: Target, rows: list[dict[str, Any]]) -> str:
     head = f"zoldyq  {client.where}  {time.strftime('%H:%M:%S')}  {len(rows)} queues"
     body = table(
         [(r["name"], r["size"], r["capacity"], f"{r['utilization']:.1%}",
@@ -358,20 +360,20 @@ def _stats_frame(client: Client, rows: list[dict[str, Any]]) -> str:
     return f"{head}\n\n{body}"
 
 
-def _clear(client: Client, args: argparse.Namespace) -> int:
+def _clear(client: Target, args: argparse.Namespace) -> int:
     n = client.clear(args.queue)
     doc = {"queue_name": args.queue, "cleared": n}
     _out(args, doc, f"cleared {n} messages from '{args.queue}'")
     return OK
 
 
-def _delete(client: Client, args: argparse.Namespace) -> int:
+def _delete(client: Target, args: argparse.Namespace) -> int:
     client.delete(args.queue)
     _out(args, {"queue_name": args.queue, "deleted": True}, f"deleted queue '{args.queue}'")
     return OK
 
 
-def _snapshot(client: Client, args: argparse.Namespace) -> int:
+def _snapshot(client: Target, args: argparse.Namespace) -> int:
     doc = client.snapshot(args.action, args.name, args.queue)
     verb = "saved" if args.action == "save" else "loaded"
     _out(args, doc, f"{verb} {doc['messages']} messages in {doc['queues']} queues "
@@ -379,7 +381,7 @@ def _snapshot(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def _bench(client: Client, args: argparse.Namespace) -> int:
+def _bench(client: Target, args: argparse.Namespace) -> int:
     if args.messages < 1 or args.batch < 1 or args.size < 0:
         raise ValueError("--messages and --batch must be at least 1, --size at least 0")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -395,7 +397,7 @@ def _bench(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+_COMMANDS: dict[str, Callable[[Target, argparse.Namespace], int]] = {
     "put": _put,
     "get": _get,
     "ack": _ack,

@@ -6,14 +6,16 @@ import argparse
 import json
 import sys
 
+import zoldyq
 from zoldyq import broker as engine
 from zoldyq import settings as settings_mod
-from zoldyq.cli import commands
+from zoldyq.cli import commands, host_commands
 from zoldyq.errors import ZoldyQError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zoldyq", description="ZoldyQ message broker")
+    parser.add_argument("--version", action="version", version=f"zoldyq {zoldyq.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP server and the WebSocket sidecar")
     settings_mod.add_arguments(serve)
@@ -27,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     destroy.add_argument("--force", action="store_true",
                          help="even while a server serves it (that server then exits 1)")
     commands.add_parsers(sub)
+    host_commands.add_parsers(sub)
     args = commands.parse_args(parser, argv)
     if args.command in commands.NAMES:
         return commands.run(args)
+    if args.command in host_commands.NAMES:
+        return host_commands.run(args)
     try:
         settings = settings_mod.from_args(args)
         if args.command == "destroy":

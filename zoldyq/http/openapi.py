@@ -164,6 +164,10 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": [NAME],
         "responses": {"200": _resp("cleared", "Cleared"), **_errors(*QUEUE, "queue_not_found")},
     },
+    "info": {
+        "summary": "Version, WebSocket port (same host) and limits: what the client SDK reads",
+        "responses": {"200": _resp("this server", "Info"), **_errors(*COMMON)},
+    },
     "peek": {
         "summary": "The first `max` messages (default 10), without taking them",
         "parameters": [NAME],  # + max, whose maximum is a setting: see document()
@@ -279,6 +283,11 @@ SCHEMAS: dict[str, Any] = {
         "status": _STR, "uptime_seconds": {"type": "number"}, "total_queues": _INT,
         "queues": {"type": "object", "additionalProperties": {"type": "object"}}}},
     "Snapshot": {"type": "object", "additionalProperties": True},
+    "Info": {"type": "object", "properties": {
+        "version": _STR, "namespace": _STR,
+        "websocket_port": {"type": ["integer", "null"]}, "websocket_tls": {"type": "boolean"},
+        "max_timeout": {"type": "number"}, "max_batch": _INT, "max_queues": _INT,
+        "defaults": {"type": "object", "additionalProperties": _INT}}},
     "AckRequest": {"type": "object", "properties": {
         "lease_id": _STR, "lease_ids": {"type": "array", "items": _STR}}},
     "AckResponse": {"type": "object", "properties": {

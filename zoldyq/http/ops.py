@@ -9,6 +9,7 @@ worker answers a scrape reports every worker's requests.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import threading
 import weakref
@@ -56,6 +57,28 @@ def observe(ctx: Ctx, method: str, route: str, status: int, seconds: float) -> N
     counters = _ops(ctx).counters
     if counters is not None:
         metrics_mod.count_request(counters, method, route, status)
+
+
+def info(ctx: Ctx, call: Call) -> Reply:
+    """What a client needs to know of this server: version, where its WebSocket streams
+    are (same host, ``websocket_port``; null without the sidecar) and its limits."""
+    s = ctx.settings
+    d = ctx.broker.defaults
+    try:
+        version = importlib.metadata.version("zoldyq")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    return Reply(200, orjson.dumps({
+        "version": version,
+        "namespace": ctx.broker.namespace,
+        "websocket_port": s.ws_port if s.ws else None,
+        "websocket_tls": bool(s.tls_cert),
+        "max_timeout": ctx.max_timeout,
+        "max_batch": ctx.max_batch,
+        "max_queues": ctx.broker.max_queues,
+        "defaults": {"max_messages": d.max_messages, "max_bytes": d.max_bytes,
+                     "max_message_bytes": d.max_message_bytes},
+    }))
 
 
 def health(ctx: Ctx, call: Call) -> Reply:

@@ -38,6 +38,7 @@ ROUTES: tuple[Route, ...] = (
     Route("put_queue", "PUT", "/queues/{name}", core.put_queue, body=True),
     Route("delete_queue", "DELETE", "/queues/{name}", core.delete_queue),
     Route("clear_queue", "POST", "/queues/{name}/clear", core.clear_queue),
+    Route("info", "GET", "/info", ops.info),
     Route("health", "GET", "/health", ops.health, auth=False),
     Route("metrics", "GET", "/metrics", ops.metrics),
     Route("snapshot", "POST", "/admin/snapshot", ops.snapshot, body=True),

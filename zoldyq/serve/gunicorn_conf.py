@@ -22,6 +22,7 @@ from typing import Any
 from gunicorn.glogging import Logger as _GunicornLogger
 
 from zoldyq import broker as engine
+from zoldyq import errors
 from zoldyq.broker import Ownership, serve_namespace
 from zoldyq.ops import logs
 from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
@@ -66,12 +67,13 @@ if _settings.tls_cert:
 
 _claim: Ownership | None = None
 _ours = False
+_inode = 0  # the registry's inode: tells our namespace from one re-created since
 
 
 def on_starting(server: Any) -> None:
     """Own the namespace (refusing if another server does), create or reattach to it
     before any worker exists, and remember whether it is ours to destroy."""
-    global _claim, _ours
+    global _claim, _ours, _inode
     os.environ.setdefault(STARTED_AT_ENV, str(time.time()))
     if os.environ.get(OWNER_ENV):
         return  # the launcher owns it
@@ -81,15 +83,25 @@ def on_starting(server: Any) -> None:
     except BaseException:
         _claim.release(unlink=True)
         raise
+    _inode = broker.registry.inode
     broker.close()
     _ours = created or _claim.adopted
     os.environ[OWNER_ENV] = f"gunicorn:{os.getpid()}"
 
 
+def _still_ours() -> bool:
+    """Not destroyed (and perhaps re-created by someone else) while we served it."""
+    try:
+        with engine.attach(_settings.namespace) as broker:
+            return broker.registry.inode == _inode and not broker.registry.gone
+    except errors.ZoldyQError:
+        return False
+
+
 def on_exit(server: Any) -> None:
     if _claim is None:
         return
-    destroy = _ours and not _settings.keep_namespace
+    destroy = _ours and not _settings.keep_namespace and _still_ours()
     if destroy:
         engine.destroy(_settings.namespace)
     _claim.release(unlink=destroy or not _ours)

@@ -37,8 +37,9 @@ from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
 log = logging.getLogger("zoldyq.serve.launcher")
 
-HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf", "workers.http:app"]
-WS_CMD = ["-m", "workers.ws"]
+HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf",
+            "zoldyq.serve.workers.http:app"]
+WS_CMD = ["-m", "zoldyq.serve.workers.ws"]
 QUICK_DEATH = 5.0  # seconds: a child that dies sooner counts towards giving up
 MAX_QUICK_DEATHS = 5
 POLL = 0.1

@@ -212,17 +212,14 @@ class Queue:
         if deliver_at is not None:
             deliver_at = due_at(None, deliver_at)
         for attempt in (0, 1):
-            sq = self._sq or self._resolve(create=True)
+            sq = self._live(create=True)
             limit = sq.max_message_bytes
             for _, data in records:
                 if len(data) > limit:
                     raise MessageTooLarge(len(data), limit, self.name)
-            if not records:
-                if sq.deleted and not attempt:  # a handle kept past a delete: look again
-                    self._forget(sq)
-                    continue
-                return _receipt((sq.ring.count(), time.time_ns() // 1000, None))
             try:
+                if not records:
+                    return _receipt((sq.ready(), time.time_ns() // 1000, None))
                 if deliver_at is None:
                     return _receipt((*sq.put(records, t0), None))
                 return _receipt((*sq.put_delayed(records, deliver_at), deliver_at))
@@ -231,6 +228,14 @@ class Queue:
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def _live(self, create: bool) -> SharedQueue:
+        """The cached shared queue unless this process closed it (it was deleted), for the
+        paths that read it without taking one of its locks."""
+        sq = self._sq
+        if sq is None or sq.closed:
+            sq = self._resolve(create)
+        return sq
 
     def _resolve(self, create: bool) -> SharedQueue:
         self._sq = sq = self.broker._shared(self.name, create)
@@ -332,7 +337,7 @@ class Queue:
             remaining = deadline - time.monotonic()
             if got or self.broker.interrupted:
                 return got
-            sq = self._sq or self._resolve(create=False)
+            sq = self._live(create=False)
             if remaining <= 0:
                 if timeout > 0:
                     sq.note_timeout()

@@ -846,6 +846,13 @@ class SharedQueue:
 
     # -- stats: racy reads of single words, never the lock -----------------------
 
+    def ready(self) -> int:
+        """Messages ready now, read without a lock; QueueDeleted once closed here."""
+        try:
+            return self.ring.count()
+        except ValueError:  # closed here meanwhile (deleted): its views are released
+            raise QueueDeleted(self.name) from None
+
     def stats(self) -> dict[str, object]:
         try:
             return self._stats()
