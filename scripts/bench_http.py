@@ -169,18 +169,30 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
             ns, workers=WORKERS, threads=THREADS, worker_class=worker_class,
             default_queue_capacity=10_000_000, default_queue_max_bytes=2 << 30))
         rd = stack.enter_context(baseline(f"bench_http_apps:redis_{flavour}", worker_class, env))
+        # the same ZoldyQ on gunicorn's plain stack (asyncio loop, Python parser): what the
+        # shipped stack (uvloop + gunicorn_h1c, picked by gunicorn's "auto") is compared with
+        os.environ["GUNICORN_CMD_ARGS"] = "--asgi-loop asyncio --http-parser python"
+        try:
+            plain = stack.enter_context(servers.gunicorn(
+                ns + "p", workers=WORKERS, threads=THREADS, worker_class=worker_class,
+                default_queue_capacity=10_000_000, default_queue_max_bytes=2 << 30))
+        finally:
+            del os.environ["GUNICORN_CMD_ARGS"]
+        stack.callback(zoldyq.destroy, ns + "p")
         plan = [  # each ZoldyQ run right next to the runs it is compared with
             ("noop POST", noop.url + "/noop/b", "POST", one),
             ("zoldyq enqueue", zq.url + "/queues/b/enqueue", "POST", one),
+            ("plain enqueue", plain.url + "/queues/b/enqueue", "POST", one),
             ("redis enqueue", rd.url + "/queues/b/enqueue", "POST", one),
             ("noop GET", noop.url + "/noop/b", "GET", None),
             ("zoldyq dequeue", zq.url + "/queues/b/dequeue", "GET", None),
+            ("plain dequeue", plain.url + "/queues/b/dequeue", "GET", None),
             ("redis dequeue", rd.url + "/queues/b/dequeue", "GET", None),
             ("zoldyq batch", zq.url + "/queues/c/batch", "POST", hundred),
             ("redis batch", rd.url + "/queues/c/batch", "POST", hundred),
         ]
         r.flushall()
-        for url in (zq.url, rd.url):
+        for url in (zq.url, rd.url, plain.url):
             prefill(url, "/queues/b/batch", PREFILL)
         for _, url, method, body in plan:
             wrk(url, 1, connections, method, body)  # warm-up: imports, connections, caches
@@ -281,6 +293,16 @@ def table(worker_class: str, runs: dict[str, list[dict[str, float]]]) -> str:
     for noop in ("noop POST", "noop GET"):
         rows.append(f"| {noop} | {med(noop, 'rps'):.0f} | - | {med(noop, 'p50'):.2f} | "
                     f"{med(noop, 'p99'):.2f} | 100% | - | 1.00x |")
+    if "plain enqueue" in runs:
+        rows += ["", f"| {worker_class}: shipped stack vs plain | shipped req/s | plain req/s | "
+                 "shipped ÷ plain (min-max) | shipped p99 ms | plain p99 ms |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for op in ("enqueue", "dequeue"):
+            a, b = f"zoldyq {op}", f"plain {op}"
+            per = [x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True)]
+            rows.append(f"| {op} | {med(a, 'rps'):.0f} | {med(b, 'rps'):.0f} | "
+                        f"{_median(per):.2f}x ({min(per):.2f}-{max(per):.2f}) | "
+                        f"{med(a, 'p99'):.2f} | {med(b, 'p99'):.2f} |")
     return "\n".join(rows)
 
 

@@ -1,27 +1,36 @@
 #!/usr/bin/env python3
-"""Local API throughput and latency, side by side with the usual Python alternatives.
+"""Local API throughput and latency, interleaved in rounds with the usual Python alternatives.
 
-    .venv/bin/python scripts/bench_local.py [--quick]
+    .venv/bin/python scripts/bench_local.py [--rounds 5] [--quick] [--markdown] [--json FILE]
 
-Runs in one go, on the same machine, for each backend (ZoldyQ, multiprocessing.Queue,
-faster-fifo): 1 producer process -> 1 consumer process with 100-byte messages, one
-message per call and batches of 100; the one-way latency of a hand-off to a parked
-consumer (p50/p99); and 4 producers -> 4 consumers. Prints a table with ZoldyQ's ratio
-to each baseline. Machines here are shared and noisy: compare ratios, not absolutes.
+Backends: ZoldyQ on its C path, ZoldyQ on its pure-Python path (``ZOLDYQ_PURE_PYTHON``'s
+engine), faster-fifo and multiprocessing.Queue. Workloads, 100-byte messages, separate
+processes: 1 producer -> 1 consumer one message per call (streaming); one consumer
+draining a pre-filled queue one message per call (drain); 4 producers -> 4 consumers;
+1 -> 1 in batches of 100 (``put_records``/``get_many``; multiprocessing.Queue pickles a
+list of 100 as one message, its usual batching); the one-way latency of a hand-off to a
+consumer parked on an empty queue (p50/p99).
+
+Every round runs every workload on every backend, the backends in a rotating order, so
+that other load on this shared host hits them alike. Figures are medians over rounds with
+their spread (min-max); each ratio is the median of the per-round ratios of runs made
+seconds apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import queue as std_queue
+import statistics
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import zoldyq
+from zoldyq.shm import speedups
 from zoldyq.shm.layout import KIND_BYTES
 
 PAYLOAD = b"x" * 100
@@ -29,19 +38,30 @@ BATCH = 100
 ctx = mp.get_context("fork")
 
 
-# -- backends: each gives (make, put_one, put_batch, get_one, get_batch) -------------------
+# -- backends ------------------------------------------------------------------------------
 
 
 class Zoldyq:
-    name = "zoldyq"
+    name = "zoldyq (C)"
+    c_path = True
 
     def __init__(self) -> None:
-        self.ns = f"bench{os.getpid()}"
-        self.broker = zoldyq.create(self.ns, max_messages=200_000, max_bytes=64 << 20)
-        self.broker.create_queue("b", max_messages=200_000, max_bytes=64 << 20)
+        if self.c_path and not speedups.ENABLED:
+            raise SystemExit("zoldyq.shm._speedups is not built: pip install -e . with a compiler")
+        self.ns = f"bench{os.getpid()}{'c' if self.c_path else 'p'}"
+        self.broker = zoldyq.create(self.ns, max_messages=400_000, max_bytes=128 << 20)
+        self.broker.create_queue("b", max_messages=400_000, max_bytes=128 << 20)
 
     def handle(self) -> Any:
-        return zoldyq.attach(self.ns).queue("b")
+        """A handle on this path: the path is chosen when the shared queue is opened."""
+        saved, speedups.ENABLED = speedups.ENABLED, self.c_path
+        try:
+            q = zoldyq.attach(self.ns).queue("b")
+            q._resolve(create=False)
+            assert (q._sq.fast is not None) == self.c_path  # type: ignore[union-attr]
+            return q
+        finally:
+            speedups.ENABLED = saved
 
     @staticmethod
     def put(q: Any, data: bytes) -> bool:
@@ -68,58 +88,17 @@ class Zoldyq:
     def get_batch(q: Any) -> list[bytes]:
         return [m.data for m in q.get_many(BATCH, timeout=0.5)]
 
-    @staticmethod
-    def poll(q: Any) -> bytes | None:
-        m = q.get()
-        return None if m is None else m.data
+    def empty(self) -> None:
+        self.broker.queue("b").clear()
 
     def close(self) -> None:
         self.broker.close()
         zoldyq.destroy(self.ns)
 
 
-class MpQueue:
-    name = "multiprocessing.Queue"
-
-    def __init__(self) -> None:
-        self.q = ctx.Queue(maxsize=200_000)
-
-    def handle(self) -> Any:
-        return self.q
-
-    @staticmethod
-    def put(q: Any, data: bytes) -> bool:
-        q.put(data)
-        return True
-
-    @staticmethod
-    def put_batch(q: Any, items: list[bytes]) -> bool:
-        q.put(items)  # a list pickled as one message: the usual way to batch it
-        return True
-
-    @staticmethod
-    def get(q: Any) -> bytes | None:
-        try:
-            return q.get(timeout=0.5)
-        except std_queue.Empty:
-            return None
-
-    @staticmethod
-    def get_batch(q: Any) -> list[bytes]:
-        try:
-            return q.get(timeout=0.5)
-        except std_queue.Empty:
-            return []
-
-    @staticmethod
-    def poll(q: Any) -> bytes | None:
-        try:
-            return q.get_nowait()
-        except std_queue.Empty:
-            return None
-
-    def close(self) -> None:
-        self.q.close()
+class ZoldyqPure(Zoldyq):
+    name = "zoldyq (pure Python)"
+    c_path = False
 
 
 class FasterFifo:
@@ -128,7 +107,7 @@ class FasterFifo:
     def __init__(self) -> None:
         from faster_fifo import Queue
 
-        self.q = Queue(max_size_bytes=64 << 20)
+        self.q = Queue(max_size_bytes=128 << 20)
 
     def handle(self) -> Any:
         return self.q
@@ -163,18 +142,58 @@ class FasterFifo:
         except std_queue.Empty:
             return []
 
-    @staticmethod
-    def poll(q: Any) -> bytes | None:
-        try:
-            return q.get(block=False)
-        except std_queue.Empty:
-            return None
+    def empty(self) -> None:
+        while self.get_batch(self.q):
+            pass
 
     def close(self) -> None:
         pass
 
 
-# -- workloads ---------------------------------------------------------------------------
+class MpQueue:
+    name = "multiprocessing.Queue"
+
+    def __init__(self) -> None:
+        self.q = ctx.Queue(maxsize=400_000)
+
+    def handle(self) -> Any:
+        return self.q
+
+    @staticmethod
+    def put(q: Any, data: bytes) -> bool:
+        q.put(data)
+        return True
+
+    @staticmethod
+    def put_batch(q: Any, items: list[bytes]) -> bool:
+        q.put(items)  # a list pickled as one message: the usual way to batch it
+        return True
+
+    @staticmethod
+    def get(q: Any) -> bytes | None:
+        try:
+            return q.get(timeout=0.5)
+        except std_queue.Empty:
+            return None
+
+    @staticmethod
+    def get_batch(q: Any) -> list[bytes]:
+        try:
+            return q.get(timeout=0.5)
+        except std_queue.Empty:
+            return []
+
+    def empty(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.q.close()
+
+
+BACKENDS = [Zoldyq, ZoldyqPure, FasterFifo, MpQueue]
+
+
+# -- workloads -----------------------------------------------------------------------------
 
 
 def _producer(backend: Any, n: int, batch: bool, start: Any) -> None:
@@ -207,12 +226,20 @@ def _consumer(backend: Any, n: int, batch: bool, start: Any, done: Any) -> None:
     done.put(time.perf_counter())
 
 
-def throughput(backend: Any, n: int, batch: bool, pairs: int = 1) -> float:
-    """Messages per second from ``pairs`` producers to ``pairs`` consumers."""
+def throughput(backend: Any, n: int, batch: bool, pairs: int = 1, prefill: bool = False) -> float:
+    """Messages per second from ``pairs`` producers to ``pairs`` consumers; with
+    ``prefill``, one consumer draining ``n`` messages put there beforehand."""
     start, done = ctx.Event(), ctx.Queue()
     each = n // pairs
-    procs = [ctx.Process(target=_producer, args=(backend, each, batch, start))
-             for _ in range(pairs)]
+    procs = []
+    if prefill:
+        q = backend.handle()
+        for _ in range(n):
+            while not backend.put(q, PAYLOAD):
+                time.sleep(0)
+    else:
+        procs += [ctx.Process(target=_producer, args=(backend, each, batch, start))
+                  for _ in range(pairs)]
     procs += [ctx.Process(target=_consumer, args=(backend, each, batch, start, done))
               for _ in range(pairs)]
     for p in procs:
@@ -226,9 +253,9 @@ def throughput(backend: Any, n: int, batch: bool, pairs: int = 1) -> float:
     return each * pairs / (max(ends) - t0)
 
 
-def _latency_consumer(backend: Any, n: int, busy: bool, start: Any, out: Any) -> None:
+def _latency_consumer(backend: Any, n: int, start: Any, out: Any) -> None:
     q = backend.handle()
-    get = backend.poll if busy else backend.get
+    get = backend.get
     start.wait()
     samples = []
     while len(samples) < n:
@@ -238,19 +265,17 @@ def _latency_consumer(backend: Any, n: int, busy: bool, start: Any, out: Any) ->
     out.put(samples)
 
 
-def latency(backend: Any, n: int, busy: bool = False) -> tuple[float, float]:
-    """One-way hand-off latency (µs), p50 and p99, to a consumer parked on an empty
-    queue, or (``busy``) to one polling it without blocking: the hand-off itself,
-    without the kernel's wake-up."""
+def latency(backend: Any, n: int) -> tuple[float, float]:
+    """One-way hand-off latency (µs), p50 and p99, to a consumer parked on an empty queue."""
     start, out = ctx.Event(), ctx.Queue()
-    consumer = ctx.Process(target=_latency_consumer, args=(backend, n, busy, start, out))
+    consumer = ctx.Process(target=_latency_consumer, args=(backend, n, start, out))
     consumer.start()
     q = backend.handle()
     time.sleep(0.3)
     start.set()
     time.sleep(0.1)
     for _ in range(n):
-        time.sleep(0.0005)  # let the consumer park
+        time.sleep(0.001)  # let the consumer park (zoldyq watches the ring for 50 µs first)
         backend.put(q, time.monotonic_ns().to_bytes(8, "little") + PAYLOAD[8:])
     samples = out.get(timeout=120)
     consumer.join(30)
@@ -258,44 +283,76 @@ def latency(backend: Any, n: int, busy: bool = False) -> tuple[float, float]:
     return samples[len(samples) // 2] / 1000, samples[int(len(samples) * 0.99)] / 1000
 
 
-def run(quick: bool) -> None:
-    n_single = 100_000 if quick else 300_000
-    n_batch = 500_000 if quick else 2_000_000
-    n_lat = 2_000 if quick else 5_000
-    backends: list[Callable[[], Any]] = [Zoldyq, MpQueue, FasterFifo]
-    rows: dict[str, dict[str, float]] = {}
-    for make in backends:
-        b = make()
-        try:
-            r = rows[b.name] = {}
-            r["single"] = throughput(b, n_single, batch=False)
-            r["batch"] = throughput(b, n_batch, batch=True)
-            r["p50"], r["p99"] = latency(b, n_lat)
-            r["busy50"], _ = latency(b, n_lat, busy=True)
-            r["4x4"] = throughput(b, n_single, batch=False, pairs=4)
-        finally:
+# -- rounds and report ---------------------------------------------------------------------
+
+#: (key, column title, higher is better)
+METRICS = [
+    ("stream", "1→1 streaming msg/s", True),
+    ("drain", "drain msg/s", True),
+    ("4x4", "4→4 msg/s", True),
+    ("batch", "batch-100 msg/s", True),
+    ("p50", "hand-off p50 µs", False),
+    ("p99", "hand-off p99 µs", False),
+]
+
+
+def measure(backend: Any, sizes: dict[str, int]) -> dict[str, float]:
+    r: dict[str, float] = {}
+    r["stream"] = throughput(backend, sizes["single"], batch=False)
+    backend.empty()
+    r["drain"] = throughput(backend, sizes["single"], batch=False, prefill=True)
+    backend.empty()
+    r["4x4"] = throughput(backend, sizes["single"], batch=False, pairs=4)
+    backend.empty()
+    r["batch"] = throughput(backend, sizes["batch"], batch=True)
+    backend.empty()
+    r["p50"], r["p99"] = latency(backend, sizes["latency"])
+    return r
+
+
+def run(rounds: int, quick: bool) -> dict[str, list[dict[str, float]]]:
+    sizes = {"single": 100_000, "batch": 1_000_000, "latency": 1_000}
+    if quick:
+        sizes = {"single": 30_000, "batch": 300_000, "latency": 300}
+    backends = [make() for make in BACKENDS]
+    runs: dict[str, list[dict[str, float]]] = {b.name: [] for b in backends}
+    try:
+        for i in range(rounds):
+            order = backends[i % len(backends):] + backends[: i % len(backends)]
+            for b in order:
+                runs[b.name].append(measure(b, sizes))
+            print(f"  round {i + 1}/{rounds} done", file=sys.stderr)
+    finally:
+        for b in backends:
             b.close()
-        print(f"  measured {b.name}", file=sys.stderr)
-    print_table(rows)
-    print_lease_rows(lease_rows(n_single // 2))
+    return runs
 
 
-def print_table(rows: dict[str, dict[str, float]]) -> None:
-    z = rows["zoldyq"]
-    print(f"\n{'backend':<24}{'1->1 msg/s':>12}{'batch100 msg/s':>16}"
-          f"{'p50 µs':>9}{'p99 µs':>9}{'busy p50':>10}{'4->4 msg/s':>12}")
-    for name, r in rows.items():
-        print(f"{name:<24}{r['single']:>12,.0f}{r['batch']:>16,.0f}"
-              f"{r['p50']:>9.1f}{r['p99']:>9.1f}{r['busy50']:>10.1f}{r['4x4']:>12,.0f}")
-    for name, r in rows.items():
-        if name == "zoldyq":
-            continue
-        print(f"{'zoldyq / ' + name:<24}{z['single'] / r['single']:>11.2f}x"
-              f"{z['batch'] / r['batch']:>15.2f}x{r['p50'] / z['p50']:>8.2f}x"
-              f"{r['p99'] / z['p99']:>8.2f}x{r['busy50'] / z['busy50']:>9.2f}x"
-              f"{z['4x4'] / r['4x4']:>11.2f}x")
-    print("(latency ratios: baseline / zoldyq, higher is better for zoldyq; 'busy': the")
-    print(" consumer polls without blocking, so no kernel wake-up is in the figure)")
+def _fmt(v: float, key: str) -> str:
+    return f"{v:.1f}" if key in ("p50", "p99") else f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v:,.0f}"
+
+
+def table(runs: dict[str, list[dict[str, float]]]) -> str:
+    """Markdown: median (min-max) per backend, then the per-round ratios of the C path."""
+    lines = ["| backend | " + " | ".join(t for _, t, _ in METRICS) + " |",
+             "| --- |" + " ---: |" * len(METRICS)]
+    for name, rs in runs.items():
+        cells = []
+        for key, _, _ in METRICS:
+            vals = [r[key] for r in rs]
+            cells.append(f"{_fmt(statistics.median(vals), key)} "
+                         f"({_fmt(min(vals), key)}-{_fmt(max(vals), key)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    mine = runs[Zoldyq.name]
+    for other in (FasterFifo.name, MpQueue.name, ZoldyqPure.name):
+        cells = []
+        for key, _, higher in METRICS:
+            ratios = [(a[key] / b[key]) if higher else (b[key] / a[key])
+                      for a, b in zip(mine, runs[other], strict=True)]
+            cells.append(f"{statistics.median(ratios):.2f}x "
+                         f"({min(ratios):.2f}-{max(ratios):.2f})")
+        lines.append(f"| C ÷ {other} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def lease_rows(n: int) -> dict[str, float]:
@@ -334,7 +391,26 @@ def print_lease_rows(r: dict[str, float]) -> None:
         print(f"{name:<32}{r[name]:>12,.0f}{r[name] / r[plain]:>9.2f}x")
 
 
-if __name__ == "__main__":
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller counts (~1 minute)")
-    run(parser.parse_args().quick)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--markdown", action="store_true", help="print only the table")
+    parser.add_argument("--json", help="also write the raw runs to this file")
+    args = parser.parse_args()
+    runs = run(args.rounds, args.quick)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(runs, f, indent=1)
+    if not args.markdown:
+        print(f"\n100-byte messages, medians of {args.rounds} interleaved rounds (min-max); "
+              "ratios are medians of per-round ratios, latency ratios are baseline ÷ zoldyq "
+              "(above 1: zoldyq is faster)\n")
+    print(table(runs))
+    if not args.markdown:
+        print_lease_rows(lease_rows(30_000 if args.quick else 100_000))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,8 +11,18 @@ import time
 import pytest
 
 import zoldyq
-from zoldyq.shm import segment
+from zoldyq.shm import segment, speedups
 from zoldyq.shm.layout import KIND_JSON
+
+
+@pytest.fixture(autouse=True, params=["c", "pure"])
+def engine_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on the compiled path and on the pure-Python one."""
+    if request.param == "pure":
+        monkeypatch.setattr(speedups, "ENABLED", False)
+    elif not speedups.ENABLED:
+        pytest.skip("zoldyq.shm._speedups is not built: the C path is untested")
+    return str(request.param)
 
 
 def test_json_and_raw_messages_round_trip(broker: zoldyq.Broker) -> None:

@@ -48,6 +48,19 @@ def holder(broker: zoldyq.Broker) -> Iterator[object]:
         p.wait(timeout=30)
 
 
+def wait_unhealthy(broker: zoldyq.Broker, lock_timeout: float) -> dict[str, object]:
+    """Poll until 503; every answer comes at once, whatever the probe is stuck on."""
+    deadline = time.monotonic() + 10
+    while True:
+        t0 = time.monotonic()
+        status, body = health.check(broker, lock_timeout=lock_timeout)
+        assert time.monotonic() - t0 < 0.1, "check() waited for the probe"
+        if status == 503 or time.monotonic() > deadline:
+            assert status == 503, body
+            return body
+        time.sleep(0.05)
+
+
 def wait_healthy(broker: zoldyq.Broker) -> dict[str, object]:
     deadline = time.monotonic() + 10
     while True:
@@ -123,9 +136,8 @@ def test_stuck_lock_is_unhealthy_until_its_holder_dies(
     broker.queue("q").put(1)
     proc = holder(which)
     started = time.monotonic()
-    status, body = health.check(broker, lock_timeout=0.3)
+    body = wait_unhealthy(broker, lock_timeout=0.3)
     assert time.monotonic() - started < 5
-    assert status == 503
     assert set(body) == {"status", "reason"}
     assert body["status"] == "unhealthy"
     assert re.fullmatch(reason, body["reason"]), body["reason"]
@@ -149,14 +161,35 @@ def test_lock_that_cannot_be_repaired(broker: zoldyq.Broker, holder) -> None:  #
     proc.wait(timeout=30)
     sq.get_lock.on_dirty = broken
     try:
-        status, body = health.check(broker, lock_timeout=2.0)
-        assert (status, body) == (503, {
+        body = wait_unhealthy(broker, lock_timeout=2.0)
+        assert body == ({
             "status": "unhealthy",
             "reason": "the get lock of queue 'q' cannot be recovered: the ring does not parse",
-        })  # fmt: skip
+        }), body  # fmt: skip
     finally:
         sq.get_lock.on_dirty = repair
     wait_healthy(broker)
+
+
+def test_check_never_waits_for_a_stuck_lock(
+    broker: zoldyq.Broker, holder  # type: ignore[no-untyped-def]
+) -> None:
+    """While a live process keeps a lock, every health check answers within 50 ms.
+
+    The locks are probed off the request path: a check on an event loop must
+    not hold up the loop's other requests for a second each (issue 10, item 11).
+    """
+    broker.queue("q").put(1)
+    holder("put")
+    slowest = 0.0
+    statuses = set()
+    for _ in range(20):
+        t0 = time.monotonic()
+        statuses.add(health.check(broker, lock_timeout=0.2)[0])
+        slowest = max(slowest, time.monotonic() - t0)
+        time.sleep(0.05)
+    assert slowest < 0.05, slowest
+    assert 503 in statuses
 
 
 def test_destroyed_namespace(namespace: str) -> None:

@@ -195,7 +195,7 @@ def test_serve_runs_the_sidecar_as_a_sibling_of_gunicorn(namespace: str) -> None
 
 def test_json_logs_one_line_per_event(namespace: str) -> None:
     """--log-format json: every line the server writes is one JSON object, errors included."""
-    with servers.gunicorn(namespace, log_format="json") as srv:
+    with servers.gunicorn(namespace, log_format="json", log_level="debug") as srv:
         srv.call("GET", "/queues/nope/dequeue")
         srv.call("POST", "/queues/a/enqueue", body=b"{bad")
         assert srv.stop() == 0

@@ -231,3 +231,15 @@ def test_async_lease(broker: zoldyq.Broker) -> None:
     assert m.lease_id
     m.ack()
     assert q.stats()["acked_total"] == 1
+
+
+def test_redrive_by_name_moves_messages_put_into_a_dlq(broker: zoldyq.Broker) -> None:
+    """Messages put straight into `<name>.dlq` go back to `<name>` on redrive, at its head."""
+    broker.queue("jobs.dlq").put_many([1, 2])
+    broker.queue("jobs").put(0)
+    assert broker.queue("jobs.dlq").redrive() == 2
+    assert len(broker.queue("jobs.dlq")) == 0
+    assert payloads(broker.queue("jobs").get_many(10)) == [1, 2, 0]
+    broker.queue("orphan.dlq").put(1)
+    assert broker.queue("orphan.dlq").redrive() == 0  # no queue 'orphan': it stays
+    assert len(broker.queue("orphan.dlq")) == 1

@@ -113,3 +113,81 @@ def test_a_failed_repair_leaves_the_lock_dirty(lock_names: tuple[str, str]) -> N
         pass
     assert len(calls) == 2
     lock.close()
+
+
+def _hold_in_child(lock: RobustLock) -> tuple[int, int]:
+    """Fork a child that takes the lock and keeps it; returns (pid, fd to release it)."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            lock.acquire()
+            os.write(ready_w, b"x")
+            os.read(go_r, 1)
+            lock.release()
+        finally:
+            os._exit(0)
+    assert os.read(ready_r, 1) == b"x"
+    for fd in (ready_r, ready_w, go_r):
+        os.close(fd)
+    return pid, go_w
+
+
+def test_never_wait_raises_lock_busy_at_once(lock_names: tuple[str, str]) -> None:
+    """A thread that may not wait gets LockBusy within milliseconds, and the lock is untouched."""
+    from zoldyq.shm.lock import LockBusy, never_wait
+
+    lock = RobustLock(*lock_names, on_dirty=lambda: None)
+    pid, release = _hold_in_child(lock)
+    try:
+        t0 = time.monotonic()
+        with never_wait(), pytest.raises(LockBusy):
+            lock.acquire()
+        assert time.monotonic() - t0 < 0.05
+    finally:
+        os.write(release, b"x")
+        os.close(release)
+        os.waitpid(pid, 0)
+    with never_wait(), lock:  # free again: no wait needed, and nothing to repair
+        pass
+    assert lock.repairs == 0
+    lock.close()
+
+
+def test_wait_until_gives_up_at_its_deadline(lock_names: tuple[str, str]) -> None:
+    """A thread with a deadline waits for a live holder until then, and gets it if freed in time."""
+    from zoldyq.shm.lock import LockBusy, wait_until
+
+    lock = RobustLock(*lock_names, on_dirty=lambda: None)
+    pid, release = _hold_in_child(lock)
+    t0 = time.monotonic()
+    with wait_until(t0 + 0.3), pytest.raises(LockBusy):
+        lock.acquire()
+    assert 0.29 <= time.monotonic() - t0 < 1.0
+    threading.Timer(0.2, os.write, (release, b"x")).start()
+    with wait_until(time.monotonic() + 5.0), lock:
+        pass
+    os.close(release)
+    os.waitpid(pid, 0)
+    lock.close()
+
+
+def test_never_wait_covers_a_thread_of_the_same_process(lock_names: tuple[str, str]) -> None:
+    """Another thread of this process parked on the lock does not make a never-wait thread wait."""
+    from zoldyq.shm.lock import LockBusy, never_wait
+
+    lock = RobustLock(*lock_names, on_dirty=lambda: None)
+    pid, release = _hold_in_child(lock)
+    parked = threading.Thread(target=lambda: (lock.acquire(), lock.release()))
+    parked.start()
+    time.sleep(0.1)  # it holds the thread lock and sleeps in flock
+    t0 = time.monotonic()
+    with never_wait(), pytest.raises(LockBusy):
+        lock.acquire()
+    assert time.monotonic() - t0 < 0.05
+    os.write(release, b"x")
+    os.close(release)
+    os.waitpid(pid, 0)
+    parked.join(10)
+    lock.close()

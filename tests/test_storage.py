@@ -104,3 +104,16 @@ def test_create_is_idempotent_and_exclusive_on_request(namespace: str) -> None:
         zoldyq.create(namespace, exist_ok=False)
     first.close()
     second.close()
+
+
+def test_a_new_queue_reserves_its_header_and_its_ring_on_first_put(namespace: str) -> None:
+    """As the README says: a new queue takes its header only; the first put backs 1 MiB."""
+    b = zoldyq.create(namespace, max_bytes=8 << 20)
+    try:
+        b.create_queue("r")
+        q = b.queue("r")
+        assert q.stats()["reserved_bytes"] == 0
+        q.put(1)
+        assert q.stats()["reserved_bytes"] == 1 << 20
+    finally:
+        b.close()

@@ -279,15 +279,34 @@ def test_delete_acts_only_after_confirming(browser: Browser, srv: servers.Server
     assert size(srv, "del-q") is None
 
 
+def dead_letter(s: servers.Server, queue: str, n: int) -> None:
+    """Lease and nack the queue's messages until ``n`` of them are dead letters."""
+    for _ in range(5):
+        r = s.call("GET", f"/queues/{queue}/dequeue?lease=30&max={n}")
+        if r.status == 204:
+            return
+        for m in r.json()["messages"]:
+            assert s.call("POST", f"/queues/{queue}/nack",
+                          json={"lease_id": m["lease_id"]}).status == 200
+
+
 def test_redrive_acts_only_after_confirming(browser: Browser, srv: servers.Server) -> None:
-    """A DLQ's page offers Redrive behind a confirmation; without the route it shows the error."""
-    has_route = "/queues/{name}/redrive" in srv.call("GET", "/openapi.json").json()["paths"]
-    put(srv, "rd-q.dlq", {"n": 1}, n=2)
-    put(srv, "rd-q", {"n": 0})
+    """A DLQ's page offers Redrive behind a confirmation: Cancel moves nothing, Confirm moves
+    its dead letters back to their queue."""
+    r = srv.call("PUT", "/queues/rd-q", json={"max_deliveries": 1})
+    assert r.status == 201, r
+    put(srv, "rd-q", {"n": 1}, n=2)
+    dead_letter(srv, "rd-q", 2)
+    assert (size(srv, "rd-q"), size(srv, "rd-q.dlq")) == (0, 2)
     with open_page(browser, srv) as w:
         page = w.page
+        page.goto(srv.url + "/ui")
+        expect(row(page, "rd-q.dlq")).to_contain_text("DLQ")
+        expect(row(page, "rd-q")).not_to_contain_text("DLQ")
         page.goto(srv.url + "/ui#/queues/rd-q.dlq")
         expect(page.get_by_role("heading", name="rd-q.dlq")).to_contain_text("DLQ")
+        messages = page.get_by_role("list", name="Messages at the head").get_by_role("listitem")
+        expect(messages).to_have_count(2)
         page.get_by_role("button", name="Redrive").click()
         dialog = page.get_by_role("dialog")
         expect(dialog).to_contain_text("back to rd-q")
@@ -295,18 +314,25 @@ def test_redrive_acts_only_after_confirming(browser: Browser, srv: servers.Serve
         page.wait_for_timeout(300)
         assert size(srv, "rd-q.dlq") == 2
         page.get_by_role("button", name="Redrive").click()
-        if not has_route:
-            w.expected.append(r"status of 40[45]")
         dialog.get_by_role("button", name="Redrive").click()
-        status = page.get_by_role("status")
-        if has_route:
-            expect(status).to_contain_text("Moved 2 message(s) back to rd-q")
-            assert size(srv, "rd-q.dlq") == 0
-            assert size(srv, "rd-q") == 3
-        else:
-            expect(status).to_contain_text(re.compile(r"Redrive failed: (no route|method)"))
-            assert size(srv, "rd-q.dlq") == 2
+        expect(page.get_by_role("status")).to_contain_text("Moved 2 message(s) back to rd-q")
+    assert (size(srv, "rd-q"), size(srv, "rd-q.dlq")) == (2, 0)
     page_has_no_redrive_for_plain_queues(browser, srv)
+
+
+def test_redrive_error_is_shown(browser: Browser, srv: servers.Server) -> None:
+    """A refused redrive (here: a queue named .dlq that nothing dead-lettered into) shows the
+    server's sentence, or moves nothing; the page never breaks."""
+    put(srv, "rd2.dlq", {"n": 1})
+    with open_page(browser, srv) as w:
+        page = w.page
+        w.expected.append(r"status of 4\d\d")
+        page.goto(srv.url + "/ui#/queues/rd2.dlq")
+        page.get_by_role("button", name="Redrive").click()
+        page.get_by_role("dialog").get_by_role("button", name="Redrive").click()
+        expect(page.get_by_role("status")).to_contain_text(
+            re.compile(r"^(Redrive failed: .+|Moved 0 message\(s\) back to rd2\.)$"))
+    assert size(srv, "rd2.dlq") == 1
 
 
 def page_has_no_redrive_for_plain_queues(browser: Browser, srv: servers.Server) -> None:
@@ -445,6 +471,7 @@ def test_page_and_files_carry_the_csp(broker: zoldyq.Broker) -> None:
         assert r.headers["content-security-policy"].startswith("default-src 'self'")
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["referrer-policy"] == "no-referrer"
+    assert client.simulate_get("/ui/").text == client.simulate_get("/ui").text
     html = client.simulate_get("/ui").text
     assert '<meta name="zoldyq-ui" content="on">' in html
     assert '<meta name="zoldyq-auth" content="none">' in html

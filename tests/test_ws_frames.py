@@ -5,16 +5,32 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from zoldyq import api
 from zoldyq.errors import InvalidName, InvalidPayload, MessageTooLarge, QueueFull
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON
 from zoldyq.ws import checks, frames
 
 
-def test_text_frame_stores_the_payload_as_compact_json() -> None:
-    """A text frame {"payload": v} is stored as v's JSON; other keys are ignored."""
+def test_text_frame_stores_the_payload_bytes_as_sent() -> None:
+    """A text frame {"payload": v} is stored as v's own bytes; other keys are ignored."""
     assert frames.parse_enqueue('{ "payload" : {"a": [1, 2]}, "x": 1 }') == (
-        KIND_JSON, b'{"a":[1,2]}')
+        KIND_JSON, b'{"a": [1, 2]}')
     assert frames.parse_enqueue('{"payload": null}') == (KIND_JSON, b"null")
+
+
+@pytest.mark.parametrize("number", [
+    "123456789012345678901234567890", "18446744073709551616", "-9223372036854775809",
+    "1.10", "1e2", "0.1000000000000000055511151231257827", "-0",
+])
+@pytest.mark.parametrize("envelope", ['{"payload": %s}', '{"x": [1], "payload": [%s] }',
+                                      '{"payload": 1, "payload": {"n": %s}}'])
+def test_numbers_are_never_rewritten(number: str, envelope: str) -> None:
+    """Big integers, trailing zeros, exponents: the stored bytes are the client's (issue 10, 3)."""
+    frame = envelope % number
+    kind, data = frames.parse_enqueue(frame)
+    assert kind == KIND_JSON
+    assert number.encode() in data
+    assert orjson.loads(data) == orjson.loads(frame)["payload"]
 
 
 def test_binary_frame_is_stored_raw() -> None:
@@ -102,6 +118,15 @@ def test_bad_queue_names_are_refused() -> None:
         checks.parse_path("/queues//enqueue")
 
 
+def test_names_are_percent_decoded_like_http_paths() -> None:
+    """``%2D`` is ``-`` on WebSocket as on HTTP; ``.``/``..`` (even encoded) are no names."""
+    assert checks.parse_path("/queues/a%2Db/dequeue") == ("a-b", "dequeue")
+    assert checks.parse_path("/queues/%6Aobs/enqueue") == ("jobs", "enqueue")
+    for name in (".", "..", "%2e", "%2e%2e", "%2E.", "a%2Fb", "%ff", "%00"):
+        with pytest.raises(InvalidName):
+            checks.parse_path(f"/queues/{name}/enqueue")
+
+
 def test_token_from_header_or_query() -> None:
     """Bearer header (any case of the scheme) or ?token= pass; anything else fails."""
     path = "/queues/a/dequeue"
@@ -115,11 +140,32 @@ def test_token_from_header_or_query() -> None:
     assert not checks.token_ok("s3cret", "Bearer s3cre", path)
 
 
-def test_origins_setting() -> None:
-    """Unset allows any Origin; a list also lets clients without an Origin header in."""
-    assert checks.origins(None) is None
-    assert checks.origins("https://a.example, https://b.example") == [
-        "https://a.example", "https://b.example", None]
+@pytest.mark.parametrize(("origin", "host", "ok"), [
+    (None, "127.0.0.1:9001", True),  # not a browser
+    ("http://127.0.0.1:9000", "127.0.0.1:9001", True),  # a page the HTTP port served
+    ("https://127.0.0.1:9001", "127.0.0.1:9001", True),
+    ("HTTP://LocalHost:9000", "localhost:9001", True),
+    ("http://localhost:9000", "127.0.0.1:9001", False),  # another host name
+    ("http://127.0.0.1:8080", "127.0.0.1:9001", False),  # another port
+    ("http://127.0.0.1", "127.0.0.1:9001", False),
+    ("https://broker.example", "broker.example", True),  # behind a proxy: its public name
+    ("https://broker.example:8443", "broker.example:8443", True),
+    ("http://broker.example", "broker.example:443", False),
+    ("https://evil.example", "127.0.0.1:9001", False),
+    ("null", "127.0.0.1:9001", False),  # sandboxed frames, file://
+    ("http://127.0.0.1:99999", "127.0.0.1:9001", False),
+    ("https://app.example", "127.0.0.1:9001", True),  # listed
+    ("https://app.example/", "127.0.0.1:9001", True),
+])
+def test_origin_policy(origin: str | None, host: str, ok: bool) -> None:
+    """No Origin, the server's own (its Host, one of its ports) or a listed one (issue 10, 7)."""
+    allowed = api.parse_origins("https://App.example, ", None)
+    assert api.origin_allowed(origin, host, {9000, 9001}, allowed) is ok
+
+
+def test_star_allows_any_origin() -> None:
+    """``*`` in ZOLDYQ_CORS_ORIGINS lets every page in, on purpose."""
+    assert api.origin_allowed("https://x.example", "h:1", {1}, api.parse_origins("*"))
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])

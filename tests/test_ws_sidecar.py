@@ -316,7 +316,7 @@ def test_killed_producer_leaves_every_whole_frame_enqueued(ws: str, broker: zold
                           "enqueue or /queues/<name>/dequeue"),
     ("/nothing", "bad_path: no stream at '/nothing': use /queues/<name>/enqueue or "
                  "/queues/<name>/dequeue"),
-    ("/queues/b%20d/enqueue", "bad_name: invalid queue name 'b%20d': use 1-64 characters from "
+    ("/queues/b%20d/enqueue", "bad_name: invalid queue name 'b d': use 1-64 characters from "
                               "A-Z a-z 0-9 _ . -"),
 ])
 def test_bad_path_or_name_closes_with_1008(ws: str, path: str, reason: str) -> None:
@@ -370,7 +370,7 @@ def test_token_is_required_when_set(namespace: str, broker: zoldyq.Broker) -> No
 
 
 def test_origin_and_connection_limit(namespace: str, broker: zoldyq.Broker) -> None:
-    """Unlisted Origins get 403; past ws_max_connections, 503 JSON until one closes."""
+    """Unlisted Origins get 403 JSON; past ws_max_connections, 503 JSON until one closes."""
     with sidecar(namespace, ws_origins="https://good.example",
                  ws_max_connections=2) as srv:
         url = srv.url + "/queues/o/dequeue"
@@ -378,6 +378,7 @@ def test_origin_and_connection_limit(namespace: str, broker: zoldyq.Broker) -> N
                 connect(url, origin="https://evil.example"):  # type: ignore[arg-type]
             pass
         assert info.value.response.status_code == 403
+        assert json.loads(info.value.response.body)["error"] == "forbidden_origin"
         with connect(url, origin="https://good.example") as a, \
                 connect(url):  # no Origin header: not a browser
             with pytest.raises(InvalidStatus) as info, connect(url):
@@ -386,6 +387,21 @@ def test_origin_and_connection_limit(namespace: str, broker: zoldyq.Broker) -> N
             assert json.loads(info.value.response.body)["error"] == "too_many_connections"
             a.close()
             poll(lambda: _accepts(url), what="a free connection slot")
+
+
+def test_default_origin_policy_is_the_servers_own(namespace: str, broker: zoldyq.Broker
+                                                  ) -> None:
+    """Unset, a page from another site cannot drain a queue; the server's own pages can."""
+    broker.queue("o").put("secret")
+    with sidecar(namespace) as srv:
+        url = srv.url + "/queues/o/dequeue"
+        with pytest.raises(InvalidStatus) as info, \
+                connect(url, origin="https://evil.example"):  # type: ignore[arg-type]
+            pass
+        assert info.value.response.status_code == 403
+        own = f"http://127.0.0.1:{srv.port}"
+        with connect(url, origin=own) as c:  # type: ignore[arg-type]
+            assert json.loads(c.recv(timeout=10))["payload"] == "secret"
 
 
 def _accepts(url: str) -> bool:

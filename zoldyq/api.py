@@ -19,12 +19,16 @@ Delivery semantics, the same on every engine:
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
-from zoldyq.errors import InvalidName
+import orjson
+
+from zoldyq.errors import InvalidName, InvalidPayload
 
 KIND_JSON = 1  # payload bytes are one JSON document, stored as the client sent it
 KIND_BYTES = 2  # payload bytes are opaque
@@ -60,6 +64,160 @@ def check_namespace(name: object) -> str:
     if isinstance(name, str) and _NAMESPACE.fullmatch(name):
         return name
     raise InvalidName(name, "namespace")
+
+
+# -- JSON envelopes: the exact bytes a client sent -------------------------------------
+#
+# A transport gets a payload inside an envelope (``{"payload": <json>}``) and
+# stores the payload's own bytes, as sent: decoding and re-encoding would
+# rewrite numbers (orjson reads 123456789012345678901234567890 as a float).
+# orjson validates the whole document; the stdlib's scanner finds the spans.
+
+_HEAD = re.compile(rb'\s*\{\s*"([A-Za-z_]+)"\s*:')
+# one match per structural character, the text before it (strings included) skipped
+_STRUCTURE = re.compile(rb'[^"\[\]{},]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^"\[\]{},]*)*([\[\]{},])')
+_WS = re.compile(r"[ \t\n\r]*")
+_scanner = json.JSONDecoder()
+
+
+class CheckedRecords(list[tuple[int, bytes]]):
+    """Records whose JSON ones are known to be one JSON document each (they came from
+    ``json_field``/``json_items``): ``put_records`` need not parse them again."""
+
+    __slots__ = ()
+
+
+def json_field(body: bytes | str, key: str) -> tuple[Any, bytes | None]:
+    """(document, the exact bytes of its member ``key``, or None if it is not an object
+    with that member). Raises orjson.JSONDecodeError if ``body`` is not JSON."""
+    doc = orjson.loads(body)
+    if type(doc) is not dict or key not in doc:
+        return doc, None
+    raw = body.encode() if isinstance(body, str) else body
+    name = key.encode()
+    compact = b'{"%b":' % name
+    if raw.startswith(compact):  # the usual shape: no regex needed
+        start = len(compact)
+    else:
+        m = _HEAD.match(raw)
+        start = m.end() if m is not None and m.group(1) == name else -1
+    if len(doc) == 1 and start > 0:
+        value = raw.rstrip()[start:-1].strip()  # the only member: between ':' and '}'
+        # a duplicate key would leave a top-level comma in it: look only if one may exist
+        if b'"%b"' % name not in value:
+            return doc, value
+        try:
+            orjson.loads(value)
+            return doc, value
+        except orjson.JSONDecodeError:
+            pass
+    return doc, _member_span(raw.decode(), key).encode()
+
+
+def json_items(array: bytes, parsed: list[Any] | None = None) -> list[bytes]:
+    """The exact bytes of each element of a JSON array (one that already parsed).
+
+    With ``parsed`` (the array as orjson read it) compact arrays take a fast
+    path: if orjson writes the array back byte for byte, its elements are
+    written back exactly too. Otherwise strings and structure are scanned: a
+    comma at depth 1 ends an element.
+    """
+    if parsed is not None:
+        try:
+            encoded = [orjson.dumps(item) for item in parsed]
+        except TypeError:  # an integer orjson read but cannot write: scan instead
+            encoded = None
+        if encoded is not None and b"[%b]" % b",".join(encoded) == array:
+            return encoded
+    out: list[bytes] = []
+    depth, start = 0, 0
+    for m in _STRUCTURE.finditer(array):
+        at = m.start(1)
+        c = array[at]
+        if c == 0x5B or c == 0x7B:  # [ {
+            depth += 1
+            if depth == 1:
+                start = at + 1
+        elif c == 0x5D or c == 0x7D:  # ] }
+            if depth == 1:
+                last = array[start:at].strip()
+                if last:
+                    out.append(last)
+                break
+            depth -= 1
+        elif depth == 1:  # a comma between elements
+            out.append(array[start:at].strip())
+            start = at + 1
+    return out
+
+
+def _member_span(text: str, key: str) -> str:
+    """The text of the last member ``key`` of the JSON object ``text`` (orjson's choice)."""
+    i = _WS.match(text, 0).end() + 1  # type: ignore[union-attr]
+    found = ""
+    while True:
+        i = _WS.match(text, i).end()  # type: ignore[union-attr]
+        if text[i] == "}":
+            return found
+        name, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+        i = _WS.match(text, _WS.match(text, i).end() + 1).end()  # type: ignore[union-attr]
+        end = _scan_end(text, i)
+        if name == key:
+            found = text[i:end]
+        i = _WS.match(text, end).end()  # type: ignore[union-attr]
+        if text[i] == ",":
+            i += 1
+
+
+def _scan_end(text: str, i: int) -> int:
+    try:
+        return int(_scanner.raw_decode(text, i)[1])
+    except RecursionError:
+        raise InvalidPayload("nested too deep to store") from None
+
+
+def check_json(data: bytes) -> None:
+    """Raises InvalidPayload unless ``data`` is one JSON document (what KIND_JSON holds)."""
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError as ex:
+        raise InvalidPayload(str(ex)) from None
+
+
+# -- Origins: which web pages may use the API from a browser -----------------------------
+
+
+def parse_origins(*settings: str | None) -> frozenset[str]:
+    """The allowed Origins of comma-separated settings, normalised (``*``: any)."""
+    return frozenset(o.strip().lower().rstrip("/") for text in settings if text
+                     for o in text.split(",") if o.strip())
+
+
+def origin_allowed(origin: str | None, host: str | None, own_ports: Collection[int],
+                   allowed: Collection[str]) -> bool:
+    """Whether a request carrying this ``Origin`` header may go on.
+
+    Yes without an Origin (not a browser: curl, SDKs, which could forge one
+    anyway), for a listed one, and for the server's own: the host the request
+    was sent to (its ``Host``, so a reverse proxy's public name works too), on
+    that port or one of the server's (a page from the HTTP port may open a
+    stream on the WebSocket port). A page elsewhere could otherwise make a
+    visitor's browser write to (or drain) the broker with a simple request,
+    which needs no CORS preflight.
+    """
+    if origin is None:
+        return True
+    norm = origin.strip().lower().rstrip("/")
+    if norm in allowed or "*" in allowed:
+        return True
+    try:
+        url, to = urlsplit(norm), urlsplit("//" + (host or "").strip().lower())
+        default = 443 if url.scheme in ("https", "wss") else 80
+        port, host_port = url.port or default, to.port or default
+    except ValueError:
+        return False
+    return (url.scheme in ("http", "https", "ws", "wss") and url.hostname is not None
+            and url.hostname == to.hostname and (port == host_port or port in own_ports))
 
 
 class Caps(NamedTuple):

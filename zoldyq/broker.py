@@ -2,20 +2,49 @@
 
 Transports, operations and process wiring get their ``Broker`` here, never
 from an engine package, so a second engine plugs in at this one place.
+
+It also says how an event loop calls the engine (``from_loop``): a queue's
+lock can be held by a process that is alive but stopped (SIGSTOP, a
+debugger), and a loop that waited for it would freeze every connection it
+serves. So the loop thread never waits for a lock (``loop_thread``); a call
+that finds one held elsewhere is retried in a thread that waits up to
+``LOCK_WAIT`` seconds, and past that the request gets ``QueueBusy`` (503,
+``Retry-After``). A queue found stuck answers 503 at once for the next
+``LOCK_WAIT`` seconds, so a stuck queue holds at most one waiting thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from zoldyq.errors import QueueBusy
 from zoldyq.settings import Settings
 from zoldyq.shm import broker as _shm
 from zoldyq.shm.broker import Broker, attach, create, destroy
 from zoldyq.shm.listing import namespaces
+from zoldyq.shm.lock import (
+    LockBusy,
+    call_never_waiting,
+    never_wait_in_this_thread,
+    patient,
+    wait_until,
+)
 from zoldyq.shm.owner import Ownership, holder
 
 __all__ = [
-    "Broker", "Ownership", "attach", "create", "destroy", "holder",
-    "namespaces", "open_namespace", "serve_namespace",
+    "LOCK_WAIT", "Broker", "LockBusy", "Ownership", "attach", "create", "destroy", "from_loop",
+    "holder", "loop_thread", "namespaces", "open_namespace", "patient", "serve_namespace",
+    "wait_until",
 ]
+
+T = TypeVar("T")
+LOCK_WAIT = 1.0  # seconds a request waits, off the loop, for a lock held elsewhere
+_waiters = ThreadPoolExecutor(8, thread_name_prefix="zoldyq-lock-wait")
+_stuck_until: dict[str, float] = {}  # queue name -> when to try waiting for it again
 
 
 def open_namespace(settings: Settings) -> Broker:
@@ -40,3 +69,57 @@ def serve_namespace(settings: Settings) -> tuple[Broker, bool]:
         max_bytes=settings.default_queue_max_bytes,
         max_message_bytes=settings.max_message_bytes,
     )
+
+
+def loop_thread() -> None:
+    """Call in the thread that runs the event loop: its lock acquires never wait."""
+    never_wait_in_this_thread()
+
+
+async def from_loop(
+    name: str, fn: Callable[..., T], *args: Any, wait: float = LOCK_WAIT, on_loop: bool = True,
+    patient: bool = False,
+) -> T:
+    """``fn(*args)`` for an event loop, which it never blocks on a lock.
+
+    Args:
+        name: the queue concerned (named by QueueBusy).
+        fn: an engine call; it must be safe to run again after LockBusy (every
+            data-path call is: LockBusy comes before any change).
+        wait: how long the thread may wait for locks.
+        on_loop: try on the loop first (False for calls that take several locks
+            in a row, such as creating or deleting a queue: they always run in
+            the thread).
+        patient: the thread waits for its locks as long as it takes (a call that
+            must not stop half-way, such as a redrive); the request still gets
+            QueueBusy after ``wait``, and the call finishes in the background.
+
+    Raises:
+        QueueBusy: a lock stayed held elsewhere for ``wait`` seconds.
+    """
+    if on_loop:
+        try:
+            return call_never_waiting(fn, *args)
+        except LockBusy:
+            if _stuck_until.get(name, 0.0) > time.monotonic():
+                raise QueueBusy(name, LOCK_WAIT) from None
+    loop = asyncio.get_running_loop()
+    job = loop.run_in_executor(_waiters, _waiting, name, None if patient else wait, fn, args)
+    try:
+        return await asyncio.wait_for(job, wait + 0.5)
+    except TimeoutError:  # a change that must finish once begun: it goes on in the thread
+        raise QueueBusy(name, LOCK_WAIT) from None
+
+
+def _waiting(name: str, wait: float | None, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    if wait is None:
+        with patient():
+            return fn(*args)
+    with wait_until(time.monotonic() + wait):
+        try:
+            result = fn(*args)
+        except LockBusy:
+            _stuck_until[name] = time.monotonic() + LOCK_WAIT
+            raise QueueBusy(name, LOCK_WAIT) from None
+    _stuck_until.pop(name, None)
+    return result

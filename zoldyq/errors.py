@@ -388,6 +388,7 @@ REQUEST_ERRORS: dict[str, int] = {
     "bad_snapshot_request": 400,
     "incomplete_body": 400,
     "unauthorized": 401,
+    "forbidden_origin": 403,
     "ui_read_only": 403,
     "ui_off": 404,
     "ui_file_not_found": 404,

@@ -89,6 +89,8 @@ class Settings:
     max_batch: int = _setting(1000, "most messages in one batch request", at_least(1))
     token: str | None = _setting(
         None, "bearer token required by HTTP/WS (unset: no auth)", secret=True)
+    token_file: str | None = _setting(
+        None, "file holding the token (a flag's value shows in ps; a file's does not)")
     tls_cert: str | None = _setting(None, "TLS certificate file (enables HTTPS/WSS)")
     tls_key: str | None = _setting(None, "TLS private key file")
     log_level: str = _setting(
@@ -108,7 +110,10 @@ class Settings:
     max_body_bytes: int = _setting(
         16 << 20, "largest HTTP request body (413 before reading)", at_least(1))
     ws_origins: str | None = _setting(
-        None, "comma-separated Origin values the WS sidecar accepts (unset: any)")
+        None, "more Origins the WS sidecar accepts, besides cors_origins (comma-separated)")
+    cors_origins: str | None = _setting(
+        None, "browser Origins allowed besides the server's own, for HTTP (CORS) and WS "
+        "(comma-separated, * for any; unset: only the server's own)")
     ws_ping_interval: float = _setting(20.0, "seconds between WS keepalive pings (0: off)")
     snapshot_on_exit: bool = _setting(False, "save every queue to the snapshot dir on shutdown")
     restore: bool = _setting(False, "load the namespace's snapshot (if any) on start")
@@ -137,6 +142,8 @@ class Settings:
         for key, raw in (cli or {}).items():
             if raw is not None:
                 values[key] = _parse(key, raw, BY_NAME[key].flag)
+        if values.get("token_file"):
+            values["token"] = _read_token(values["token_file"])
         settings = cls(**values)
         settings._check()
         return settings
@@ -217,6 +224,16 @@ def _choice(name: str, options: tuple[str, ...]) -> Callable[[Any], str]:
 
 SETTINGS: tuple[Setting, ...] = _declared()
 BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as ex:
+        raise ConfigError(f"token_file {path}: {ex}") from None
+    if not token:
+        raise ConfigError(f"token_file {path} is empty")
+    return token
 
 
 def _parse(name: str, raw: Any, source: str) -> Any:

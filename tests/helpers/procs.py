@@ -85,6 +85,8 @@ def do(ns: str, queue: str, op: str, arg: str = "") -> None:
         b.queue(queue).put("paused")
     elif op == "get":
         b.queue(queue).get()
+    elif op == "clear":
+        b.queue(queue).clear()
     elif op == "create":
         b.create_queue(queue)
     elif op == "delete":

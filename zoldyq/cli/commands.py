@@ -43,7 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                             "redis://host:port [ZOLDYQ_URL]")
     where.add_argument("--local", action="store_true", default=None,
                        help="use this host's shared memory (default when the namespace exists)")
-    settings_mod.add_arguments(where, only=("namespace", "token"))  # type: ignore[arg-type]
+    settings_mod.add_arguments(where, only=("namespace", "token", "token_file"))  # type: ignore[arg-type]
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:

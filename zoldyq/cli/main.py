@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return host_commands.run(args)
     try:
         settings = settings_mod.from_args(args)
+        if getattr(args, "token", None):
+            print("zoldyq: warning: a --token value shows in ps to every user of this host; "
+                  "use ZOLDYQ_TOKEN or --token-file", file=sys.stderr)
         if args.command == "destroy":
             return _destroy(settings.namespace, args.force)
         if args.command == "config":

@@ -30,6 +30,7 @@ from zoldyq.errors import ConfigError, InvalidPayload, QueueExists, RequestError
 
 _dumps = orjson.dumps
 _loads = orjson.loads
+_JSON = {"Content-Type": "application/json"}
 DEFAULT_MAX_WAIT = 20.0  # one long-poll at most; longer waits are several (server max: 30)
 
 
@@ -145,7 +146,10 @@ class Queue:
     def put(self, payload: Any, *, delay: float | None = None,
             deliver_at: int | None = None) -> Receipt:
         """Enqueue a JSON value. Raises QueueFull (after retries), MessageTooLarge, ..."""
-        body = b'{"payload":' + _encode(payload) + _timing(delay, deliver_at) + b"}"
+        if delay is None and deliver_at is None:
+            body = b'{"payload":' + _encode(payload) + b"}"  # the hot path
+        else:
+            body = b'{"payload":' + _encode(payload) + _timing(delay, deliver_at) + b"}"
         return self._post(self._enqueue, body)
 
     def put_bytes(self, data: bytes, *, delay: float | None = None,
@@ -184,7 +188,7 @@ class Queue:
 
     def _post(self, path: str, body: bytes) -> Receipt:
         r = self._wire.request("POST", path, queue=self.name, safe=True, content=body,
-                               headers={"Content-Type": "application/json"})
+                               headers=_JSON)
         return _receipt(_loads(r.content))
 
     # -- get -------------------------------------------------------------------
@@ -355,7 +359,7 @@ class Queue:
     def _settle(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         r = self._wire.request("POST", f"{self._path}/{op}", queue=self.name,
                                content=_dumps(body),
-                               headers={"Content-Type": "application/json"})
+                               headers=_JSON)
         return _loads(r.content) if r.content else {}
 
     # -- management ------------------------------------------------------------
@@ -471,7 +475,7 @@ class Broker:
             ("dead_letter_queue", dead_letter_queue),
         ) if v is not None}
         r = self.wire.request("PUT", q._path, queue=name, content=_dumps(caps),
-                              headers={"Content-Type": "application/json"}, idempotent=exist_ok)
+                              headers=_JSON, idempotent=exist_ok)
         if r.status_code == 200 and not exist_ok:
             raise QueueExists(name)  # it was there already
         return q
@@ -500,7 +504,7 @@ class Broker:
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """One JSON call on any route (for tools: snapshots, metrics)."""
         r = self.wire.request(method, path, content=None if body is None else _dumps(body),
-                              headers={"Content-Type": "application/json"})
+                              headers=_JSON)
         return _loads(r.content) if r.content else None
 
     def interrupt(self) -> None:

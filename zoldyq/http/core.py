@@ -6,8 +6,10 @@ handler (dequeue) answers a ``Wait``: what to wait for and how to turn the
 messages into a Reply; each shell waits its own way (a coroutine in asgi, a
 parked thread in wsgi).
 
-Stored JSON payloads are already JSON bytes: dequeue splices ``msg.data``
-into the response instead of decoding and re-encoding it.
+A JSON payload is stored as the bytes the client sent (``api.json_field``: a
+number such as 123456789012345678901234567890 is kept, not rounded to a
+float), and dequeue splices ``msg.data`` into the response: a payload is
+never decoded and re-encoded on the way through.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ class Ctx:
         self.max_timeout = settings.dequeue_max_timeout
         self.token = settings.token.encode() if settings.token else None
         self.max_body = settings.max_body_bytes
+        self.origins = api.parse_origins(settings.cors_origins)
+        self.own_ports = frozenset({settings.port, settings.ws_port})
         self._queues: dict[str, api.Queue] = {}
         self._lock = threading.Lock()
 
@@ -122,6 +126,15 @@ class Ctx:
 
 
 # -- auth, bodies and parameters ---------------------------------------------------
+
+
+def check_origin(ctx: Ctx, origin: str | None, host: str | None) -> None:
+    """Raises 403 ``forbidden_origin`` for a browser page the policy does not allow."""
+    if origin is not None and not api.origin_allowed(origin, host, ctx.own_ports, ctx.origins):
+        raise RequestError(
+            403, "forbidden_origin", f"requests from pages at {_short(origin, 80)} are not "
+            "allowed (the server allows its own origin and those in ZOLDYQ_CORS_ORIGINS)"
+        )
 
 
 def check_auth(ctx: Ctx, header: str | None) -> None:
@@ -190,24 +203,29 @@ def parse_seconds(raw: object, what: str, limit: float, code: str,
     return value
 
 
+MAX_DELIVER_AT = 1 << 62  # µs since the epoch: far beyond any real date
+
+
 def parse_delivery(source: Mapping[str, Any]) -> int | None:
-    """``delay`` (seconds) or ``deliver_at`` (µs since the epoch): when a put becomes visible."""
-    delay, at = source.get("delay"), source.get("deliver_at")
-    if delay is not None and at is not None:
-        raise RequestError(400, "bad_delay", "give either delay or deliver_at, not both")
-    if delay is not None:
-        seconds = parse_seconds(delay, "delay", MAX_DELAY, "bad_delay")
-        return None if seconds == 0 else time.time_ns() // 1000 + int(seconds * 1e6)
-    if at is None:
-        return None
-    try:
-        value = int(at) if isinstance(at, str | int) and not isinstance(at, bool) else -1
-    except ValueError:
-        value = -1
-    if value < 0 or value > time.time_ns() // 1000 + int(MAX_DELAY * 1e6):
-        raise RequestError(400, "bad_delay", "deliver_at must be µs since the epoch, at most "
-                           f"a year ahead, got {_short(at)}")
-    return value
+    """``delay`` (seconds) and/or ``deliver_at`` (µs since the epoch): when a put becomes
+    visible (the later of the two); None for now."""
+    now = time.time_ns() // 1000
+    due = 0
+    if "delay" in source:
+        due = now + int(parse_seconds(source["delay"], "delay", MAX_DELAY, "bad_delay") * 1e6)
+    if "deliver_at" in source:
+        at = source["deliver_at"]
+        if isinstance(at, float) and at.is_integer():  # JSON Schema's integers include 5.0
+            at = int(at)
+        try:
+            value = int(at) if isinstance(at, str | int) and not isinstance(at, bool) else -1
+        except ValueError:
+            value = -1
+        if not 0 <= value <= MAX_DELIVER_AT:
+            raise RequestError(400, "bad_delay", "deliver_at must be an integer of µs since "
+                               f"the epoch, got {_short(at)}")
+        due = max(due, value)
+    return due if due > now else None
 
 
 def parse_max(raw: str, limit: int) -> int:
@@ -237,44 +255,63 @@ def _qname(name: str) -> bytes:
 # -- messages ----------------------------------------------------------------------
 
 
+def is_raw(content_type: str | None) -> bool:
+    """Whether the body is raw bytes: ``application/octet-stream``, in any case."""
+    return content_type is not None and \
+        content_type.partition(";")[0].strip().lower() == OCTETS
+
+
+def _raw_field(body: bytes, key: str, what: str) -> tuple[dict[str, Any], bytes]:
+    """The JSON object ``body`` and the exact bytes of its member ``key``."""
+    if not body:
+        raise RequestError(400, "bad_json", "request body is empty: send a JSON object")
+    try:
+        doc, raw = api.json_field(body, key)
+    except orjson.JSONDecodeError as ex:
+        raise RequestError(400, "bad_json", f"request body is not valid JSON: {ex}") from None
+    except errors.InvalidPayload as ex:
+        raise RequestError(400, "bad_json", f"request body cannot be stored: {ex}") from None
+    if raw is None:
+        raise RequestError(
+            400, f"missing_{key}", f'request body must be a JSON object with a "{key}" field '
+            f"({what})"
+        )
+    return doc, raw
+
+
 def _deliver_at(at: int | None) -> bytes:
     return b',"deliver_at":%d}' % at if at is not None else b"}"
 
 
 def enqueue(ctx: Ctx, call: Call, name: str) -> Reply:
     q = ctx.queue(name)
-    if call.content_type is not None and call.content_type.startswith(OCTETS):
+    if is_raw(call.content_type):
         at = parse_delivery(call.query) if call.query else None
         r = q.put_bytes(call.body) if at is None else q.put_records(
             [(api.KIND_BYTES, call.body)], deliver_at=at)
     else:
-        doc = _json_body(call.body)
-        if not isinstance(doc, dict) or "payload" not in doc:
-            raise RequestError(400, "missing_payload", 'request body must be a JSON object '
-                               'with a "payload" field (any JSON value)')
+        doc, raw = _raw_field(call.body, "payload", "any JSON value")
         at = parse_delivery(doc) if len(doc) > 1 else None
-        r = q.put(doc["payload"]) if at is None else q.put(doc["payload"], deliver_at=at)
+        r = q.put_records(api.CheckedRecords([(api.KIND_JSON, raw)]), deliver_at=at)
     return Reply(200, b'{"queued":true,"queue_name":%s,"queue_size":%d,"enqueued_at":%d%s'
                  % (_qname(name), r.queue_size, r.enqueued_at, _deliver_at(r.deliver_at)))
 
 
 def enqueue_batch(ctx: Ctx, call: Call, name: str) -> Reply:
     q = ctx.queue(name)
-    doc = _json_body(call.body)
-    if not isinstance(doc, dict) or "payloads" not in doc:
-        raise RequestError(400, "missing_payloads", 'request body must be a JSON object '
-                           'with a "payloads" field (a list of JSON values)')
-    payloads = doc["payloads"]
-    if not isinstance(payloads, list):
+    doc, raw = _raw_field(call.body, "payloads", "a list of JSON values")
+    parsed = doc["payloads"]
+    if not isinstance(parsed, list):
         raise RequestError(400, "bad_payloads", '"payloads" must be a JSON list')
-    if len(payloads) > ctx.max_batch:
+    if len(parsed) > ctx.max_batch:
         raise RequestError(
             400, "batch_too_large",
-            f"a batch holds at most {ctx.max_batch} messages, got {len(payloads)}",
+            f"a batch holds at most {ctx.max_batch} messages, got {len(parsed)}",
             max_batch=ctx.max_batch,
         )
+    payloads = api.json_items(raw, parsed)
     at = parse_delivery(doc) if len(doc) > 1 else None
-    r = q.put_many(payloads) if at is None else q.put_many(payloads, deliver_at=at)
+    r = q.put_records(api.CheckedRecords([(api.KIND_JSON, p) for p in payloads]), deliver_at=at)
     return Reply(200, b'{"queued":true,"queue_name":%s,"count":%d,"queue_size":%d,'
                  b'"enqueued_at":%d%s' % (_qname(name), len(payloads), r.queue_size,
                                           r.enqueued_at, _deliver_at(r.deliver_at)))
@@ -356,9 +393,8 @@ def ack(ctx: Ctx, call: Call, name: str) -> Reply:
     doc = _json_body(call.body)
     if isinstance(doc, dict) and "lease_ids" in doc:
         ids = doc["lease_ids"]
-        if not isinstance(ids, list) or len(ids) > ctx.max_batch:
-            raise RequestError(400, "bad_lease", f'"lease_ids" must be a list of at most '
-                               f"{ctx.max_batch} lease ids")
+        if not isinstance(ids, list):
+            raise RequestError(400, "bad_lease", '"lease_ids" must be a list of lease ids')
         not_held = q.ack_many([_lease_id(i) for i in ids])
         return Reply(200, _dumps({"acked": len(ids) - len(not_held), "not_held": not_held,
                                   "queue_name": name}))

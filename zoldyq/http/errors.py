@@ -9,6 +9,7 @@ exception becomes a status and a JSON body; both app shells call it.
 from __future__ import annotations
 
 import logging
+import math
 
 import falcon
 import orjson
@@ -51,9 +52,11 @@ _FALCON_CODES = {
 def error_reply(ex: BaseException, method: str, path: str) -> tuple[int, bytes, dict[str, str]]:
     """(status, JSON body, extra headers) for any exception; logs it in one line.
 
-    Bad input is the client's fault and logged at info, a known server-side
-    condition (full storage, broken namespace) at warning; anything else is a
-    bug, logged with its stack trace here and never sent.
+    Bad input and full queues are the client's business, counted by the
+    request metrics and logged only at debug level (a burst of 429s must not
+    write a line each); a known server-side condition (full storage, broken
+    namespace) is logged at warning; anything else is a bug, logged with its
+    stack trace here and never sent.
     """
     headers: dict[str, str] = {}
     if isinstance(ex, ZoldyQError):
@@ -61,7 +64,10 @@ def error_reply(ex: BaseException, method: str, path: str) -> tuple[int, bytes, 
         body = {"error": code, "message": message, **ex.fields()}
         if status == 401:
             headers["WWW-Authenticate"] = "Bearer"
-        level = logging.INFO if status < 500 else logging.WARNING
+        retry_after = getattr(ex, "retry_after", None)
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        level = logging.DEBUG if status < 500 else logging.WARNING
         log.log(level, "%s %s -> %d %s: %s", method, path, status, code, message)
     elif isinstance(ex, falcon.HTTPError):
         status = ex.status_code
@@ -74,7 +80,7 @@ def error_reply(ex: BaseException, method: str, path: str) -> tuple[int, bytes, 
             message = f"method {method[:20]} is not allowed on {shown}"
         body = {"error": code, "message": message}
         headers.update(ex.headers or {})
-        log.info("%s %s -> %d %s", method, path, status, code)
+        log.debug("%s %s -> %d %s", method, path, status, code)
     else:
         status, code = 500, "internal_error"
         body = {"error": code, "message": "internal error (logged by the server)"}

@@ -57,8 +57,8 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 _TEXT = {"schema": {"type": "string"}}
-# Every request may meet these: a bad token, an unusable namespace, a busy queue.
-COMMON = ("unauthorized", "namespace_broken")
+# Every request may meet these: a bad token, a foreign page, an unusable namespace.
+COMMON = ("unauthorized", "forbidden_origin", "namespace_broken")
 QUEUE = (*COMMON, "bad_name", "queue_busy")
 BODY = ("bad_json", "body_too_large", "incomplete_body")
 PUT = (*QUEUE, *BODY, "message_too_large", "queue_full", "too_many_queues",
@@ -204,10 +204,11 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                       **_errors("ui_off")},
     },
     "ui_asset": {
-        "summary": "A static file of the admin page (ui.js, ui.css, favicon.svg)",
+        "summary": "A static file of the admin page (ui.js, ui.css, favicon.svg; none: the page)",
         "parameters": [{"name": "name", "in": "path", "required": True, **_TEXT}],
         "responses": {"200": {"description": "the file", "content": {
-                          "text/javascript": _TEXT, "text/css": _TEXT, "image/svg+xml": _TEXT}},
+                          "text/javascript": _TEXT, "text/css": _TEXT, "image/svg+xml": _TEXT,
+                          "text/html": _TEXT}},
                       **_errors("ui_off", "ui_file_not_found")},
     },
 }
@@ -227,9 +228,12 @@ _CAPS = {
                           "description": "default `<name>.dlq`"},
 }
 _DELIVERY = {
-    "delay": {"type": "number", "minimum": 0, "description": "seconds before it is visible"},
-    "deliver_at": {"type": "integer", "minimum": 0, "description": "µs since the epoch"},
+    "delay": {"type": "number", "minimum": 0, "maximum": 366 * 86_400,
+              "description": "seconds before it is visible"},
+    "deliver_at": {"type": "integer", "minimum": 0, "maximum": 1 << 62,
+                   "description": "µs since the epoch (with delay too: the later of the two)"},
 }
+_LEASE_ID = {"type": "string", "minLength": 1, "maxLength": 64}
 _LEASE = {"lease_id": _STR, "delivery_count": _INT,
           "lease_expires_at": {"type": "integer", "description": "µs since the epoch"}}
 _COUNTERS = ("enqueued_total", "dequeued_total", "cleared_total", "queue_full_total",
@@ -289,16 +293,20 @@ SCHEMAS: dict[str, Any] = {
         "max_timeout": {"type": "number"}, "max_batch": _INT, "max_queues": _INT,
         "defaults": {"type": "object", "additionalProperties": _INT}}},
     "AckRequest": {"type": "object", "properties": {
-        "lease_id": _STR, "lease_ids": {"type": "array", "items": _STR}}},
+        "lease_id": _LEASE_ID, "lease_ids": {"type": "array", "items": _LEASE_ID}},
+        "anyOf": [{"required": ["lease_id"]}, {"required": ["lease_ids"]}],
+        "description": "`lease_ids` wins when both are given"},
     "AckResponse": {"type": "object", "properties": {
         "acked": _INT, "not_held": {"type": "array", "items": _STR}, "queue_name": _STR}},
     "NackRequest": {"type": "object", "required": ["lease_id"], "properties": {
-        "lease_id": _STR, "delay": {"type": "number", "minimum": 0}}},
+        "lease_id": _LEASE_ID, "delay": {"type": "number", "minimum": 0,
+                                         "maximum": 366 * 86_400}}},
     "NackResponse": {"type": "object", "properties": {
         "nacked": _INT, "queue_name": _STR, "dead_lettered": {"type": "boolean"},
         "dead_letter_queue": _STR}},
     "ExtendRequest": {"type": "object", "required": ["lease_id", "lease"], "properties": {
-        "lease_id": _STR, "lease": {"type": "number", "exclusiveMinimum": 0}}},
+        "lease_id": _LEASE_ID, "lease": {"type": "number", "exclusiveMinimum": 0,
+                                         "maximum": 43_200}}},
     "ExtendResponse": {"type": "object", "properties": {
         "lease_expires_at": _INT, "queue_name": _STR}},
     "RedriveResponse": {"type": "object", "properties": {"redriven": _INT, "queue_name": _STR}},

@@ -13,11 +13,27 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import falcon
+
+from zoldyq.broker import LOCK_WAIT, LockBusy
+from zoldyq.errors import QueueBusy
 from zoldyq.http import core, ops, ui
 from zoldyq.http.errors import error_reply
 from zoldyq.http.routes import Route, by_path
 
 _perf = time.perf_counter
+#: Routes whose call takes several locks in a row and must not stop half-way: they
+#: never run on an event loop, and wait for their locks as long as it takes.
+SEVERAL_LOCKS = frozenset({"put_queue", "delete_queue", "snapshot", "redrive"})
+
+
+def middleware(ctx: core.Ctx) -> list[Any]:
+    """CORS for the configured origins (falcon's middleware answers preflights too)."""
+    if not ctx.origins:
+        return []
+    allow: Any = "*" if "*" in ctx.origins else sorted(ctx.origins)
+    return [falcon.CORSMiddleware(allow_origins=allow, expose_headers=[
+        "X-Zoldyq-Queue-Name", "X-Zoldyq-Enqueued-At", "X-Zoldyq-Queue-Size", "Retry-After"])]
 
 
 def mount(app: Any, make_responder: Callable[[Route], Callable[..., Any]]) -> None:
@@ -29,8 +45,11 @@ def mount(app: Any, make_responder: Callable[[Route], Callable[..., Any]]) -> No
 
 
 def authorize(ctx: core.Ctx, route: Route, req: Any) -> None:
-    """Raises 401 when the route needs the configured token and the request lacks it,
-    403 when the admin page is read-only and the page asks for a change."""
+    """Raises 403 for a page from a foreign origin (any route: a simple cross-site
+    request needs no preflight, so CORS alone would not stop it), 401 when the route
+    needs the configured token and the request lacks it, 403 when the admin page is
+    read-only and the page asks for a change."""
+    core.check_origin(ctx, req.get_header("Origin"), req.get_header("Host"))
     if route.auth and ctx.token:
         core.check_auth(ctx, req.get_header("Authorization"))
     ui.check(ctx.settings.ui, route.name, req.get_header(ui.MARKER))
@@ -45,6 +64,9 @@ def call(req: Any, body: bytes = b"") -> core.Call:
 
 
 def failure(ex: BaseException, req: Any) -> core.Reply:
+    if isinstance(ex, LockBusy):  # a lock held elsewhere met where no call waits: busy
+        ex = QueueBusy(req.path.split("/")[2] if req.path.startswith("/queues/") else "",
+                       LOCK_WAIT)
     status, data, headers = error_reply(ex, req.method, req.path)
     return core.Reply(status, data, core.JSON, headers)
 

@@ -6,6 +6,10 @@ long-polls wait at once per worker (``spare`` = a quarter of the threads, at
 least 2): the spare threads keep enqueue and ``/health`` answering however
 many consumers are parked. A long-poll beyond that bound does not wait: it
 is answered at once (a message, or 204 with ``Retry-After: 1``).
+
+A request waits at most ``LOCK_WAIT`` for a lock held by another process (one
+stopped with it would otherwise hold a thread for as long), then gets 503
+``queue_busy``; a long-poll's wait for messages is not counted.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import falcon
+from gunicorn.http.errors import ParseException
 
 from zoldyq import api
+from zoldyq.broker import LOCK_WAIT, LockBusy, patient, wait_until
+from zoldyq.errors import QueueBusy, RequestError
 from zoldyq.http import core, skeleton
 from zoldyq.http.errors import body_too_large, complete
 from zoldyq.http.routes import WAITING, Route
@@ -38,11 +45,15 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
             raise body_too_large(size, limit)
         return complete(req.bounded_stream.read(), size) if size else b""
     chunks, total = [], 0
-    while chunk := req.stream.read(CHUNK):
-        total += len(chunk)
-        if total > limit:
-            raise body_too_large(None, limit)
-        chunks.append(chunk)
+    try:
+        while chunk := req.stream.read(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise body_too_large(None, limit)
+            chunks.append(chunk)
+    except (OSError, ParseException):  # gunicorn's chunked reader: cut short or malformed
+        raise RequestError(400, "incomplete_body", f"request body ended after {total} "
+                           "bytes, before its last chunk") from None
     return b"".join(chunks)
 
 
@@ -96,14 +107,20 @@ def wait(w: core.Wait, slots: threading.Semaphore, sock: socket.socket | None = 
 
 def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Callable[..., None]:
     handler, waits, needs_body = route.handler, route.kind == WAITING, route.body
+    several = route.name in skeleton.SEVERAL_LOCKS
+    limit = ctx.max_timeout if waits else 0.0
 
     def respond(req: falcon.Request, resp: falcon.Response, **params: str) -> None:
         t0 = _perf()
         try:
             skeleton.authorize(ctx, route, req)
             body = read_body(req, ctx.max_body) if needs_body else b""
-            out = handler(ctx, skeleton.call(req, body), **params)
-            reply = wait(out, slots, req.env.get("gunicorn.socket")) if waits else out
+            with patient() if several else wait_until(time.monotonic() + LOCK_WAIT + limit):
+                try:
+                    out = handler(ctx, skeleton.call(req, body), **params)
+                    reply = wait(out, slots, req.env.get("gunicorn.socket")) if waits else out
+                except LockBusy:
+                    raise QueueBusy(params.get("name", ""), LOCK_WAIT) from None
         except Exception as ex:
             reply = skeleton.failure(ex, req)
         skeleton.answer(ctx, route.name, req, resp, reply, t0)
@@ -112,7 +129,7 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
 
 
 def create(ctx: core.Ctx) -> falcon.App[falcon.Request, falcon.Response]:
-    app = falcon.App(cors_enable=False)
+    app = falcon.App(cors_enable=False, middleware=skeleton.middleware(ctx))
     slots = threading.Semaphore(long_poll_slots(ctx.settings.threads))
     skeleton.mount(app, lambda route: _responder(ctx, route, slots))
 

@@ -83,8 +83,19 @@ def cumulative_buckets(hist: list[int]) -> tuple[list[tuple[str, float]], float]
     return buckets, hist[len(_LE)] / 1e9
 
 
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
+
+
 def count_request(counters: Counters, method: str, route: str | None, status: int) -> None:
-    """Count one HTTP request (``route`` is the URI template: bounded label values)."""
+    """Count one HTTP request.
+
+    Every label takes few values by construction, so no client can fill the
+    shared counter slots and hide the series that matter (a 429, any 5xx):
+    ``route`` is a route table name or ``unmatched``, a method outside
+    ``METHODS`` counts as ``other``, a status is one this server answers.
+    """
+    if method not in METHODS:
+        method = "other"
     counters.add(f"{HTTP_KEY} {method} {route or 'unmatched'} {status}")
 
 

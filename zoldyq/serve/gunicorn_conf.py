@@ -34,6 +34,9 @@ bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host
 workers = _settings.workers
 if _settings.worker_class == "gthread":
     threads = _settings.threads
+    # gunicorn_h1c (installed for the asgi worker) would answer an over-long request line
+    # 431 instead of 414 here: gthread keeps gunicorn's Python parser and its answers
+    http_parser = "python"
 worker_class = {
     "asgi": "zoldyq.serve.worker.AsgiWorker",
     "gthread": "zoldyq.serve.worker.GthreadWorker",

@@ -16,12 +16,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from zoldyq import api
-from zoldyq.api import Receipt
+from zoldyq.api import CheckedRecords, Receipt, check_json
 from zoldyq.errors import (
     ClosedError,
     ConfigError,
@@ -34,14 +34,16 @@ from zoldyq.errors import (
 )
 from zoldyq.settings import BY_NAME, Settings
 from zoldyq.shm import names, segment
-from zoldyq.shm.aio import AsyncBell
 from zoldyq.shm.counters import Counters
-from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD, SW_READY
+from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
 from zoldyq.shm.ring import min_ring_size, record_bytes
 from zoldyq.shm.side import DEAD, DELAYED, REDRIVE
 from zoldyq.shm.side import READY as READY_STATE
+
+if TYPE_CHECKING:  # asyncio costs every process ~2 MB; only asyncio users import it
+    from zoldyq.shm.aio import AsyncBell
 
 SWEEP_AGAIN = 1.0  # seconds before a retired handle still in use is looked at again
 T = TypeVar("T")
@@ -50,6 +52,7 @@ _loads = orjson.loads
 _perf_ns = time.perf_counter_ns
 _time_ns = time.time_ns  # one clock for the engine (tests replace it)
 MAX_SECONDS = 366 * 86400  # the longest lease or delay accepted: a year
+MAX_DELIVER_AT = 1 << 62  # µs since the epoch: far beyond any real date
 
 
 class Message(tuple[Any, ...]):
@@ -146,8 +149,8 @@ def due_at(delay: float | None, deliver_at: int | None) -> int | None:
     at = deliver_at if delay is None else now + int(delay * 1e6)
     if at is None or at <= now:
         return None
-    if at - now > MAX_SECONDS * 1_000_000:
-        raise ConfigError(f"deliver_at is more than {MAX_SECONDS} s away")
+    if at > MAX_DELIVER_AT:
+        raise ConfigError(f"deliver_at {at} is past {MAX_DELIVER_AT} µs since the epoch")
     return at
 
 
@@ -173,14 +176,15 @@ class Queue:
             raise InvalidPayload(str(ex)) from None
         if delay is None and deliver_at is None:
             return self._put_one(KIND_JSON, data)
-        return self.put_records([(KIND_JSON, data)], deliver_at=due_at(delay, deliver_at))
+        return self._put_records([(KIND_JSON, data)], deliver_at=due_at(delay, deliver_at))
 
     def put_bytes(self, data: bytes, *, delay: float | None = None,
                   deliver_at: int | None = None) -> Receipt:
         """Enqueue raw bytes (any bytes-like), returned as ``bytes`` by get."""
         if delay is None and deliver_at is None:
             return self._put_one(KIND_BYTES, data)
-        return self.put_records([(KIND_BYTES, bytes(data))], deliver_at=due_at(delay, deliver_at))
+        return self._put_records([(KIND_BYTES, bytes(data))],
+                                 deliver_at=due_at(delay, deliver_at))
 
     def _put_one(self, kind: int, data: bytes) -> Receipt:
         """``put_records`` for one record, minus the loops: the local API's hot path."""
@@ -189,25 +193,41 @@ class Queue:
         if len(data) > sq.max_message_bytes:
             raise MessageTooLarge(len(data), sq.max_message_bytes, self.name)
         try:
-            size, at = sq.put(((kind, data),), t0)
+            fast = sq.fast
+            done = fast.put_one(kind, data, t0) if fast is not None else None
+            size, at = done if done is not None else sq.put(((kind, data),), t0)
         except ClosedError:
             self._forget(sq)
-            return self.put_records([(kind, data)])
+            return self._put_records([(kind, data)])
         return _receipt((size, at, None))
 
     def put_many(self, payloads: Iterable[Any], *, delay: float | None = None,
                  deliver_at: int | None = None) -> Receipt:
         """Enqueue JSON values in one lock round trip: all of them or none."""
-        return self.put_records([(KIND_JSON, encode_json(p)) for p in payloads],
-                                deliver_at=due_at(delay, deliver_at))
+        return self._put_records([(KIND_JSON, encode_json(p)) for p in payloads],
+                                 deliver_at=due_at(delay, deliver_at))
 
     def put_records(self, records: list[tuple[int, bytes]], *,
                     deliver_at: int | None = None) -> Receipt:
         """Enqueue pre-encoded (kind, data) records, all or none; invisible until
         ``deliver_at`` (µs) when given.
 
-        For transports that already hold valid JSON bytes: nothing is re-encoded.
+        For transports that hold the client's JSON bytes: nothing is re-encoded,
+        but every JSON record is checked to be one JSON document (InvalidPayload
+        otherwise), so a consumer never gets invalid JSON, nor one record that
+        reads as two messages once spliced into a batch.
         """
+        if type(records) is not CheckedRecords:  # those came from api.json_field/items
+            for kind, data in records:
+                if kind == KIND_JSON:
+                    check_json(data)
+                elif kind != KIND_BYTES:
+                    raise InvalidPayload(f"unknown record kind {kind!r}")
+        return self._put_records(records, deliver_at=deliver_at)
+
+    def _put_records(self, records: list[tuple[int, bytes]], *,
+                     deliver_at: int | None = None) -> Receipt:
+        """put_records for records known to be valid (encoded here)."""
         t0 = _perf_ns()
         if deliver_at is not None:
             deliver_at = due_at(None, deliver_at)
@@ -279,7 +299,18 @@ class Queue:
             return []
         lease_us = self._lease_us(lease)
         sq = self._sq or self._resolve(create=False)
+        fast = sq.fast
         try:
+            if fast is not None and not lease_us and (timeout <= 0 or sq.interrupted):
+                # flat: no wait to plan, one C call (None back: side work, the full path)
+                got: list[Message] | None = fast.take(max, _perf_ns(), False, False,
+                                                      self.name, Message)
+                if got is not None:
+                    if fast.trim_due:
+                        sq.trim()
+                    if sq.words[SW_DEAD]:
+                        self._flush_dead()
+                    return got
             records = sq.get(max, timeout, self.name, lease_us)
         except ClosedError:
             records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name, lease_us))
@@ -432,8 +463,7 @@ class Queue:
         return {"name": self.name, **sq.stats()}
 
     def __len__(self) -> int:
-        sq = self.broker._shared(self.name, create=False)
-        return sq.ring.count() + sq.side.words[SW_READY]
+        return self.broker._shared(self.name, create=False).ready()
 
     def clear(self) -> int:
         """Drop every message now in the queue (ready, returned, delayed); returns how many."""
@@ -702,9 +732,18 @@ class Broker:
         for origin in sq.mark_redrive(set(live)):
             moved += sq.move_out(self._shared(live[origin], create=False), REDRIVE, origin,
                                  reset=True)
+        base = {n: o for o, n in live.items()}.get(q.name.removesuffix(".dlq"))
+        if q.name.endswith(".dlq") and base is not None:  # put there directly: by its name
+            while msgs := q.get_many(1000, 0, lease=60):
+                sq = self._shared(q.name, create=False)
+                sq.mark_leases_redrive([m.lease_id for m in msgs if m.lease_id], base)
+                moved += sq.move_out(self._shared(live[base], create=False), REDRIVE, base,
+                                     reset=True)
         return moved
 
     def _async_bell(self, sq: SharedQueue) -> AsyncBell:
+        from zoldyq.shm.aio import AsyncBell
+
         with self._lock:
             bell = self._bells.get(id(sq))
             if bell is None or bell.sq is not sq:

@@ -24,7 +24,9 @@ import os
 import threading
 from collections.abc import Iterator
 
-from zoldyq.shm import names, segment
+from zoldyq.shm import names, segment, speedups
+
+_atomic_add = speedups.fast.atomic_add if speedups.ENABLED else None
 
 MAGIC = int.from_bytes(b"ZOLDYQ.O", "little")
 VERSION = 1
@@ -120,8 +122,17 @@ class Counters:
     def add(self, key: str, n: int = 1) -> None:
         """Add ``n`` (may be negative) to ``key``, creating it at 0.
 
-        Called once per HTTP request: plain lock calls, no context manager (~2 µs).
+        Called once per HTTP request. With the compiled module a known key takes
+        one atomic add and no lock (~0.1 µs instead of 2-4 µs for the lock pair);
+        only a new key takes the lock. A process on the pure path adds under the
+        lock, which does not exclude an atomic add of another process: an
+        increment can be lost only when processes on both paths add to the same
+        key at the same instant (these are request metrics, not messages).
         """
+        idx = self._index.get(key)
+        if idx is not None and _atomic_add is not None:
+            _atomic_add(self._mm, idx, n)
+            return
         fd = self._fd
         with self._lock:
             _flock(fd, _LOCK_EX)

@@ -91,6 +91,11 @@ FLAG_CLOSED = 1
  SW_REDELIVERED, SW_DEAD_TOTAL, SW_REQUEUED) = range(72, 92)
 SLOT_W = 16  # words per side slot
 
+# An empty queue gives its ring memory back to /dev/shm but these bytes (queue.trim),
+# when a get drains it of a record at least TRIM_AGE_US old or a get times out empty.
+TRIM_KEEP = 32 << 10
+TRIM_AGE_US = 1_000_000
+
 # Latency histogram bounds (``api.HIST_BOUNDS``, 10 µs to 1 s); the last bucket is +Inf.
 HIST_BOUNDS_NS = tuple(round(b * 1e9) for b in HIST_BOUNDS)
 HIST_BUCKETS = len(HIST_BOUNDS) + 1  # + Inf

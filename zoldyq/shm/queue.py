@@ -17,13 +17,15 @@ fine: a woken consumer re-checks the ring.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Any
 
 from zoldyq.errors import BrokenError, QueueDeleted, QueueFull
-from zoldyq.shm import hooks, names, segment
+from zoldyq.shm import hooks, names, segment, speedups
 from zoldyq.shm.layout import (
     FLAG_CLOSED,
     HEADER_BYTES,
@@ -46,6 +48,8 @@ from zoldyq.shm.layout import (
     SW_REDELIVERED,
     SW_REQUEUED,
     SW_SRES,
+    TRIM_AGE_US,
+    TRIM_KEEP,
     W_BYTES_IN,
     W_BYTES_OUT,
     W_CLEARED,
@@ -63,11 +67,12 @@ from zoldyq.shm.layout import (
     W_RESERVED,
     W_RING_SIZE,
     W_SLOT_GEN,
+    W_TAIL,
     W_TIMEOUTS,
     W_VERSION,
     W_WAITERS,
 )
-from zoldyq.shm.lock import RobustLock
+from zoldyq.shm.lock import RobustLock, patient
 from zoldyq.shm.ring import HDR, Record, Ring, RingCorrupt, RingFull, record_bytes
 from zoldyq.shm.side import (
     DEAD,
@@ -139,6 +144,16 @@ class SharedQueue:
             self.get_lock = RobustLock(objs["get_file"], objs["get_sem"], self._repair_get)
             opened.append(self.get_lock)
             self.bell = segment.open_sem(objs["bell"])
+            # put/get in one C call each (same words, same lock protocol); crash tests
+            # pause inside the Python steps, so a hooked process keeps to the pure path
+            self.fast: Any = None
+            if speedups.ENABLED and not _HOOKED:
+                try:
+                    self.fast = speedups.fast.Fast(
+                        self._mm, name, self.put_lock, self.get_lock,
+                        objs["put_sem"], objs["get_sem"], objs["bell"], self._reserve)
+                except FileNotFoundError:  # deleted since the semaphores above were opened
+                    raise segment.Gone(objs["bell"]) from None
         except BaseException:
             for lock in opened:
                 lock.close()
@@ -197,8 +212,12 @@ class SharedQueue:
             segment.unlink_sem(objs[key])
 
     def mark_deleted(self) -> None:
-        """Close the queue for every process: later puts and gets raise QueueDeleted."""
-        with self.put_lock, self.get_lock:
+        """Close the queue for every process: later puts and gets raise QueueDeleted.
+
+        Called inside a registry change, which must finish once begun: it waits
+        for the queue's locks whatever the calling thread's wait policy.
+        """
+        with patient(), self.put_lock, self.get_lock:
             self.words[W_FLAGS] |= FLAG_CLOSED
         for _ in range(self.words[W_WAITERS] + 1):
             self.bell.release()  # every parked consumer, in any process, wakes and sees it
@@ -234,6 +253,8 @@ class SharedQueue:
         self.get_lock.close()
         if not self._local_waiters:
             self.bell.close()
+        if self.fast is not None:
+            self.fast.release()
         self.ring.data.release()  # type: ignore[union-attr]
         self.side.slot_bytes.release()
         self.side.slots.release()
@@ -317,6 +338,11 @@ class SharedQueue:
         ``t0`` is ``perf_counter_ns()`` when the caller started (for the
         latency histogram). Returns (queue size after, enqueued_at µs).
         """
+        fast = self.fast
+        if fast is not None:  # None back: the side table holds bytes, caps need Python
+            done: tuple[int, int] | None = fast.put(records, t0)
+            if done is not None:
+                return done
         words, ring = self.words, self.ring
         lock = self.put_lock
         lock.acquire()
@@ -371,6 +397,13 @@ class SharedQueue:
         Returned messages come first, then the ring. With ``lease_us`` each
         record carries (lease id, delivery count, lease expiry µs) after the tag.
         """
+        fast = self.fast
+        if fast is not None and not lease_us:  # None back: the side table has due/ready work
+            got: list[Record] | None = fast.take(max_n, t0, was_waiting, keep_waiting, tag)
+            if got is not None:
+                if fast.trim_due:
+                    self.trim()
+                return got
         words, ring = self.words, self.ring
         lock = self.get_lock
         lock.acquire()
@@ -413,7 +446,42 @@ class SharedQueue:
                     words[W_TIMEOUTS] += 1
         finally:
             lock.release()
+        if records and records[-1][2] + TRIM_AGE_US < _time_ns() // 1000 and not ring.count():
+            self.trim()  # drained of old records: not a stream
         return records
+
+    def trim(self) -> bool:
+        """Give an empty ring's memory back to /dev/shm, all but ``TRIM_KEEP`` bytes.
+
+        Under both locks, so no record is being written or read: (1) move the
+        empty ring's tail, then its head, back to offset 0, where the next
+        records land in the kept bytes; (2) lower ``reserved`` to ``TRIM_KEEP``,
+        so a put that grows past it re-reserves with fallocate before writing
+        (a full /dev/shm stays a clean StorageExhausted, never SIGBUS); (3) only
+        then punch the ring pages above (``MADV_REMOVE`` on tmpfs is a hole
+        punch; the side table after the ring is not touched). A death between
+        (1)'s two stores leaves an empty ring with offsets apart, which the next
+        put-side holder puts back together (``Ring.repair_put_side``); after (2)
+        the pages are merely still there. Returns True if memory was given back.
+        """
+        words = self.words
+        if words[W_RESERVED] <= TRIM_KEEP or self.ring.count():
+            return False
+        with self.put_lock, self.get_lock:
+            reserved = words[W_RESERVED]
+            if words[W_FLAGS] & FLAG_CLOSED or reserved <= TRIM_KEEP or self.ring.count():
+                return False
+            seq = words[W_TAIL] >> 32
+            words[W_TAIL] = seq << 32
+            if _HOOKED:
+                hooks.reach("trim.moved")
+            words[W_HEAD] = seq << 32
+            words[W_RESERVED] = TRIM_KEEP
+            if _HOOKED:
+                hooks.reach("trim.lowered")
+            with contextlib.suppress(OSError):  # not tmpfs: the memory stays, no harm
+                self._mm.madvise(mmap.MADV_REMOVE, HEADER_BYTES + TRIM_KEEP, reserved - TRIM_KEEP)
+        return True
 
     def lease_id(self, idx: int, token: int) -> str:
         return f"{self.gen:x}.{idx:x}.{token:x}"
@@ -659,6 +727,21 @@ class SharedQueue:
             lock.release()
         return by_origin
 
+    def mark_leases_redrive(self, lease_ids: Sequence[str], origin: int) -> None:
+        """Leases this process holds become REDRIVE towards ``origin`` (one store each):
+        a DLQ's own messages, taken for a redrive by name."""
+        side = self.side
+        lock = self._locked()
+        try:
+            now = _time_ns() // 1000
+            for lease_id in lease_ids:
+                parsed = self._parse(lease_id)
+                if parsed is not None and side.held(*parsed, now):
+                    side.set_word(parsed[0], S_ORIGIN, origin)
+                    side.set_state(parsed[0], REDRIVE)
+        finally:
+            lock.release()
+
     def held_messages(self) -> list[tuple[int, int, bytes, int, int, int, int]]:
         """(state, kind, data, enqueued_at, deliveries, deadline, key) of every side slot."""
         side = self.side
@@ -707,6 +790,8 @@ class SharedQueue:
                 records = self._take(max_n, _perf_ns(), True, stay, tag, lease_us)
                 waiting = stay and not records
                 if not waiting:
+                    if not records:
+                        self.trim()  # waited and nothing came: idle
                     return records
         finally:
             with self._waiters_lock:
@@ -811,6 +896,7 @@ class SharedQueue:
         """Count a get that waited and found nothing (asyncio waiters count here)."""
         with self.get_lock:
             self.words[W_TIMEOUTS] += 1
+        self.trim()
 
     def clear(self) -> int:
         """Drop ready, returned and delayed messages (leases stay with their holders)."""
@@ -821,7 +907,9 @@ class SharedQueue:
             dropped = [i for st in (READY, DELAYED, DEAD) for i in side.in_state(st)]
             for idx in dropped:
                 side.set_state(idx, FREE)
-            return self.ring.clear() + len(dropped)
+            n = self.ring.clear() + len(dropped)
+        self.trim()
+        return n
 
     def oldest_enqueued_at(self) -> int:
         """enqueued_at (µs) of the oldest ready message, 0 if none; lock-free, racy."""
@@ -849,7 +937,7 @@ class SharedQueue:
     def ready(self) -> int:
         """Messages ready now, read without a lock; QueueDeleted once closed here."""
         try:
-            return self.ring.count()
+            return self.ring.count() + self.words[SW_READY]  # + messages given back
         except ValueError:  # closed here meanwhile (deleted): its views are released
             raise QueueDeleted(self.name) from None
 

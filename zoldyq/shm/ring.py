@@ -249,8 +249,13 @@ class Ring:
         words[W_BYTES_IN] += payload_bytes
 
     def repair_put_side(self) -> None:
-        """Bring enq_total level with the tail's sequence number after a crash."""
+        """Bring enq_total level with the tail's sequence number after a crash, and
+        put the offsets of an empty ring back together (a trimmer died between its
+        two stores, see ``queue.SharedQueue.trim``)."""
         words = self.words
+        tail, head = words[W_TAIL], words[W_HEAD]
+        if tail >> 32 == head >> 32 and (tail ^ head) & SEQ_MASK:
+            words[W_TAIL] = head  # empty: no consumer moves head, so this is final
         behind = ((words[W_TAIL] >> 32) - words[W_ENQ_TOTAL]) & SEQ_MASK
         words[W_ENQ_TOTAL] += behind
 

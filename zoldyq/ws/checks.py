@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from zoldyq import api
 from zoldyq.errors import BadPath
@@ -14,6 +14,9 @@ OPERATIONS = ("enqueue", "dequeue")
 def parse_path(target: str) -> tuple[str, str]:
     """(queue name, operation) of a request target such as ``/queues/jobs/dequeue?x=1``.
 
+    The name is percent-decoded, as HTTP's router does (``/queues/a%2Db/...`` is
+    queue ``a-b`` on both, and ``%2e%2e`` is ``..``, which is not a name).
+
     Raises:
         BadPath: any other shape of path.
         InvalidName: the queue name is not valid.
@@ -21,7 +24,7 @@ def parse_path(target: str) -> tuple[str, str]:
     parts = urlsplit(target).path.split("/")
     if len(parts) != 4 or parts[0] or parts[1] != "queues" or parts[3] not in OPERATIONS:
         raise BadPath(urlsplit(target).path)
-    return api.check_queue_name(parts[2]), parts[3]
+    return api.check_queue_name(unquote(parts[2], errors="replace")), parts[3]
 
 
 def token_ok(expected: str | None, authorization: str | None, target: str) -> bool:
@@ -39,15 +42,3 @@ def token_ok(expected: str | None, authorization: str | None, target: str) -> bo
     offered += parse_qs(urlsplit(target).query).get("token", [])
     want = expected.encode()
     return any(hmac.compare_digest(t.encode(), want) for t in offered)
-
-
-def origins(setting: str | None) -> list[str | None] | None:
-    """The ``origins`` argument of ``websockets.serve`` for the ``ws_origins`` setting.
-
-    Unset: any Origin. Set: those values, plus requests without an Origin
-    header (non-browser clients, which could forge the header anyway).
-    """
-    if not setting:
-        return None
-    allowed: list[str | None] = [o.strip() for o in setting.split(",") if o.strip()]
-    return [*allowed, None]

@@ -18,8 +18,10 @@ is a text frame with ``"lease_id"``, ``"delivery_count"`` and ``"lease_expires_a
 server: ``{"ack": id}``, ``{"nack": id, "delay": s}``, ``{"extend": id, "lease": s}``,
 answered only by ``{"extended": id, "lease_expires_at": ..}`` or an error frame.
 
-Frames are built by concatenating the stored JSON bytes: a dequeued payload is
-never decoded and re-encoded. Queue names need no escaping (``[A-Za-z0-9_.-]``).
+A text frame's payload is stored as the exact bytes the client sent (numbers
+are never rewritten), and frames are built by concatenating the stored JSON
+bytes: a payload is never decoded and re-encoded. Queue names need no escaping
+(``[A-Za-z0-9_.-]``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import struct
 
 import orjson
 
-from zoldyq.api import KIND_BYTES, KIND_JSON, Message
+from zoldyq.api import KIND_BYTES, KIND_JSON, Message, json_field
 from zoldyq.errors import BadFrame, InvalidPayload, ZoldyQError
 
 _loads = orjson.loads
@@ -80,16 +82,15 @@ def parse_frame(frame: str | bytes, now_us: int) -> tuple[tuple[int, bytes], int
     if type(frame) is bytes:
         return (KIND_BYTES, frame), None
     try:
-        obj = _loads(frame)
+        obj, raw = json_field(frame, "payload")
     except _JSONDecodeError as ex:
         raise BadFrame(f"frame is not valid JSON: {ex}") from None
-    if type(obj) is not dict or "payload" not in obj:
+    except InvalidPayload as ex:
+        raise BadFrame(f"payload cannot be stored: {ex}") from None
+    if raw is None:
         raise BadFrame('a text frame must be a JSON object {"payload": <value>}')
     at = deliver_at(obj, now_us) if now_us and len(obj) > 1 else None
-    try:
-        return (KIND_JSON, _dumps(obj["payload"])), at
-    except orjson.JSONEncodeError as ex:  # nested deeper than orjson writes (254 levels)
-        raise BadFrame(f"payload cannot be stored: {ex}") from None
+    return (KIND_JSON, raw), at
 
 
 def parse_control(frame: str | bytes) -> tuple[str, str, float]:

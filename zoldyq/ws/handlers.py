@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -30,13 +32,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from zoldyq.api import KIND_BYTES, Broker, Message, Queue
+from zoldyq.api import KIND_BYTES, Broker, CheckedRecords, Message, Queue
+from zoldyq.broker import LockBusy, from_loop
 from zoldyq.errors import (
     BadFrame,
     BrokenError,
     ClosedError,
     LeaseExpired,
     NamespaceNotFound,
+    QueueBusy,
     QueueNotFound,
     ZoldyQError,
 )
@@ -50,6 +54,7 @@ KERNEL_SEND_BUFFER = 64 << 10  # per dequeue stream (the kernel doubles it)
 MAX_PIPELINE = 1024  # received frames not yet enqueued, per connection, at most
 IDLE_WAIT = 5.0  # an empty stream re-checks for shutdown at least this often
 MISSING_QUEUE_POLL = 0.2  # a stream on a queue that does not exist yet looks again
+BUSY_POLL = 0.1  # a stream on a queue whose lock another process holds looks again
 SHUTDOWN_REASON = "going_away: the server is shutting down"
 DEFAULT_PREFETCH = 10  # unacked leased messages in flight per connection, by default
 
@@ -191,7 +196,7 @@ async def enqueue(ws: ServerConnection, queue: Queue) -> None:
             pending.clear()
             arrived.clear()
             room.set()
-            await send_frames(ws, batcher.apply(batch))
+            await send_frames(ws, await batcher.apply(batch))
         reader.result()  # re-raise what ended the reader, if anything but a close
     finally:
         reader.cancel()
@@ -204,7 +209,7 @@ class Batcher:
         self.queue = queue
         self.prefix = frames.ack_prefix(queue.name)
 
-    def apply(self, batch: list[str | bytes]) -> list[bytes]:
+    async def apply(self, batch: list[str | bytes]) -> list[bytes]:
         out: list[bytes] = [b""] * len(batch)
         run: list[tuple[int, tuple[int, bytes]]] = []
         parse = frames.parse_frame
@@ -213,17 +218,18 @@ class Batcher:
             try:
                 record, at = parse(frame, now)
             except BadFrame as ex:
-                self._put(run, out)
+                await self._put(run, out)
                 run = []
                 out[i] = frames.error(ex)
                 continue
             if at is None:
                 run.append((i, record))
                 continue
-            self._put(run, out)  # a delayed frame goes alone, in order
+            await self._put(run, out)  # a delayed frame goes alone, in order
             run = []
             try:
-                r = self.queue.put_records([record], deliver_at=at)
+                r = await from_loop(self.queue.name, functools.partial(
+                    self.queue.put_records, CheckedRecords([record]), deliver_at=at))
             except (BrokenError, ClosedError):
                 raise
             except ZoldyQError as ex:
@@ -231,21 +237,22 @@ class Batcher:
                 continue
             out[i] = frames.ack(self.prefix, r.queue_size, r.enqueued_at)[:-1] + \
                 b',"deliver_at":%d}' % at
-        self._put(run, out)
+        await self._put(run, out)
         return out
 
-    def _put(self, run: list[tuple[int, tuple[int, bytes]]], out: list[bytes]) -> None:
+    async def _put(self, run: list[tuple[int, tuple[int, bytes]]], out: list[bytes]) -> None:
         """Enqueue a run of records all at once; if that fails, one by one for exact answers."""
         if not run:
             return
         try:
-            size, at = self.queue.put_records([rec for _, rec in run])[:2]
+            size, at = (await from_loop(self.queue.name, self.queue.put_records,
+                                        CheckedRecords([rec for _, rec in run])))[:2]
         except (BrokenError, ClosedError):
             raise
         except ZoldyQError as ex:
             if len(run) > 1:
                 for item in run:
-                    self._put([item], out)
+                    await self._put([item], out)
             else:
                 out[run[0][0]] = frames.error(ex)
             return
@@ -293,12 +300,16 @@ class Dequeue:
         """Up to ``want`` messages, waiting for the first; none once the connection is gone."""
         if self.ws.state is not State.OPEN:
             return []
-        msgs = self.queue.get_many(want, 0)
-        if msgs:
-            return msgs
-        self.waiting = True  # from here to the await, nothing can close us unnoticed
         try:
+            msgs = self.queue.get_many(want, 0)  # the loop thread never waits for a lock
+            if msgs:
+                return msgs
+            self.waiting = True  # from here to the await, nothing can close us unnoticed
             return await self.queue.aget_many(want, IDLE_WAIT)
+        except LockBusy:  # held by a stopped process: look again soon
+            self.waiting = True
+            await asyncio.sleep(BUSY_POLL)
+            return []
         finally:
             self.waiting = False
 
@@ -337,7 +348,7 @@ class Dequeue:
                     return
                 continue
             if ws.protocol.state is not State.OPEN:  # taken, but nobody to write them to
-                queue.requeue(msgs)
+                await settle(queue.name, queue.requeue, msgs)
                 return
             if any(m.kind == KIND_BYTES for m in msgs):  # raw ones go out as binary frames
                 await send_frames(ws, [m.data if m.kind == KIND_BYTES else
@@ -348,6 +359,12 @@ class Dequeue:
                 await send_frames(ws, [encode(before, middle, m.data, m.enqueued_at)
                                        for m in msgs])
             frame_size = sum(len(m.data) for m in msgs) // len(msgs) + overhead
+
+
+async def settle(name: str, fn: Any, *args: Any) -> Any:
+    """A call that must happen even if a stopped process holds the lock: it then
+    finishes in a thread (the caller may get QueueBusy meanwhile, but it is done)."""
+    return await from_loop(name, fn, *args, patient=True)
 
 
 class LeasedDequeue(Dequeue):
@@ -372,14 +389,14 @@ class LeasedDequeue(Dequeue):
             held, self.held = list(self.held), {}
             for lease_id in held:  # the connection is gone: back at the head now
                 with contextlib.suppress(LeaseExpired, ZoldyQError):
-                    self.queue.nack(lease_id)
+                    await settle(self.queue.name, self.queue.nack, lease_id)
 
     async def _read(self) -> None:
         """Settle leases as the client's frames say; stop the stream on close."""
         self.ws.protocol.max_message_size = 1024
         try:
             async for frame in self.ws:
-                answer = self._settle(frame)
+                answer = await self._settle(frame)
                 if answer:
                     await self.ws.send(answer.decode())
         except ConnectionClosed:
@@ -387,21 +404,22 @@ class LeasedDequeue(Dequeue):
         if self.waiting and self.task is not None:
             self.task.cancel()
 
-    def _settle(self, frame: str | bytes) -> bytes | None:
+    async def _settle(self, frame: str | bytes) -> bytes | None:
+        q = self.queue
         try:
             op, lease_id, seconds = frames.parse_control(frame)
             if op == "extend":
-                at = self.queue.extend(lease_id, seconds)
+                at = await from_loop(q.name, q.extend, lease_id, seconds)
                 if lease_id in self.held:
                     self.held[lease_id] = at
                 return b'{"extended":"%s","lease_expires_at":%d}' % (lease_id.encode(), at)
             self.held.pop(lease_id, None)
             self.credit.set()
             if op == "ack":
-                self.queue.ack(lease_id)
+                await from_loop(q.name, q.ack, lease_id)
             else:
-                self.queue.nack(lease_id, seconds)
-        except (BadFrame, LeaseExpired) as ex:
+                await from_loop(q.name, q.nack, lease_id, seconds)
+        except (BadFrame, LeaseExpired, QueueBusy) as ex:
             return frames.error(ex)
         return None
 
@@ -428,13 +446,17 @@ class LeasedDequeue(Dequeue):
         if self.ws.state is not State.OPEN:
             return []
         want = min(want, room)
-        msgs = self.queue.get_many(want, 0, self.lease)
-        if not msgs:
-            self.waiting = True
-            try:
+        try:
+            msgs = self.queue.get_many(want, 0, self.lease)  # the loop never waits for a lock
+            if not msgs:
+                self.waiting = True
                 msgs = await self.queue.aget_many(want, IDLE_WAIT, self.lease)
-            finally:
-                self.waiting = False
+        except LockBusy:  # held by a stopped process: look again soon
+            self.waiting = True
+            await asyncio.sleep(BUSY_POLL)
+            msgs = []
+        finally:
+            self.waiting = False
         for m in msgs:
             if m.lease_id is not None:
                 self.held[m.lease_id] = m.lease_expires_at or 0

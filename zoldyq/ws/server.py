@@ -1,14 +1,25 @@
 """The sidecar process: a ``websockets`` asyncio server over an attached namespace.
 
-Handshake checks (``process_request``): the connection limit (HTTP 503) and
-the bearer token (HTTP 401), both answered with a JSON error body; the
-library checks the Origin (HTTP 403). Path and queue name are checked once
+Handshake checks (``process_request``): the connection limit (HTTP 503), the
+Origin (HTTP 403: only the server's own and the configured ones, see
+``api.origin_allowed``; the HTTP side applies the same policy) and the bearer
+token (HTTP 401), each answered with a JSON error body. Path and queue name are checked once
 the connection is open, so that browsers see a close code (1008) and reason.
 
 A watchdog closes peers that stop receiving: a connection whose write buffer
 is not empty and has not moved for ``ws_slow_consumer_timeout`` seconds gets
 close code 1008 ``slow_consumer``. It samples buffers once per tick instead
 of timing every send, so the streaming path pays nothing for it.
+
+File descriptors: each connection costs one, and a process at its
+``RLIMIT_NOFILE`` can no longer accept (asyncio then retries and logs every
+second, and handshakes time out). So the sidecar raises its soft limit to
+the hard one, keeps ``FD_MARGIN`` for itself, two per queue for the
+namespace and ``BACKLOG`` for a burst of accepts (asyncio accepts up to the
+backlog before any connection is seen), and derives the connection limit
+from the rest (``connection_limit``). Past it a handshake gets 503, and a TCP
+connection (open or still handshaking) past it is answered 503 and closed at
+once, so the descriptors never run out.
 
 SIGTERM/SIGINT only set an event; the main coroutine then closes every
 connection with 1001, wakes the waiting streams and returns.
@@ -21,8 +32,10 @@ import contextlib
 import functools
 import http
 import logging
+import resource
 import signal
 import ssl
+from typing import Any
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -31,19 +44,39 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from zoldyq import broker as engine
-from zoldyq.api import Broker
-from zoldyq.broker import open_namespace
+from zoldyq.api import Broker, origin_allowed, parse_origins
+from zoldyq.broker import loop_thread, open_namespace
 from zoldyq.errors import ZoldyQError
 from zoldyq.ops import logs
 from zoldyq.ops.metrics import WS_CONNECTIONS_KEY
 from zoldyq.settings import Settings
 from zoldyq.ws import frames
-from zoldyq.ws.checks import origins, token_ok
+from zoldyq.ws.checks import token_ok
 from zoldyq.ws.handlers import SHUTDOWN_REASON, handle
 
 log = logging.getLogger("zoldyq.ws")
 
 WRITE_LIMIT = 32 << 10  # transport high-water mark: what may sit in our buffers per stream
+FD_MARGIN = 32  # descriptors kept for the process itself (logs, listeners, the loop's own)
+FDS_PER_QUEUE = 2  # a queue handle keeps its two lock files open
+BACKLOG = 64  # listen backlog, and so the most connections asyncio accepts in one go
+
+
+def connection_limit(configured: int, max_queues: int) -> int:
+    """``configured``, lowered to what ``RLIMIT_NOFILE`` leaves after the margin (at least 1).
+
+    The soft limit is raised to the hard one first, as most servers do.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft - FD_MARGIN - FDS_PER_QUEUE * max_queues - BACKLOG))
 
 
 def run(settings: Settings, standalone: bool = False) -> int:
@@ -75,6 +108,7 @@ async def serve_until_stopped(
 ) -> None:
     """Serve ``broker`` on ``settings.host:ws_port`` until ``stop`` is set (or a signal)."""
     loop = asyncio.get_running_loop()
+    loop_thread()  # no lock held by a stopped process may freeze every connection
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
@@ -99,12 +133,25 @@ async def serve_until_stopped(
 async def start(settings: Settings, broker: Broker) -> Server:
     """Start listening (the caller closes the returned server)."""
     server: Server | None = None
+    limit = connection_limit(settings.ws_max_connections, broker.max_queues)
+    if limit < settings.ws_max_connections:
+        log.warning("at most %d WebSocket connections (ws_max_connections %d does not fit the "
+                    "file descriptor limit %d)", limit, settings.ws_max_connections,
+                    resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    too_many = _reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "too_many_connections",
+                       f"the server holds its maximum of {limit} WebSocket connections")
+
+    allowed = parse_origins(settings.cors_origins, settings.ws_origins)
+    own_ports = {settings.port, settings.ws_port}
 
     def check(conn: ServerConnection, request: Request) -> Response | None:
-        if server is not None and len(server.connections) >= settings.ws_max_connections:
-            return _reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "too_many_connections",
-                           f"the server holds its maximum of {settings.ws_max_connections} "
-                           "WebSocket connections")
+        if server is not None and len(server.handler_tasks) > limit:
+            return too_many
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, request.headers.get("Host"), own_ports, allowed):
+            return _reject(http.HTTPStatus.FORBIDDEN, "forbidden_origin",
+                           f"Origin {(origin or '')[:80]!r} may not open streams here (the server "
+                           "allows its own origins and those in ZOLDYQ_CORS_ORIGINS)")
         if not token_ok(settings.token, request.headers.get("Authorization"), request.path):
             resp = _reject(http.HTTPStatus.UNAUTHORIZED, "unauthorized",
                            "a valid bearer token is required "
@@ -118,7 +165,6 @@ async def start(settings: Settings, broker: Broker) -> Server:
         settings.host,
         settings.ws_port,
         process_request=check,
-        origins=origins(settings.ws_origins),  # type: ignore[arg-type]
         compression="deflate" if settings.ws_compression else None,
         max_size=broker.defaults.max_message_bytes + frames.ENVELOPE_BYTES,
         ping_interval=settings.ws_ping_interval or None,
@@ -127,8 +173,62 @@ async def start(settings: Settings, broker: Broker) -> Server:
         write_limit=WRITE_LIMIT,
         ssl=_ssl_context(settings),
         server_header=None,
+        create_connection=_guarded(limit, _raw(too_many)),
+        backlog=BACKLOG,
     )
     return server
+
+
+def _raw(resp: Response) -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in resp.headers.raw_items())
+    return f"HTTP/1.1 {resp.status_code} {resp.reason_phrase}\r\n{head}\r\n".encode() + resp.body
+
+
+def _guarded(limit: int, refusal: bytes) -> type[ServerConnection]:
+    """A connection class that answers 503 at once past ``limit`` TCP connections (open
+    or handshaking), with no handshake task.
+
+    A refused socket is answered once the client's request has arrived
+    (answering earlier, or closing on unread data, can make the client lose
+    the answer), and closed after a second without one; during a flood, past
+    half the backlog of such sockets, the next ones are closed at once.
+    """
+    lingering = [0]
+
+    class Guarded(ServerConnection):
+        _refused = False
+
+        def connection_made(self, transport: Any) -> None:
+            if len(self.server.handler_tasks) < limit:
+                super().connection_made(transport)
+                return
+            self._refused = True
+            if lingering[0] >= BACKLOG // 2:
+                transport.close()
+                return
+            lingering[0] += 1
+            self._closer = self.loop.call_later(1.0, transport.close)
+            self._transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            if not self._refused:
+                super().data_received(data)
+            elif b"\r\n\r\n" in data and not self._transport.is_closing():
+                self._transport.write(refusal)
+                self._transport.close()
+
+        def eof_received(self) -> None:
+            if not self._refused:
+                super().eof_received()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not self._refused:
+                super().connection_lost(exc)
+            elif hasattr(self, "_closer"):
+                self._closer.cancel()
+                lingering[0] -= 1
+
+    return Guarded
 
 
 def _reject(status: http.HTTPStatus, code: str, message: str) -> Response:

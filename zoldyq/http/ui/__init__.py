@@ -58,7 +58,9 @@ def page(ctx: Ctx, call: Call) -> Reply:
 
 
 def asset(ctx: Ctx, call: Call, name: str) -> Reply:
-    """One static file by name (only the shipped ones; never a path)."""
+    """One static file by name (only the shipped ones; never a path); ``/ui/`` is the page."""
+    if name == "":
+        return page(ctx, call)
     if ctx.settings.ui == "off":
         raise _off()
     found = _FILES.get(name) if name != "index.html" else None

@@ -228,12 +228,12 @@ function show(next) {
   main.replaceChildren(...next.render());
   const tick = async () => {
     if (next.stopped) return;
-    try {
-      await next.tick();
-      next.failing = false;
-    } catch (e) {
-      if (!next.stopped && !next.failing) say(`Cannot refresh: ${e.message}`, true);
-      next.failing = true;
+    if (!next.paused) {
+      next.inflight = next.tick().then(() => { next.failing = false; }, (e) => {
+        if (!next.stopped && !next.failing) say(`Cannot refresh: ${e.message}`, true);
+        next.failing = true;
+      });
+      await next.inflight;
     }
     if (!next.stopped && next.poll !== false) setTimeout(tick, POLL_MS);
   };
@@ -471,6 +471,7 @@ class QueuePage {
     let s;
     try { s = await api("GET", q(this.name)); } catch (e) {
       if (e.status !== 404) throw e;
+      if (this.stopped) return; // deleted from this page: the overview is on screen now
       this.poll = false;
       $("#main").replaceChildren(h("h1", { text: this.name }),
         h("p", { text: `There is no queue named ${this.name} (any more).` }),
@@ -525,11 +526,17 @@ class QueuePage {
       }),
       act("Delete", "danger", async () => {
         if (!(await confirmAction(`Delete ${name}?`, `Delete the queue ${name} and every message in it. This cannot be undone.`, "Delete queue"))) return;
+        this.paused = true; // no poll may ask for the queue once it is gone (a 404)
+        await this.inflight;
         try {
           await api("DELETE", q(name));
+          this.stopped = true;
           say(`Deleted queue ${name}.`);
           location.hash = "#/";
-        } catch (e) { say(`Delete failed: ${e.message}`, true); }
+        } catch (e) {
+          this.paused = false;
+          say(`Delete failed: ${e.message}`, true);
+        }
       }));
   }
 
@@ -556,7 +563,6 @@ class QueuePage {
         size = m.size ?? utf8.encode(JSON.stringify(m.payload)).length; // stored compact
       }
       const facts = [`#${i + 1}`, kindLabel, fmtBytes(size), `enqueued ${fmtTime(m.enqueued_at)}`];
-      if (m.delivery_count) facts.push(`delivered ${m.delivery_count}×`);
       return h("li", { class: "message" }, h("p", { class: "meta", text: facts.join(" · ") }),
         h("pre", { class: kindLabel === "raw" ? "hex" : "json", tabindex: 0 }, body));
     }));

@@ -1,0 +1,52 @@
+"""JSON payloads are stored as the bytes sent, or refused: never rewritten (issue 10, item 3)."""
+
+from __future__ import annotations
+
+import pytest
+
+import zoldyq
+from zoldyq.api import KIND_BYTES, KIND_JSON, json_field, json_items
+
+BIG = b"123456789012345678901234567890"
+
+
+@pytest.mark.parametrize("data", [
+    b"not json", b"", b"1},{\"payload\":2", b"[1,", b"{\"a\":1} {\"b\":2}", b"\xff", b"NaN",
+])
+def test_put_records_refuses_what_is_not_one_json_document(broker: zoldyq.Broker,
+                                                           data: bytes) -> None:
+    """Invalid JSON never reaches a consumer, nor one record that would splice into two."""
+    q = broker.queue("j")
+    q.put(0)
+    q.get()
+    with pytest.raises(zoldyq.InvalidPayload, match=r"^payload is not valid JSON: "):
+        q.put_records([(KIND_JSON, b"1"), (KIND_JSON, data)])
+    assert len(q) == 0  # all or none
+
+
+def test_put_records_keeps_the_bytes_exactly(broker: zoldyq.Broker) -> None:
+    """What put_records stores is what get returns, byte for byte; raw records are not checked."""
+    q = broker.queue("j")
+    q.put_records([(KIND_JSON, BIG), (KIND_JSON, b' {"a": 1.10} '), (KIND_BYTES, b"\xff")])
+    got = q.get_many(3)
+    assert [m.data for m in got] == [BIG, b' {"a": 1.10} ', b"\xff"]
+
+
+def test_local_put_refuses_what_it_cannot_encode_exactly(broker: zoldyq.Broker) -> None:
+    """The local API encodes with orjson: an integer past 64 bits is refused, not rounded."""
+    with pytest.raises(zoldyq.InvalidPayload, match="Integer exceeds 64-bit range"):
+        broker.queue("j").put({"n": 2**64})
+    assert not broker.exists("j")
+
+
+def test_json_field_finds_the_exact_member_bytes() -> None:
+    """The member's own bytes: whitespace inside kept, the last of duplicate keys (as parsed)."""
+    assert json_field(b'{"payload": ' + BIG + b"}", "payload")[1] == BIG
+    assert json_field(b'{"payload":1,"payload": [2.50] }', "payload")[1] == b"[2.50]"
+    assert json_field(b'{"a":"}","payload":{"b": "x\\"y"},"c":3}', "payload")[1] == \
+        b'{"b": "x\\"y"}'
+    assert json_field(b'{"pay\\u006coad": 1e2}', "payload")[1] == b"1e2"
+    assert json_field(b"[1]", "payload")[1] is None
+    assert json_items(b' [1, 2.50 ,"a,]", {"c":[3]} ] ') == [b"1", b"2.50", b'"a,]"',
+                                                              b'{"c":[3]}']
+    assert json_items(b"[ ]") == []

@@ -1,0 +1,248 @@
+"""The compiled hot path against the pure one: same words, same records, one namespace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter, deque
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+import zoldyq
+from tests.helpers.multiproc import check_fifo, spawn
+from tests.helpers.procs import read_acks, read_pairs
+from zoldyq.errors import QueueFull
+from zoldyq.shm import layout, speedups
+from zoldyq.shm.layout import HEADER_BYTES, KIND_BYTES, KIND_JSON, SEQ_MASK, W_HEAD, W_TAIL
+from zoldyq.shm.ring import HDR, Ring, RingFull
+
+fast = speedups.fast
+needs_c = pytest.mark.skipif(fast is None, reason="zoldyq.shm._speedups is not built "
+                             "(no compiler, or ZOLDYQ_PURE_PYTHON=1): the C path is untested")
+
+
+def test_the_c_module_is_built_where_ci_runs() -> None:
+    """CI has a compiler: the extension must be there unless the pure path is asked for."""
+    if os.environ.get("ZOLDYQ_PURE_PYTHON", "") not in ("", "0"):
+        assert fast is None
+    else:
+        assert fast is not None, "pip install -e . did not build zoldyq/shm/_speedups.c"
+
+
+@needs_c
+def test_the_c_module_uses_the_python_layout() -> None:
+    """Every word offset, kind and histogram bound the C code uses is layout.py's."""
+    assert fast.LAYOUT["W_TAIL"] == layout.W_TAIL
+    assert fast.LAYOUT == speedups._MINE
+    assert fast.HIST_BOUNDS_NS == layout.HIST_BOUNDS_NS
+
+
+def test_the_env_var_forces_the_pure_path() -> None:
+    """ZOLDYQ_PURE_PYTHON=1 runs the engine without the C module."""
+    code = "from zoldyq.shm import speedups; print(speedups.ENABLED)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "ZOLDYQ_PURE_PYTHON": "1"}, check=True)
+    assert out.stdout.strip() == "False"
+
+
+class Twin:
+    """One bytearray ring seen by both paths: the Python Ring and an unlocked C Fast."""
+
+    def __init__(self, size: int, max_messages: int, start: int) -> None:
+        self.buf = bytearray(HEADER_BYTES + size)
+        words = memoryview(self.buf)[:HEADER_BYTES].cast("Q")
+        Ring.format(words, size, max_messages, size // 2 - HDR)
+        seq = SEQ_MASK - 2  # sequence numbers wrap during the run
+        words[W_TAIL] = words[W_HEAD] = (seq << 32) | start
+        self.words = words
+        self.ring = Ring(words, memoryview(self.buf)[HEADER_BYTES:])
+        self.fast = fast.Fast(self.buf, "twin")
+
+    def put_py(self, records: list[tuple[int, bytes]]) -> bool:
+        try:
+            tail = self.ring.write(records, 5)
+        except RingFull:
+            return False
+        self.ring.commit_tail(tail, len(records), sum(len(p) for _, p in records))
+        return True
+
+    def put_c(self, records: list[tuple[int, bytes]]) -> bool:
+        """The C put, checked against the tail word the Python planner predicts."""
+        try:
+            predicted: int | None = self.ring.write(records, 5)  # writes past the tail only
+        except RingFull:
+            predicted = None
+        try:
+            self.fast.put(records, 0)
+        except QueueFull:
+            assert predicted is None, "C refused what Python accepts"
+            return False
+        assert self.words[W_TAIL] == predicted
+        return True
+
+    def get_py(self, n: int) -> list[tuple[int, bytes]]:
+        records, head, nbytes = self.ring.read(n)
+        self.ring.commit_head(head, len(records), nbytes)
+        return [(k, p) for k, p, _, _ in records]
+
+    def get_c(self, n: int) -> list[tuple[int, bytes]]:
+        expected, head, _ = self.ring.read(n)  # reads only
+        got = self.fast.take(n, 0, False, False, "tag")
+        assert got == [(k, p, ts, "tag") for k, p, ts, _ in expected]
+        assert self.words[W_HEAD] == head
+        return [(k, p) for k, p, _, _ in got]
+
+
+payloads = st.binary(max_size=60)
+kinds = st.sampled_from([KIND_JSON, KIND_BYTES])
+
+
+@needs_c
+class BothPathsAgainstADeque(RuleBasedStateMachine):
+    """Puts and gets by either path, in any order, on one ring: a deque's FIFO, and the C
+    path commits exactly the head and tail words the Python path would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.twin: Twin | None = None
+        self.model: deque[tuple[int, bytes]] = deque()
+
+    @rule(start=st.integers(0, 31), size=st.sampled_from([160, 256, 512]))
+    def reset(self, start: int, size: int) -> None:
+        self.twin = Twin(size, 9, start * 8 % size)
+        self.model.clear()
+
+    @rule(records=st.lists(st.tuples(kinds, payloads), min_size=1, max_size=4), c=st.booleans())
+    def put(self, records: list[tuple[int, bytes]], c: bool) -> None:
+        if self.twin is None:
+            return
+        if (self.twin.put_c if c else self.twin.put_py)(records):
+            self.model.extend(records)
+
+    @rule(n=st.integers(1, 5), c=st.booleans())
+    def get(self, n: int, c: bool) -> None:
+        if self.twin is None:
+            return
+        got = (self.twin.get_c if c else self.twin.get_py)(n)
+        assert got == [self.model.popleft() for _ in range(len(got))]
+        assert len(got) == min(n, len(got) + len(self.model))
+
+    @invariant()
+    def counts_agree(self) -> None:
+        if self.twin is not None:
+            assert self.twin.ring.count() == len(self.model)
+
+
+BothPathsAgainstADeque.TestCase.settings = settings(max_examples=150, stateful_step_count=60,
+                                                    deadline=None)
+test_both_paths_against_a_deque = BothPathsAgainstADeque.TestCase
+
+
+@needs_c
+def test_c_refuses_a_full_ring_like_python() -> None:
+    """A full ring raises QueueFull with the count and the bytes needed, and counts it."""
+    twin = Twin(160, 2, 0)
+    assert twin.put_c([(KIND_BYTES, b"a"), (KIND_BYTES, b"b")])
+    with pytest.raises(QueueFull) as info:
+        twin.fast.put([(KIND_BYTES, b"c")], 0)
+    assert (info.value.size, info.value.capacity, info.value.needed_bytes) == (2, 2, 0)
+    assert twin.words[layout.W_FULL_TOTAL] == 1
+    assert twin.get_c(5) == [(KIND_BYTES, b"a"), (KIND_BYTES, b"b")]
+    with pytest.raises(QueueFull) as info:
+        twin.fast.put([(KIND_BYTES, bytes(60))] * 2, 0)
+    assert info.value.needed_bytes > 0
+
+
+@needs_c
+def test_c_never_returns_a_corrupt_record() -> None:
+    """A record that does not parse is a BrokenError, and the head stays where it was."""
+    twin = Twin(256, 9, 0)
+    twin.put_py([(KIND_BYTES, b"ok")])
+    twin.buf[HEADER_BYTES + 4] = 9  # the kind of the first record
+    head = twin.words[W_HEAD]
+    with pytest.raises(zoldyq.errors.BrokenError, match="bad record"):
+        twin.fast.take(1, 0, False, False, None)
+    assert twin.words[W_HEAD] == head
+
+
+@needs_c
+def test_a_released_handle_is_closed() -> None:
+    """After release() (the queue is closing) every call is a ClosedError, never a crash."""
+    twin = Twin(256, 9, 0)
+    twin.fast.release()
+    with pytest.raises(zoldyq.errors.ClosedError):
+        twin.fast.put_one(KIND_BYTES, b"x", 0)
+    with pytest.raises(zoldyq.errors.ClosedError):
+        twin.fast.take(1, 0, False, False, None)
+
+
+@needs_c
+def test_processes_on_both_paths_share_one_queue(
+    namespace: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Producers and consumers on the C and the pure path, mixed on one queue: every
+    message exactly once, in each producer's order."""
+    broker = zoldyq.create(namespace, max_messages=2_000, max_bytes=1 << 20)
+    broker.create_queue("mix", max_messages=2_000, max_bytes=1 << 20)
+    pure = {**os.environ, "ZOLDYQ_PURE_PYTHON": "1"}
+    c = {k: v for k, v in os.environ.items() if k != "ZOLDYQ_PURE_PYTHON"}
+    stop = tmp_path / "stop"
+    outs = [tmp_path / f"out{i}" for i in range(2)]
+    per = 10_000
+    for i, env in enumerate((pure, c)):
+        procs.append(spawn("consumer", namespace, "mix", outs[i], stop, 1 + 49 * i, env=env))
+    for tag, env in enumerate((c, pure)):
+        procs.append(spawn("producer", namespace, "mix", tag, per, tmp_path / f"ack{tag}",
+                           env=env))
+    for p in procs[2:]:
+        assert p.wait(120) == 0
+    stop.touch()
+    for p in procs[:2]:
+        assert p.wait(60) == 0
+    streams = [read_pairs(str(o)) for o in outs]
+    received = Counter(pair for s in streams for pair in s)
+    assert set(received) == {(t, s) for t in range(2) for s in range(per)}
+    assert max(received.values()) == 1
+    check_fifo(streams)
+    assert [read_acks(str(tmp_path / f"ack{t}"))[0] for t in range(2)] == [per, per]
+    broker.close()
+
+
+@needs_c
+def test_shared_counters_count_exactly_from_many_processes_without_a_lock(namespace: str) -> None:
+    """Four processes adding to one shared counter by atomic adds lose no increment."""
+    from zoldyq.shm.counters import Counters
+
+    zoldyq.create(namespace).close()
+    Counters(namespace).add("hits", 0)  # the key exists: adds take the lock-free path
+    code = ("import sys; from zoldyq.shm.counters import Counters\n"
+            "c = Counters(sys.argv[1])\n"
+            "for _ in range(20_000): c.add('hits')\n")
+    env = {k: v for k, v in os.environ.items() if k != "ZOLDYQ_PURE_PYTHON"}
+    workers = [subprocess.Popen([sys.executable, "-c", code, namespace], env=env)
+               for _ in range(4)]
+    assert [w.wait(120) for w in workers] == [0, 0, 0, 0]
+    counters = Counters(namespace, create=False)
+    assert counters.items()["hits"] == 80_000
+    counters.close()
+
+
+@needs_c
+def test_the_c_path_steps_aside_for_the_side_table(broker: zoldyq.Broker) -> None:
+    """A nacked message goes back at the head: the C path defers to queue.py, which
+    hands it out before the ring's, and takes over again once the side is empty."""
+    q = broker.queue("side")
+    q.put_many(["a", "b", "c"])
+    m = q.get(lease=30)
+    assert m is not None
+    assert m.payload == "a"
+    m.nack()
+    fast = q._sq.fast  # type: ignore[union-attr]
+    assert fast.take(10, 0, False, False, "side") is None  # side work first: nothing done
+    assert [x.payload for x in q.get_many(2)] == ["a", "b"]
+    assert [r[1] for r in fast.take(10, 0, False, False, "side")] == [b'"c"']

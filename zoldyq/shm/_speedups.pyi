@@ -1,0 +1,29 @@
+# Types of the C module (zoldyq/shm/_speedups.c); see speedups.py.
+from collections.abc import Callable, Sequence
+from typing import Any
+
+LAYOUT: dict[str, int]
+HIST_BOUNDS_NS: tuple[int, ...]
+
+def atomic_add(buffer: Any, word_index: int, n: int, /) -> None: ...
+
+class Fast:
+    trim_due: bool
+    def __init__(
+        self,
+        buffer: Any,
+        name: str,
+        put_lock: Any = None,
+        get_lock: Any = None,
+        put_sem: str | None = None,
+        get_sem: str | None = None,
+        bell: str | None = None,
+        reserve: Callable[[int], None] | None = None,
+    ) -> None: ...
+    def put_one(self, kind: int, data: Any, t0: int, /) -> tuple[int, int] | None: ...
+    def put(self, records: Sequence[tuple[int, Any]], t0: int, /) -> tuple[int, int] | None: ...
+    def take(
+        self, max_n: int, t0: int, was_waiting: bool, keep_waiting: bool, tag: object,
+        make: type[tuple[Any, ...]] | None = None, /,
+    ) -> list[Any] | None: ...
+    def release(self) -> None: ...

@@ -1,0 +1,41 @@
+"""The compiled hot path (``_speedups.c``), or None to run the pure-Python one.
+
+The pattern of websockets' ``speedups.c``: the C module is optional (an install
+without a compiler builds without it) and ``ZOLDYQ_PURE_PYTHON=1`` forces the
+pure path. Both read and write the same words the same way, so processes on
+either path share one namespace. A C module built for another layout is refused
+here rather than trusted.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from zoldyq.shm import layout
+
+
+def _load() -> Any:
+    if os.environ.get("ZOLDYQ_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from zoldyq.shm import _speedups
+    except ImportError:  # built without a compiler: the pure path
+        return None
+    return _speedups
+
+
+fast: Any = _load()
+
+_MINE = {k: getattr(layout, k) for k in (
+    "HEADER_BYTES", "W_RING_SIZE", "W_MAX_MESSAGES", "W_FLAGS", "W_TAIL", "W_ENQ_TOTAL",
+    "W_RESERVED", "W_FULL_TOTAL", "W_BYTES_IN", "W_HEAD", "W_DEQ_TOTAL", "W_WAITERS",
+    "W_TIMEOUTS", "W_BYTES_OUT", "W_ENQ_HIST", "W_DEQ_HIST", "FLAG_CLOSED", "KIND_JSON",
+    "KIND_BYTES", "KIND_WRAP", "HIST_BUCKETS", "SW_DUE", "SW_READY", "SW_BYTES", "TRIM_KEEP",
+    "TRIM_AGE_US",
+)} | {"HDR": layout.RECORD.size}
+
+if fast is not None and (fast.LAYOUT != _MINE or fast.HIST_BOUNDS_NS != layout.HIST_BOUNDS_NS):
+    raise ImportError("zoldyq.shm._speedups was built for another layout: rebuild it")
+
+ENABLED: bool = fast is not None
