@@ -428,8 +428,8 @@ def test_leases_delays_and_redrive(where: str, request: pytest.FixtureRequest) -
     assert (msg["payload"], msg["delivery_count"]) == ("b", 1)
     assert run.json("nack", q, msg["lease_id"]) == {"nacked": 1, "queue_name": q}
     assert run.json("get", q)["payload"] == "b"
-    receipt = run.json("put", q, '"later"', "--delay", "0.3")
+    receipt = run.json("put", q, '"later"', "--delay", "2")
     assert receipt["deliver_at"] > time.time_ns() // 1000
     assert run("get", q)[0] == 3  # not yet
-    assert run.json("get", q, "--timeout", "3")["payload"] == "later"
+    assert run.json("get", q, "--timeout", "6")["payload"] == "later"
     assert run.json("redrive", q) == {"redriven": 0, "queue_name": q}  # not a DLQ: nothing
