@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import falcon
@@ -74,7 +74,9 @@ async def wait(w: core.Wait, gone: asyncio.Event | None, remote: bool = False) -
     return w.reply(msgs)
 
 
-async def _take(w: core.Wait, gone: asyncio.Event | None, remote: bool = False) -> list[Any]:
+async def _take(
+    w: core.Wait, gone: asyncio.Event | None, remote: bool = False
+) -> Sequence[Any]:
     if w.timeout <= 0 or gone is None:
         return await w.atake(w.timeout) if w.timeout > 0 or remote else w.take(0)
     take = asyncio.ensure_future(w.atake(w.timeout))
@@ -194,5 +196,6 @@ def create(ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
     ) -> None:
         skeleton.unmatched(ctx, req, resp, ex)
 
-    app.add_error_handler((Exception, falcon.HTTPError), unmatched)
+    for caught in (Exception, falcon.HTTPError):  # HTTPError too: falcon has its own for it
+        app.add_error_handler(caught, unmatched)
     return guard_body_size(watch_disconnect(app), ctx)

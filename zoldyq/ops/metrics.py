@@ -71,7 +71,7 @@ _HISTOGRAMS = (
     ("zoldyq_enqueue_duration_seconds", "enqueue_histogram", "Enqueue latency"),
     ("zoldyq_dequeue_duration_seconds", "dequeue_histogram", "Dequeue latency"),
 )
-_LE = [floatToGoString(b) for b in HIST_BOUNDS] + ["+Inf"]
+_LE = [floatToGoString(b) for b in HIST_BOUNDS] + ["+Inf"]  # type: ignore[no-untyped-call]
 
 
 def cumulative_buckets(hist: list[int]) -> tuple[list[tuple[str, float]], float]:
