@@ -1,8 +1,8 @@
 """``zoldyq.connect``: the same code gives the same results, errors and order on every engine.
 
-Each test of the first part runs against ``shm://<ns>`` (local shared memory)
-and ``http://`` (a real ``zoldyq serve``: gunicorn and the sidecar), through
-nothing but the ``Broker``/``Queue``/``Message`` interface.
+Each test of the first part runs against ``shm://<ns>`` (local shared memory),
+``http://`` (a real ``zoldyq serve``: gunicorn and the sidecar) and ``redis://`` (a
+real redis-server), through nothing but the ``Broker``/``Queue``/``Message`` interface.
 """
 
 from __future__ import annotations
@@ -45,10 +45,20 @@ def local_namespace() -> Iterator[str]:
         zoldyq.destroy(ns)
 
 
-@pytest.fixture(params=["shm", "http"])
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    from tests.helpers import redis_server
+
+    with redis_server.start() as srv:
+        yield srv.url
+
+
+@pytest.fixture(params=["shm", "http", "redis"])
 def broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A Broker from ``zoldyq.connect`` on each engine."""
-    if request.param == "shm":
+    if request.param == "redis":
+        b = zoldyq.connect(request.getfixturevalue("redis_url"), namespace=unique_namespace())
+    elif request.param == "shm":
         url = "shm://" + request.getfixturevalue("local_namespace")
         b = zoldyq.connect(url)
     else:
