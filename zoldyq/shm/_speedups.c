@@ -127,12 +127,22 @@ static void drop_tlock(Held *h) { /* keeps any pending exception */
     Py_CLEAR(h->tlock);
 }
 
+/* 0: held; -1: error set; 1: contended, nothing held: the caller returns None and
+ * queue.py takes the lock its own way, honouring the thread's wait policy (an event
+ * loop never waits for another process: lock.never_wait_in_this_thread). */
 static int acquire(PyObject *lock, sem_t *sem, Held *h) {
     h->tlock = PyObject_GetAttr(lock, s_tlock);
     if (h->tlock == NULL) return -1;
-    if (call0(h->tlock, s_acquire) < 0) {
+    PyObject *got = PyObject_CallMethodOneArg(h->tlock, s_acquire, Py_False);
+    if (got == NULL) {
         Py_CLEAR(h->tlock);
         return -1;
+    }
+    int mine = PyObject_IsTrue(got);
+    Py_DECREF(got);
+    if (!mine) { /* another thread of ours holds it */
+        Py_CLEAR(h->tlock);
+        return 1;
     }
     PyObject *fdobj = PyObject_GetAttr(lock, s_fd);
     if (fdobj == NULL) goto fail;
@@ -143,25 +153,21 @@ static int acquire(PyObject *lock, sem_t *sem, Held *h) {
         goto fail;
     }
     if (flock(h->fd, LOCK_EX | LOCK_NB) != 0) {
-        int err = errno;
-        while (err == EWOULDBLOCK || err == EINTR) {
-            /* held by another process, for microseconds as a rule: yield, retry, then sleep */
-            Py_BEGIN_ALLOW_THREADS
-            err = 0;
-            for (int i = 0; i < SPIN_TRIES; i++) {
-                sched_yield();
-                if (flock(h->fd, LOCK_EX | LOCK_NB) == 0) goto got;
-            }
-            if (flock(h->fd, LOCK_EX) != 0) err = errno;
-        got:;
-            Py_END_ALLOW_THREADS
-            if (err == EINTR && PyErr_CheckSignals() < 0) goto fail;
-            if (err == 0) break;
-            if (err != EINTR) break;
-        }
-        if (err) {
+        int err = errno, held = 0;
+        if (err != EWOULDBLOCK && err != EINTR) {
             PyErr_SetString(ClosedError, "lock");
             goto fail;
+        }
+        /* held by another process, for microseconds as a rule: yield and retry a little */
+        Py_BEGIN_ALLOW_THREADS
+        for (int i = 0; i < SPIN_TRIES && !held; i++) {
+            sched_yield();
+            held = flock(h->fd, LOCK_EX | LOCK_NB) == 0;
+        }
+        Py_END_ALLOW_THREADS
+        if (!held) {
+            drop_tlock(h);
+            return 1;
         }
     }
     while (sem_trywait(sem) != 0) {
@@ -413,7 +419,9 @@ static PyObject *do_put(Fast *self, Batch *b, uint64_t t0) {
     volatile uint64_t *w = self->w;
     uint64_t new_tail, nbytes, size_after;
     int64_t now;
-    if (self->put_lock && acquire(self->put_lock, self->put_sem, &h) < 0) return NULL;
+    int busy = self->put_lock ? acquire(self->put_lock, self->put_sem, &h) : 0;
+    if (busy < 0) return NULL;
+    if (busy) Py_RETURN_NONE;
     if (w[W_FLAGS] & FLAG_CLOSED) {
         PyErr_SetObject(QueueDeleted, self->name);
         goto fail;
@@ -610,7 +618,13 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
     PyObject *out = NULL;
     uint64_t new_head = 0, nbytes = 0;
     Py_ssize_t n = 0;
-    if (self->get_lock && acquire(self->get_lock, self->get_sem, &h) < 0) goto done;
+    int busy = self->get_lock ? acquire(self->get_lock, self->get_sem, &h) : 0;
+    if (busy < 0) goto done;
+    if (busy) {
+        Py_INCREF(Py_None);
+        out = Py_None;
+        goto done;
+    }
     if (w[W_FLAGS] & FLAG_CLOSED) {
         PyErr_SetObject(QueueDeleted, self->name);
         goto unlock;
