@@ -17,7 +17,6 @@ that finds one held elsewhere is retried in a thread that waits up to
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -160,6 +159,8 @@ async def from_loop(
         except LockBusy:
             if _stuck_until.get(name, 0.0) > time.monotonic():
                 raise QueueBusy(name, LOCK_WAIT) from None
+    import asyncio  # here: the CLI and the launcher, which import this layer, never need it
+
     loop = asyncio.get_running_loop()
     job = loop.run_in_executor(_waiters, _waiting, name, None if patient else wait, fn, args)
     try:
