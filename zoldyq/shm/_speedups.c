@@ -54,7 +54,6 @@
 #define KIND_WRAP 0xFFFFFFFFu
 #define HDR 16
 #define SEQ_MASK 0xFFFFFFFFull
-#define SPIN_TRIES 16
 #define NBOUNDS 16
 #define TRIM_KEEP (32 << 10)      /* queue.TRIM_KEEP: ring bytes an empty queue keeps backed */
 #define TRIM_AGE_US 1000000       /* queue.TRIM_AGE: a drained record this old means idle */
@@ -65,7 +64,7 @@ static const uint64_t HIST_NS[NBOUNDS] = {
     1000000000};
 
 static PyObject *ClosedError, *QueueDeleted, *QueueFull, *BrokenError;
-static PyObject *s_tlock, *s_fd, *s_repair, *s_acquire, *s_release;
+static PyObject *s_tlock, *s_fd, *s_repair, *s_acquire, *s_release, *s_wait_tlock, *s_contended;
 
 static inline uint64_t load(volatile uint64_t *w, int i) {
     return __atomic_load_n(&w[i], __ATOMIC_ACQUIRE);
@@ -130,9 +129,22 @@ static void drop_tlock(Held *h) { /* keeps any pending exception */
 static int acquire(PyObject *lock, sem_t *sem, Held *h) {
     h->tlock = PyObject_GetAttr(lock, s_tlock);
     if (h->tlock == NULL) return -1;
-    if (call0(h->tlock, s_acquire) < 0) {
+    PyObject *ok = PyObject_CallMethodOneArg(h->tlock, s_acquire, Py_False);
+    if (ok == NULL) {
         Py_CLEAR(h->tlock);
         return -1;
+    }
+    int mine = ok == Py_True;
+    Py_DECREF(ok);
+    if (!mine) {
+        /* another thread of ours holds it: wait as this thread's policy says (lock.py:
+         * an event loop's thread never waits, it gets LockBusy) */
+        PyObject *r = PyObject_CallMethodNoArgs(lock, s_wait_tlock);
+        if (r == NULL) {
+            Py_CLEAR(h->tlock);
+            return -1;
+        }
+        Py_DECREF(r);
     }
     PyObject *fdobj = PyObject_GetAttr(lock, s_fd);
     if (fdobj == NULL) goto fail;
@@ -143,26 +155,15 @@ static int acquire(PyObject *lock, sem_t *sem, Held *h) {
         goto fail;
     }
     if (flock(h->fd, LOCK_EX | LOCK_NB) != 0) {
-        int err = errno;
-        while (err == EWOULDBLOCK || err == EINTR) {
-            /* held by another process, for microseconds as a rule: yield, retry, then sleep */
-            Py_BEGIN_ALLOW_THREADS
-            err = 0;
-            for (int i = 0; i < SPIN_TRIES; i++) {
-                sched_yield();
-                if (flock(h->fd, LOCK_EX | LOCK_NB) == 0) goto got;
-            }
-            if (flock(h->fd, LOCK_EX) != 0) err = errno;
-        got:;
-            Py_END_ALLOW_THREADS
-            if (err == EINTR && PyErr_CheckSignals() < 0) goto fail;
-            if (err == 0) break;
-            if (err != EINTR) break;
-        }
-        if (err) {
+        if (errno != EWOULDBLOCK && errno != EINTR) {
             PyErr_SetString(ClosedError, "lock");
             goto fail;
         }
+        /* held by another process, for microseconds as a rule: lock._contended spins,
+         * then waits as this thread's policy says (or raises LockBusy) */
+        PyObject *r = PyObject_CallMethodNoArgs(lock, s_contended);
+        if (r == NULL) goto fail;
+        Py_DECREF(r);
     }
     while (sem_trywait(sem) != 0) {
         if (errno == EINTR) continue;
@@ -746,6 +747,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     s_fd = PyUnicode_InternFromString("_fd");
     s_repair = PyUnicode_InternFromString("_repair");
     s_acquire = PyUnicode_InternFromString("acquire");
+    s_wait_tlock = PyUnicode_InternFromString("_wait_tlock");
+    s_contended = PyUnicode_InternFromString("_contended");
     s_release = PyUnicode_InternFromString("release");
     if (PyType_Ready(&FastType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
