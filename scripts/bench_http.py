@@ -2,7 +2,7 @@
 """HTTP throughput and latency of ZoldyQ, side by side with its ceiling and a Redis baseline.
 
 Usage: .venv/bin/python scripts/bench_http.py [--seconds 2] [--rounds 5]
-           [--connections 50] [--worker-class asgi|gthread|both]
+           [--connections 50] [--worker-class asgi|gthread|both] [--backend shm|redis]
 
 Three servers under the same gunicorn settings (2 workers; gthread: 8 threads
 each), loaded by wrk over loopback with 50 connections, in the same run:
@@ -13,6 +13,8 @@ each), loaded by wrk over loopback with 50 connections, in the same run:
              ceiling of Falcon + gunicorn here (POST for enqueue, GET for dequeue)
     redis    the same API on Falcon + Redis lists (LPUSH/RPOP), redis-server
              from Debian on a unix-less TCP port, persistence off
+    zq-redis (with ``--backend redis``) ZoldyQ itself on that same Redis: the
+             price of its semantics (caps, stats, leases) over plain lists
 
 The three servers run at the same time and every measurement is repeated
 ``--rounds`` times, interleaved, so that other load on the host hits them
@@ -147,7 +149,7 @@ def prefill(url: str, path: str, n: int) -> None:
 
 
 def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
-              redis_url: str) -> dict[str, list[dict[str, float]]]:
+              redis_url: str, on_redis: bool = False) -> dict[str, list[dict[str, float]]]:
     """Every measurement ``rounds`` times, interleaved, so that noise from other load on the
     host hits the three servers alike: the runs of each key, in round order."""
     import redis
@@ -179,6 +181,10 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
         finally:
             del os.environ["GUNICORN_CMD_ARGS"]
         stack.callback(zoldyq.destroy, ns + "p")
+        zr = stack.enter_context(servers.gunicorn(
+            ns + "r", workers=WORKERS, threads=THREADS, worker_class=worker_class,
+            default_queue_capacity=10_000_000, default_queue_max_bytes=2 << 30,
+            backend=redis_url)) if on_redis else None
         plan = [  # each ZoldyQ run right next to the runs it is compared with
             ("noop POST", noop.url + "/noop/b", "POST", one),
             ("zoldyq enqueue", zq.url + "/queues/b/enqueue", "POST", one),
@@ -191,8 +197,14 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
             ("zoldyq batch", zq.url + "/queues/c/batch", "POST", hundred),
             ("redis batch", rd.url + "/queues/c/batch", "POST", hundred),
         ]
+        if zr is not None:  # ZoldyQ on Redis right after the plain Redis app, op by op
+            for at, (op, path, method, body) in zip((3, 7, 10), (
+                    ("enqueue", "/queues/b/enqueue", "POST", one),
+                    ("dequeue", "/queues/b/dequeue", "GET", None),
+                    ("batch", "/queues/c/batch", "POST", hundred)), strict=True):
+                plan.insert(at, (f"zq-redis {op}", zr.url + path, method, body))
         r.flushall()
-        for url in (zq.url, rd.url, plain.url):
+        for url in (zq.url, rd.url, plain.url, *([zr.url] if zr else [])):
             prefill(url, "/queues/b/batch", PREFILL)
         for _, url, method, body in plan:
             wrk(url, 1, connections, method, body)  # warm-up: imports, connections, caches
@@ -204,6 +216,8 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
                       f"p50 {res['p50']:6.2f} ms  p99 {res['p99']:6.2f} ms", file=sys.stderr)
             zq.call("POST", "/queues/c/clear")
             r.delete("c")
+            if zr is not None:
+                zr.call("POST", "/queues/c/clear")
         for key, values in lease_runs(zq.url, seconds, connections, rounds).items():
             runs[f"lease {key}"] = [{"msgs": v} for v in values]
         assert zq.call("GET", "/queues/b").json()["size"] > 0, "zoldyq queue ran dry"
@@ -273,13 +287,15 @@ def table(worker_class: str, runs: dict[str, list[dict[str, float]]]) -> str:
 
     rows = [f"| {worker_class} | req/s | msg/s | p50 ms | p99 ms | vs no-op | vs Redis | "
             "p99 vs no-op |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    engines = ("zoldyq", "zq-redis", "redis") if "zq-redis enqueue" in runs else (
+        "zoldyq", "redis")
     for op, noop in (("enqueue", "noop POST"), ("dequeue", "noop GET"), ("batch", None)):
-        for who in ("zoldyq", "redis"):
+        for who in engines:
             key = f"{who} {op}"
             per = 100 if op == "batch" else 1
             vs_noop = f"{ratio(key, noop, 'rps'):.0%}" if noop else "-"
             p99 = f"{ratio(key, noop, 'p99'):.2f}x" if noop else "-"
-            vs_redis = f"{ratio(key, f'redis {op}', 'rps'):.2f}x" if who == "zoldyq" else "-"
+            vs_redis = f"{ratio(key, f'redis {op}', 'rps'):.2f}x" if who != "redis" else "-"
             rows.append(f"| {key}{' (100/req)' if per > 1 else ''} | {med(key, 'rps'):.0f} | "
                         f"{med(key, 'rps') * per:.0f} | {med(key, 'p50'):.2f} | "
                         f"{med(key, 'p99'):.2f} | {vs_noop} | {vs_redis} | {p99} |")
@@ -312,13 +328,16 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--worker-class", choices=("asgi", "gthread", "both"), default="asgi")
+    parser.add_argument("--backend", choices=("shm", "redis"), default="shm",
+                        help="redis: also ZoldyQ on the same Redis as the plain lists app")
     args = parser.parse_args()
     ensure_tools()
     classes = ["asgi", "gthread"] if args.worker_class == "both" else [args.worker_class]
     tables = []
     with redis_server() as redis_url:
         for wc in classes:
-            res = run_class(wc, args.seconds, args.connections, args.rounds, redis_url)
+            res = run_class(wc, args.seconds, args.connections, args.rounds, redis_url,
+                            on_redis=args.backend == "redis")
             tables.append(table(wc, res))
     print(f"\n{args.connections} connections, medians of {args.rounds} interleaved "
           f"{args.seconds} s runs, {WORKERS} workers (gthread: {THREADS} threads), "

@@ -13,7 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 import zoldyq
+import zoldyq.redis
+from tests.helpers import redis_server as redis_helper
 from tests.helpers.namespaces import unique_namespace
+from tests.helpers.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -35,6 +38,24 @@ def broker(namespace: str) -> Iterator[zoldyq.Broker]:
         yield b
     finally:
         b.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server (no persistence) for the whole run; tests use unique namespaces."""
+    import redis
+
+    with redis_helper.start() as srv:
+        yield srv
+        left = redis.Redis.from_url(srv.url).keys("*")
+        assert not left, f"the tests left Redis keys behind: {sorted(left)[:20]}"
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer, namespace: str) -> Iterator[str]:
+    """The session's Redis URL; every key of this test's namespace is deleted afterwards."""
+    yield redis_server.url
+    zoldyq.redis.destroy(redis_server.url, namespace)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import zoldyq
+import zoldyq.redis
 from tests.helpers import servers
 from tests.helpers.namespaces import unique_namespace
 from zoldyq.cli import main as cli
@@ -53,8 +54,15 @@ class Run:
         return lines[0] if len(lines) == 1 else lines
 
 
-@pytest.fixture
-def local(broker: zoldyq.Broker, capsys, monkeypatch) -> Run:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["shm", "redis"])
+def local(request, namespace, capsys, monkeypatch) -> Run:  # type: ignore[no-untyped-def]
+    """The CLI on this host's shared memory, or on the session's Redis (``--backend``)."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        zoldyq.redis.connect(url, namespace, max_queues=16, max_messages=1000,
+                             max_bytes=1 << 20, max_message_bytes=64 << 10).close()
+        return Run(capsys, monkeypatch, "--namespace", namespace, "--backend", url)
+    broker = request.getfixturevalue("broker")
     return Run(capsys, monkeypatch, "--namespace", broker.namespace, "--local")
 
 
@@ -164,20 +172,26 @@ def test_stream(local: Run) -> None:
     assert 0.3 <= time.monotonic() - start < 5
 
 
-def test_snapshot_commands(local: Run, tmp_path: Path) -> None:
+@pytest.fixture
+def shm_local(broker: zoldyq.Broker, capsys, monkeypatch) -> Run:  # type: ignore[no-untyped-def]
+    """The CLI on this host's shared memory only (snapshots are an shm feature)."""
+    return Run(capsys, monkeypatch, "--namespace", broker.namespace, "--local")
+
+
+def test_snapshot_commands(shm_local: Run, tmp_path: Path) -> None:
     """snapshot save/load through the CLI, confined to --snapshot-dir."""
-    local("put", "q", "--lines", stdin=b"1\n2\n")
+    shm_local("put", "q", "--lines", stdin=b"1\n2\n")
     d = str(tmp_path)
-    assert local("snapshot", "save", "nightly", "--snapshot-dir", d) == (
+    assert shm_local("snapshot", "save", "nightly", "--snapshot-dir", d) == (
         0, "saved 2 messages in 1 queues (to snapshot 'nightly')\n", ""
     )
     assert os.listdir(d) == ["nightly.zqsnap"]
-    assert local.json("snapshot", "load", "nightly", "--snapshot-dir", d)["messages"] == 2
-    assert local("get", "q", "--max", "9")[1] == "1\n2\n1\n2\n"
-    code, _, err = local("snapshot", "save", "../escape", "--snapshot-dir", d)
+    assert shm_local.json("snapshot", "load", "nightly", "--snapshot-dir", d)["messages"] == 2
+    assert shm_local("get", "q", "--max", "9")[1] == "1\n2\n1\n2\n"
+    code, _, err = shm_local("snapshot", "save", "../escape", "--snapshot-dir", d)
     assert code == 1
     assert err.startswith("zoldyq: invalid snapshot name '../escape'")
-    assert local("snapshot", "load", "nightly")[::2] == (
+    assert shm_local("snapshot", "load", "nightly")[::2] == (
         1, "zoldyq: snapshots are disabled: set snapshot_dir (ZOLDYQ_SNAPSHOT_DIR, "
            "--snapshot-dir)\n"
     )  # fmt: skip
@@ -412,7 +426,7 @@ def test_http_long_poll_timeout_is_counted(remote: Run, server: servers.Server) 
 @pytest.mark.parametrize("where", ["local", "remote"])
 def test_leases_delays_and_redrive(where: str, request: pytest.FixtureRequest) -> None:
     """get --lease prints the lease id; ack, nack and redrive settle it; put --delay hides."""
-    run: Run = request.getfixturevalue(where)
+    run: Run = request.getfixturevalue("shm_local" if where == "local" else where)
     q = f"lease-{where}"
     assert run("put", q, '"a"')[0] == 0
     code, out, _ = run("get", q, "--lease", "30")

@@ -84,6 +84,8 @@ def test_kubernetes_manifest() -> None:
     assert docs["Deployment"]["spec"]["replicas"] == 1
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # pip resolves and installs the runtime deps into a fresh venv
 def test_wheel_installs_outside_the_checkout_and_serves(tmp_path: Path) -> None:
     """The built wheel in a fresh venv: no top-level ``workers`` package, and its
     ``zoldyq serve`` (the image's entry command) serves an example from another directory."""

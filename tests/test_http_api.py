@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 import zoldyq
+import zoldyq.redis
 from tests.helpers import servers
 from tests.helpers.namespaces import unique_namespace
 from zoldyq.http.routes import ROUTES
@@ -20,16 +21,24 @@ from zoldyq.http.routes import ROUTES
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def srv() -> Iterator[servers.Server]:
+@pytest.fixture(scope="module", params=["shm", "redis"])
+def srv(request: pytest.FixtureRequest) -> Iterator[servers.Server]:
+    """gunicorn with 2 workers on each engine (``backend`` shm, or the session's Redis)."""
     ns = unique_namespace()
+    backend = request.getfixturevalue("redis_server").url if request.param == "redis" else None
     try:
         with servers.gunicorn(ns, workers=2, log_level="debug", max_queues=40, max_batch=50,
-                              max_message_bytes=1024, max_body_bytes=64 << 10) as s:
+                              max_message_bytes=1024, max_body_bytes=64 << 10,
+                              backend=backend) as s:
             s.namespace = ns  # type: ignore[attr-defined]
+            s.attach = lambda: zoldyq.redis.connect(backend, ns) if backend \
+                else zoldyq.attach(ns)  # type: ignore[attr-defined]
             yield s
     finally:
-        zoldyq.destroy(ns)
+        if backend:
+            zoldyq.redis.destroy(backend, ns)
+        else:
+            zoldyq.destroy(ns)
 
 
 @pytest.fixture
@@ -387,7 +396,7 @@ def test_message_crosses_workers_and_wakes_a_long_poll(srv: servers.Server) -> N
 
 def test_local_process_and_http_share_a_queue(srv: servers.Server, qname: str) -> None:
     """The engine API in this process and HTTP clients see the same FIFO."""
-    broker = zoldyq.attach(srv.namespace)  # type: ignore[attr-defined]
+    broker = srv.attach()  # type: ignore[attr-defined]
     try:
         q = broker.queue(qname)
         q.put({"from": "local"})

@@ -56,7 +56,7 @@ def rewrite(path: Path, mutate, fix_checksum: bool = True) -> None:  # type: ign
     path.write_bytes(bytes(data))
 
 
-def test_round_trip_json_and_raw(broker: zoldyq.Broker, snapdir: Path) -> None:
+def test_every_queue_round_trips_with_its_caps(broker: zoldyq.Broker, snapdir: Path) -> None:
     """Every queue comes back in order, JSON as JSON and raw as bytes, with its own caps."""
     fill(broker)
     summary = snapshot.save(broker, snapdir, "all")
@@ -83,7 +83,7 @@ def test_save_takes_nothing_and_keeps_enqueue_times(broker: zoldyq.Broker, snapd
     assert images["jobs"].stamps == [m.enqueued_at for m in taken]
 
 
-def test_one_queue(broker: zoldyq.Broker, snapdir: Path) -> None:
+def test_one_queue_saves_and_loads_alone(broker: zoldyq.Broker, snapdir: Path) -> None:
     """--queue saves and loads only that queue."""
     fill(broker)
     assert snapshot.save(broker, snapdir, "one", queue="blobs")["queues"] == 1
@@ -110,7 +110,7 @@ def test_load_appends_to_existing_queue(broker: zoldyq.Broker, snapdir: Path) ->
     assert [m.payload for m in broker.queue("q").get_many(10)] == ["live", "saved"]
 
 
-def test_empty_namespace(broker: zoldyq.Broker, snapdir: Path) -> None:
+def test_an_empty_namespace_round_trips_as_nothing(broker: zoldyq.Broker, snapdir: Path) -> None:
     """An empty namespace saves and loads as nothing."""
     assert snapshot.save(broker, snapdir, "empty")["queues"] == 0
     assert snapshot.load(broker, snapdir, "empty")["messages"] == 0
@@ -260,7 +260,7 @@ def test_load_that_does_not_fit_changes_nothing(broker: zoldyq.Broker, snapdir: 
     assert len(broker.queue("b")) == 2
 
 
-def test_missing_and_disabled(broker: zoldyq.Broker, snapdir: Path) -> None:
+def test_missing_file_or_directory_is_a_clear_error(broker: zoldyq.Broker, snapdir: Path) -> None:
     """A missing file and an unset snapshot_dir are clear errors."""
     with pytest.raises(SnapshotNotFound, match=r"^snapshot 'nope' does not exist$"):
         snapshot.load(broker, snapdir, "nope")
@@ -268,7 +268,7 @@ def test_missing_and_disabled(broker: zoldyq.Broker, snapdir: Path) -> None:
         snapshot.save(broker, None, "s")
 
 
-def test_on_exit_and_restore(broker: zoldyq.Broker, snapdir: Path) -> None:
+def test_restore_brings_the_exit_snapshot_back_once(broker: zoldyq.Broker, snapdir: Path) -> None:
     """save_all then restore brings the queues back once; the used file is set aside."""
     base = {"ZOLDYQ_NAMESPACE": broker.namespace, "ZOLDYQ_CONFIG": "/nonexistent.toml"}
     off = Settings.load(env=base)

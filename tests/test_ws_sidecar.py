@@ -21,16 +21,24 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 import zoldyq
+import zoldyq.redis
 from tests.helpers import servers
 from tests.helpers.ws import closed_with, poll, sidecar
 
 PAD = "x" * 80  # ~100-byte messages
 
 
+BOTH_ENGINES = pytest.mark.parametrize("broker", ["shm", "redis"], indirect=True)
+
+
 @pytest.fixture
-def broker(namespace: str) -> Iterator[zoldyq.Broker]:
-    b = zoldyq.create(namespace, max_messages=100_000, max_bytes=32 << 20,
-                      max_message_bytes=4096)
+def broker(request: pytest.FixtureRequest, namespace: str) -> Iterator[zoldyq.Broker]:
+    """The test's namespace on shm, or on the session's Redis (``BOTH_ENGINES``)."""
+    caps = {"max_messages": 100_000, "max_bytes": 32 << 20, "max_message_bytes": 4096}
+    if getattr(request, "param", "shm") == "redis":
+        b: Any = zoldyq.redis.connect(request.getfixturevalue("redis_url"), namespace, **caps)
+    else:
+        b = zoldyq.create(namespace, **caps)
     try:
         yield b
     finally:
@@ -40,13 +48,14 @@ def broker(namespace: str) -> Iterator[zoldyq.Broker]:
 @pytest.fixture
 def ws(namespace: str, broker: zoldyq.Broker) -> Iterator[str]:
     """The URL of a sidecar with default settings on the ``broker`` namespace."""
-    with sidecar(namespace) as srv:
+    with sidecar(namespace, backend=getattr(broker, "url", None)) as srv:
         yield srv.url
 
 
 # -- enqueue --------------------------------------------------------------------------
 
 
+@BOTH_ENGINES
 def test_pipelined_frames_are_answered_in_order(ws: str, broker: zoldyq.Broker) -> None:
     """Every frame gets its answer in order; bad frames get error frames and the stream goes on."""
     frames: list[str | bytes] = []
@@ -86,6 +95,7 @@ def test_pipelined_frames_are_answered_in_order(ws: str, broker: zoldyq.Broker) 
                                        if f not in ("not json", '{"no_payload": 1}')]
 
 
+@BOTH_ENGINES
 def test_full_queue_and_large_payload_get_error_frames(ws: str, broker: zoldyq.Broker) -> None:
     """queue_full and message_too_large are answered per frame; the connection stays usable."""
     q = broker.create_queue("small", max_messages=2, max_message_bytes=100)
@@ -123,6 +133,7 @@ def test_frame_far_above_the_limit_closes_with_1009(ws: str, broker: zoldyq.Brok
 # -- dequeue --------------------------------------------------------------------------
 
 
+@BOTH_ENGINES
 def test_stream_delivers_in_fifo_order_as_messages_arrive(ws: str, broker: zoldyq.Broker
                                                           ) -> None:
     """A stream opened before its queue exists waits, then gets every message in order, fast."""
@@ -144,6 +155,7 @@ def test_stream_delivers_in_fifo_order_as_messages_arrive(ws: str, broker: zoldy
     assert len(q) == 0
 
 
+@BOTH_ENGINES
 def test_four_consumers_share_50000_messages_exactly_once(ws: str, broker: zoldyq.Broker
                                                           ) -> None:
     """4 concurrent streams receive each of 50 000 messages exactly once, each in FIFO order."""
@@ -183,6 +195,7 @@ def test_four_consumers_share_50000_messages_exactly_once(ws: str, broker: zoldy
     assert len(q) == 0
 
 
+@BOTH_ENGINES
 def test_stopped_consumer_leaves_the_rest_in_the_queue(ws: str, broker: zoldyq.Broker) -> None:
     """A consumer that stops reading takes little more; another one gets the rest; none lost."""
     total = 20_000
@@ -285,6 +298,7 @@ def _killed_consumer(srv: servers.Server, q: zoldyq.Queue) -> None:
     assert rest == list(range(106 - left, 106))
 
 
+@BOTH_ENGINES
 def test_killed_producer_leaves_every_whole_frame_enqueued(ws: str, broker: zoldyq.Broker
                                                            ) -> None:
     """kill -9 of a pipelining producer: the queue holds an unbroken prefix of what it sent."""

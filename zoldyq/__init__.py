@@ -9,6 +9,7 @@
 
 from importlib import metadata as _metadata
 
+from zoldyq.api import Receipt
 from zoldyq.connect import connect
 from zoldyq.errors import (
     AccessDenied,
@@ -33,7 +34,7 @@ from zoldyq.errors import (
     TooManyQueues,
     ZoldyQError,
 )
-from zoldyq.shm.broker import Broker, Message, Queue, Receipt, attach, create, destroy
+from zoldyq.shm.broker import Broker, Message, Queue, attach, create, destroy
 
 try:
     __version__ = _metadata.version("zoldyq")

@@ -2,7 +2,7 @@
 
     shm://NAME, shm:            this host's shared memory (namespace NAME, or the default)
     http://host:port, https://  a ZoldyQ server (the HTTP client engine, ``zoldyq.client``)
-    redis://, rediss://, redis+cluster://   the Redis engine (``zoldyq.redis``)
+    redis://, rediss://, redis+cluster://, rediss+cluster://   the Redis engine
 
 No URL: ``$ZOLDYQ_URL``, else the local default namespace. It sits beside
 ``zoldyq/broker.py`` (the layer that picks an engine) rather than in it because
@@ -19,7 +19,8 @@ from typing import Any
 
 from zoldyq.errors import ConfigError
 
-SCHEMES = ("shm", "http", "https", "redis", "rediss", "redis+cluster")
+REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+SCHEMES = ("shm", "http", "https", *REDIS_SCHEMES)
 
 
 def connect(
@@ -57,14 +58,9 @@ def connect(
         if token is None:
             token = os.environ.get("ZOLDYQ_TOKEN") or None
         return Broker(url, namespace=namespace, token=token, **options)
-    if scheme in ("redis", "rediss", "redis+cluster"):
-        try:
-            from zoldyq import redis as redis_engine  # type: ignore[attr-defined]
-        except ImportError as ex:
-            raise ConfigError(
-                f"cannot open {scheme}:// URLs: the Redis engine is not available ({ex}); "
-                "install the 'redis' extra of this ZoldyQ version"
-            ) from None
+    if scheme in REDIS_SCHEMES:
+        from zoldyq import redis as redis_engine
+
         return redis_engine.connect(url, namespace=namespace, **options)
     raise ConfigError(
         f"unknown URL {url[:60]!r}: use shm://NAME, http(s)://host:port or redis://host:port"

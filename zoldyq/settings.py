@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -67,6 +68,19 @@ def _setting(
 
 
 PORT = between(0, 65535)
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+
+def _backend_problem(value: str) -> str | None:
+    scheme, sep, _ = value.partition("://")
+    if value == "shm" or (sep and scheme.lower() in _REDIS_SCHEMES):
+        return None
+    return f"must be shm or a redis:// URL, got {mask_url(value)!r}"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for output and logs)."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +131,11 @@ class Settings:
     ws_ping_interval: float = _setting(20.0, "seconds between WS keepalive pings (0: off)")
     snapshot_on_exit: bool = _setting(False, "save every queue to the snapshot dir on shutdown")
     restore: bool = _setting(False, "load the namespace's snapshot (if any) on start")
+    backend: str = _setting(
+        "shm", "storage engine: shm (this host) or redis://host:6379/0, rediss://, "
+        "redis+cluster://host:port (password in the URL or ZOLDYQ_REDIS_PASSWORD)",
+        lambda v: _backend_problem(v))
+    redis_password_file: str | None = _setting(None, "file holding the Redis password")
     ui: str = _setting("on", "the admin page at /ui (read-only: no actions)",
                        choices=("off", "read-only", "on"))
 
@@ -174,6 +193,7 @@ class Settings:
         for s in SETTINGS:
             if s.secret and out[s.name]:
                 out[s.name] = "***"
+        out["backend"] = mask_url(out["backend"])
         return out
 
 

@@ -114,7 +114,8 @@ class Run:
     def __init__(self, srv: servers.Server, workdir: Path, rate: float) -> None:
         self.srv, self.workdir, self.rate = srv, workdir, rate
         self.env = {**os.environ, "LOAD_HTTP": srv.url, "LOAD_NS": srv.env["ZOLDYQ_NAMESPACE"],
-                    "LOAD_WS": f"ws://127.0.0.1:{srv.ws_port}"}
+                    "LOAD_WS": f"ws://127.0.0.1:{srv.ws_port}",
+                    "LOAD_BACKEND": srv.env.get("ZOLDYQ_BACKEND", "")}
         self.clients: list[Client] = []
         self.kills: Counter[str] = Counter()
         self.first_seen: dict[int, float] = {}
@@ -132,7 +133,7 @@ class Run:
         return client
 
     def start(self, mix: dict[str, int], queue_max_bytes: int | None = None) -> None:
-        broker = zoldyq.attach(self.env["LOAD_NS"])
+        broker = _attach(self.env["LOAD_NS"], self.env["LOAD_BACKEND"] or None)
         for name in QUEUES:
             broker.create_queue(name, max_bytes=queue_max_bytes, exist_ok=True)
         broker.close()
@@ -307,8 +308,16 @@ def analyse(run: Run, leftovers: dict[str, list[Any]]) -> dict[str, Any]:
     return report
 
 
-def drain(namespace: str) -> dict[str, list[Any]]:
-    broker = zoldyq.attach(namespace)
+def _attach(namespace: str, backend: str | None) -> Any:
+    if backend:
+        from zoldyq import redis as zredis
+
+        return zredis.connect(backend, namespace)
+    return zoldyq.attach(namespace)
+
+
+def drain(namespace: str, backend: str | None = None) -> dict[str, list[Any]]:
+    broker = _attach(namespace, backend)
     out = {}
     for name in QUEUES:
         q, got = broker.queue(name), []
@@ -321,14 +330,18 @@ def drain(namespace: str) -> dict[str, list[Any]]:
 
 def chaos(seconds: float, seed: int, kill_interval: float, workers: int, rate: float,
           mix: dict[str, int] = MIX, on_tick: Callable[[Run], None] | None = None,
-          kills: bool = True, queue_max_bytes: int | None = None) -> dict[str, Any]:
-    """Run traffic (and kills) for ``seconds``; drain and return the report."""
+          kills: bool = True, queue_max_bytes: int | None = None,
+          backend: str | None = None) -> dict[str, Any]:
+    """Run traffic (and kills) for ``seconds``; drain and return the report.
+
+    ``backend``: a redis:// URL to run every front end and client on Redis.
+    """
     rng = random.Random(seed)
     namespace = f"zqchaos{os.getpid()}x{seed}"
     workdir = Path(tempfile.mkdtemp(prefix="zoldyq-chaos-"))
     run: Run | None = None
     try:
-        with servers.serve(namespace, workers=workers) as srv:
+        with servers.serve(namespace, workers=workers, backend=backend) as srv:
             srv.wait_ready(servers.tcp_ready(srv.ws_port))
             run = Run(srv, workdir, rate)
             run.start(mix, queue_max_bytes)
@@ -346,7 +359,7 @@ def chaos(seconds: float, seed: int, kill_interval: float, workers: int, rate: f
                     next_kill = now + kill_interval * rng.uniform(0.5, 1.5)
                 time.sleep(0.02)
             problems = run.stop()
-            leftovers = drain(namespace)
+            leftovers = drain(namespace, backend)
             report = analyse(run, leftovers)
             report["failures"] += problems
             report["seconds"], report["seed"] = seconds, seed
@@ -357,7 +370,12 @@ def chaos(seconds: float, seed: int, kill_interval: float, workers: int, rate: f
         if run is not None:
             run.kill_all()
         with contextlib.suppress(Exception):
-            zoldyq.destroy(namespace)
+            if backend:
+                from zoldyq import redis as zredis
+
+                zredis.destroy(backend, namespace)
+            else:
+                zoldyq.destroy(namespace)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -400,9 +418,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--rate", type=float, default=150, help="operations/s per producer")
     parser.add_argument("--json", help="also write the report to this file")
+    parser.add_argument("--backend", help="run on this Redis (redis://host:port/0)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up like on Ctrl-C
-    report = chaos(args.seconds, args.seed, args.kill_interval, args.workers, args.rate)
+    report = chaos(args.seconds, args.seed, args.kill_interval, args.workers, args.rate,
+                   backend=args.backend)
     print(render(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

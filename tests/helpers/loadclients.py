@@ -39,6 +39,16 @@ sys.path.insert(0, str(ROOT))
 
 import zoldyq  # noqa: E402
 
+
+def attach() -> Any:
+    """The load's namespace: on Redis when ``LOAD_BACKEND`` names one, else shared memory."""
+    backend = os.environ.get("LOAD_BACKEND")
+    if backend:  # imported only then: redis-py takes most of a second to import here
+        from zoldyq import redis as zredis
+
+        return zredis.connect(backend, os.environ["LOAD_NS"])
+    return zoldyq.attach(os.environ["LOAD_NS"])
+
 ACK = struct.Struct("<II")  # seq, queue index
 GOT = struct.Struct("<IIII")  # tag, seq, queue index, checksum ok (1) / corrupt (0)
 # ops, longest uninterrupted op (µs), longest recovery after a broken connection (µs),
@@ -149,7 +159,7 @@ class Pacer:
 # -- producers ----------------------------------------------------------------------------
 
 def local_producer(rec: Record, tag: int, queues: list[str], rate: float) -> None:
-    broker = zoldyq.attach(os.environ["LOAD_NS"])
+    broker = attach()
     qs = [broker.queue(n) for n in queues]
     rng, pacer, seq = random.Random(tag), Pacer(rate), 0
     while not stopping:
@@ -285,7 +295,7 @@ def finished(queue: zoldyq.Queue, idle_since: float) -> bool:
 
 
 def local_consumer(rec: Record, tag: int, queues: list[str], rate: float) -> None:
-    q = zoldyq.attach(os.environ["LOAD_NS"]).queue(queues[0])
+    q = attach().queue(queues[0])
     idle_since = time.monotonic()
     while True:
         t0 = time.monotonic()
@@ -302,7 +312,7 @@ def local_consumer(rec: Record, tag: int, queues: list[str], rate: float) -> Non
 
 def http_consumer(rec: Record, tag: int, queues: list[str], rate: float) -> None:
     client = Http(os.environ["LOAD_HTTP"])
-    local = zoldyq.attach(os.environ["LOAD_NS"]).queue(queues[0])
+    local = attach().queue(queues[0])
     path = f"/queues/{queues[0]}/dequeue?max={HTTP_BATCH}"
     idle_since = time.monotonic()
     while True:
@@ -332,7 +342,7 @@ def http_consumer(rec: Record, tag: int, queues: list[str], rate: float) -> None
 def ws_consumer(rec: Record, tag: int, queues: list[str], rate: float) -> None:
     """Stream; waiting for frames is intentional, so only reconnections are timed."""
     url = f"{os.environ['LOAD_WS']}/queues/{queues[0]}/dequeue"
-    local = zoldyq.attach(os.environ["LOAD_NS"]).queue(queues[0])
+    local = attach().queue(queues[0])
     conn, idle_since = None, time.monotonic()
     got: list[Any]
     while True:

@@ -43,7 +43,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                             "redis://host:port [ZOLDYQ_URL]")
     where.add_argument("--local", action="store_true", default=None,
                        help="use this host's shared memory (default when the namespace exists)")
-    settings_mod.add_arguments(where, only=("namespace", "token", "token_file"))  # type: ignore[arg-type]
+    settings_mod.add_arguments(
+        where, only=("namespace", "token", "token_file", "backend", "redis_password_file"),  # type: ignore[arg-type]
+    )
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
@@ -138,8 +140,9 @@ def run(args: argparse.Namespace) -> int:
     scheme = "https" if settings.tls_cert else "http"
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     try:
+        url = args.url or (settings.backend if settings.backend != "shm" else None)  # Redis
         client = open_target(
-            settings.namespace, args.url, settings.token, args.local, settings.snapshot_dir,
+            settings.namespace, url, settings.token, args.local, settings.snapshot_dir,
             default_url=f"{scheme}://{host}:{settings.port}",
             namespace_asked=args.namespace is not None or "ZOLDYQ_NAMESPACE" in os.environ,
         )

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     settings_mod.add_arguments(config)
     destroy = sub.add_parser("destroy", help="delete a namespace, its queues and messages "
                              "(refused while a server serves it)")
-    settings_mod.add_arguments(destroy, only=("namespace",))
+    settings_mod.add_arguments(destroy, only=("namespace", "backend", "redis_password_file"))
     destroy.add_argument("--force", action="store_true",
                          help="even while a server serves it (that server then exits 1)")
     commands.add_parsers(sub)
@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
             print("zoldyq: warning: a --token value shows in ps to every user of this host; "
                   "use ZOLDYQ_TOKEN or --token-file", file=sys.stderr)
         if args.command == "destroy":
+            if engine.is_shared(settings):  # Redis: front ends never own it, nothing to refuse
+                engine.destroy_namespace(settings)
+                print(f"namespace '{settings.namespace}' destroyed")
+                return 0
             return _destroy(settings.namespace, args.force)
         if args.command == "config":
             print(json.dumps(settings.public(), indent=2))

@@ -149,8 +149,7 @@ def open_target(
             broker = zoldyq.connect(url, token=token)
         else:  # the URL names the namespace; --namespace only when asked for
             asked = namespace if namespace_asked else None
-            extra = {"create": False} if url.startswith("shm") else {}
-            broker = zoldyq.connect(url, namespace=asked, **extra)
+            broker = zoldyq.connect(url, namespace=asked, create=not url.startswith("shm"))
         return Target(broker, _where(url, broker), snapshot_dir)
     try:
         broker = zoldyq.connect(f"shm://{namespace}", create=False)

@@ -16,7 +16,8 @@ def create_app(settings: Settings, broker: api.Broker | None = None) -> Any:
     Attaches to ``settings.namespace`` unless given ``broker``; the broker is
     registered so that a stopping worker wakes its long-polls.
     """
-    broker = broker or engine.attach(settings.namespace)
+    if broker is None:
+        broker = engine.attach_namespace(settings)
     shutdown.register(broker)
     ctx = core.Ctx(settings, broker)
     if settings.worker_class == "asgi":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import falcon
@@ -59,11 +59,12 @@ async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
 OFF_LOOP = skeleton.SEVERAL_LOCKS
 
 
-async def wait(w: core.Wait, gone: asyncio.Event | None) -> core.Reply:
+async def wait(w: core.Wait, gone: asyncio.Event | None, remote: bool = False) -> core.Reply:
     """Take for a client that is still there: stop waiting when it disconnects, and give
-    back (at the head) what was taken if it left meanwhile."""
+    back (at the head) what was taken if it left meanwhile. ``remote``: the engine's get
+    is a round trip (Redis), so even a non-waiting one is awaited."""
     try:
-        msgs = await _take(w, gone)
+        msgs = await _take(w, gone, remote)
     except LockBusy:  # the loop thread never waits for a lock: wait in a thread instead
         msgs = await from_loop(w.queue.name, w.take, w.timeout, wait=w.timeout + LOCK_WAIT,
                                on_loop=False)
@@ -73,9 +74,11 @@ async def wait(w: core.Wait, gone: asyncio.Event | None) -> core.Reply:
     return w.reply(msgs)
 
 
-async def _take(w: core.Wait, gone: asyncio.Event | None) -> list[Any]:
+async def _take(
+    w: core.Wait, gone: asyncio.Event | None, remote: bool = False
+) -> Sequence[Any]:
     if w.timeout <= 0 or gone is None:
-        return await w.atake(w.timeout) if w.timeout > 0 else w.take(0)
+        return await w.atake(w.timeout) if w.timeout > 0 or remote else w.take(0)
     take = asyncio.ensure_future(w.atake(w.timeout))
     left = asyncio.ensure_future(gone.wait())
     await asyncio.wait((take, left), return_when=asyncio.FIRST_COMPLETED)
@@ -120,16 +123,23 @@ def watch_disconnect(app: Any) -> Callable[..., Awaitable[None]]:
 def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
     handler, waits, needs_body = route.handler, route.kind == WAITING, route.body
     on_loop = route.name not in OFF_LOOP
+    # An engine behind a network round trip (Redis) must not hold the loop during one:
+    # its other calls run in the loop's thread pool, so requests overlap their trips.
+    remote = getattr(ctx.broker, "remote", False)
 
     async def respond(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: str) -> None:
         t0 = _perf()
         try:
             skeleton.authorize(ctx, route, req)
             body = await read_body(req, ctx.max_body) if needs_body else b""
-            run = functools.partial(handler, ctx, skeleton.call(req, body), **params)
-            out = await from_loop(params.get("name", ""), run, on_loop=on_loop,
-                                  patient=not on_loop)
-            reply = await wait(out, req.scope.get("zoldyq.gone")) if waits else out
+            call = skeleton.call(req, body)
+            if remote and not waits:
+                out = await asyncio.to_thread(handler, ctx, call, **params)
+            else:
+                run = functools.partial(handler, ctx, call, **params)
+                out = await from_loop(params.get("name", ""), run, on_loop=on_loop,
+                                      patient=not on_loop)
+            reply = await wait(out, req.scope.get("zoldyq.gone"), remote) if waits else out
         except Exception as ex:
             reply = skeleton.failure(ex, req)
         skeleton.answer(ctx, route.name, req, resp, reply, t0)
@@ -186,5 +196,6 @@ def create(ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
     ) -> None:
         skeleton.unmatched(ctx, req, resp, ex)
 
-    app.add_error_handler((Exception, falcon.HTTPError), unmatched)
+    for caught in (Exception, falcon.HTTPError):  # HTTPError too: falcon has its own for it
+        app.add_error_handler(caught, unmatched)
     return guard_body_size(watch_disconnect(app), ctx)

@@ -20,13 +20,13 @@ import hmac
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import orjson
 
 from zoldyq import api, errors
-from zoldyq.http.errors import RequestError
+from zoldyq.errors import RequestError
 from zoldyq.settings import Settings
 
 JSON = "application/json"
@@ -57,16 +57,16 @@ class Wait(NamedTuple):
     queue: api.Queue
     max: int
     timeout: float
-    reply: Callable[[list[api.Message]], Reply]
+    reply: Callable[[Sequence[api.Message]], Reply]
     lease: float | None = None
 
-    def take(self, timeout: float) -> list[api.Message]:
+    def take(self, timeout: float) -> Sequence[api.Message]:
         return self.queue.get_many(self.max, timeout, self.lease)
 
-    async def atake(self, timeout: float) -> list[api.Message]:
+    async def atake(self, timeout: float) -> Sequence[api.Message]:
         return await self.queue.aget_many(self.max, timeout, self.lease)
 
-    def give_back(self, msgs: list[api.Message]) -> None:
+    def give_back(self, msgs: Sequence[api.Message]) -> None:
         """The client left before the messages were written to it: back at the head."""
         if not msgs:
             return
@@ -347,11 +347,13 @@ def _size(q: api.Queue) -> int:
         return 0
 
 
-def dequeue_reply(q: api.Queue, msgs: list[api.Message], batch: bool) -> Reply:
+def dequeue_reply(q: api.Queue, msgs: Sequence[api.Message], batch: bool) -> Reply:
     if not msgs:
         return NO_CONTENT
     name = _qname(q.name)
-    size = _size(q)
+    size = getattr(msgs[-1], "queue_size", None)  # as the engine saw it (redis: no extra trip)
+    if size is None:
+        size = _size(q)
     if batch:
         items = [
             b'{"payload":"%s","encoding":"base64","enqueued_at":%d%s}'

@@ -18,9 +18,8 @@ from typing import Any
 import orjson
 
 from zoldyq.api import Counters
-from zoldyq.errors import ZoldyQError
+from zoldyq.errors import RequestError, ZoldyQError
 from zoldyq.http.core import Call, Ctx, Reply
-from zoldyq.http.errors import RequestError
 from zoldyq.ops import health as health_mod
 from zoldyq.ops import metrics as metrics_mod
 from zoldyq.ops import snapshot as snapshot_mod

@@ -18,12 +18,13 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import falcon
-from gunicorn.http.errors import ParseException  # type: ignore[import-untyped]
+from gunicorn.http.errors import ParseException
 
+from zoldyq import api
 from zoldyq.broker import LOCK_WAIT, LockBusy, patient, wait_until
 from zoldyq.errors import QueueBusy, RequestError
 from zoldyq.http import core, skeleton
@@ -74,7 +75,7 @@ def client_gone(sock: socket.socket | None) -> bool:
         return True
 
 
-def _take_for(w: core.Wait, sock: socket.socket | None) -> list[Any] | None:
+def _take_for(w: core.Wait, sock: socket.socket | None) -> Sequence[api.Message] | None:
     """Wait in slices, looking at the client between them; None if it left (and then
     whatever was taken is back at the head)."""
     deadline = time.monotonic() + w.timeout
@@ -127,7 +128,7 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
     return respond
 
 
-def create(ctx: core.Ctx) -> falcon.App:
+def create(ctx: core.Ctx) -> falcon.App[falcon.Request, falcon.Response]:
     app = falcon.App(cors_enable=False, middleware=skeleton.middleware(ctx))
     slots = threading.Semaphore(long_poll_slots(ctx.settings.threads))
     skeleton.mount(app, lambda route: _responder(ctx, route, slots))
@@ -135,5 +136,6 @@ def create(ctx: core.Ctx) -> falcon.App:
     def unmatched(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
         skeleton.unmatched(ctx, req, resp, ex)
 
-    app.add_error_handler((Exception, falcon.HTTPError), unmatched)
+    for caught in (Exception, falcon.HTTPError):  # HTTPError too: falcon has its own for it
+        app.add_error_handler(caught, unmatched)
     return app

@@ -34,7 +34,13 @@ _probes_lock = threading.Lock()
 
 def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict[str, Any]]:
     """Return (HTTP status, body) for ``broker``'s namespace, at once (see the module doc)."""
+    extra: dict[str, Any] = {}  # shm answers the seed's shape exactly
+    ping = getattr(broker, "ping", None)  # engines with a server to reach (Redis)
     try:
+        if ping is not None:
+            extra["backend"] = {"engine": getattr(broker, "engine", "?"),
+                                "url": getattr(broker, "safe_url", "")}
+            extra["backend"]["latency_ms"] = round(ping() * 1000, 3)
         if broker.destroyed:
             return _unhealthy(f"namespace '{broker.namespace}' was destroyed")
         reason = _probe(broker).verdict(lock_timeout)
@@ -56,8 +62,9 @@ def check(broker: Broker, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, dict
                 **{k: s.get(k, 0) for k in _DELIVERY},
             }
     except (ZoldyQError, OSError) as ex:
-        return _unhealthy(str(ex))
+        return _unhealthy(str(ex), **extra)
     return 200, {
+        **extra,
         "status": "healthy",
         "uptime_seconds": int(uptime_seconds(broker)),
         "total_queues": len(queues),
@@ -69,8 +76,8 @@ _DELIVERY = ("inflight", "delayed", "acked_total", "redelivered_total", "dead_le
              "oldest_age_seconds")
 
 
-def _unhealthy(reason: str) -> tuple[int, dict[str, Any]]:
-    return 503, {"status": "unhealthy", "reason": reason}
+def _unhealthy(reason: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+    return 503, {"status": "unhealthy", "reason": reason, **extra}
 
 
 class _Probe(threading.Thread):

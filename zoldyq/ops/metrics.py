@@ -71,7 +71,7 @@ _HISTOGRAMS = (
     ("zoldyq_enqueue_duration_seconds", "enqueue_histogram", "Enqueue latency"),
     ("zoldyq_dequeue_duration_seconds", "dequeue_histogram", "Dequeue latency"),
 )
-_LE = [floatToGoString(b) for b in HIST_BOUNDS] + ["+Inf"]
+_LE = [floatToGoString(b) for b in HIST_BOUNDS] + ["+Inf"]  # type: ignore[no-untyped-call]
 
 
 def cumulative_buckets(hist: list[int]) -> tuple[list[tuple[str, float]], float]:
@@ -152,9 +152,9 @@ class QueueCollector:
             "Seconds since the server started",
             value=uptime_seconds(broker),
         )
-        yield GaugeMetricFamily(
-            "zoldyq_shm_free_bytes", "Bytes free in /dev/shm", value=self.broker.free_bytes()
-        )
+        free = self.broker.free_bytes()
+        if free is not None:  # None: the engine's memory is not /dev/shm (Redis)
+            yield GaugeMetricFamily("zoldyq_shm_free_bytes", "Bytes free in /dev/shm", value=free)
         shared = self._shared_counters()
         requests = CounterMetricFamily(
             "zoldyq_http_requests", "HTTP requests by route and status",

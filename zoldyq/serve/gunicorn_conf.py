@@ -23,7 +23,7 @@ from gunicorn.glogging import Logger as _GunicornLogger
 
 from zoldyq import broker as engine
 from zoldyq import errors
-from zoldyq.broker import Ownership, serve_namespace
+from zoldyq.broker import serve_namespace
 from zoldyq.ops import logs
 from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
@@ -68,7 +68,7 @@ if _settings.tls_cert:
     keyfile = _settings.tls_key
 
 
-_claim: Ownership | None = None
+_claim: engine.Claim | None = None
 _ours = False
 _inode = 0  # the registry's inode: tells our namespace from one re-created since
 
@@ -80,13 +80,14 @@ def on_starting(server: Any) -> None:
     os.environ.setdefault(STARTED_AT_ENV, str(time.time()))
     if os.environ.get(OWNER_ENV):
         return  # the launcher owns it
-    _claim = Ownership(_settings.namespace)
+    _claim = engine.claim(_settings)  # on Redis nobody owns it: never ours to destroy
     try:
         broker, created = serve_namespace(_settings)
     except BaseException:
         _claim.release(unlink=True)
         raise
-    _inode = broker.registry.inode
+    registry = getattr(broker, "registry", None)  # shm only: Redis is never ours to destroy
+    _inode = registry.inode if registry is not None else 0
     broker.close()
     _ours = created or _claim.adopted
     os.environ[OWNER_ENV] = f"gunicorn:{os.getpid()}"

@@ -31,7 +31,7 @@ import sys
 import time
 
 from zoldyq import broker as engine
-from zoldyq.broker import Broker, Ownership, serve_namespace
+from zoldyq.broker import Broker, serve_namespace
 from zoldyq.ops import logs, snapshot
 from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
@@ -124,14 +124,14 @@ def run(settings: Settings) -> int:
     or the namespace was destroyed under us. Raises NamespaceBusy if another server
     owns the namespace."""
     logs.setup(settings)
-    claim = Ownership(settings.namespace)
+    claim = engine.claim(settings)  # on Redis nobody owns it: never ours to destroy
     try:
         broker, created = serve_namespace(settings)
     except BaseException:
         claim.release(unlink=True)  # nothing of ours is left to own
         raise
     ours = created or claim.adopted
-    if not created:
+    if not created and not engine.is_shared(settings):
         _log_reattached(broker, settings, ours)
     try:
         snapshot.on_start(broker, settings)  # --restore
@@ -167,7 +167,7 @@ def run(settings: Settings) -> int:
                 log.info("got %s: stopping", signal.Signals(signals[0]).name)
                 break
             time.sleep(POLL)
-            if broker.registry.gone:
+            if engine.gone(broker):
                 log.error("namespace '%s' was destroyed under this server: stopping, exit "
                           "status 1 (a supervisor restarts it on a fresh namespace)",
                           settings.namespace)

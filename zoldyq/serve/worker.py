@@ -10,8 +10,10 @@ closes their connections since the worker is no longer alive.
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.workers.gasgi import ASGIWorker
@@ -40,7 +42,11 @@ class AsgiWorker(ASGIWorker):
                           (signal.SIGINT, self.handle_quit_signal),
                           (signal.SIGQUIT, self.handle_quit_signal)):
             self.loop.remove_signal_handler(sig)
-            signal.signal(sig, lambda _s, _f, stop=stop: self.loop.call_soon_threadsafe(stop))
+            signal.signal(sig, functools.partial(self._schedule, stop))
+
+    def _schedule(self, stop: Callable[[], None], signum: int, frame: object) -> None:
+        """A plain signal handler: run ``stop`` on the loop."""
+        self.loop.call_soon_threadsafe(stop)
 
     async def _serve(self) -> None:
         self._main = asyncio.current_task()

@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from zoldyq.api import CheckedRecords, check_json
+from zoldyq import api
+from zoldyq.api import CheckedRecords, Receipt, check_json
 from zoldyq.errors import (
     ClosedError,
     ConfigError,
@@ -54,7 +55,7 @@ MAX_SECONDS = 366 * 86400  # the longest lease or delay accepted: a year
 MAX_DELIVER_AT = 1 << 62  # µs since the epoch: far beyond any real date
 
 
-class Message(tuple):  # type: ignore[type-arg]
+class Message(tuple[Any, ...]):
     """One dequeued message: ``payload`` is the JSON value, or ``bytes`` for a raw message.
 
     A tuple (kind, data, enqueued_at, queue_name[, lease_id, delivery_count,
@@ -83,7 +84,8 @@ class Message(tuple):  # type: ignore[type-arg]
 
     @property
     def is_raw(self) -> bool:
-        return self[0] == KIND_BYTES
+        kind: int = self[0]
+        return kind == KIND_BYTES
 
     @functools.cached_property
     def payload(self) -> Any:
@@ -116,14 +118,6 @@ class Message(tuple):  # type: ignore[type-arg]
 
 
 _message = functools.partial(tuple.__new__, Message)
-
-
-class Receipt(NamedTuple):
-    """What a successful put returns."""
-
-    queue_size: int
-    enqueued_at: int
-    deliver_at: int | None = None  # µs, for a delayed put
 
 
 _receipt = functools.partial(tuple.__new__, Receipt)  # NamedTuple's own __new__ is slow
@@ -436,7 +430,7 @@ class Queue:
             raise
         msg.ack()
 
-    def requeue(self, messages: Iterable[Message]) -> int:
+    def requeue(self, messages: Iterable[api.Message]) -> int:
         """Put messages taken by a plain get back at the head, in their order.
 
         For transports whose client left before the messages were written to it.
@@ -660,8 +654,8 @@ class Broker:
                 fresh.interrupted = True
             with self._lock:
                 old = self._queues.get(name)
-                same = old is not None and (old.slot, old.gen) == (fresh.slot, fresh.gen)
-                if same and not old.deleted:
+                if (old is not None and (old.slot, old.gen) == (fresh.slot, fresh.gen)
+                        and not old.deleted):
                     fresh.close()
                     return old
                 self._queues[name] = fresh

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from zoldyq import api
 from zoldyq.api import MAX_MESSAGE_BYTES_LIMIT
 from zoldyq.errors import (
     AccessDenied,
@@ -73,10 +74,8 @@ from zoldyq.shm.ring import min_ring_size
 MAX_QUEUES_LIMIT = 65536
 
 
-class Caps(NamedTuple):
-    max_messages: int
-    max_bytes: int
-    max_message_bytes: int
+class Caps(api.Caps):
+    """A queue's limits, as the ring can hold them."""
 
     def checked(self) -> Caps:
         """Validate and round; raises ConfigError with the offending value."""

@@ -29,8 +29,8 @@ the sequence numbers, which are exact.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from zoldyq.shm.layout import (
     KIND_BYTES,
@@ -89,7 +89,19 @@ class RingCorrupt(Exception):
     """A record between head and tail does not parse: never handed out."""
 
 
-Record = tuple[int, bytes, int, object]  # kind, payload, enqueued_at µs, the caller's tag
+Record = tuple[int, bytes, int, object]
+
+
+class _Copies:
+    """Slices of a buffer as bytes, like an mmap's (for rings over a bytearray)."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self, buf: memoryview | bytearray) -> None:
+        self.buf = buf
+
+    def __getitem__(self, span: slice) -> bytes:
+        return bytes(self.buf[span])  # kind, payload, enqueued_at µs, the caller's tag
 
 
 class Ring:
@@ -101,8 +113,8 @@ class Ring:
         reserve: called with a ring offset before the first write past
             ``words[W_RESERVED]``; it must back the memory up to there (or
             raise, in which case nothing is written).
-        source, base: where ``data`` lives, for copying payloads out
-            (default: ``data`` itself at 0).
+        source, base: where ``data`` lives, for copying payloads out: an
+            mmap, whose slices are bytes (default: copies of ``data`` at 0).
     """
 
     __slots__ = ("_base", "_reserve", "_source", "data", "max_messages", "size", "words")
@@ -112,7 +124,7 @@ class Ring:
         words: memoryview,
         data: memoryview | bytearray,
         reserve: Callable[[int], None] | None = None,
-        source: Any = None,
+        source: mmap.mmap | None = None,
         base: int = 0,
     ) -> None:
         self.words = words
@@ -121,8 +133,9 @@ class Ring:
         self.max_messages = words[W_MAX_MESSAGES]
         self._reserve = reserve
         # Payloads are copied out by slicing ``source`` at ``base + offset``: an mmap
-        # slices straight to bytes, twice as fast as bytes(memoryview[...]).
-        self._source = data if source is None else source
+        # slices straight to bytes, twice as fast as bytes(memoryview[...]). A slice of
+        # a memoryview would alias the ring and one of a bytearray is no bytes.
+        self._source: mmap.mmap | _Copies = _Copies(data) if source is None else source
         self._base = base
 
     @staticmethod

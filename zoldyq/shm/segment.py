@@ -16,13 +16,13 @@ import pwd
 from collections.abc import Iterator
 
 import posix_ipc
+from posix_ipc import Semaphore as Semaphore
+from posix_ipc import SharedMemory as SharedMemory
 
 from zoldyq.errors import AccessDenied, StorageExhausted
 
 SHM_DIR = "/dev/shm"
 MODE = 0o600
-Semaphore = posix_ipc.Semaphore
-SharedMemory = posix_ipc.SharedMemory
 Busy = posix_ipc.BusyError  # a semaphore wait timed out (raised by Semaphore.acquire)
 Interrupted = posix_ipc.SignalError  # a signal cut a semaphore wait short
 Closed = posix_ipc.ExistentialError  # an operation on a semaphore this process closed

@@ -23,6 +23,7 @@ import functools
 import logging
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -295,7 +296,7 @@ class Dequeue:
         if self.waiting and self.task is not None:
             self.task.cancel()
 
-    async def _take(self, want: int) -> list[Message]:
+    async def _take(self, want: int) -> Sequence[Message]:
         """Up to ``want`` messages, waiting for the first; none once the connection is gone."""
         if self.ws.state is not State.OPEN:
             return []
@@ -429,7 +430,7 @@ class LeasedDequeue(Dequeue):
             del self.held[lease_id]
         return self.prefetch - len(self.held)
 
-    async def _take(self, want: int) -> list[Message]:
+    async def _take(self, want: int) -> Sequence[Message]:
         while (room := self._room()) <= 0:
             if self.ws.state is not State.OPEN:
                 return []

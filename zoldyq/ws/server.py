@@ -89,7 +89,7 @@ def run(settings: Settings, standalone: bool = False) -> int:
     """
     _setup_logging(settings)
     try:
-        broker = open_namespace(settings) if standalone else engine.attach(settings.namespace)
+        broker = open_namespace(settings) if standalone else engine.attach_namespace(settings)
     except ZoldyQError as ex:
         log.error("cannot start: %s", ex)
         return 2

@@ -207,8 +207,8 @@ def read(directory: str | os.PathLike[str] | None, name: str) -> list[QueueImage
         size = os.fstat(f.fileno()).st_size
         if size < HEADER.size:
             raise SnapshotError(name, f"truncated: {size} bytes, not even a header")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            return decode(mm, name)
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
+            return decode(view, name)  # the view is released before the map closes
 
 
 def _room(broker: Broker, images: list[QueueImage]) -> None:

@@ -1,0 +1,1 @@
+# The part of gunicorn that zoldyq.serve subclasses (gunicorn ships no types).

@@ -1,0 +1,9 @@
+from typing import Any
+
+class Worker:
+    alive: bool
+    cfg: Any
+    log: Any
+    def init_signals(self) -> None: ...
+    def handle_exit(self, sig: int, frame: Any) -> None: ...
+    def handle_quit(self, sig: int, frame: Any) -> None: ...

@@ -1,0 +1,117 @@
+"""Redis connections from a backend URL, and the one place redis errors become ZoldyQ's.
+
+``redis://[:password@]host:port/db``, ``rediss://`` (TLS) and
+``redis+cluster://host:port`` (``rediss+cluster://`` with TLS) select the
+server. The password comes from the URL, else ``ZOLDYQ_REDIS_PASSWORD``, else
+the file named by ``ZOLDYQ_REDIS_PASSWORD_FILE``; it is never logged:
+``safe_url`` is what messages show.
+
+Timeouts are short and bounded: no ZoldyQ command blocks on the server
+(waiting uses pub/sub wake-ups, see ``bell.py``), so a socket that stays
+silent for ``SOCKET_TIMEOUT`` means the server is gone, and a request
+answers 503 ``backend_unavailable`` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from zoldyq.errors import BackendUnavailable, ConfigError
+
+SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 5.0
+#: what a failing Redis raises, turned into BackendUnavailable at the engine's edge
+ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.RedisClusterException,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.TryAgainError,
+)
+
+
+def is_redis_url(backend: str) -> bool:
+    return backend.split("://", 1)[0].lower() in SCHEMES
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    if parts.username:
+        netloc = f"{parts.username}:***@{netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def password(path: str | None = None) -> str | None:
+    """ZOLDYQ_REDIS_PASSWORD, else the first line of ``path`` (or ZOLDYQ_REDIS_PASSWORD_FILE)."""
+    if os.environ.get("ZOLDYQ_REDIS_PASSWORD"):
+        return os.environ["ZOLDYQ_REDIS_PASSWORD"]
+    path = path or os.environ.get("ZOLDYQ_REDIS_PASSWORD_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip() or None
+        except OSError as ex:
+            raise ConfigError(f"cannot read the Redis password file {path}: {ex}") from None
+    return None
+
+
+def _options(url: str, password_file: str | None) -> tuple[str, bool, dict[str, Any]]:
+    """(url for redis-py, cluster?, keyword options)."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in SCHEMES:
+        raise ConfigError(f"backend must be shm or a redis:// URL, got {safe_url(url)!r}")
+    cluster = scheme.endswith("+cluster")
+    plain = ("rediss" if scheme.startswith("rediss") else "redis") + url[len(scheme):]
+    kw: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+    }
+    if not cluster:
+        kw["retry"] = Retry(NoBackoff(), 0)
+        kw["health_check_interval"] = 0
+    if urlsplit(plain).password is None:
+        pw = password(password_file)
+        if pw:
+            kw["password"] = pw
+    return plain, cluster, kw
+
+
+def sync_client(url: str, password_file: str | None = None) -> Any:
+    plain, cluster, kw = _options(url, password_file)
+    if cluster:
+        return redis.cluster.RedisCluster.from_url(plain, **kw)
+    return redis.Redis.from_url(plain, **kw)
+
+
+def async_client(url: str, password_file: str | None = None) -> Any:
+    plain, cluster, kw = _options(url, password_file)
+    if cluster:
+        return redis.asyncio.cluster.RedisCluster.from_url(plain, **kw)
+    return redis.asyncio.Redis.from_url(plain, **kw)
+
+
+@contextlib.contextmanager
+def mapped(url: str) -> Iterator[None]:
+    """Run a block of redis calls; an unreachable server raises BackendUnavailable."""
+    try:
+        yield
+    except ERRORS as ex:
+        raise BackendUnavailable(safe_url(url), str(ex) or type(ex).__name__) from None
