@@ -54,7 +54,6 @@
 #define KIND_WRAP 0xFFFFFFFFu
 #define HDR 16
 #define SEQ_MASK 0xFFFFFFFFull
-#define SPIN_TRIES 16
 #define NBOUNDS 16
 #define TRIM_KEEP (32 << 10)      /* queue.TRIM_KEEP: ring bytes an empty queue keeps backed */
 #define TRIM_AGE_US 1000000       /* queue.TRIM_AGE: a drained record this old means idle */
@@ -65,7 +64,7 @@ static const uint64_t HIST_NS[NBOUNDS] = {
     1000000000};
 
 static PyObject *ClosedError, *QueueDeleted, *QueueFull, *BrokenError;
-static PyObject *s_tlock, *s_fd, *s_repair, *s_acquire, *s_release;
+static PyObject *s_tlock, *s_fd, *s_repair, *s_acquire, *s_release, *s_wait_tlock, *s_contended;
 
 static inline uint64_t load(volatile uint64_t *w, int i) {
     return __atomic_load_n(&w[i], __ATOMIC_ACQUIRE);
@@ -127,22 +126,25 @@ static void drop_tlock(Held *h) { /* keeps any pending exception */
     Py_CLEAR(h->tlock);
 }
 
-/* 0: held; -1: error set; 1: contended, nothing held: the caller returns None and
- * queue.py takes the lock its own way, honouring the thread's wait policy (an event
- * loop never waits for another process: lock.never_wait_in_this_thread). */
 static int acquire(PyObject *lock, sem_t *sem, Held *h) {
     h->tlock = PyObject_GetAttr(lock, s_tlock);
     if (h->tlock == NULL) return -1;
-    PyObject *got = PyObject_CallMethodOneArg(h->tlock, s_acquire, Py_False);
-    if (got == NULL) {
+    PyObject *ok = PyObject_CallMethodOneArg(h->tlock, s_acquire, Py_False);
+    if (ok == NULL) {
         Py_CLEAR(h->tlock);
         return -1;
     }
-    int mine = PyObject_IsTrue(got);
-    Py_DECREF(got);
-    if (!mine) { /* another thread of ours holds it */
-        Py_CLEAR(h->tlock);
-        return 1;
+    int mine = ok == Py_True;
+    Py_DECREF(ok);
+    if (!mine) {
+        /* another thread of ours holds it: wait as this thread's policy says (lock.py:
+         * an event loop's thread never waits, it gets LockBusy) */
+        PyObject *r = PyObject_CallMethodNoArgs(lock, s_wait_tlock);
+        if (r == NULL) {
+            Py_CLEAR(h->tlock);
+            return -1;
+        }
+        Py_DECREF(r);
     }
     PyObject *fdobj = PyObject_GetAttr(lock, s_fd);
     if (fdobj == NULL) goto fail;
@@ -153,22 +155,15 @@ static int acquire(PyObject *lock, sem_t *sem, Held *h) {
         goto fail;
     }
     if (flock(h->fd, LOCK_EX | LOCK_NB) != 0) {
-        int err = errno, held = 0;
-        if (err != EWOULDBLOCK && err != EINTR) {
+        if (errno != EWOULDBLOCK && errno != EINTR) {
             PyErr_SetString(ClosedError, "lock");
             goto fail;
         }
-        /* held by another process, for microseconds as a rule: yield and retry a little */
-        Py_BEGIN_ALLOW_THREADS
-        for (int i = 0; i < SPIN_TRIES && !held; i++) {
-            sched_yield();
-            held = flock(h->fd, LOCK_EX | LOCK_NB) == 0;
-        }
-        Py_END_ALLOW_THREADS
-        if (!held) {
-            drop_tlock(h);
-            return 1;
-        }
+        /* held by another process, for microseconds as a rule: lock._contended spins,
+         * then waits as this thread's policy says (or raises LockBusy) */
+        PyObject *r = PyObject_CallMethodNoArgs(lock, s_contended);
+        if (r == NULL) goto fail;
+        Py_DECREF(r);
     }
     while (sem_trywait(sem) != 0) {
         if (errno == EINTR) continue;
@@ -419,9 +414,7 @@ static PyObject *do_put(Fast *self, Batch *b, uint64_t t0) {
     volatile uint64_t *w = self->w;
     uint64_t new_tail, nbytes, size_after;
     int64_t now;
-    int busy = self->put_lock ? acquire(self->put_lock, self->put_sem, &h) : 0;
-    if (busy < 0) return NULL;
-    if (busy) Py_RETURN_NONE;
+    if (self->put_lock && acquire(self->put_lock, self->put_sem, &h) < 0) return NULL;
     if (w[W_FLAGS] & FLAG_CLOSED) {
         PyErr_SetObject(QueueDeleted, self->name);
         goto fail;
@@ -618,13 +611,7 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
     PyObject *out = NULL;
     uint64_t new_head = 0, nbytes = 0;
     Py_ssize_t n = 0;
-    int busy = self->get_lock ? acquire(self->get_lock, self->get_sem, &h) : 0;
-    if (busy < 0) goto done;
-    if (busy) {
-        Py_INCREF(Py_None);
-        out = Py_None;
-        goto done;
-    }
+    if (self->get_lock && acquire(self->get_lock, self->get_sem, &h) < 0) goto done;
     if (w[W_FLAGS] & FLAG_CLOSED) {
         PyErr_SetObject(QueueDeleted, self->name);
         goto unlock;
@@ -760,6 +747,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     s_fd = PyUnicode_InternFromString("_fd");
     s_repair = PyUnicode_InternFromString("_repair");
     s_acquire = PyUnicode_InternFromString("acquire");
+    s_wait_tlock = PyUnicode_InternFromString("_wait_tlock");
+    s_contended = PyUnicode_InternFromString("_contended");
     s_release = PyUnicode_InternFromString("release");
     if (PyType_Ready(&FastType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
