@@ -11,8 +11,10 @@ import time
 from tests.helpers import servers
 
 #: The issue's target is 50 MB; measured 84 MB on this VM after the lazy imports (it was
-#: 89-97 MB). This bound catches a regression; reaching 50 MB is open work (README).
-IDLE_PSS_BOUND_KB = 95 * 1024
+#: 89-97 MB), and 98-100 MB once the Redis engine, leases and the client landed (launcher
+#: ~15, master 17, two workers 22 each, sidecar 23). This bound catches a regression;
+#: reaching 50 MB (preloading the app before fork, a leaner sidecar) is open work (README).
+IDLE_PSS_BOUND_KB = 110 * 1024
 
 
 def descendants(pid: int) -> list[int]:
