@@ -19,6 +19,7 @@ Delivery semantics, the same on every engine:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from zoldyq.errors import InvalidName, InvalidPayload
+from zoldyq.errors import InvalidName, InvalidPayload, ZoldyQError
 
 KIND_JSON = 1  # payload bytes are one JSON document, stored as the client sent it
 KIND_BYTES = 2  # payload bytes are opaque
@@ -272,6 +273,30 @@ class Message(Protocol):
     def ack(self) -> None: ...
     def nack(self, delay: float = 0.0) -> str | None: ...
     def extend(self, seconds: float) -> int: ...
+
+
+class LeaseBlock:
+    """``with q.lease(seconds) as msg:``, the same on every engine (a mixin of their Queues)."""
+
+    def get(self, timeout: float = 0.0, lease: float | None = None) -> Any: ...
+
+    @contextlib.contextmanager
+    def lease(self, seconds: float, timeout: float = 0.0) -> Iterator[Any]:
+        """A leased message, or None when nothing came within ``timeout``: acked when the
+        block succeeds, nacked (back at the head, or to the DLQ) when it raises. A nack that
+        fails (the lease ran out, the broker is unreachable) leaves the lease to expire,
+        which gives the message back too: the block's own exception is what propagates."""
+        msg = self.get(timeout, lease=seconds)
+        if msg is None:
+            yield None
+            return
+        try:
+            yield msg
+        except BaseException:
+            with contextlib.suppress(ZoldyQError):
+                msg.nack()
+            raise
+        msg.ack()
 
 
 @runtime_checkable

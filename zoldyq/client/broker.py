@@ -12,7 +12,6 @@ mixed raw and JSON records is sent one record at a time (not all-or-none).
 from __future__ import annotations
 
 import base64
-import contextlib
 import threading
 import time
 import urllib.parse
@@ -23,7 +22,7 @@ import httpx
 import orjson
 from websockets.exceptions import WebSocketException
 
-from zoldyq.api import KIND_BYTES, KIND_JSON, Caps, Receipt, check_queue_name
+from zoldyq.api import KIND_BYTES, KIND_JSON, Caps, LeaseBlock, Receipt, check_queue_name
 from zoldyq.client import stream as ws_stream
 from zoldyq.client.wire import Wire
 from zoldyq.errors import ConfigError, InvalidPayload, QueueExists, RequestError
@@ -125,7 +124,7 @@ def _encode(payload: Any) -> bytes:
         raise InvalidPayload(str(ex)) from None
 
 
-class Queue:
+class Queue(LeaseBlock):
     """A named queue on a server. Thread-safe: share it between threads and tasks."""
 
     def __init__(self, broker: Broker, name: str) -> None:
@@ -331,21 +330,6 @@ class Queue:
         """Keep a lease ``seconds`` longer from now; returns its new expiry (µs)."""
         return int(self._settle("extend", {"lease_id": lease_id, "lease": seconds})
                    ["lease_expires_at"])
-
-    @contextlib.contextmanager
-    def lease(self, seconds: float, timeout: float = 0.0) -> Iterator[Message | None]:
-        """A leased message: acked when the block succeeds, nacked when it raises."""
-        msg = self.get(timeout, lease=seconds)
-        if msg is None:
-            yield None
-            return
-        try:
-            yield msg
-        except BaseException:
-            with contextlib.suppress(Exception):
-                msg.nack()
-            raise
-        msg.ack()
 
     def requeue(self, messages: list[Message]) -> None:
         """Not over HTTP: the server gives back what an abandoned poll took itself."""

@@ -33,6 +33,7 @@ from zoldyq.api import (
     KIND_BYTES,
     KIND_JSON,
     Caps,
+    LeaseBlock,
     Receipt,
     check_namespace,
     check_queue_name,
@@ -95,7 +96,7 @@ class Entry(NamedTuple):
     created_at: int  # µs since the epoch
 
 
-class Queue:
+class Queue(LeaseBlock):
     """A named queue; thread-safe, cheap to make (one per request is fine)."""
 
     def __init__(self, broker: Broker, name: str) -> None:
@@ -314,20 +315,6 @@ class Queue:
             raise QueueNotFound(self.name)
         if reply[0] == -4:
             raise LeaseExpired(self.name, str(lease_id))
-
-    @contextlib.contextmanager
-    def lease(self, seconds: float, timeout: float = 0.0) -> Iterator[Message | None]:
-        """A leased message (or None): acked when the block ends, nacked if it raises."""
-        msg = self.get(timeout, lease=seconds)
-        try:
-            yield msg
-        except BaseException:
-            if msg is not None:
-                with contextlib.suppress(LeaseExpired, QueueNotFound):
-                    msg.nack()
-            raise
-        if msg is not None:
-            msg.ack()
 
     def requeue(self, messages: Sequence[Message]) -> None:
         """Put plain-taken messages back at the head, in order (an abandoned long-poll)."""

@@ -154,7 +154,7 @@ def due_at(delay: float | None, deliver_at: int | None) -> int | None:
     return at
 
 
-class Queue:
+class Queue(api.LeaseBlock):
     """A named queue in a namespace. Thread-safe; share one per name or make many."""
 
     def __init__(self, broker: Broker, name: str) -> None:
@@ -411,24 +411,6 @@ class Queue:
         if deadline is None:
             raise LeaseExpired(self.name, str(lease_id))
         return deadline
-
-    @contextlib.contextmanager
-    def lease(self, seconds: float, timeout: float = 0.0) -> Iterator[Message | None]:
-        """Lease one message; ack it when the block succeeds, nack it when it raises.
-
-        Yields None when nothing came within ``timeout``.
-        """
-        msg = self.get(timeout, lease=seconds)
-        if msg is None:
-            yield None
-            return
-        try:
-            yield msg
-        except BaseException:
-            with contextlib.suppress(LeaseExpired):
-                msg.nack()
-            raise
-        msg.ack()
 
     def requeue(self, messages: Iterable[api.Message]) -> int:
         """Put messages taken by a plain get back at the head, in their order.
