@@ -94,7 +94,9 @@ def redis_server() -> Iterator[str]:
 def gunicorn_cmd(app: str, worker_class: str) -> list[str]:
     worker = {"asgi": "zoldyq.serve.worker.AsgiWorker",
               "gthread": "zoldyq.serve.worker.GthreadWorker"}[worker_class]
-    return [servers.PYTHON, "-m", "gunicorn", "-k", worker, "-w", str(WORKERS),
+    # -c /dev/null: the checkout's gunicorn.conf.py (ZoldyQ's hooks, which claim a
+    # namespace) is for ZoldyQ, not for the baselines
+    return [servers.PYTHON, "-m", "gunicorn", "-c", os.devnull, "-k", worker, "-w", str(WORKERS),
             "--threads", str(THREADS), "--keep-alive", "1", "--no-control-socket",
             "--log-level", "warning", "--chdir", str(ROOT / "scripts"), app]
 
