@@ -29,9 +29,7 @@ import contextlib
 import json
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import zoldyq  # noqa: E402
+from tests.helpers import redis_server as redis_helper  # noqa: E402
 from tests.helpers import servers  # noqa: E402
 from tests.helpers.namespaces import unique_namespace  # noqa: E402
 
@@ -55,25 +54,9 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
-    port = servers.free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", tmp, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                with contextlib.suppress(OSError):
-                    if servers.tcp_ready(port)():
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    """A throwaway redis-server on loopback, persistence off (the suite's own helper)."""
+    with redis_helper.start() as srv:
+        yield srv.url
 
 
 def timed(fn: Callable[[], Any], messages: int) -> tuple[float, float]:

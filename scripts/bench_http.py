@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers import redis_server as redis_helper  # noqa: E402
 from tests.helpers import servers  # noqa: E402
 
 PAYLOAD = {"id": 12345, "kind": "email", "to": "someone@example.com", "body": "x" * 40}
@@ -70,25 +71,9 @@ def ensure_tools() -> None:
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
-    port = servers.free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", tmp, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                with contextlib.suppress(OSError):
-                    servers.tcp_ready(port)()
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    """A throwaway redis-server on loopback, persistence off (the suite's own helper)."""
+    with redis_helper.start() as srv:
+        yield srv.url
 
 
 def gunicorn_cmd(app: str, worker_class: str) -> list[str]:

@@ -265,18 +265,7 @@ class SharedQueue:
 
     def _reserve(self, upto: int) -> None:
         """Back ring bytes [reserved, upto) rounded up to a chunk (put lock held)."""
-        words = self.words
-        have = words[W_RESERVED]
-        want = min(words[W_RING_SIZE], -(-upto // RESERVE_CHUNK) * RESERVE_CHUNK)
-        try:
-            shm = segment.open_shm(self._objects["ring"])
-        except segment.Gone:
-            raise QueueDeleted(self.name) from None
-        try:
-            segment.reserve(shm.fd, HEADER_BYTES + have, want - have)
-        finally:
-            shm.close_fd()
-        words[W_RESERVED] = want
+        self._back(W_RESERVED, HEADER_BYTES, self.words[W_RING_SIZE], upto)
 
     def _reserve_side(self, which: int, upto: int) -> None:
         """Back side-table bytes [reserved, upto) of the slots (0) or data ring (1)."""
@@ -284,6 +273,12 @@ class SharedQueue:
         slot_bytes = words[SW_NSLOTS] * SLOT_W * 8
         word, start, size = ((SW_SRES, self._side_base, slot_bytes) if which == 0 else
                              (SW_DRES, self._side_base + slot_bytes, words[SW_DSIZE]))
+        self._back(word, start, size, upto)
+
+    def _back(self, word: int, start: int, size: int, upto: int) -> None:
+        """Back bytes [reserved, upto) of the region at ``start`` whose reserved length is
+        ``words[word]``, in whole chunks up to ``size``; then record the new length."""
+        words = self.words
         have = words[word]
         want = min(size, -(-upto // RESERVE_CHUNK) * RESERVE_CHUNK)
         try:
