@@ -127,7 +127,8 @@ class Counters:
         only a new key takes the lock. A process on the pure path adds under the
         lock, which does not exclude an atomic add of another process: an
         increment can be lost only when processes on both paths add to the same
-        key at the same instant (these are request metrics, not messages).
+        key at the same instant (these are request metrics, not messages). A
+        compiled process adds atomically even under the lock, for the same reason.
         """
         idx = self._index.get(key)
         if idx is not None and _atomic_add is not None:
@@ -138,7 +139,9 @@ class Counters:
             _flock(fd, _LOCK_EX)
             try:
                 idx = self._index.get(key) or self._word(key)
-                if idx is not None:
+                if idx is not None and _atomic_add is not None:
+                    _atomic_add(self._mm, idx, n)
+                elif idx is not None:
                     self._words[idx] += n
             finally:
                 _flock(fd, _LOCK_UN)
