@@ -96,7 +96,10 @@ def watch_disconnect(app: Any) -> Callable[..., Awaitable[None]]:
     body, nothing else can arrive)."""
 
     async def watched(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith("/dequeue"):
+        # only a dequeue that may wait needs the pump (a task and a queue per request): a
+        # non-waiting one takes on the loop at once, before any disconnect could be read
+        if scope["type"] != "http" or b"timeout=" not in scope["query_string"] \
+                or not scope["path"].endswith("/dequeue"):
             await app(scope, receive, send)
             return
         gone = asyncio.Event()
