@@ -39,8 +39,8 @@ from zoldyq.shm.owner import Ownership, holder
 __all__ = [
     "LOCK_WAIT", "Broker", "Claim", "LockBusy", "Ownership", "attach", "attach_namespace",
     "claim", "create", "destroy", "destroy_namespace", "from_loop", "gone", "holder",
-    "is_shared", "loop_thread", "namespaces", "open_namespace", "patient", "serve_namespace",
-    "wait_until",
+    "is_shared", "loop_thread", "namespaces", "on_the_loop", "open_namespace", "patient",
+    "serve_namespace", "wait_until",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -132,6 +132,23 @@ def loop_thread() -> None:
     never_wait_in_this_thread()
 
 
+def on_the_loop(name: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` now, never waiting for a lock: what ``from_loop`` tries
+    first, for a caller that awaits ``from_loop(..., on_loop=False)`` only on LockBusy
+    (the usual call then costs no coroutine).
+
+    Raises:
+        LockBusy: a lock was held elsewhere (nothing changed): retry in the thread.
+        QueueBusy: the queue was found stuck within the last ``LOCK_WAIT`` seconds.
+    """
+    try:
+        return call_never_waiting(fn, *args)
+    except LockBusy:
+        if _stuck_until.get(name, 0.0) > time.monotonic():
+            raise QueueBusy(name, LOCK_WAIT) from None
+        raise
+
+
 async def from_loop(
     name: str, fn: Callable[..., T], *args: Any, wait: float = LOCK_WAIT, on_loop: bool = True,
     patient: bool = False,
@@ -155,10 +172,9 @@ async def from_loop(
     """
     if on_loop:
         try:
-            return call_never_waiting(fn, *args)
+            return on_the_loop(name, fn, *args)
         except LockBusy:
-            if _stuck_until.get(name, 0.0) > time.monotonic():
-                raise QueueBusy(name, LOCK_WAIT) from None
+            pass
     import asyncio  # here: the CLI and the launcher, which import this layer, never need it
 
     loop = asyncio.get_running_loop()

@@ -15,22 +15,17 @@ run in that thread.
 from __future__ import annotations
 
 import asyncio
-import functools
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import falcon
 import falcon.asgi
 
-from zoldyq.broker import LOCK_WAIT, LockBusy, from_loop, loop_thread
+from zoldyq.broker import LOCK_WAIT, LockBusy, from_loop, loop_thread, on_the_loop
 from zoldyq.errors import RequestError
 from zoldyq.http import core, ops, skeleton
 from zoldyq.http.errors import body_too_large, complete, error_reply
 from zoldyq.http.routes import WAITING, Route
-
-_perf = time.perf_counter
-
 
 BODY_ENDED = "zoldyq.body_ended"  # scope key: the last body message came (not a disconnect)
 
@@ -129,23 +124,28 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
     # An engine behind a network round trip (Redis) must not hold the loop during one:
     # its other calls run in the loop's thread pool, so requests overlap their trips.
     remote = getattr(ctx.broker, "remote", False)
+    count = ops.counter(ctx, route.name)
 
     async def respond(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: str) -> None:
-        t0 = _perf()
         try:
             skeleton.authorize(ctx, route, req)
             body = await read_body(req, ctx.max_body) if needs_body else b""
             call = skeleton.call(req, body)
+            args = (ctx, call, *params.values())  # a route's only parameter is the queue name
+            name = params.get("name", "")
             if remote and not waits:
-                out = await asyncio.to_thread(handler, ctx, call, **params)
+                out = await asyncio.to_thread(handler, *args)
+            elif on_loop:
+                try:  # the usual case, with no coroutine or thread hop
+                    out = on_the_loop(name, handler, *args)
+                except LockBusy:
+                    out = await from_loop(name, handler, *args, on_loop=False)
             else:
-                run = functools.partial(handler, ctx, call, **params)
-                out = await from_loop(params.get("name", ""), run, on_loop=on_loop,
-                                      patient=not on_loop)
+                out = await from_loop(name, handler, *args, on_loop=False, patient=True)
             reply = await wait(out, req.scope.get("zoldyq.gone"), remote) if waits else out
         except Exception as ex:
             reply = skeleton.failure(ex, req)
-        skeleton.answer(ctx, route.name, req, resp, reply, t0)
+        skeleton.answer(count, req, resp, reply)
 
     return respond
 
@@ -166,7 +166,9 @@ def guard_body_size(app: Any, ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
                     if value.isdigit() and int(value) > limit:
                         await _refuse(scope, send, int(value), limit)
                         return
-                    break
+                    # read_body checks a sized body's length itself: no end to note
+                    await app(scope, receive, send)
+                    return
 
             async def receive_noting_the_end() -> Any:
                 message = await receive()
@@ -184,7 +186,7 @@ def guard_body_size(app: Any, ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
             (b"content-type", core.JSON.encode()), (b"content-length", b"%d" % len(data)),
             (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": data})
-        ops.observe(ctx, scope["method"], "unmatched", status, 0.0)
+        ops.counter(ctx, "unmatched")(scope["method"], status)
 
     return guarded
 

@@ -87,7 +87,8 @@ def write(resp: Any, reply: Reply) -> None:
     resp.status = reply.status
     if reply.status != 204:
         resp.data = reply.body
-        resp.content_type = reply.content_type
+        if reply.content_type != JSON:  # JSON is the apps' default media type already
+            resp.content_type = reply.content_type
     if reply.headers:
         resp.set_headers(reply.headers)
 
@@ -106,6 +107,7 @@ class Ctx:
         self.max_body = settings.max_body_bytes
         self.origins = api.parse_origins(settings.cors_origins)
         self.own_ports = frozenset({settings.port, settings.ws_port})
+        self.ui_read_only = settings.ui == "read-only"
         self._queues: dict[str, api.Queue] = {}
         self._lock = threading.Lock()
 

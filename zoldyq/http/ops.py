@@ -1,9 +1,9 @@
 """Operational routes (``/health``, ``/metrics``, ``/admin/snapshot``) and the request hook.
 
 Handlers have the signature of ``core``'s: ``(ctx, call) -> Reply``;
-``routes.ROUTES`` mounts them. ``observe`` is called once per request by both
-app shells with the route's name (``"enqueue"``, ... or ``"unmatched"``) and
-the status; it counts into the namespace's shared counters, so whichever
+``routes.ROUTES`` mounts them. A ``counter`` counts each request of both app
+shells, by route name (``"enqueue"``, ... or ``"unmatched"``), method and
+status; it counts into the namespace's shared counters, so whichever
 worker answers a scrape reports every worker's requests.
 """
 
@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -52,11 +53,24 @@ def _ops(ctx: Ctx) -> _Ops:
     return ops
 
 
-def observe(ctx: Ctx, method: str, route: str, status: int, seconds: float) -> None:
-    """Count one request in the shared ``zoldyq_http_requests_total`` (if it could be made)."""
-    counters = _ops(ctx).counters
-    if counters is not None:
-        metrics_mod.count_request(counters, method, route, status)
+def counter(ctx: Ctx, route: str) -> Callable[[str, int], None]:
+    """``count(method, status)``: one request to ``route`` into the shared
+    ``zoldyq_http_requests_total``; each shell makes one per route, so a request
+    costs a dict look-up and an atomic add (the counter key strings are made once)."""
+    keys: dict[tuple[str, int], str] = {}
+
+    def count(method: str, status: int) -> None:
+        counters = _ops(ctx).counters
+        if counters is None:
+            return
+        key = keys.get((method, status))
+        if key is None:
+            key = metrics_mod.request_key(method, route, status)
+            if len(keys) < 256:  # bounded: methods and statuses take few values
+                keys[method, status] = key
+        counters.add(key)
+
+    return count
 
 
 def info(ctx: Ctx, call: Call) -> Reply:

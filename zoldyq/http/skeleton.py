@@ -8,7 +8,6 @@ the request, happens here once.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +20,6 @@ from zoldyq.http import core, ops, ui
 from zoldyq.http.errors import error_reply
 from zoldyq.http.routes import Route, by_path
 
-_perf = time.perf_counter
 #: Routes whose call takes several locks in a row and must not stop half-way: they
 #: never run on an event loop, and wait for their locks as long as it takes.
 SEVERAL_LOCKS = frozenset({"put_queue", "delete_queue", "snapshot", "redrive"})
@@ -49,10 +47,13 @@ def authorize(ctx: core.Ctx, route: Route, req: Any) -> None:
     request needs no preflight, so CORS alone would not stop it), 401 when the route
     needs the configured token and the request lacks it, 403 when the admin page is
     read-only and the page asks for a change."""
-    core.check_origin(ctx, req.get_header("Origin"), req.get_header("Host"))
+    origin = req.get_header("Origin")
+    if origin is not None:  # a browser's request: only then is the Host needed
+        core.check_origin(ctx, origin, req.get_header("Host"))
     if route.auth and ctx.token:
         core.check_auth(ctx, req.get_header("Authorization"))
-    ui.check(ctx.settings.ui, route.name, req.get_header(ui.MARKER))
+    if ctx.ui_read_only:
+        ui.check(ctx.settings.ui, route.name, req.get_header(ui.MARKER))
 
 
 def call(req: Any, body: bytes = b"") -> core.Call:
@@ -71,12 +72,12 @@ def failure(ex: BaseException, req: Any) -> core.Reply:
     return core.Reply(status, data, core.JSON, headers)
 
 
-def answer(ctx: core.Ctx, name: str, req: Any, resp: Any, reply: core.Reply, t0: float) -> None:
-    """Write ``reply`` and count the request under its route ``name``."""
+def answer(count: Callable[[str, int], None], req: Any, resp: Any, reply: core.Reply) -> None:
+    """Write ``reply`` and count the request (``count``: the route's ``ops.counter``)."""
     core.write(resp, reply)
-    ops.observe(ctx, req.method, name, reply.status, _perf() - t0)
+    count(req.method, reply.status)
 
 
 def unmatched(ctx: core.Ctx, req: Any, resp: Any, ex: BaseException) -> None:
     """Errors raised outside a responder: unknown route, wrong method, bad header."""
-    answer(ctx, "unmatched", req, resp, failure(ex, req), _perf())
+    answer(ops.counter(ctx, "unmatched"), req, resp, failure(ex, req))

@@ -27,11 +27,10 @@ from gunicorn.http.errors import ParseException
 from zoldyq import api
 from zoldyq.broker import LOCK_WAIT, LockBusy, patient, wait_until
 from zoldyq.errors import QueueBusy, RequestError
-from zoldyq.http import core, skeleton
+from zoldyq.http import core, ops, skeleton
 from zoldyq.http.errors import body_too_large, complete
 from zoldyq.http.routes import WAITING, Route
 
-_perf = time.perf_counter
 CHUNK = 64 << 10
 SLICE = 1.0  # a parked long-poll looks at its client this often (each slice counts a timeout)
 
@@ -109,9 +108,9 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
     handler, waits, needs_body = route.handler, route.kind == WAITING, route.body
     several = route.name in skeleton.SEVERAL_LOCKS
     limit = ctx.max_timeout if waits else 0.0
+    count = ops.counter(ctx, route.name)
 
     def respond(req: falcon.Request, resp: falcon.Response, **params: str) -> None:
-        t0 = _perf()
         try:
             skeleton.authorize(ctx, route, req)
             body = read_body(req, ctx.max_body) if needs_body else b""
@@ -123,7 +122,7 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
                     raise QueueBusy(params.get("name", ""), LOCK_WAIT) from None
         except Exception as ex:
             reply = skeleton.failure(ex, req)
-        skeleton.answer(ctx, route.name, req, resp, reply, t0)
+        skeleton.answer(count, req, resp, reply)
 
     return respond
 

@@ -10,7 +10,7 @@ prometheus-client appends ``_total`` to counter families itself, so the
 families below are named without it; the exposed names are the contract.
 
 Writers: the HTTP shells call ``count_request`` once per request (via
-``http.ops.observe``); the WebSocket sidecar sets its open-connection count
+``http.ops.counter``); the WebSocket sidecar sets its open-connection count
 with ``broker.counters().set(WS_CONNECTIONS_KEY, n)`` (on each watchdog tick, and
 0 when it stops), so a restarted sidecar never leaves a stale figure.
 """
@@ -36,7 +36,8 @@ from zoldyq.api import HIST_BOUNDS, Broker, Counters
 from zoldyq.errors import ZoldyQError
 from zoldyq.settings import STARTED_AT_ENV
 
-__all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "registry"]
+__all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "registry",
+           "request_key"]
 
 # The classic text format, which every Prometheus reads (generate_latest writes it).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -94,9 +95,14 @@ def count_request(counters: Counters, method: str, route: str | None, status: in
     ``route`` is a route table name or ``unmatched``, a method outside
     ``METHODS`` counts as ``other``, a status is one this server answers.
     """
+    counters.add(request_key(method, route, status))
+
+
+def request_key(method: str, route: str | None, status: int) -> str:
+    """The shared-counter key of ``count_request``."""
     if method not in METHODS:
         method = "other"
-    counters.add(f"{HTTP_KEY} {method} {route or 'unmatched'} {status}")
+    return f"{HTTP_KEY} {method} {route or 'unmatched'} {status}"
 
 
 class QueueCollector:

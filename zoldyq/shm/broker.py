@@ -223,6 +223,8 @@ class Queue(api.LeaseBlock):
                     check_json(data)
                 elif kind != KIND_BYTES:
                     raise InvalidPayload(f"unknown record kind {kind!r}")
+        if deliver_at is None and len(records) == 1:  # a transport's single enqueue
+            return self._put_one(*records[0])
         return self._put_records(records, deliver_at=deliver_at)
 
     def _put_records(self, records: list[tuple[int, bytes]], *,
