@@ -23,7 +23,7 @@ import falcon.asgi
 
 from zoldyq.broker import LOCK_WAIT, LockBusy, from_loop, loop_thread, on_the_loop
 from zoldyq.errors import RequestError
-from zoldyq.http import core, ops, skeleton
+from zoldyq.http import core, hot, ops, skeleton
 from zoldyq.http.errors import body_too_large, complete, error_reply
 from zoldyq.http.routes import WAITING, Route
 
@@ -144,7 +144,7 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
                 out = await from_loop(name, handler, *args, on_loop=False, patient=True)
             reply = await wait(out, req.scope.get("zoldyq.gone"), remote) if waits else out
         except Exception as ex:
-            reply = skeleton.failure(ex, req)
+            reply = skeleton.failure(ex, req.method, req.path)
         skeleton.answer(count, req, resp, reply)
 
     return respond
@@ -203,4 +203,4 @@ def create(ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
 
     for caught in (Exception, falcon.HTTPError):  # HTTPError too: falcon has its own for it
         app.add_error_handler(caught, unmatched)
-    return guard_body_size(watch_disconnect(app), ctx)
+    return guard_body_size(hot.wrap(watch_disconnect(app), ctx), ctx)

@@ -64,11 +64,10 @@ def call(req: Any, body: bytes = b"") -> core.Call:
     return core.Call(req.content_type, body, params)
 
 
-def failure(ex: BaseException, req: Any) -> core.Reply:
+def failure(ex: BaseException, method: str, path: str) -> core.Reply:
     if isinstance(ex, LockBusy):  # a lock held elsewhere met where no call waits: busy
-        ex = QueueBusy(req.path.split("/")[2] if req.path.startswith("/queues/") else "",
-                       LOCK_WAIT)
-    status, data, headers = error_reply(ex, req.method, req.path)
+        ex = QueueBusy(path.split("/")[2] if path.startswith("/queues/") else "", LOCK_WAIT)
+    status, data, headers = error_reply(ex, method, path)
     return core.Reply(status, data, core.JSON, headers)
 
 
@@ -80,4 +79,4 @@ def answer(count: Callable[[str, int], None], req: Any, resp: Any, reply: core.R
 
 def unmatched(ctx: core.Ctx, req: Any, resp: Any, ex: BaseException) -> None:
     """Errors raised outside a responder: unknown route, wrong method, bad header."""
-    answer(ops.counter(ctx, "unmatched"), req, resp, failure(ex, req))
+    answer(ops.counter(ctx, "unmatched"), req, resp, failure(ex, req.method, req.path))

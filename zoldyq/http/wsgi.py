@@ -121,7 +121,7 @@ def _responder(ctx: core.Ctx, route: Route, slots: threading.Semaphore) -> Calla
                 except LockBusy:
                     raise QueueBusy(params.get("name", ""), LOCK_WAIT) from None
         except Exception as ex:
-            reply = skeleton.failure(ex, req)
+            reply = skeleton.failure(ex, req.method, req.path)
         skeleton.answer(count, req, resp, reply)
 
     return respond

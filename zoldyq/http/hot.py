@@ -1,0 +1,116 @@
+"""The data path's three routes answered straight from the ASGI scope, ahead of Falcon.
+
+An enqueue, a batch enqueue and a non-waiting dequeue are most of the traffic,
+and Falcon's request and response objects, routing and middleware cost more
+than the handler itself. So a request to one of them that has nothing else for
+Falcon to look at is run here, with the same handlers (``core``), the same
+error replies (``skeleton.failure``) and the same request counter as the
+Falcon app: the bytes of every answer are the same, headers included. Anything
+else goes to the Falcon app, unchanged: a query string (waits, batches, leases,
+delays), an ``Origin`` (the origin check and CORS), a configured token, a
+read-only admin page, a chunked or repeated-header body, a remote engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from zoldyq.broker import LockBusy, from_loop, on_the_loop
+from zoldyq.http import core, ops, skeleton
+from zoldyq.http.errors import complete
+from zoldyq.http.routes import ROUTES, WAITING
+
+App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+PREFIX = "/queues/"
+HOT = frozenset({"enqueue", "enqueue_batch", "dequeue"})
+#: headers the hot path reads; a request with any other that matters goes to Falcon
+_READ = frozenset({b"content-type", b"content-length"})
+_TO_FALCON = frozenset({b"origin", b"transfer-encoding"})
+_NONE: dict[str, str] = {}
+
+
+def wrap(app: App, ctx: core.Ctx) -> App:
+    """``app`` with the hot routes answered first (or ``app`` itself when the
+    configuration leaves nothing they may skip: a token, a read-only page, Redis)."""
+    if ctx.token or ctx.ui_read_only or getattr(ctx.broker, "remote", False):
+        return app
+    routes = {(r.method, r.path.rsplit("/", 1)[1]): (r, ops.counter(ctx, r.name))
+              for r in ROUTES if r.name in HOT}
+
+    async def hot(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["query_string"] \
+                or not scope["path"].startswith(PREFIX):
+            return await app(scope, receive, send)
+        path = scope["path"]
+        name, _, op = path[len(PREFIX):].partition("/")
+        method = scope["method"]
+        found = routes.get((method, op))
+        if found is None or not name:
+            return await app(scope, receive, send)
+        seen: dict[bytes, bytes] = {}
+        for key, value in scope["headers"]:
+            if key in _READ:
+                if key in seen:
+                    return await app(scope, receive, send)
+                seen[key] = value
+            elif key in _TO_FALCON:
+                return await app(scope, receive, send)
+        route, count = found
+        size = seen.get(b"content-length")
+        if route.body and (size is None or not size.isdigit()):
+            return await app(scope, receive, send)
+        ctype = seen.get(b"content-type")
+        try:
+            body = await _body(receive, int(size)) if route.body and size else b""
+            call = core.Call(None if ctype is None else ctype.decode("latin1"), body, _NONE)
+            reply = await _run(route.handler, route.kind == WAITING, ctx, call, name)
+        except Exception as ex:
+            reply = skeleton.failure(ex, method, path)
+        await _send(send, reply)
+        count(method, reply.status)
+
+    return hot
+
+
+async def _body(receive: Any, size: int) -> bytes:
+    """The body of a request with a Content-Length (400 ``incomplete_body`` if cut short)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client left
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return complete(chunks[0] if len(chunks) == 1 else b"".join(chunks), size)
+
+
+async def _run(handler: Callable[..., Any], waits: bool, ctx: core.Ctx, call: core.Call,
+               name: str) -> core.Reply:
+    """The handler on the loop, as the asgi shell runs it (a dequeue here never waits)."""
+    try:
+        out = on_the_loop(name, handler, ctx, call, name)
+    except LockBusy:
+        out = await from_loop(name, handler, ctx, call, name, on_loop=False)
+    if not waits:
+        return out  # type: ignore[no-any-return]
+    try:
+        msgs = on_the_loop(name, out.take, 0.0)
+    except LockBusy:
+        msgs = await from_loop(name, out.take, 0.0, on_loop=False)
+    return out.reply(msgs)  # type: ignore[no-any-return]
+
+
+async def _send(send: Any, reply: core.Reply) -> None:
+    """Falcon's answer to the same Reply: status, Content-Length, Content-Type, headers."""
+    if reply.status == 204:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body"})
+        return
+    headers = [(b"content-length", b"%d" % len(reply.body)),
+               (b"content-type", reply.content_type.encode())]
+    if reply.headers:
+        headers += [(k.lower().encode(), v.encode("latin1")) for k, v in reply.headers.items()]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
