@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import zoldyq
 from zoldyq.api import KIND_BYTES, KIND_JSON, json_field, json_items
@@ -50,3 +55,27 @@ def test_json_field_finds_the_exact_member_bytes() -> None:
     assert json_items(b' [1, 2.50 ,"a,]", {"c":[3]} ] ') == [b"1", b"2.50", b'"a,]"',
                                                               b'{"c":[3]}']
     assert json_items(b"[ ]") == []
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=False,
+                                                                         allow_infinity=False)
+    | st.sampled_from(["}, {", ", ", "},{", ",", 'a\\"b', "]"]) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["a", "}, {", ", "]), inner, max_size=3),
+    max_leaves=8,
+)
+_seps = st.sampled_from([(", ", ": "), (",", ":"), (" , ", " :"), (",\n ", ": ")])
+
+
+@given(items=st.lists(st.tuples(_values, _seps), max_size=8), between=_seps,
+       pad=st.sampled_from(["", " ", "\n "]))
+def test_json_items_gives_each_element_exactly_as_written(
+    items: list[tuple[object, tuple[str, str]]], between: tuple[str, str], pad: str
+) -> None:
+    """Whatever the separators, inside elements and between them (strings holding them
+    included), every path gives back each element's own text."""
+    texts = [json.dumps(v, separators=s).encode() for v, s in items]
+    array = (pad + "[" + pad).encode() + between[0].encode().join(texts) + (pad + "]").encode()
+    assert json_items(array, orjson.loads(array)) == texts
+    assert json_items(array) == texts

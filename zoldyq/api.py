@@ -79,6 +79,7 @@ _HEAD = re.compile(rb'\s*\{\s*"([A-Za-z_]+)"\s*:')
 _STRUCTURE = re.compile(rb'[^"\[\]{},]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^"\[\]{},]*)*([\[\]{},])')
 _WS = re.compile(r"[ \t\n\r]*")
 _scanner = json.JSONDecoder()
+_loads = orjson.loads
 
 
 class CheckedRecords(list[tuple[int, bytes]]):
@@ -118,12 +119,18 @@ def json_field(body: bytes | str, key: str) -> tuple[Any, bytes | None]:
 def json_items(array: bytes, parsed: list[Any] | None = None) -> list[bytes]:
     """The exact bytes of each element of a JSON array (one that already parsed).
 
-    With ``parsed`` (the array as orjson read it) compact arrays take a fast
-    path: if orjson writes the array back byte for byte, its elements are
-    written back exactly too. Otherwise strings and structure are scanned: a
-    comma at depth 1 ends an element.
+    With ``parsed`` (the array as orjson read it) two fast paths come first:
+    the separators clients write (``, `` or ``,`` between values, ``}, {`` or
+    ``},{`` between objects), if splitting at them gives as many pieces as
+    elements and each piece is one JSON document (then they are the elements:
+    the grammar has one parse); or, for a compact array, orjson writing it back
+    byte for byte. Otherwise strings and structure are scanned: a comma at
+    depth 1 ends an element.
     """
     if parsed is not None:
+        split = _split_at_separators(array, len(parsed))
+        if split is not None:
+            return split
         try:
             encoded = [orjson.dumps(item) for item in parsed]
         except TypeError:  # an integer orjson read but cannot write: scan instead
@@ -150,6 +157,29 @@ def json_items(array: bytes, parsed: list[Any] | None = None) -> list[bytes]:
             out.append(array[start:at].strip())
             start = at + 1
     return out
+
+
+_SEPARATORS = ((b"}, {", True), (b"},{", True), (b", ", False), (b",", False))
+
+
+def _split_at_separators(array: bytes, n: int) -> list[bytes] | None:
+    """``json_items`` by ``bytes.split`` at a usual separator, or None."""
+    inner = array.strip()[1:-1]
+    if n < 2:  # the array parsed: all between its brackets is its element, if any
+        return [inner.strip()] if n else []
+    for sep, braces in _SEPARATORS:
+        if inner.count(sep) != n - 1:
+            continue
+        parts = inner.split(sep)
+        if braces:  # give each object back the braces the separator took
+            parts = [parts[0] + b"}", *(b"{%b}" % p for p in parts[1:-1]), b"{" + parts[-1]]
+        try:
+            for p in parts:
+                _loads(p)
+        except orjson.JSONDecodeError:
+            continue
+        return [p.strip() for p in parts]
+    return None
 
 
 def _member_span(text: str, key: str) -> str:
