@@ -86,9 +86,10 @@ async def _take(
 
 
 def watch_disconnect(app: Any) -> Callable[..., Awaitable[None]]:
-    """Let a dequeue see its client leave: ``scope["zoldyq.gone"]`` is set on
-    ``http.disconnect``, which a pump reads ahead of the app (after the request
-    body, nothing else can arrive)."""
+    """Let a dequeue that may wait (``timeout=``) see its client leave:
+    ``scope["zoldyq.gone"]`` is set on ``http.disconnect``, which a pump reads
+    ahead of the app (after the request body, nothing else can arrive). A
+    dequeue without a timeout takes at once, so it needs no pump."""
 
     async def watched(scope: dict[str, Any], receive: Any, send: Any) -> None:
         # only a dequeue that may wait needs the pump (a task and a queue per request): a

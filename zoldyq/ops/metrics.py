@@ -9,7 +9,7 @@ engine's per-bucket counts made cumulative, with ``le`` from 10 µs to 1 s.
 prometheus-client appends ``_total`` to counter families itself, so the
 families below are named without it; the exposed names are the contract.
 
-Writers: the HTTP shells call ``count_request`` once per request (via
+Writers: the HTTP shells count each request under its ``request_key`` (via
 ``http.ops.counter``); the WebSocket sidecar sets its open-connection count
 with ``broker.counters().set(WS_CONNECTIONS_KEY, n)`` (on each watchdog tick, and
 0 when it stops), so a restarted sidecar never leaves a stale figure.
@@ -36,8 +36,7 @@ from zoldyq.api import HIST_BOUNDS, Broker, Counters
 from zoldyq.errors import ZoldyQError
 from zoldyq.settings import STARTED_AT_ENV
 
-__all__ = ["CONTENT_TYPE", "QueueCollector", "count_request", "exposition", "registry",
-           "request_key"]
+__all__ = ["CONTENT_TYPE", "QueueCollector", "exposition", "registry", "request_key"]
 
 # The classic text format, which every Prometheus reads (generate_latest writes it).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -87,19 +86,14 @@ def cumulative_buckets(hist: list[int]) -> tuple[list[tuple[str, float]], float]
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
 
 
-def count_request(counters: Counters, method: str, route: str | None, status: int) -> None:
-    """Count one HTTP request.
+def request_key(method: str, route: str | None, status: int) -> str:
+    """The shared-counter key of one HTTP request.
 
     Every label takes few values by construction, so no client can fill the
     shared counter slots and hide the series that matter (a 429, any 5xx):
     ``route`` is a route table name or ``unmatched``, a method outside
     ``METHODS`` counts as ``other``, a status is one this server answers.
     """
-    counters.add(request_key(method, route, status))
-
-
-def request_key(method: str, route: str | None, status: int) -> str:
-    """The shared-counter key of ``count_request``."""
     if method not in METHODS:
         method = "other"
     return f"{HTTP_KEY} {method} {route or 'unmatched'} {status}"
