@@ -204,4 +204,4 @@ def create(ctx: core.Ctx) -> Callable[..., Awaitable[None]]:
 
     for caught in (Exception, falcon.HTTPError):  # HTTPError too: falcon has its own for it
         app.add_error_handler(caught, unmatched)
-    return guard_body_size(hot.wrap(watch_disconnect(app), ctx), ctx)
+    return hot.wrap(guard_body_size(watch_disconnect(app), ctx), ctx)

@@ -31,12 +31,14 @@ _NONE: dict[str, str] = {}
 
 
 def wrap(app: App, ctx: core.Ctx) -> App:
-    """``app`` with the hot routes answered first (or ``app`` itself when the
-    configuration leaves nothing they may skip: a token, a read-only page, Redis)."""
+    """``app`` (the whole asgi app: size guard, Falcon) with the hot routes answered
+    first; ``app`` itself when the configuration leaves them nothing to skip (a token,
+    a read-only page, Redis)."""
     if ctx.token or ctx.ui_read_only or getattr(ctx.broker, "remote", False):
         return app
     routes = {(r.method, r.path.rsplit("/", 1)[1]): (r, ops.counter(ctx, r.name))
               for r in ROUTES if r.name in HOT}
+    limit = ctx.max_body
 
     async def hot(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["query_string"] \
@@ -58,8 +60,8 @@ def wrap(app: App, ctx: core.Ctx) -> App:
                 return await app(scope, receive, send)
         route, count = found
         size = seen.get(b"content-length")
-        if route.body and (size is None or not size.isdigit()):
-            return await app(scope, receive, send)
+        if route.body and (size is None or not size.isdigit() or int(size) > limit):
+            return await app(scope, receive, send)  # chunked, malformed, or a 413
         ctype = seen.get(b"content-type")
         try:
             body = await _body(receive, int(size)) if route.body and size else b""
