@@ -144,8 +144,8 @@ def test_promtool_accepts_the_output(broker: zoldyq.Broker) -> None:
     broker.queue("b.c-d_e").put_bytes(b"x")
     broker.queue("a").get(timeout=0.001)
     counters = Counters(broker.namespace)
-    metrics.count_request(counters, "POST", "/queues/{name}/enqueue", 200)
-    metrics.count_request(counters, "GET", None, 404)
+    counters.add(metrics.request_key("POST", "/queues/{name}/enqueue", 200))
+    counters.add(metrics.request_key("GET", None, 404))
     counters.add(metrics.WS_CONNECTIONS_KEY, 3)
     counters.close()
     text = scrape(broker)
@@ -159,13 +159,13 @@ def test_process_figures_are_shared_by_every_process(broker: zoldyq.Broker) -> N
     code = (
         "import sys; from zoldyq.ops import metrics; from zoldyq.shm.counters import Counters\n"
         "c = Counters(sys.argv[1])\n"
-        "for _ in range(500): metrics.count_request(c, 'GET', '/health', 200)\n"
+        "for _ in range(500): c.add(metrics.request_key('GET', '/health', 200))\n"
         "c.add(metrics.WS_CONNECTIONS_KEY, 2)\n"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, broker.namespace]) for _ in range(2)]
     mine = Counters(broker.namespace)
     for _ in range(500):
-        metrics.count_request(mine, "GET", "/health", 200)
+        mine.add(metrics.request_key("GET", "/health", 200))
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     mine.add(metrics.WS_CONNECTIONS_KEY, -1)
     mine.close()
@@ -239,7 +239,7 @@ def test_dashboard_uses_only_exposed_metrics(broker: zoldyq.Broker) -> None:
     broker.queue("q").put(1)
     broker.queue("q").get()
     counters = Counters(broker.namespace)
-    metrics.count_request(counters, "GET", "health", 200)
+    counters.add(metrics.request_key("GET", "health", 200))
     counters.add(metrics.WS_CONNECTIONS_KEY, 1)
     counters.close()
     exposed = {s.name for f in text_string_to_metric_families(scrape(broker)) for s in f.samples}
