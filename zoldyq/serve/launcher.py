@@ -22,13 +22,19 @@ children and exits 1 for its supervisor to restart it, and destroys nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
+import importlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
 
 from zoldyq import broker as engine
 from zoldyq.broker import Broker, serve_namespace
@@ -37,34 +43,126 @@ from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
 log = logging.getLogger("zoldyq.serve.launcher")
 
-HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf",
-            "zoldyq.serve.workers.http:app"]
-WS_CMD = ["-m", "zoldyq.serve.workers.ws"]
 QUICK_DEATH = 5.0  # seconds: a child that dies sooner counts towards giving up
 MAX_QUICK_DEATHS = 5
 POLL = 0.1
 PR_SET_PDEATHSIG = 1
+HTTP_ARGV = ["gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf", "zoldyq.serve.workers.http:app"]
+
+
+def _run_http() -> int:
+    """The gunicorn master, in this (forked) process: ``gunicorn -c ... workers.http:app``."""
+    from gunicorn.app.wsgiapp import run as gunicorn
+
+    sys.argv = HTTP_ARGV
+    gunicorn()  # raises SystemExit, in the master and in every worker it forks
+    return 0
+
+
+def _run_ws() -> int:
+    """The WebSocket sidecar, in this (forked) process."""
+    from zoldyq.serve.workers.ws import main
+
+    return main()
+
+
+def preload(settings: Settings) -> None:
+    """Import what the children run before forking them, then freeze it: the modules' pages
+    are shared copy-on-write by the launcher, the sidecar, the master and its workers
+    (PSS splits them) instead of each process importing its own copy, and the collector
+    never writes to them. Workers still build their app after the fork (no ``preload_app``:
+    an attached broker's locks must not be shared)."""
+    import gunicorn.app.wsgiapp  # noqa: F401
+
+    import zoldyq.serve.worker  # noqa: F401
+    from zoldyq.ops import metrics  # noqa: F401
+
+    importlib.import_module(f"zoldyq.http.{'asgi' if settings.worker_class == 'asgi' else 'wsgi'}")
+    if settings.worker_class == "asgi":
+        with contextlib.suppress(ImportError):  # gunicorn's asgi worker picks them if present
+            importlib.import_module("uvloop")
+            importlib.import_module("gunicorn_h1c")
+    if settings.ws:
+        import zoldyq.ws  # noqa: F401
+    gc.collect()
+    gc.freeze()
+
+
+def _in_child(env: dict[str, str], target: Callable[[], int]) -> NoReturn:
+    """Become a server process: what ``Popen(start_new_session=True, close_fds=True)`` of a
+    fresh interpreter gave, but keeping the preloaded modules."""
+    code = 1
+    try:
+        os.setsid()
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, signal.SIG_DFL)
+        _die_with_parent()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        # The launcher's claim, broker and sockets are not the child's (subprocess's
+        # close_fds); their objects stay referenced on this stack, so never closed twice.
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        os.environ.clear()
+        os.environ.update(env)
+        code = target()
+    except SystemExit as ex:
+        code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the launcher dies, however it dies."""
+    """In the child: get SIGTERM when the launcher dies, however it dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:
+        os._exit(1)  # the launcher died before the prctl
+
+
+class Process:
+    """A forked child, with what the launcher used of ``subprocess.Popen``."""
+
+    def __init__(self, env: dict[str, str], target: Callable[[], int]) -> None:
+        self.returncode: int | None = None
+        self.pid = os.fork()
+        if self.pid == 0:
+            _in_child(env, target)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.pid, timeout or 0.0)
+            time.sleep(0.02)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
 
 
 class Child:
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        self.name, self.args, self.env = name, args, env
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, name: str, target: Callable[[], int], env: dict[str, str]) -> None:
+        self.name, self.target, self.env = name, target, env
+        self.proc: Process | None = None
         self.started = 0.0
         self.quick_deaths = 0
         self.restart_at: float | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, *self.args], env=self.env, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )
+        self.proc = Process(self.env, self.target)
         self.started = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.name, self.proc.pid)
@@ -143,9 +241,10 @@ def run(settings: Settings) -> int:
         raise
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
            STARTED_AT_ENV: str(time.time())}
-    children = [Child("http", HTTP_CMD, env)]
+    preload(settings)
+    children = [Child("http", _run_http, env)]
     if settings.ws:
-        children.append(Child("ws", WS_CMD, env))
+        children.append(Child("ws", _run_ws, env))
     signals: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
