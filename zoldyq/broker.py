@@ -17,6 +17,7 @@ that finds one held elsewhere is retried in a thread that waits up to
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from zoldyq.errors import QueueBusy
 from zoldyq.settings import Settings
 from zoldyq.shm import broker as _shm
+from zoldyq.shm import names, segment
 from zoldyq.shm.broker import Broker, attach, create, destroy
 from zoldyq.shm.listing import namespaces
 from zoldyq.shm.lock import (
@@ -108,6 +110,24 @@ Claim = Ownership | _SharedClaim
 def claim(settings: Settings) -> Claim:
     """The server's claim on its namespace: shm's owner flock, or nothing on Redis."""
     return _SharedClaim() if is_shared(settings) else Ownership(settings.namespace)
+
+
+def gone_check(broker: Any) -> Callable[[], bool]:
+    """``gone(broker)`` that keeps working after ``broker`` is closed: a launcher closes its
+    own before forking, so that no child inherits its locks or connections."""
+    registry = getattr(broker, "registry", None)
+    if registry is None:
+        return lambda: False  # Redis re-makes it
+    path = segment.SHM_DIR + names.registry(registry.ns)
+    inode: int = registry.inode
+
+    def destroyed() -> bool:
+        try:
+            return os.stat(path).st_ino != inode
+        except FileNotFoundError:
+            return True
+
+    return destroyed
 
 
 def gone(broker: Any) -> bool:

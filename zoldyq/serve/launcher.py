@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import importlib
 import logging
+import mimetypes
 import os
 import signal
 import subprocess
@@ -59,10 +61,13 @@ def _run_http() -> int:
     return 0
 
 
-def _run_ws() -> int:
+def _run_ws(settings: Settings) -> int:
     """The WebSocket sidecar, in this (forked) process."""
+    from setproctitle import setproctitle
+
     from zoldyq.serve.workers.ws import main
 
+    setproctitle(f"zoldyq-ws[{settings.namespace}] (zoldyq.serve.workers.ws)")
     return main()
 
 
@@ -72,19 +77,17 @@ def preload(settings: Settings) -> None:
     (PSS splits them) instead of each process importing its own copy, and the collector
     never writes to them. Workers still build their app after the fork (no ``preload_app``:
     an attached broker's locks must not be shared)."""
-    import gunicorn.app.wsgiapp  # noqa: F401
-
-    import zoldyq.serve.worker  # noqa: F401
-    from zoldyq.ops import metrics  # noqa: F401
-
-    importlib.import_module(f"zoldyq.http.{'asgi' if settings.worker_class == 'asgi' else 'wsgi'}")
+    http = "zoldyq.http.asgi" if settings.worker_class == "asgi" else "zoldyq.http.wsgi"
+    for name in ("setproctitle", "gunicorn.app.wsgiapp", "gunicorn.glogging",
+                 "zoldyq.serve.worker", "zoldyq.ops.metrics", http):
+        importlib.import_module(name)
     if settings.worker_class == "asgi":
-        with contextlib.suppress(ImportError):  # gunicorn's asgi worker picks them if present
-            importlib.import_module("uvloop")
-            importlib.import_module("gunicorn_h1c")
+        for optional in ("uvloop", "gunicorn_h1c"):  # gunicorn's asgi worker picks them
+            with contextlib.suppress(ImportError):
+                importlib.import_module(optional)
     if settings.ws:
-        import zoldyq.ws  # noqa: F401
-    gc.collect()
+        importlib.import_module("zoldyq.ws")
+    mimetypes.init()  # falcon's Response reads the system's table: once, not per worker
     gc.freeze()
 
 
@@ -99,14 +102,16 @@ def _in_child(env: dict[str, str], target: Callable[[], int]) -> NoReturn:
         _die_with_parent()
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        # The launcher's claim, broker and sockets are not the child's (subprocess's
-        # close_fds); their objects stay referenced on this stack, so never closed twice.
+        # The launcher's claim is not the child's (subprocess's close_fds did this); its
+        # object stays referenced on this stack, so the fd is never closed twice.
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         os.environ.clear()
         os.environ.update(env)
         code = target()
     except SystemExit as ex:
         code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+        if isinstance(ex.code, str):
+            print(ex.code, file=sys.stderr)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -144,7 +149,7 @@ class Process:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(self.pid, timeout or 0.0)
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
             time.sleep(0.02)
         return self.returncode  # type: ignore[return-value]
 
@@ -241,10 +246,11 @@ def run(settings: Settings) -> int:
         raise
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
            STARTED_AT_ENV: str(time.time())}
-    preload(settings)
+    destroyed = engine.gone_check(broker)
+    broker.close()  # before forking: a child must not inherit its locks or connections
     children = [Child("http", _run_http, env)]
     if settings.ws:
-        children.append(Child("ws", _run_ws, env))
+        children.append(Child("ws", functools.partial(_run_ws, settings), env))
     signals: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -254,6 +260,7 @@ def run(settings: Settings) -> int:
     status = 0
     gone = False
     try:
+        preload(settings)
         for child in children:
             child.start()
         while True:
@@ -266,7 +273,7 @@ def run(settings: Settings) -> int:
                 log.info("got %s: stopping", signal.Signals(signals[0]).name)
                 break
             time.sleep(POLL)
-            if engine.gone(broker):
+            if destroyed():
                 log.error("namespace '%s' was destroyed under this server: stopping, exit "
                           "status 1 (a supervisor restarts it on a fresh namespace)",
                           settings.namespace)
@@ -283,7 +290,6 @@ def run(settings: Settings) -> int:
             child.wait(deadline)
         for s, handler in old.items():
             signal.signal(s, handler)
-        broker.close()
         saved = gone or snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep it
         destroy = ours and not gone and saved and not settings.keep_namespace
         if destroy:
