@@ -41,6 +41,7 @@ from typing import NoReturn
 from zoldyq import broker as engine
 from zoldyq.broker import Broker, serve_namespace
 from zoldyq.ops import logs, snapshot
+from zoldyq.serve import current
 from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
 log = logging.getLogger("zoldyq.serve.launcher")
@@ -65,10 +66,10 @@ def _run_ws(settings: Settings) -> int:
     """The WebSocket sidecar, in this (forked) process."""
     from setproctitle import setproctitle
 
-    from zoldyq.serve.workers.ws import main
+    from zoldyq.ws import run
 
     setproctitle(f"zoldyq-ws[{settings.namespace}] (zoldyq.serve.workers.ws)")
-    return main()
+    return run(settings, configured=True)
 
 
 def preload(settings: Settings) -> None:
@@ -87,6 +88,7 @@ def preload(settings: Settings) -> None:
                 importlib.import_module(optional)
     if settings.ws:
         importlib.import_module("zoldyq.ws")
+    current.inherit(settings)
     mimetypes.init()  # falcon's Response reads the system's table: once, not per worker
     gc.freeze()
 
