@@ -16,6 +16,7 @@ Redis each worker builds its own after the fork.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from typing import Any
@@ -108,6 +109,12 @@ def when_ready(server: Any) -> None:
     except Exception:
         server.log.exception("building the app in the master failed: each worker builds its own")
         server.app.callable = None
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """What the master built (config, app) goes where the collector never looks, so no
+    worker's collection writes to (and copies) the pages it shares with the master."""
+    gc.freeze()
 
 
 def _still_ours() -> bool:
