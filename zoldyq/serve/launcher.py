@@ -11,6 +11,14 @@ sidecar is restarted; the queues are untouched. A child that dies is
 restarted with a growing delay; one that keeps dying at once is fatal.
 Children get SIGTERM too if the launcher itself is killed (PR_SET_PDEATHSIG).
 
+Both are forked from this process, not started as fresh interpreters: the
+launcher first imports what they run (``preload``), so the launcher, the
+sidecar, the master and its workers share those pages copy-on-write (an idle
+server: ~56 MB PSS instead of ~96; ``scripts/footprint``). A child gets what
+``Popen`` gave it before: its own session, stdin on /dev/null, no descriptor
+but 0-2 (the launcher closes its broker before forking, so that no child
+inherits its locks), and a title naming its role (setproctitle).
+
 Ownership (``zoldyq.shm.owner``): the launcher holds the namespace's owner
 flock for its whole life, so a second server on the same namespace is
 refused. It destroys at exit only a namespace that is its own: one it
@@ -76,8 +84,8 @@ def preload(settings: Settings) -> None:
     """Import what the children run before forking them, then freeze it: the modules' pages
     are shared copy-on-write by the launcher, the sidecar, the master and its workers
     (PSS splits them) instead of each process importing its own copy, and the collector
-    never writes to them. Workers still build their app after the fork (no ``preload_app``:
-    an attached broker's locks must not be shared)."""
+    never writes to them. The app itself is built later, by the gunicorn master
+    (``gunicorn_conf.when_ready``): the launcher keeps no broker open across a fork."""
     http = "zoldyq.http.asgi" if settings.worker_class == "asgi" else "zoldyq.http.wsgi"
     for name in ("setproctitle", "gunicorn.app.wsgiapp", "gunicorn.glogging",
                  "zoldyq.serve.worker", "zoldyq.ops.metrics", http):
@@ -91,6 +99,8 @@ def preload(settings: Settings) -> None:
     current.inherit(settings)
     mimetypes.init()  # falcon's Response reads the system's table: once, not per worker
     gc.freeze()
+    with contextlib.suppress(AttributeError):  # glibc: hand the heap freed by imports back
+        ctypes.CDLL(None).malloc_trim(0)  # (else each child maps its share of it)
 
 
 def _in_child(env: dict[str, str], target: Callable[[], int]) -> NoReturn:
