@@ -16,7 +16,7 @@ import zoldyq
 from tests.helpers import servers
 from tests.helpers.multiproc import spawn
 from zoldyq.ops import snapshot
-from zoldyq.shm import names, segment
+from zoldyq.shm import names, owner, segment
 from zoldyq.shm.layout import FLAG_DESTROYED, R_FLAGS
 from zoldyq.shm.registry import Caps, Registry
 
@@ -209,3 +209,33 @@ def test_sighup_reloads_workers_and_sidecar_and_keeps_the_queues(namespace: str)
         assert srv.call("GET", "/queues/a/dequeue").json()["payload"] == "kept"
         assert srv.stop() == 0
     assert _shm(namespace) == []
+
+
+def _fd_targets(pid: int) -> dict[int, str]:
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed while we looked
+    return out
+
+
+def test_the_forked_children_inherit_no_descriptor_of_the_launcher(namespace: str) -> None:
+    """The master and the sidecar are forked from the launcher (they share its imported
+    modules), but like the fresh interpreters they replaced they keep none of its
+    descriptors: not its owner flock (a second server would be refused until they exit);
+    stdin is /dev/null."""
+    with servers.serve(namespace) as srv:
+        srv.wait_ready(servers.tcp_ready(srv.ws_port))
+        held = set(_fd_targets(srv.pid).values())
+        own = owner.path(namespace)
+        assert own in held  # the launcher holds the claim
+        kids = [int(k) for k in Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text()
+                .split()]
+        assert len(kids) == 2, kids  # the gunicorn master and the sidecar
+        for kid in kids:
+            fds = _fd_targets(kid)
+            assert fds[0] == os.devnull
+            assert own not in fds.values(), fds
+        assert srv.stop() == 0
