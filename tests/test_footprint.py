@@ -8,8 +8,8 @@ import sys
 
 from tests.helpers import footprint
 
-#: The issue's target is 50 MB. Measured 55-58 MB on this 2-core VM (``scripts/footprint``;
-#: the file-backed part moves with what else runs on the box), down from 96-100 MB when
+#: The issue's target is 50 MB. Measured 57 MB on this 2-core VM (``scripts/footprint``;
+#: the file-backed part moves with what else runs on the box), down from 93-100 MB when
 #: every process was a fresh interpreter: the children are forked from the launcher after
 #: it imported what they run, and the master builds the app before forking the workers.
 #: Going back to fresh interpreters (or losing the sharing) lands near 95 MB and fails.
