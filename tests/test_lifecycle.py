@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -239,3 +240,27 @@ def test_the_forked_children_inherit_no_descriptor_of_the_launcher(namespace: st
             assert fds[0] == os.devnull
             assert own not in fds.values(), fds
         assert srv.stop() == 0
+
+
+def test_a_child_that_keeps_dying_at_once_stops_the_server_with_status_1(
+    namespace: str,
+) -> None:
+    """The sidecar cannot bind its port (taken): the launcher forks it again with a growing
+    delay, gives up after a few quick deaths, stops gunicorn and exits 1, leaving no
+    namespace behind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = servers.free_port()
+        srv = servers.Server("zoldyq-serve", [sys.executable, "-m", "zoldyq.cli", "serve"],
+                             servers.settings_env(namespace, port=port,
+                                                  ws_port=taken.getsockname()[1]),
+                             f"http://127.0.0.1:{port}")
+        try:
+            assert _wait_exit(srv, timeout=60) == 1
+            log = srv.log()
+        finally:
+            srv.close()
+    assert "right after starting: giving up" in log, log
+    assert log.count("cannot serve") >= 2, log  # restarted, not given up on at once
+    assert _shm(namespace) == []

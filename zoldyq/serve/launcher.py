@@ -44,13 +44,16 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from zoldyq import broker as engine
 from zoldyq.broker import Broker, serve_namespace
 from zoldyq.ops import logs, snapshot
 from zoldyq.serve import current
 from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
 
 log = logging.getLogger("zoldyq.serve.launcher")
 
@@ -59,6 +62,27 @@ MAX_QUICK_DEATHS = 5
 POLL = 0.1
 PR_SET_PDEATHSIG = 1
 HTTP_ARGV = ["gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf", "zoldyq.serve.workers.http:app"]
+HTTP_USAGE = "%(prog)s [OPTIONS] [APP_MODULE]"  # gunicorn's own
+
+
+_arbiter: Arbiter | None = None  # gunicorn's, built by ``preload``
+
+
+def _build_http() -> None:
+    """gunicorn's configuration and Arbiter, built before forking: code that runs once, in
+    the launcher, instead of copying the pages it touches into the master (~3 MB). A
+    failure (a bad config) is left to the master to meet and report, as it did before."""
+    global _arbiter
+    from gunicorn.app.wsgiapp import WSGIApplication
+    from gunicorn.arbiter import Arbiter
+
+    saved, sys.argv = sys.argv, HTTP_ARGV
+    try:
+        _arbiter = Arbiter(WSGIApplication(HTTP_USAGE))
+    except (Exception, SystemExit):
+        _arbiter = None
+    finally:
+        sys.argv = saved
 
 
 def _run_http() -> int:
@@ -66,7 +90,14 @@ def _run_http() -> int:
     from gunicorn.app.wsgiapp import run as gunicorn
 
     sys.argv = HTTP_ARGV
-    gunicorn()  # raises SystemExit, in the master and in every worker it forks
+    if _arbiter is None:
+        gunicorn()  # raises SystemExit, in the master and in every worker it forks
+        return 1
+    try:  # what gunicorn's BaseApplication.run does around it
+        _arbiter.run()
+    except RuntimeError as ex:
+        print(f"\nError: {ex}\n", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -97,13 +128,14 @@ def preload(settings: Settings) -> None:
     if settings.ws:
         importlib.import_module("zoldyq.ws")
     current.inherit(settings)
+    _build_http()
     mimetypes.init()  # falcon's Response reads the system's table: once, not per worker
     gc.freeze()
     with contextlib.suppress(AttributeError):  # glibc: hand the heap freed by imports back
         ctypes.CDLL(None).malloc_trim(0)  # (else each child maps its share of it)
 
 
-def _in_child(env: dict[str, str], target: Callable[[], int]) -> NoReturn:
+def _in_child(env: dict[str, str], target: Callable[[], int], launcher: int) -> NoReturn:
     """Become a server process: what ``Popen(start_new_session=True, close_fds=True)`` of a
     fresh interpreter gave, but keeping the preloaded modules."""
     code = 1
@@ -111,7 +143,7 @@ def _in_child(env: dict[str, str], target: Callable[[], int]) -> NoReturn:
         os.setsid()
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(s, signal.SIG_DFL)
-        _die_with_parent()
+        _die_with_parent(launcher)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         # The launcher's claim is not the child's (subprocess's close_fds did this); its
@@ -133,11 +165,11 @@ def _in_child(env: dict[str, str], target: Callable[[], int]) -> NoReturn:
         os._exit(code)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(launcher: int) -> None:
     """In the child: get SIGTERM when the launcher dies, however it dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1:
+    if os.getppid() != launcher:
         os._exit(1)  # the launcher died before the prctl
 
 
@@ -146,9 +178,12 @@ class Process:
 
     def __init__(self, env: dict[str, str], target: Callable[[], int]) -> None:
         self.returncode: int | None = None
+        for stream in (sys.stdout, sys.stderr):  # or the child writes the same bytes again
+            stream.flush()
+        launcher = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:
-            _in_child(env, target)
+            _in_child(env, target, launcher)
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -159,11 +194,11 @@ class Process:
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
+        while (code := self.poll()) is None:
             if deadline is not None and time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
             time.sleep(0.02)
-        return self.returncode  # type: ignore[return-value]
+        return code
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
