@@ -40,7 +40,7 @@ from zoldyq.shm.owner import Ownership, holder
 
 __all__ = [
     "LOCK_WAIT", "Broker", "Claim", "LockBusy", "Ownership", "attach", "attach_namespace",
-    "claim", "create", "destroy", "destroy_namespace", "from_loop", "gone", "holder",
+    "claim", "create", "destroy", "destroy_namespace", "from_loop", "gone_check", "holder",
     "is_shared", "loop_thread", "namespaces", "open_namespace", "patient", "serve_namespace",
     "wait_until",
 ]  # fmt: skip
@@ -113,8 +113,9 @@ def claim(settings: Settings) -> Claim:
 
 
 def gone_check(broker: Any) -> Callable[[], bool]:
-    """``gone(broker)`` that keeps working after ``broker`` is closed: a launcher closes its
-    own before forking, so that no child inherits its locks or connections."""
+    """A check that the namespace ``broker`` serves was destroyed since (even if one of
+    the same name was created again), still working once ``broker`` is closed: a launcher
+    closes its own before forking, so that no child inherits its locks or connections."""
     registry = getattr(broker, "registry", None)
     if registry is None:
         return lambda: False  # Redis re-makes it
@@ -128,12 +129,6 @@ def gone_check(broker: Any) -> Callable[[], bool]:
             return True
 
     return destroyed
-
-
-def gone(broker: Any) -> bool:
-    """True when the namespace was destroyed under this server (shm; Redis re-makes it)."""
-    registry = getattr(broker, "registry", None)
-    return bool(registry is not None and registry.gone)
 
 
 def destroy_namespace(settings: Settings) -> None:

@@ -14,7 +14,7 @@ Children get SIGTERM too if the launcher itself is killed (PR_SET_PDEATHSIG).
 Both are forked from this process, not started as fresh interpreters: the
 launcher first imports what they run (``preload``), so the launcher, the
 sidecar, the master and its workers share those pages copy-on-write (an idle
-server: ~56 MB PSS instead of ~96; ``scripts/footprint``). A child gets what
+server: ~54 MB PSS instead of ~92; ``scripts/footprint``). A child gets what
 ``Popen`` gave it before: its own session, stdin on /dev/null, no descriptor
 but 0-2 (the launcher closes its broker before forking, so that no child
 inherits its locks), and a title naming its role (setproctitle).

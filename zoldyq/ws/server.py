@@ -297,5 +297,3 @@ async def _watchdog(server: Server, timeout: float) -> None:
                 continue
             seen[conn] = (buffered, since)
         last = seen
-
-
