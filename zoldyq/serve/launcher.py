@@ -93,6 +93,9 @@ def _run_http() -> int:
     if _arbiter is None:
         gunicorn()  # raises SystemExit, in the master and in every worker it forks
         return 1
+    from gunicorn import SERVER_SOFTWARE
+
+    os.environ["SERVER_SOFTWARE"] = SERVER_SOFTWARE  # the Arbiter set it in the launcher
     try:  # what gunicorn's BaseApplication.run does around it
         _arbiter.run()
     except RuntimeError as ex:
