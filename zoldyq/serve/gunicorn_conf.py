@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import time
 from typing import Any
 
@@ -115,6 +116,16 @@ def pre_fork(server: Any, worker: Any) -> None:
     """What the master built (config, app) goes where the collector never looks, so no
     worker's collection writes to (and copies) the pages it shares with the master."""
     gc.freeze()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """A stop signal that reaches a new worker before it sets its own handlers meets the
+    master's, inherited, which only queue it for a master loop that never runs here: the
+    worker would miss it and hold a graceful stop for ``graceful_timeout`` (a worker
+    booting when SIGTERM came did). With the defaults it ends at once: it holds nothing
+    yet, as it accepts no connection before its handlers are set."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _still_ours() -> bool:
