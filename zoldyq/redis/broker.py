@@ -50,13 +50,14 @@ from zoldyq.errors import (
     TooManyQueues,
 )
 from zoldyq.redis import client as rclient
-from zoldyq.redis import keys
+from zoldyq.redis import keys, state
 from zoldyq.redis.bell import Bell
 from zoldyq.redis.records import Message
 from zoldyq.redis.scripts import SOURCES
 
 _perf_ns = time.perf_counter_ns
 HIST_FIELDS = len(HIST_BOUNDS) + 1  # buckets, the last one +Inf; then the sum in ns
+HIST_SECONDS = 0.5  # latency counts ride along with a queue's scripts at most this often
 
 # namespace scripts (KEYS: queues, meta, counters)
 _NS_INIT = """
@@ -134,15 +135,33 @@ class Queue(LeaseBlock):
     ) -> Receipt:
         """Enqueue pre-encoded (kind, data) records, all or none."""
         t0 = _perf_ns()
-        limit = self.broker.defaults.max_message_bytes
-        args: list[Any] = [deliver_at or 0]
-        for kind, data in records:
-            if len(data) > self.broker._hard_message_limit:
-                raise MessageTooLarge(len(data), limit, self.name)
-            args += (kind, data)
         if not records:
             return Receipt(len(self), time.time_ns() // 1000)
-        reply = self.broker._run(self.name, "put", args, create=True)
+        reply = self.broker._run(self.name, "put", self._put_args(records, deliver_at),
+                                 create=True)
+        return self._receipt(reply, t0)
+
+    async def aput_records(
+        self, records: list[tuple[int, bytes]], *, deliver_at: int | None = None
+    ) -> Receipt:
+        """``put_records`` on the asyncio client (the ASGI shell awaits it)."""
+        t0 = _perf_ns()
+        if not records:
+            return Receipt(await asyncio.to_thread(len, self), time.time_ns() // 1000)
+        reply = await self.broker._arun(self.name, "put", self._put_args(records, deliver_at),
+                                        create=True)
+        return self._receipt(reply, t0)
+
+    def _put_args(self, records: list[tuple[int, bytes]], deliver_at: int | None) -> list[Any]:
+        hard = self.broker._hard_message_limit
+        for _, data in records:
+            if len(data) > hard:
+                raise MessageTooLarge(len(data), self.broker.defaults.max_message_bytes,
+                                      self.name)
+        return [deliver_at or 0, bytes(kind for kind, _ in records),
+                *(data for _, data in records)]
+
+    def _receipt(self, reply: list[Any], t0: int) -> Receipt:
         status = reply[0]
         if status == -2:
             raise MessageTooLarge(int(reply[2]), int(reply[3]), self.name)
@@ -166,10 +185,11 @@ class Queue(LeaseBlock):
             raise QueueNotFound(self.name)
         due, exp = int(reply[3]), int(reply[4]) or None
         items = reply[5:]
-        msgs = [
-            Message(self, items[i], items[i + 1].decode() or None, exp)
-            for i in range(0, len(items), 2)
-        ]
+        if exp is None:
+            msgs = [Message(self, rec, None, None) for rec in items]
+        else:
+            msgs = [Message(self, items[i], items[i + 1].decode(), exp)
+                    for i in range(0, len(items), 2)]
         if msgs:
             msgs[-1].queue_size = int(reply[2])
         return msgs, due / 1e6
@@ -339,16 +359,16 @@ class Queue(LeaseBlock):
         reply = self.broker._run(self.name, "stats", [])
         if reply[0] == -1:
             raise QueueNotFound(self.name)
-        s = _pairs(reply[2])
+        n = {k: int(v) for k, v in _pairs(reply[2]).items()}
         meta = {k: v.decode() for k, v in _pairs(reply[3]).items()}
-        ready, delayed, inflight, oldest, now = (int(v) for v in reply[4:9])
-        n = {k: int(v) for k, v in s.items()}
+        n.update(state.parse(reply[4]))
+        ready, delayed, inflight, oldest, now = (int(v) for v in reply[5:10])
         return {
             "name": self.name,
-            "size": ready + delayed + inflight,
+            "size": n["size"],
             "ready": ready,
             "capacity": int(meta["max_messages"]),
-            "bytes": n.get("_bytes", 0),
+            "bytes": n["bytes"],
             "max_bytes": int(meta["max_bytes"]),
             "max_message_bytes": int(meta["max_message_bytes"]),
             "max_deliveries": int(meta.get("max_deliveries") or 0) or None,
@@ -361,7 +381,7 @@ class Queue(LeaseBlock):
             "bytes_in_total": n.get("bytes_in_total", 0),
             "bytes_out_total": n.get("bytes_out_total", 0),
             "waiters": max(0, n.get("waiters", 0)),
-            "reserved_bytes": n.get("_bytes", 0),
+            "reserved_bytes": n["bytes"],
             "created_at": int(meta["created_at"]),
             "inflight": inflight,
             "delayed": delayed,
@@ -434,6 +454,7 @@ class Broker:
         self._meta: dict[str, int] | None = None
         self._lock = threading.Lock()
         self._hist: dict[str, Counter[str]] = {}
+        self._hist_sent: dict[str, float] = {}
         self._bell_thread: Bell | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._aclient: Any = None
@@ -533,7 +554,7 @@ class Broker:
         if status == -5:
             raise TooManyQueues(self.max_queues)
         spec = orjson.loads(cur)
-        args: list[Any] = []
+        args: list[Any] = ["bell", self._channel]
         for k, v in spec.items():
             args += (k, v)
         self._run(name, "init", args)
@@ -607,11 +628,20 @@ class Broker:
 
     # -- internals -------------------------------------------------------------
 
-    def _args(self, name: str, args: list[Any]) -> list[Any]:
-        with self._lock:
-            pending = self._hist.pop(name, None)
-        hist = ",".join(f"{k}:{v}" for k, v in pending.items()) if pending else ""
-        return [self.clock() if self.clock else 0, self._channel, hist, *args]
+    def _args(self, name: str, script: str, args: list[Any]) -> list[Any]:
+        """ARGV: the clock, the latency counts due to ride along, then ``args``. Counts
+        ride at most every HIST_SECONDS per queue (each is a command in the script),
+        and always with ``stats``, so this process's own reads see all of them."""
+        hist = ""
+        if name in self._hist:
+            now = time.monotonic()
+            with self._lock:
+                if script == "stats" or now - self._hist_sent.get(name, 0.0) > HIST_SECONDS:
+                    pending = self._hist.pop(name, None)
+                    if pending:
+                        hist = ",".join(f"{k}:{v}" for k, v in pending.items())
+                        self._hist_sent[name] = now
+        return [self.clock() if self.clock else 0, hist, *args]
 
     def _run(self, name: str, script: str, args: list[Any], create: bool = False) -> Any:
         """Run a queue script; ``create``: make the queue first if it does not exist."""
@@ -619,11 +649,11 @@ class Broker:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
         qkeys = keys.queue(self.namespace, name)
         with rclient.mapped(self.url):
-            reply = self._scripts[script](qkeys, self._args(name, args))
+            reply = self._scripts[script](qkeys, self._args(name, script, args))
         if reply[0] == -1 and script != "init" and (create or self._registered(name)):
             self._create(name, {})  # registered but its keys not made yet (or any more): make
             with rclient.mapped(self.url):
-                reply = self._scripts[script](qkeys, self._args(name, args))
+                reply = self._scripts[script](qkeys, self._args(name, script, args))
         if reply[1]:
             self._flush_outbox(name)
         return reply
@@ -632,18 +662,17 @@ class Broker:
         with rclient.mapped(self.url):
             return bool(self._client.hexists(self._nskeys[0], name))
 
-    async def _arun(self, name: str, script: str, args: list[Any]) -> Any:
+    async def _arun(self, name: str, script: str, args: list[Any], create: bool = False) -> Any:
         if self._closed:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
         loop = asyncio.get_running_loop()
         if self._aloop is not loop:  # a client belongs to one event loop
             self._aloop, self._aclient = loop, rclient.async_client(self.url, self.password_file)
             self._ascripts = {n: self._aclient.register_script(s) for n, s in SOURCES.items()}
-        with rclient.mapped(self.url):
-            reply = await self._ascripts[script](
-                keys.queue(self.namespace, name), self._args(name, args))
-        if reply[0] == -1 and await asyncio.to_thread(self._registered, name):
-            return await asyncio.to_thread(self._run, name, script, args)  # rare: make its keys
+        reply = await rclient.acall(self.url, self._aclient, self._ascripts[script](
+            keys.queue(self.namespace, name), self._args(name, script, args)))
+        if reply[0] == -1 and (create or await asyncio.to_thread(self._registered, name)):
+            return await asyncio.to_thread(self._run, name, script, args, create)  # rare
         if reply[1]:
             await asyncio.to_thread(self._flush_outbox, name)
         return reply
@@ -657,7 +686,7 @@ class Broker:
             mode, dest, _ = field.decode().split("|", 2)  # in the source's order
             self._run(dest, "take_in", [mode, f"{name}|{field.decode()}", rec], create=True)
             with rclient.mapped(self.url):
-                self._client.hdel(outbox, field)
+                self._scripts["sent"](keys.queue(self.namespace, name), [0, "", field])
 
     def _note(self, name: str, kind: str, t0: int) -> None:
         """Count one operation's latency; the counts ride along with the next script."""

@@ -9,16 +9,19 @@ the file named by ``ZOLDYQ_REDIS_PASSWORD_FILE``; it is never logged:
 Timeouts are short and bounded: no ZoldyQ command blocks on the server
 (waiting uses pub/sub wake-ups, see ``bell.py``), so a socket that stays
 silent for ``SOCKET_TIMEOUT`` means the server is gone, and a request
-answers 503 ``backend_unavailable`` instead of hanging.
+answers 503 ``backend_unavailable`` instead of hanging. The asyncio client
+takes no socket timeout of its own (redis-py would start a task per send for
+it): its caller bounds each whole call with ``asyncio.timeout`` (``acall``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -30,6 +33,7 @@ from redis.retry import Retry
 
 from zoldyq.errors import BackendUnavailable, ConfigError
 
+T = TypeVar("T")
 SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
@@ -103,9 +107,24 @@ def sync_client(url: str, password_file: str | None = None) -> Any:
 
 def async_client(url: str, password_file: str | None = None) -> Any:
     plain, cluster, kw = _options(url, password_file)
+    del kw["socket_timeout"]  # acall bounds each call instead
     if cluster:
         return redis.asyncio.cluster.RedisCluster.from_url(plain, **kw)
     return redis.asyncio.Redis.from_url(plain, **kw)
+
+
+async def acall(url: str, client: Any, call: Awaitable[T]) -> T:
+    """Await one call of ``client`` for at most SOCKET_TIMEOUT; a call cut short leaves its
+    connection half-used, so the pool drops every connection (the server is stuck anyway)."""
+    try:
+        async with asyncio.timeout(SOCKET_TIMEOUT):
+            return await call
+    except TimeoutError:
+        with contextlib.suppress(*ERRORS, OSError):
+            await client.aclose()  # its connections; the next call makes new ones
+        raise BackendUnavailable(safe_url(url), "timed out") from None
+    except ERRORS as ex:
+        raise BackendUnavailable(safe_url(url), str(ex) or type(ex).__name__) from None
 
 
 @contextlib.contextmanager
