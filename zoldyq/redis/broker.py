@@ -453,7 +453,7 @@ class Broker:
         }
         self._meta: dict[str, int] | None = None
         self._lock = threading.Lock()
-        self._hist: dict[str, Counter[str]] = {}
+        self._hist: dict[str, dict[str, list[int]]] = {}  # queue -> kind -> counts, sum
         self._hist_sent: dict[str, float] = {}
         self._bell_thread: Bell | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
@@ -639,7 +639,10 @@ class Broker:
                 if script == "stats" or now - self._hist_sent.get(name, 0.0) > HIST_SECONDS:
                     pending = self._hist.pop(name, None)
                     if pending:
-                        hist = ",".join(f"{k}:{v}" for k, v in pending.items())
+                        hist = ",".join(
+                            f"{kind}{'s' if i == HIST_FIELDS else i}:{n}"
+                            for kind, counts in pending.items()
+                            for i, n in enumerate(counts) if n)
                         self._hist_sent[name] = now
         return [self.clock() if self.clock else 0, hist, *args]
 
@@ -689,15 +692,18 @@ class Broker:
                 self._scripts["sent"](keys.queue(self.namespace, name), [0, "", field])
 
     def _note(self, name: str, kind: str, t0: int) -> None:
-        """Count one operation's latency; the counts ride along with the next script."""
+        """Count one operation's latency; the counts ride along with a later script."""
         ns = _perf_ns() - t0
         bucket = bisect.bisect_left(HIST_BOUNDS, ns / 1e9)
         with self._lock:
-            c = self._hist.get(name)
-            if c is None:
-                c = self._hist[name] = Counter()
-            c[f"{kind}{bucket}"] += 1
-            c[f"{kind}s"] += ns
+            kinds = self._hist.get(name)
+            if kinds is None:
+                kinds = self._hist[name] = {}
+            counts = kinds.get(kind)
+            if counts is None:
+                counts = kinds[kind] = [0] * (HIST_FIELDS + 1)
+            counts[bucket] += 1
+            counts[HIST_FIELDS] += ns
 
     def _bell(self, wait: bool = True) -> Bell:
         """This process's wake-up subscription (started on first use); ``wait``: give it a

@@ -107,7 +107,7 @@ def sync_client(url: str, password_file: str | None = None) -> Any:
 
 def async_client(url: str, password_file: str | None = None) -> Any:
     plain, cluster, kw = _options(url, password_file)
-    del kw["socket_timeout"]  # acall bounds each call instead
+    kw["socket_timeout"] = None  # acall bounds each call instead (None: not the default 5 s)
     if cluster:
         return redis.asyncio.cluster.RedisCluster.from_url(plain, **kw)
     return redis.asyncio.Redis.from_url(plain, **kw)

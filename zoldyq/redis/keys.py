@@ -15,9 +15,10 @@ OUTBOX = QUEUE_PARTS.index("o")
 
 
 @functools.lru_cache(maxsize=4096)
-def queue(namespace: str, name: str) -> tuple[str, ...]:
+def queue(namespace: str, name: str) -> tuple[bytes, ...]:
+    """The queue's keys in the scripts' KEYS order, encoded once (every call passes them)."""
     tag = f"{{{namespace}:{name}}}"
-    return tuple(f"{tag}:{part}" for part in QUEUE_PARTS)
+    return tuple(f"{tag}:{part}".encode() for part in QUEUE_PARTS)
 
 
 def registry(namespace: str) -> list[str]:
