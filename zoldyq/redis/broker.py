@@ -632,7 +632,7 @@ class Broker:
         """ARGV: the clock, the latency counts due to ride along, then ``args``. Counts
         ride at most every HIST_SECONDS per queue (each is a command in the script),
         and always with ``stats``, so this process's own reads see all of them."""
-        hist = ""
+        hist: str | bytes = b""
         if name in self._hist:
             now = time.monotonic()
             with self._lock:
@@ -644,7 +644,7 @@ class Broker:
                             for kind, counts in pending.items()
                             for i, n in enumerate(counts) if n)
                         self._hist_sent[name] = now
-        return [self.clock() if self.clock else 0, hist, *args]
+        return [self.clock() if self.clock else b"0", hist, *args]
 
     def _run(self, name: str, script: str, args: list[Any], create: bool = False) -> Any:
         """Run a queue script; ``create``: make the queue first if it does not exist."""
