@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from typing import Any, NamedTuple
 
 import orjson
+from redis.exceptions import NoScriptError
 
 from zoldyq.api import (
     DEFAULT_NAMESPACE,
@@ -53,11 +54,12 @@ from zoldyq.redis import client as rclient
 from zoldyq.redis import keys, state
 from zoldyq.redis.bell import Bell
 from zoldyq.redis.records import Message
-from zoldyq.redis.scripts import SOURCES
+from zoldyq.redis.scripts import SHAS, SOURCES
 
 _perf_ns = time.perf_counter_ns
 HIST_FIELDS = len(HIST_BOUNDS) + 1  # buckets, the last one +Inf; then the sum in ns
 HIST_SECONDS = 0.5  # latency counts ride along with a queue's scripts at most this often
+HARD_MESSAGE_LIMIT = 64 << 20  # no queue takes more; each queue's own cap is in its script
 
 # namespace scripts (KEYS: queues, meta, counters)
 _NS_INIT = """
@@ -153,13 +155,11 @@ class Queue(LeaseBlock):
         return self._receipt(reply, t0)
 
     def _put_args(self, records: list[tuple[int, bytes]], deliver_at: int | None) -> list[Any]:
-        hard = self.broker._hard_message_limit
-        for _, data in records:
-            if len(data) > hard:
-                raise MessageTooLarge(len(data), self.broker.defaults.max_message_bytes,
-                                      self.name)
-        return [deliver_at or 0, bytes(kind for kind, _ in records),
-                *(data for _, data in records)]
+        datas = [data for _, data in records]
+        biggest = max(map(len, datas))
+        if biggest > HARD_MESSAGE_LIMIT:
+            raise MessageTooLarge(biggest, self.broker.defaults.max_message_bytes, self.name)
+        return [deliver_at or b"0", bytes([kind for kind, _ in records]), *datas]
 
     def _receipt(self, reply: list[Any], t0: int) -> Receipt:
         status = reply[0]
@@ -458,7 +458,7 @@ class Broker:
         self._bell_thread: Bell | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._aclient: Any = None
-        self._ascripts: dict[str, Any] = {}
+        self._acalls: rclient.Calls | None = None
         self._closed = False
         with contextlib.suppress(BackendUnavailable):
             self._load_meta()  # a front end may start before Redis: it loads on first use
@@ -503,11 +503,6 @@ class Broker:
     @property
     def created_at(self) -> int:
         return self._load_meta()["created_at"]
-
-    @property
-    def _hard_message_limit(self) -> int:
-        """No queue takes more than this; each queue's own cap is checked in its script."""
-        return 64 << 20
 
     def queue(self, name: str) -> Queue:
         return Queue(self, name)
@@ -669,11 +664,16 @@ class Broker:
         if self._closed:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
         loop = asyncio.get_running_loop()
-        if self._aloop is not loop:  # a client belongs to one event loop
+        calls = self._acalls
+        if calls is None or self._aloop is not loop:  # a client belongs to one event loop
             self._aloop, self._aclient = loop, rclient.async_client(self.url, self.password_file)
-            self._ascripts = {n: self._aclient.register_script(s) for n, s in SOURCES.items()}
-        reply = await rclient.acall(self.url, self._aclient, self._ascripts[script](
-            keys.queue(self.namespace, name), self._args(name, script, args)))
+            calls = self._acalls = rclient.Calls(self.url, self._aclient)
+        qkeys = keys.queue(self.namespace, name)
+        argv = self._args(name, script, args)
+        try:
+            reply = await calls(self._aclient.evalsha(SHAS[script], len(qkeys), *qkeys, *argv))
+        except NoScriptError:  # a new or restarted server: EVAL sends it (and caches it)
+            reply = await calls(self._aclient.eval(SOURCES[script], len(qkeys), *qkeys, *argv))
         if reply[0] == -1 and (create or await asyncio.to_thread(self._registered, name)):
             return await asyncio.to_thread(self._run, name, script, args, create)  # rare
         if reply[1]:

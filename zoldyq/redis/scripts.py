@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 
 from zoldyq.redis import state
@@ -20,3 +21,4 @@ def source(name: str) -> str:
 
 
 SOURCES = {name: source(name) for name in NAMES}
+SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in SOURCES.items()}
