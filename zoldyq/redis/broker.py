@@ -247,22 +247,26 @@ class Queue(LeaseBlock):
             return []
         t0 = _perf_ns()
         broker = self.broker
+        if timeout <= 0:  # one look, nothing to wait for
+            got, _ = self._parse_get(await broker._arun(
+                self.name, "get", self._get_args(max, lease, False)))
+            if got:
+                broker._note(self.name, "d", t0)
+            return got
         deadline = time.monotonic() + timeout
-        bell = broker._bell(wait=False) if timeout > 0 else None
+        bell = broker._bell(wait=False)
         registered = timed_out = False
-        got: list[Message] = []
         try:
-            with bell.async_waiter(self.name) if bell else contextlib.nullcontext() as event:
+            with bell.async_waiter(self.name) as event:
                 while True:
-                    if event is not None:
-                        event.clear()
-                    register = bell is not None and not registered and bell.subscribed.is_set()
+                    event.clear()
+                    register = not registered and bell.subscribed.is_set()
                     reply = await broker._arun(
                         self.name, "get", self._get_args(max, lease, register))
                     got, due = self._parse_get(reply)
                     registered = registered or (register and not got)
                     left = deadline - time.monotonic()
-                    if got or event is None or broker.interrupted:
+                    if got or broker.interrupted:
                         break
                     if left <= 0:
                         timed_out = True
@@ -442,7 +446,6 @@ class Broker:
         self.interrupted = False
         self.clock: Callable[[], int] | None = None  # tests: a fake µs clock
         self._client = rclient.sync_client(url, password_file)
-        self._scripts = {n: self._client.register_script(src) for n, src in SOURCES.items()}
         self._ns_init = self._client.register_script(_NS_INIT)
         self._register = self._client.register_script(_REGISTER)
         self._nskeys = keys.registry(self.namespace)
@@ -645,16 +648,22 @@ class Broker:
         """Run a queue script; ``create``: make the queue first if it does not exist."""
         if self._closed:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
-        qkeys = keys.queue(self.namespace, name)
-        with rclient.mapped(self.url):
-            reply = self._scripts[script](qkeys, self._args(name, script, args))
+        reply = self._eval(name, script, self._args(name, script, args))
         if reply[0] == -1 and script != "init" and (create or self._registered(name)):
             self._create(name, {})  # registered but its keys not made yet (or any more): make
-            with rclient.mapped(self.url):
-                reply = self._scripts[script](qkeys, self._args(name, script, args))
+            reply = self._eval(name, script, self._args(name, script, args))
         if reply[1]:
             self._flush_outbox(name)
         return reply
+
+    def _eval(self, name: str, script: str, argv: list[Any]) -> Any:
+        """One queue script on the sync client, as EVALSHA (EVAL when the server lacks it)."""
+        qkeys = keys.queue(self.namespace, name)
+        with rclient.mapped(self.url):
+            try:
+                return self._client.evalsha(SHAS[script], len(qkeys), *qkeys, *argv)
+            except NoScriptError:  # a new or restarted server: EVAL sends it (and caches it)
+                return self._client.eval(SOURCES[script], len(qkeys), *qkeys, *argv)
 
     def _registered(self, name: str) -> bool:
         with rclient.mapped(self.url):
@@ -688,8 +697,7 @@ class Broker:
         for field, rec in sorted(parked.items(), key=lambda kv: int(kv[0].rsplit(b"|", 1)[1])):
             mode, dest, _ = field.decode().split("|", 2)  # in the source's order
             self._run(dest, "take_in", [mode, f"{name}|{field.decode()}", rec], create=True)
-            with rclient.mapped(self.url):
-                self._scripts["sent"](keys.queue(self.namespace, name), [0, "", field])
+            self._eval(name, "sent", [b"0", b"", field])
 
     def _note(self, name: str, kind: str, t0: int) -> None:
         """Count one operation's latency; the counts ride along with a later script."""
