@@ -194,13 +194,15 @@ local function next_due(now)
   return math.max(0, st[DUE] - now)
 end
 
--- the prologue of every script on an existing queue: its state, the time, what fell due
-local function begin()
+-- the prologue of every script on an existing queue: its state, the time, what fell due.
+-- `timeless`: the script needs the time only if something may fall due (else now is 0)
+local function begin(timeless)
   if not load() then return nil end
-  local now = clock()
   if ARGV[2] ~= '' then
     for f, n in string.gmatch(ARGV[2], '([^:,]+):(%d+)') do redis.call('HINCRBY', STATS, f, n) end
   end
+  if timeless and st[DUE] == 0 then return 0 end
+  local now = clock()
   if st[DUE] > 0 and st[DUE] <= now then moves().reclaim(now) end
   return now
 end

@@ -1,10 +1,10 @@
 -- ARGV 3 max, 4 lease (µs, 0 = plain get), 5 register as a waiter when empty (0/1).
 -- Reply {0, outbox, size, µs to next due, lease_expires_at, rec1, ...}, each record
 -- followed by its lease id when leased.
-local now = begin()
+local lease = tonumber(ARGV[4])
+local now = begin(lease == 0)  -- a plain get with nothing scheduled needs no clock
 if not now then return {-1, 0} end
 local recs = redis.call('LPOP', READY, tonumber(ARGV[3]))
-local lease = tonumber(ARGV[4])
 local out = {0, 0, 0, -1, 0}
 if recs then
   if lease == 0 then
