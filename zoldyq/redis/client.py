@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -108,6 +109,8 @@ def sync_client(url: str, password_file: str | None = None) -> Any:
 def async_client(url: str, password_file: str | None = None) -> Any:
     plain, cluster, kw = _options(url, password_file)
     kw["socket_timeout"] = None  # Calls bounds each call instead (None: not the default 5 s)
+    if "retry" in kw:  # the asyncio flavour, whose failure hook (drop the connection) runs
+        kw["retry"] = redis.asyncio.retry.Retry(NoBackoff(), 0)
     if cluster:
         return redis.asyncio.cluster.RedisCluster.from_url(plain, **kw)
     return redis.asyncio.Redis.from_url(plain, **kw)
