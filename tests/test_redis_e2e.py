@@ -9,6 +9,7 @@ queues over shards, moves between shards included.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import itertools
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.client import connect
@@ -26,6 +28,7 @@ import zoldyq
 import zoldyq.redis
 from tests.helpers import redis_server, servers
 from tests.helpers.ws import closed_with, sidecar
+from zoldyq.api import KIND_JSON
 
 AOF_ALWAYS = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
 
@@ -220,6 +223,15 @@ def test_cluster_spreads_queues_over_shards(namespace: str) -> None:
             for name in names:
                 got = b.queue(name).get_many(100)
                 assert [m.payload["i"] for m in got] == list(range(20))
+            b._client.script_flush()  # the asyncio batches below load them again
+
+            async def concurrently() -> list[list[Any]]:  # batched: one pipeline over shards
+                await asyncio.gather(*(b.queue(n).aput_records([(KIND_JSON, b'"a"')])
+                                       for n in names))
+                return await asyncio.gather(*(b.queue(n).aget_many(10) for n in names))
+
+            got_all = asyncio.run(concurrently())
+            assert [[m.payload for m in g] for g in got_all] == [["a"]] * len(names)
             b.create_queue("job", max_deliveries=1, dead_letter_queue="dead")
             if shard("job") == shard("dead"):  # the move below must cross shards
                 b.delete("job")
@@ -291,10 +303,8 @@ def test_a_stuck_redis_fails_awaited_calls_in_bounded_time(
     """A Redis that stops answering (SIGSTOP: the socket stays open) makes awaited calls,
     several at once, raise BackendUnavailable after about SOCKET_TIMEOUT instead of
     hanging; once it answers again the same broker carries on."""
-    import asyncio
     import signal
 
-    from zoldyq.api import KIND_JSON
     from zoldyq.redis import client as rclient
 
     monkeypatch.setattr(rclient, "SOCKET_TIMEOUT", 0.5)

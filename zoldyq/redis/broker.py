@@ -52,6 +52,7 @@ from zoldyq.errors import (
 )
 from zoldyq.redis import client as rclient
 from zoldyq.redis import keys, state
+from zoldyq.redis.batch import Batches
 from zoldyq.redis.bell import Bell
 from zoldyq.redis.records import Message
 from zoldyq.redis.scripts import SHAS, SOURCES
@@ -460,8 +461,8 @@ class Broker:
         self._hist_sent: dict[str, float] = {}
         self._bell_thread: Bell | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
-        self._aclient: Any = None
         self._acalls: rclient.Calls | None = None
+        self._abatches: Batches | None = None
         self._closed = False
         with contextlib.suppress(BackendUnavailable):
             self._load_meta()  # a front end may start before Redis: it loads on first use
@@ -673,16 +674,14 @@ class Broker:
         if self._closed:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
         loop = asyncio.get_running_loop()
-        calls = self._acalls
-        if calls is None or self._aloop is not loop:  # a client belongs to one event loop
-            self._aloop, self._aclient = loop, rclient.async_client(self.url, self.password_file)
-            calls = self._acalls = rclient.Calls(self.url, self._aclient)
-        qkeys = keys.queue(self.namespace, name)
-        argv = self._args(name, script, args)
-        try:
-            reply = await calls(self._aclient.evalsha(SHAS[script], len(qkeys), *qkeys, *argv))
-        except NoScriptError:  # a new or restarted server: EVAL sends it (and caches it)
-            reply = await calls(self._aclient.eval(SOURCES[script], len(qkeys), *qkeys, *argv))
+        calls, batches = self._acalls, self._abatches
+        if calls is None or batches is None or self._aloop is not loop:  # one loop's client
+            self._aloop, client = loop, rclient.async_client(self.url, self.password_file)
+            calls = self._acalls = rclient.Calls(self.url, client)
+            batches = self._abatches = Batches(client)
+        reply = await calls(batches.evalsha(SHAS[script], SOURCES[script],
+                                            keys.queue(self.namespace, name),
+                                            self._args(name, script, args)))
         if reply[0] == -1 and (create or await asyncio.to_thread(self._registered, name)):
             return await asyncio.to_thread(self._run, name, script, args, create)  # rare
         if reply[1]:
