@@ -3,7 +3,8 @@
 Every operation on a queue is one Lua script on that queue's keys (see
 ``lua/``), so front ends on any number of hosts never race each other. The
 sync client serves the local API and the threaded transports; ``aget_many``
-uses the asyncio client so an event loop never blocks while it waits.
+and ``aput_records`` use the asyncio client (one per event loop, its scripts
+batched per loop turn by ``batch.Batches``) so an event loop never blocks.
 
 Moving a message between queues (dead letters, redrive) cannot be one script
 on a Cluster, where the two queues live on different slots. It goes in three

@@ -3,9 +3,10 @@
 Every script reads it with one GET and writes it back with one SET, instead
 of a dozen hash commands: a Redis command from Lua costs about as much as
 the rest of a small script, so the hot scripts (put, get) run four commands
-(GET, TIME, RPUSH or LPOP, SET). The record is ``len(FIELDS)`` big-endian
-signed 64-bit integers; ``scripts.py`` hands the Lua prelude the same field
-order, so the layout is written down once, here.
+(GET, TIME, RPUSH or LPOP, SET; a plain get skips TIME when nothing is
+scheduled). The record is ``len(FIELDS)`` big-endian signed 64-bit integers;
+``scripts.py`` hands the Lua prelude the same field order, so the layout is
+written down once, here.
 
     max_messages max_bytes max_message_bytes max_deliveries   the caps (fixed at creation)
     size         ready + delayed + leased messages (what max_messages bounds)
