@@ -293,7 +293,10 @@ class Put(NamedTuple):
     reply: Callable[[api.Receipt], Reply]
 
     def run(self) -> Reply:
-        return self.reply(self.queue.put_records(self.records, deliver_at=self.deliver_at))
+        recs, at = self.records, self.deliver_at
+        if at is None and len(recs) == 1 and recs[0][0] == api.KIND_BYTES:
+            return self.reply(self.queue.put_bytes(recs[0][1]))  # shm's one-record fast path
+        return self.reply(self.queue.put_records(recs, deliver_at=at))
 
     async def arun(self) -> Reply:
         q = cast(api.RemoteQueue, self.queue)
