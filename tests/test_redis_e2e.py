@@ -331,3 +331,33 @@ def test_a_stuck_redis_fails_awaited_calls_in_bounded_time(
 
         took = asyncio.run(run())
     assert 0.4 < took < 10, took  # 0.5 s, checked every 0.125 s; generous under load
+
+
+def test_a_get_cancelled_while_its_script_runs_gives_the_messages_back(
+        redis_url: str, namespace: str) -> None:
+    """A plain get whose caller is cancelled once its script is on its way (the client
+    left mid-call) puts what the script took back at the head, in order."""
+    with zoldyq.redis.connect(redis_url, namespace) as broker:
+        q = broker.queue("c")
+        q.put_many([1, 2, 3])
+
+        async def run() -> None:
+            task = asyncio.ensure_future(q.aget_many(2))
+            for _ in range(100):  # until its script waits for this loop turn's batch
+                await asyncio.sleep(0)
+                if broker._abatches is not None and broker._abatches._pending:
+                    break
+            else:
+                raise AssertionError("the get never reached the batch")
+            assert broker._abatches is not None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for _ in range(500):  # up to 10 s: its script ran, the undo of its reply too
+                await asyncio.sleep(0.02)
+                if not broker._abatches._tasks:
+                    break
+
+        asyncio.run(run())
+        assert [m.payload for m in q.peek()] == [1, 2, 3]
+        assert q.stats()["dequeued_total"] == 0

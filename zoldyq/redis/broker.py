@@ -23,7 +23,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -53,7 +53,7 @@ from zoldyq.errors import (
 )
 from zoldyq.redis import client as rclient
 from zoldyq.redis import keys, state
-from zoldyq.redis.batch import Batches
+from zoldyq.redis.batch import Batches, Orphan
 from zoldyq.redis.bell import Bell
 from zoldyq.redis.records import Message
 from zoldyq.redis.scripts import SHAS, SOURCES
@@ -251,7 +251,8 @@ class Queue(LeaseBlock):
         broker = self.broker
         if timeout <= 0:  # one look, nothing to wait for
             got, _ = self._parse_get(await broker._arun(
-                self.name, "get", self._get_args(max, lease, False)))
+                self.name, "get", self._get_args(max, lease, False),
+                orphan=self._orphan(False)))
             if got:
                 broker._note(self.name, "d", t0)
             return got
@@ -264,7 +265,8 @@ class Queue(LeaseBlock):
                     event.clear()
                     register = not registered and bell.subscribed.is_set()
                     reply = await broker._arun(
-                        self.name, "get", self._get_args(max, lease, register))
+                        self.name, "get", self._get_args(max, lease, register),
+                        orphan=self._orphan(register))
                     got, due = self._parse_get(reply)
                     registered = registered or (register and not got)
                     left = deadline - time.monotonic()
@@ -281,6 +283,22 @@ class Queue(LeaseBlock):
         if got:
             broker._note(self.name, "d", t0)
         return got
+
+    def _orphan(self, registering: bool) -> Callable[[Any], Coroutine[Any, Any, Any] | None]:
+        """How to undo a get whose caller was cancelled while it ran: plainly taken
+        messages go back at the head (leased ones come back when the leases run out), and
+        a waiter it counted (``registering`` and it found nothing) stops waiting."""
+
+        def undo(reply: list[Any]) -> Coroutine[Any, Any, Any] | None:
+            if reply[0] != 0:
+                return None
+            if reply[5:]:
+                if int(reply[4]):
+                    return None
+                return self.broker._arun(self.name, "requeue", reply[5:])
+            return self.broker._arun(self.name, "unwait", [0]) if registering else None
+
+        return undo
 
     async def astream(self, lease: float | None = None) -> AsyncIterator[Message]:
         while not self.broker.interrupted:
@@ -671,7 +689,10 @@ class Broker:
         with rclient.mapped(self.url):
             return bool(self._client.hexists(self._nskeys[0], name))
 
-    async def _arun(self, name: str, script: str, args: list[Any], create: bool = False) -> Any:
+    async def _arun(self, name: str, script: str, args: list[Any], create: bool = False,
+                    orphan: Orphan = None) -> Any:
+        """``_run`` on the asyncio client; ``orphan`` gets the reply if the caller was
+        cancelled while its script ran."""
         if self._closed:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
         loop = asyncio.get_running_loop()
@@ -682,7 +703,7 @@ class Broker:
             batches = self._abatches = Batches(client)
         reply = await calls(batches.evalsha(SHAS[script], SOURCES[script],
                                             keys.queue(self.namespace, name),
-                                            self._args(name, script, args)))
+                                            self._args(name, script, args), orphan))
         if reply[0] == -1 and (create or await asyncio.to_thread(self._registered, name)):
             return await asyncio.to_thread(self._run, name, script, args, create)  # rare
         if reply[1]:
