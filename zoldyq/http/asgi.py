@@ -123,9 +123,11 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
     handler, waits, needs_body = route.handler, route.kind == WAITING, route.body
     on_loop = route.name not in OFF_LOOP
     # An engine behind a network round trip (Redis) must not hold the loop during one:
-    # its other calls run in the loop's thread pool, so requests overlap their trips.
+    # its puts and gets are awaited, its other calls run in the loop's thread pool, so
+    # requests overlap their trips.
     remote = getattr(ctx.broker, "remote", False)
     count = ops.counter(ctx, route.name)
+    aput = route.put if remote else None
 
     async def respond(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: str) -> None:
         try:
@@ -134,7 +136,10 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
             call = skeleton.call(req, body)
             args = (ctx, call, *params.values())  # a route's only parameter is the queue name
             name = params.get("name", "")
-            if remote and not waits:
+            out: Any
+            if aput is not None:
+                out = await aput(*args).arun()
+            elif remote and not waits:
                 out = await asyncio.to_thread(handler, *args)
             elif on_loop:
                 try:  # the usual case, with no coroutine or thread hop
