@@ -882,6 +882,16 @@ static int side_write_data(Fast *self, uint64_t idx, const unsigned char *payloa
     return 1;
 }
 
+/* side._rewind: nothing is held, so the next data record starts at offset 0 again. */
+static void side_rewind(Fast *self) {
+    volatile uint64_t *w = self->w;
+    uint64_t dsize = self->dsize, tail = w[SW_DTAIL], off = tail % dsize;
+    if (!off || (dsize - off >= DHDR && off + DHDR > w[SW_DRES])) return;
+    if (dsize - off >= DHDR) put_drec(self, off, DSKIP, 0, tail);
+    store(w, SW_DTAIL, tail + dsize - off);
+    store(w, SW_DHEAD, tail + dsize - off);
+}
+
 typedef struct {
     uint64_t start, idx, token;
     uint32_t len, kind;
@@ -949,19 +959,34 @@ static int store_leases(Fast *self, Lease *got, Py_ssize_t n, uint64_t seq, uint
     return 0;
 }
 
+/* v in lowercase hex, no leading zeros, into out (17 bytes at most); its length. */
+static int hex(char *out, uint64_t v) {
+    char tmp[16];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 /* The records a lease hands out: (kind, data, enqueued_at, tag, lease_id, 1, expires[,
  * extra]), typed ``make``. */
 static PyObject *lease_records(Fast *self, Lease *got, Py_ssize_t n, PyObject *tag,
                                PyTypeObject *make, PyObject *extra, uint64_t deadline) {
     Py_ssize_t width = extra ? 8 : 7;
-    unsigned long long gen = self->w[W_SLOT_GEN] & 0xFFFFFFFFull;
+    uint64_t gen = self->w[W_SLOT_GEN] & 0xFFFFFFFFull;
     PyObject *expires = PyLong_FromUnsignedLongLong(deadline), *one = PyLong_FromLong(1);
     PyObject *out = PyList_New(n);
     if (!out || !expires || !one) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
         char id[64];
-        int len = snprintf(id, sizeof id, "%llx.%llx.%llx", gen, (unsigned long long)got[i].idx,
-                           (unsigned long long)got[i].token); /* queue.lease_id */
+        int len = hex(id, gen);
+        id[len++] = '.';
+        len += hex(id + len, got[i].idx);
+        id[len++] = '.';
+        len += hex(id + len, got[i].token); /* queue.lease_id: f"{gen:x}.{idx:x}.{token:x}" */
         PyObject *t = make ? make->tp_alloc(make, width) : PyTuple_New(width);
         PyObject *payload = PyBytes_FromStringAndSize((const char *)self->data + got[i].start,
                                                       got[i].len);
@@ -1162,6 +1187,7 @@ static PyObject *Fast_ack(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
     w[SW_LEASED] -= acked;
     w[SW_BYTES] -= freed;
     w[SW_ACKED] += acked;
+    if (acked && !w[SW_BYTES]) side_rewind(self);
     if (self->get_lock) release(self->get_sem, &h);
     out = PyList_New(0);
     for (Py_ssize_t i = 0; out && i < n; i++)

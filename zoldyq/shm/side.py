@@ -306,7 +306,25 @@ class Side:
         w[SW_LEASED] -= acked
         w[SW_BYTES] -= freed
         w[SW_ACKED] += acked
+        if acked and not w[SW_BYTES]:
+            self._rewind()
         return out
+
+    def _rewind(self) -> None:
+        """Nothing is held: start the data ring's next record at offset 0 again, so a
+        lease-and-ack stream reuses the same warm bytes instead of walking the ring.
+
+        A SKIP record at the tail, then the tail, then the head jump to the next lap
+        (each store alone leaves a data ring ``_reclaim_one`` can walk)."""
+        w, dsize = self.words, self.dsize
+        tail = w[SW_DTAIL]
+        off = tail % dsize
+        if not off or (dsize - off >= DHDR and off + DHDR > w[SW_DRES]):
+            return  # at offset 0 already, or the marker's bytes are not backed
+        if dsize - off >= DHDR:
+            DREC.pack_into(self.data, off, SKIP, 0, tail)
+        w[SW_DTAIL] = tail + dsize - off
+        w[SW_DHEAD] = tail + dsize - off
 
     def set_state(self, idx: int, state: int, *, token: int | None = None,
                   deliveries: int | None = None) -> None:
