@@ -36,7 +36,8 @@ _MINE = {k: getattr(layout, k) for k in (
     "SW_FREE", "SW_TOKEN", "SW_DHEAD", "SW_DTAIL", "SW_SRES", "SW_DRES", "SW_LEASED",
     "SW_DELAYED", "SW_DEAD", "SW_ACKED", "SLOT_W",
 )} | {k: getattr(side, k) for k in (
-    "S_DEADLINE", "S_KEY", "S_SEQ", "S_POS", "S_ENQ", "S_ORIGIN", "S_LENKIND", "S_AUX", "FREE", "PENDING", "LEASED", "DHDR", "SKIP",
+    "S_DEADLINE", "S_KEY", "S_SEQ", "S_POS", "S_ENQ", "S_ORIGIN", "S_LENKIND", "S_AUX", "FREE",
+    "PENDING", "LEASED", "DHDR", "SKIP",
 )} | {"HDR": layout.RECORD.size}
 
 if fast is not None and (fast.LAYOUT != _MINE or fast.HIST_BOUNDS_NS != layout.HIST_BOUNDS_NS):
