@@ -340,6 +340,17 @@ def _lease_fields(m: api.Message) -> bytes:
         m.lease_id.encode(), m.delivery_count, m.lease_expires_at or 0)
 
 
+def _lease_item(m: api.Message) -> bytes:
+    """A leased message of a batch, in one formatting step (the hot path of leased
+    batches: its cost is per message)."""
+    if m.is_raw:
+        return b'{"payload":"%s","encoding":"base64","enqueued_at":%d%s}' % (
+            base64.b64encode(m.data), m.enqueued_at, _lease_fields(m))
+    return (b'{"payload":%s,"enqueued_at":%d,"lease_id":"%s","delivery_count":%d,'
+            b'"lease_expires_at":%d}' % (m.data, m.enqueued_at, m.lease_id.encode(),  # type: ignore[union-attr]
+                                         m.delivery_count, m.lease_expires_at or 0))
+
+
 def _size(q: api.Queue) -> int:
     try:
         return len(q)
@@ -356,9 +367,10 @@ def dequeue_reply(q: api.Queue, msgs: Sequence[api.Message], batch: bool) -> Rep
         size = _size(q)
     if batch:
         items = [
-            b'{"payload":"%s","encoding":"base64","enqueued_at":%d%s}'
-            % (base64.b64encode(m.data), m.enqueued_at, _lease_fields(m)) if m.is_raw
-            else b'{"payload":%s,"enqueued_at":%d%s}' % (m.data, m.enqueued_at, _lease_fields(m))
+            _lease_item(m) if m.lease_id is not None
+            else b'{"payload":"%s","encoding":"base64","enqueued_at":%d}'
+            % (base64.b64encode(m.data), m.enqueued_at) if m.is_raw
+            else b'{"payload":%s,"enqueued_at":%d}' % (m.data, m.enqueued_at)
             for m in msgs
         ]
         return Reply(200, b'{"messages":[%s],"count":%d,"queue_name":%s,"queue_size":%d}'
@@ -397,7 +409,10 @@ def ack(ctx: Ctx, call: Call, name: str) -> Reply:
         ids = doc["lease_ids"]
         if not isinstance(ids, list):
             raise RequestError(400, "bad_lease", '"lease_ids" must be a list of lease ids')
-        not_held = q.ack_many([_lease_id(i) for i in ids])
+        if not (set(map(type, ids)) <= {str} and all(0 < n <= 64 for n in map(len, ids))):
+            for i in ids:  # a batch is hundreds of ids: checked whole first, one by one to fail
+                _lease_id(i)
+        not_held = q.ack_many(ids)
         return Reply(200, _dumps({"acked": len(ids) - len(not_held), "not_held": not_held,
                                   "queue_name": name}))
     q.ack(_lease_id(_field(call.body, "lease_id", "the id a leased dequeue returned")))

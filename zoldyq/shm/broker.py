@@ -117,7 +117,17 @@ class Message(tuple[Any, ...]):
                 f"enqueued_at={self.enqueued_at}{lease})")
 
 
+class LeasedMessage(Message):
+    """A leased message, always the long form: its lease fields are plain item reads
+    (an HTTP batch of leases reads them for every message)."""
+
+    lease_id: str = property(itemgetter(4))  # type: ignore[assignment]
+    delivery_count: int = property(itemgetter(5))  # type: ignore[assignment]
+    lease_expires_at: int = property(itemgetter(6))  # type: ignore[assignment]
+
+
 _message = functools.partial(tuple.__new__, Message)
+_leased = functools.partial(tuple.__new__, LeasedMessage)
 
 
 _receipt = functools.partial(tuple.__new__, Receipt)  # NamedTuple's own __new__ is slow
@@ -304,7 +314,7 @@ class Queue(api.LeaseBlock):
             if fast is not None and (timeout <= 0 or sq.interrupted):
                 # flat: no wait to plan, one C call (None back: side work, the full path)
                 got: list[Message] | None = (
-                    fast.lease(max, _perf_ns(), False, False, self.name, Message, lease_us,
+                    fast.lease(max, _perf_ns(), False, False, self.name, LeasedMessage, lease_us,
                                _time_ns() // 1000, self) if lease_us else
                     fast.take(max, _perf_ns(), False, False, self.name, Message))
                 if got is not None:
@@ -319,7 +329,7 @@ class Queue(api.LeaseBlock):
         if self._sq is not None and self._sq.words[SW_DEAD]:
             self._flush_dead()
         if lease_us:
-            return [_message((*r, self)) for r in records]
+            return [_leased((*r, self)) for r in records]
         return list(map(_message, records))
 
     @staticmethod
