@@ -1,5 +1,6 @@
-/* The engine's hot path in C: put, put_many, get and get_many over the SAME
- * segment layout as ring.py/queue.py (see layout.py), with the same lock
+/* The engine's hot path in C: put, put_many, get and get_many, and a leased get
+ * and an ack (the side table's hot steps, see "the side table" below), over the SAME
+ * segment layout as ring.py/queue.py/side.py (see layout.py), with the same lock
  * protocol as lock.py (threading.Lock, then flock, then the semaphore as the
  * dirty flag). Optional: without a compiler, or with ZOLDYQ_PURE_PYTHON=1,
  * the pure-Python path runs instead, and both interoperate on one namespace
@@ -11,9 +12,10 @@
  * get: take the locks, parse the records between head and tail, copy them
  * out, store the head (its commit point), bump totals, histogram and waiter
  * count, release. No Python bytecode runs between sem_trywait and sem_post
- * except two callbacks that already run under the lock in the pure path
- * (lock._repair when a dead holder left the semaphore at 0, and the
- * queue's _reserve when the ring grows past its fallocate'd bytes). A kill -9
+ * except the callbacks that already run under the lock in the pure path
+ * (lock._repair when a dead holder left the semaphore at 0, and the queue's
+ * _reserve / _reserve_side when the ring or the side table grows past its
+ * fallocate'd bytes). A kill -9
  * anywhere therefore leaves exactly the states the pure path can leave
  * (lock.py's argument holds unchanged): before the commit store nothing is
  * visible, after it only derived totals can lag, and repair recomputes them.
