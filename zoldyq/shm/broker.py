@@ -125,6 +125,10 @@ class LeasedMessage(Message):
     delivery_count: int = property(itemgetter(5))  # type: ignore[assignment]
     lease_expires_at: int = property(itemgetter(6))  # type: ignore[assignment]
 
+    def ack(self) -> None:
+        """Remove the leased message for good; LeaseExpired if the lease is not held."""
+        self[7].ack(self[4])  # always carries its lease: no check, one call less
+
 
 _message = functools.partial(tuple.__new__, Message)
 _leased = functools.partial(tuple.__new__, LeasedMessage)
@@ -307,7 +311,9 @@ class Queue(api.LeaseBlock):
         """Dequeue up to ``max`` messages in one lock round trip, waiting for the first."""
         if max < 1:
             return []
-        lease_us = 0 if lease is None else self._lease_us(lease)
+        lease_us = 0 if lease is None else (  # whole seconds: the common case, checked here
+            lease * 1_000_000 if type(lease) is int and 0 < lease <= MAX_SECONDS
+            else self._lease_us(lease))
         sq = self._sq or self._resolve(create=False)
         fast = sq.fast
         try:
@@ -334,8 +340,6 @@ class Queue(api.LeaseBlock):
 
     @staticmethod
     def _lease_us(lease: float | None) -> int:
-        if type(lease) is int and 0 < lease <= MAX_SECONDS:  # the common case, checked
-            return lease * 1_000_000
         seconds = _seconds(lease, "lease")
         if seconds is None:
             return 0
