@@ -993,7 +993,8 @@ static PyObject *lease_records(Fast *self, Lease *got, Py_ssize_t n, PyObject *t
         PyObject *payload = PyBytes_FromStringAndSize((const char *)self->data + got[i].start,
                                                       got[i].len);
         PyObject *stamp = PyLong_FromLongLong(got[i].ts);
-        PyObject *lid = PyUnicode_DecodeASCII(id, len, NULL);
+        PyObject *lid = PyUnicode_New(len, 127); /* ASCII: no decoder needed */
+        if (lid) memcpy(PyUnicode_1BYTE_DATA(lid), id, (size_t)len);
         if (!t || !payload || !stamp || !lid) {
             Py_XDECREF(t);
             Py_XDECREF(payload);
