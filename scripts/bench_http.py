@@ -3,7 +3,7 @@
 
 Usage: .venv/bin/python scripts/bench_http.py [--seconds 2] [--rounds 5]
            [--connections 50] [--worker-class asgi|gthread|both] [--backend shm|redis]
-           [--front-ends]
+           [--front-ends] [--lease-only]
 
 Three servers under the same gunicorn settings (2 workers; gthread: 8 threads
 each), loaded by wrk over loopback with 50 connections, in the same run:
@@ -357,6 +357,28 @@ def table(worker_class: str, runs: dict[str, list[dict[str, float]]]) -> str:
     return "\n".join(rows)
 
 
+def lease_only(worker_class: str, seconds: float, connections: int, rounds: int) -> str:
+    """Only the reliable-delivery rows: one ZoldyQ server, ``lease_runs``."""
+    import zoldyq
+
+    ns = f"zqlease{os.getpid()}"
+    try:
+        with servers.gunicorn(ns, workers=WORKERS, threads=THREADS, worker_class=worker_class,
+                              default_queue_capacity=10_000_000,
+                              default_queue_max_bytes=2 << 30) as zq:
+            lease_runs(zq.url, 1, connections, 1)  # warm-up
+            runs = lease_runs(zq.url, seconds, connections, rounds)
+    finally:
+        zoldyq.destroy(ns)
+    plain, leased = runs["max100"], runs["lease100+ack"]
+    share = [x / y for x, y in zip(leased, plain, strict=True)]
+    return (f"| {worker_class} | msg/s (min-max) |\n| --- | ---: |\n"
+            f"| zoldyq dequeue?max=100 | {_median(plain):.0f} ({min(plain):.0f}-{max(plain):.0f}) |"
+            f"\n| zoldyq dequeue?max=100&lease + ack lease_ids | {_median(leased):.0f} "
+            f"({min(leased):.0f}-{max(leased):.0f}) |\n"
+            f"| lease + ack ÷ plain | {_median(share):.0%} ({min(share):.0%}-{max(share):.0%}) |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=2)
@@ -367,11 +389,17 @@ def main() -> int:
                         help="redis: also ZoldyQ on the same Redis as the plain lists app")
     parser.add_argument("--front-ends", action="store_true",
                         help="with --backend redis: also one front end against two")
+    parser.add_argument("--lease-only", action="store_true",
+                        help="only the reliable-delivery rows (leased dequeue + batched ack)")
     args = parser.parse_args()
     if args.front_ends and args.backend != "redis":
         parser.error("--front-ends needs --backend redis")
     ensure_tools()
     classes = ["asgi", "gthread"] if args.worker_class == "both" else [args.worker_class]
+    if args.lease_only:
+        print("\n\n".join(lease_only(wc, args.seconds, args.connections, args.rounds)
+                          for wc in classes))
+        return 0
     tables = []
     with redis_server() as redis_url:
         for wc in classes:

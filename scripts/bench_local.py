@@ -2,7 +2,7 @@
 """Local API throughput and latency, interleaved in rounds with the usual Python alternatives.
 
     .venv/bin/python scripts/bench_local.py [--rounds 5] [--quick] [--markdown] [--json FILE]
-                                            [--redis]
+                                            [--redis] [--lease-only]
 
 Backends: ZoldyQ on its C path, ZoldyQ on its pure-Python path (``ZOLDYQ_PURE_PYTHON``'s
 engine), faster-fifo and multiprocessing.Queue; with ``--redis`` also ZoldyQ on Redis and
@@ -430,40 +430,47 @@ def table(runs: dict[str, list[dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def lease_rows(n: int) -> dict[str, float]:
+def lease_rows(n: int, rounds: int) -> dict[str, list[float]]:
     """Consumer-side throughput from a full queue, one process: plain get against
-    lease + ack, one message per call and batches of 100 (``ack_many``)."""
+    lease + ack, one message per call and batches of 100 (``ack_many``); every round runs
+    every row, in alternating order, so the ratios compare runs made seconds apart."""
     ns = f"benchl{os.getpid()}"
     broker = zoldyq.create(ns, max_messages=n + 1, max_bytes=64 << 20)
     q = broker.queue("l")
-    out: dict[str, float] = {}
+    rows = (
+        ("get", lambda: q.get()),
+        ("lease+ack", lambda: q.get(lease=30).ack()),  # type: ignore[union-attr]
+        ("get_many(100)", lambda: q.get_many(BATCH)),
+        ("lease+ack_many(100)", lambda: q.ack_many(
+            [m.lease_id for m in q.get_many(BATCH, lease=30)])),  # type: ignore[misc]
+    )
+    out: dict[str, list[float]] = {name: [] for name, _ in rows}
     try:
-        for name, drain in (
-            ("get", lambda: q.get()),
-            ("lease+ack", lambda: q.get(lease=30).ack()),  # type: ignore[union-attr]
-            ("get_many(100)", lambda: q.get_many(BATCH)),
-            ("lease+ack_many(100)", lambda: q.ack_many(
-                [m.lease_id for m in q.get_many(BATCH, lease=30)])),  # type: ignore[misc]
-        ):
-            for chunk in range(0, n, 1000):
-                q.put_records([(KIND_BYTES, PAYLOAD)] * min(1000, n - chunk))
-            calls = n if "100" not in name else n // BATCH
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                drain()
-            out[name] = n / (time.perf_counter() - t0)
-            q.clear()
+        for i in range(rounds):
+            for name, drain in rows if i % 2 == 0 else rows[::-1]:
+                for chunk in range(0, n, 1000):
+                    q.put_records([(KIND_BYTES, PAYLOAD)] * min(1000, n - chunk))
+                calls = n if "100" not in name else n // BATCH
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    drain()
+                out[name].append(n / (time.perf_counter() - t0))
+                q.clear()
     finally:
         broker.close()
         zoldyq.destroy(ns)
     return out
 
 
-def print_lease_rows(r: dict[str, float]) -> None:
-    print(f"\n{'reliable delivery (1 process)':<32}{'msg/s':>12}{'vs plain':>10}")
+def print_lease_rows(runs: dict[str, list[float]]) -> None:
+    rounds = len(runs["get"])
+    print(f"\n{'reliable delivery (1 process)':<32}{'msg/s':>12}  vs plain, "
+          f"medians of {rounds} interleaved rounds (min-max)")
     for name, plain in (("get", "get"), ("lease+ack", "get"), ("get_many(100)", "get_many(100)"),
                         ("lease+ack_many(100)", "get_many(100)")):
-        print(f"{name:<32}{r[name]:>12,.0f}{r[name] / r[plain]:>9.2f}x")
+        ratios = [a / b for a, b in zip(runs[name], runs[plain], strict=True)]
+        print(f"{name:<32}{statistics.median(runs[name]):>12,.0f}  "
+              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
 
 
 def main() -> int:
@@ -474,7 +481,13 @@ def main() -> int:
     parser.add_argument("--json", help="also write the raw runs to this file")
     parser.add_argument("--redis", action="store_true",
                         help="also ZoldyQ on Redis and plain Redis lists (needs redis-server)")
+    parser.add_argument("--lease-only", action="store_true",
+                        help="only the reliable-delivery rows (lease + ack against plain get)")
     args = parser.parse_args()
+    lease_n = 30_000 if args.quick else 100_000
+    if args.lease_only:
+        print_lease_rows(lease_rows(lease_n, args.rounds))
+        return 0
     runs = run(args.rounds, args.quick, args.redis)
     if args.json:
         with open(args.json, "w") as f:
@@ -485,7 +498,7 @@ def main() -> int:
               "(above 1: zoldyq is faster)\n")
     print(table(runs))
     if not args.markdown:
-        print_lease_rows(lease_rows(30_000 if args.quick else 100_000))
+        print_lease_rows(lease_rows(lease_n, args.rounds))
     return 0
 
 

@@ -119,6 +119,27 @@ def test_delayed_enqueue(srv: servers.Server, qname: str) -> None:
     assert r.json()["deliver_at"] > 0
 
 
+def test_a_leased_batch_mixes_raw_and_json_and_acks_as_one(
+        srv: servers.Server, qname: str) -> None:
+    """dequeue?max&lease: every message carries its lease, a raw one in base64 as in a plain
+    batch; one ack with lease_ids removes them all, and names the ones not held."""
+    put(srv, qname, {"n": 1})
+    r = srv.call("POST", f"/queues/{qname}/enqueue", body=b"\x00raw",
+                 headers={"Content-Type": "application/octet-stream"})
+    assert r.status == 200, r
+    put(srv, qname, [2])
+    msgs = srv.call("GET", f"/queues/{qname}/dequeue?max=10&lease=30").json()["messages"]
+    assert [m["payload"] for m in msgs] == [{"n": 1}, "AHJhdw==", [2]]
+    assert [m.get("encoding") for m in msgs] == [None, "base64", None]
+    assert all(m["delivery_count"] == 1 and m["lease_expires_at"] > 0 for m in msgs)
+    ids = [m["lease_id"] for m in msgs]
+    assert len(set(ids)) == 3
+    r = srv.call("POST", f"/queues/{qname}/ack", json={"lease_ids": [*ids, ids[0]]})
+    assert r.json() == {"acked": 3, "not_held": [ids[0]], "queue_name": qname}
+    info = srv.call("GET", f"/queues/{qname}").json()
+    assert (info["size"], info["inflight"], info["acked_total"]) == (0, 0, 3)
+
+
 @pytest.mark.parametrize(("method", "path", "body", "code"), [
     ("GET", "/dequeue?lease=0", None, "bad_lease"),
     ("GET", "/dequeue?lease=abc", None, "bad_lease"),
@@ -126,6 +147,9 @@ def test_delayed_enqueue(srv: servers.Server, qname: str) -> None:
     ("POST", "/ack", {}, "missing_lease_id"),
     ("POST", "/ack", {"lease_id": 5}, "bad_lease"),
     ("POST", "/ack", {"lease_ids": "x"}, "bad_lease"),
+    ("POST", "/ack", {"lease_ids": ["1.2.3", 5]}, "bad_lease"),
+    ("POST", "/ack", {"lease_ids": ["1.2.3", ""]}, "bad_lease"),
+    ("POST", "/ack", {"lease_ids": ["1" * 65]}, "bad_lease"),
     ("POST", "/nack", {"lease_id": "a", "delay": -1}, "bad_delay"),
     ("POST", "/extend", {"lease_id": "a"}, "bad_lease"),
     ("POST", "/extend", {"lease_id": "a", "lease": True}, "bad_lease"),

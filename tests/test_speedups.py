@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from collections import Counter, deque
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -15,11 +17,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import zoldyq
 from tests.helpers.multiproc import check_fifo, spawn
+from tests.helpers.namespaces import unique_namespace
 from tests.helpers.procs import read_acks, read_pairs
 from zoldyq.errors import QueueFull
 from zoldyq.shm import layout, speedups
+from zoldyq.shm import queue as shm_queue
 from zoldyq.shm.layout import HEADER_BYTES, KIND_BYTES, KIND_JSON, SEQ_MASK, W_HEAD, W_TAIL
 from zoldyq.shm.ring import HDR, Ring, RingFull
+from zoldyq.shm.side import LEASED, S_POS
 
 fast = speedups.fast
 needs_c = pytest.mark.skipif(fast is None, reason="zoldyq.shm._speedups is not built "
@@ -246,3 +251,161 @@ def test_the_c_path_steps_aside_for_the_side_table(broker: zoldyq.Broker) -> Non
     assert fast.take(10, 0, False, False, "side") is None  # side work first: nothing done
     assert [x.payload for x in q.get_many(2)] == ["a", "b"]
     assert [r[1] for r in fast.take(10, 0, False, False, "side")] == [b'"c"']
+
+
+# -- the side table: leases and acks in C against the pure path ---------------------------
+
+
+HEX_ID = set("0123456789abcdefABCDEF.")  # the characters of the lease ids C parses itself
+
+
+class SideTwins:
+    """Two queues created alike, one on the pure path and one on C's lease and ack calls,
+    under one fake clock: after every step their segments hold the same words (but the
+    queue's own slot, creation time and latency histograms) and the same side-table bytes."""
+
+    def __init__(self) -> None:
+        self.clock = 1_800_000_000_000_000  # µs, ahead of the real clock: C never reads it
+        self._saved = shm_queue._time_ns
+        shm_queue._time_ns = lambda: self.clock * 1000
+        self.ns = unique_namespace()
+        self.broker = zoldyq.create(self.ns, max_queues=4, max_messages=12, max_bytes=512,
+                                    max_message_bytes=64)
+        self.sqs = []
+        for name in ("a", "b"):
+            self.sqs.append(self.broker.create_queue(name)._resolve(create=False))
+        self.pure, self.c = self.sqs
+        self.fast = self.c.fast
+        self.pure.fast = None
+
+    def close(self) -> None:
+        shm_queue._time_ns = self._saved
+        self.c.fast = self.fast
+        self.broker.close()
+        zoldyq.destroy(self.ns)
+
+    def gen_of(self, sq: Any) -> str:
+        return f"{sq.gen:x}."
+
+    def as_c(self, lease_id: str) -> str:
+        """The pure queue's lease id as the C queue's (same slot and token, its gen)."""
+        gen = self.gen_of(self.pure)
+        if not lease_id.startswith(gen):
+            return lease_id
+        return self.gen_of(self.c) + lease_id[len(gen):]
+
+    def put(self, records: list[tuple[int, bytes]]) -> None:
+        self.c.fast = None  # C stamps puts with the real clock: puts take the pure path
+        try:
+            for sq in self.sqs:
+                with contextlib.suppress(QueueFull):
+                    sq.put(records, 0)
+        finally:
+            self.c.fast = self.fast
+
+    def side_work(self) -> bool:
+        w = self.c.words
+        return bool(w[layout.SW_READY]) or 0 < w[layout.SW_DUE] <= self.clock
+
+    def segment(self, sq: Any) -> bytes:
+        words = list(sq.words)
+        hist = layout.HIST_BUCKETS + 1
+        for i in (layout.W_CREATED_AT, layout.W_SLOT_GEN, *range(layout.W_ENQ_HIST,
+                  layout.W_ENQ_HIST + hist), *range(layout.W_DEQ_HIST, layout.W_DEQ_HIST + hist)):
+            words[i] = 0
+        return bytes(memoryview(sq._mm)[HEADER_BYTES:]) + repr(words).encode()
+
+
+class LeasesBothPaths(RuleBasedStateMachine):
+    """Random leases, acks (some of leases not held, or not lease ids at all), nacks and
+    the passing of time: C's lease and ack commit the very words the pure path does, or
+    step aside (returning None, nothing done) exactly when the pure path has work first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = SideTwins()
+        self.ids: list[str] = []  # the pure queue's lease ids, held or not
+
+    def teardown(self) -> None:
+        self.t.close()
+
+    @rule(records=st.lists(st.tuples(kinds, payloads), min_size=1, max_size=4))
+    def put(self, records: list[tuple[int, bytes]]) -> None:
+        self.t.put(records)
+
+    @rule(n=st.integers(1, 5), seconds=st.integers(1, 4))
+    def lease(self, n: int, seconds: int) -> None:
+        t = self.t
+        try:
+            want = t.pure._take(n, 0, False, False, "t", seconds * 1_000_000)
+        except QueueFull:
+            want = None
+        try:
+            got = t.fast.lease(n, 0, False, False, "t", None, seconds * 1_000_000, t.clock, None)
+        except QueueFull:
+            assert want is None, "C refused a lease the pure path made"
+            return
+        if got is None:
+            assert t.side_work(), "C stepped aside with nothing for the pure path to do"
+            got = t.c._take(n, 0, False, False, "t", seconds * 1_000_000)
+        else:
+            assert not t.side_work()
+        assert want is not None, "the pure path refused a lease C made"
+        assert [(*r[:4], t.as_c(r[4]), *r[5:]) for r in want] == [tuple(r) for r in got]
+        self.ids += [r[4] for r in want]
+
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        pool = [*self.ids, "nope", "1.2", "0.0.0", "x.y.z", "ff.ffffffffffffffffff.1", ""]
+        self.do_ack(data.draw(st.lists(st.sampled_from(pool), max_size=6)))
+
+    def do_ack(self, ids: list[str]) -> None:
+        t = self.t
+        want = t.pure.ack(ids)
+        got = t.fast.ack([t.as_c(i) for i in ids], t.clock)
+        if got is None:
+            assert t.side_work() or any(not set(i) <= HEX_ID for i in ids)
+            got = t.c.ack([t.as_c(i) for i in ids])
+        assert got == [t.as_c(i) for i in want]
+
+    @rule(data=st.data())
+    def nack(self, data: st.DataObject) -> None:
+        if self.ids:
+            lease_id = data.draw(st.sampled_from(self.ids))
+            assert self.t.pure.nack(lease_id) == self.t.c.nack(self.t.as_c(lease_id))
+
+    @rule(ms=st.integers(1, 3000))
+    def wait(self, ms: int) -> None:
+        self.t.clock += ms * 1000
+
+    @invariant()
+    def same_words(self) -> None:
+        assert self.t.segment(self.t.pure) == self.t.segment(self.t.c)
+
+
+LeasesBothPaths.TestCase.settings = settings(max_examples=100, stateful_step_count=80,
+                                             deadline=None)
+test_leases_both_paths = needs_c(LeasesBothPaths.TestCase)
+
+
+@needs_c
+def test_c_relocates_a_held_lease_like_python() -> None:
+    """A lease held while later ones are acked sits at the data ring's head when its tail
+    comes round: C moves it to the tail with the same stores as the pure path."""
+    m = LeasesBothPaths()
+    try:
+        m.put([(KIND_BYTES, b"held" * 15)])
+        m.lease(1, 4)
+        for _ in range(12):
+            m.put([(KIND_BYTES, bytes(60))] * 3)
+            m.lease(3, 4)
+            m.same_words()
+            m.do_ack(m.ids[-3:])
+            m.same_words()
+        assert m.t.pure.side.in_state(LEASED) == [0]
+        assert m.t.pure.side.word(0, S_POS) > 0  # moved from the first record's place
+        m.do_ack(m.ids[:1])
+        m.same_words()
+        assert m.t.c.side.count() == 0
+    finally:
+        m.teardown()

@@ -367,7 +367,8 @@ def dequeue(ctx: Ctx, call: Call, name: str) -> Wait:
     if max_ is None:
         return Wait(q, 1, timeout, lambda msgs: dequeue_reply(q, msgs, False), lease)
     n = parse_max(max_, ctx.max_batch)
-    return Wait(q, n, timeout, lambda msgs: dequeue_reply(q, msgs, True), lease)
+    leased = lease is not None
+    return Wait(q, n, timeout, lambda msgs: dequeue_reply(q, msgs, True, leased), lease)
 
 
 def _lease_fields(m: api.Message) -> bytes:
@@ -377,6 +378,16 @@ def _lease_fields(m: api.Message) -> bytes:
         m.lease_id.encode(), m.delivery_count, m.lease_expires_at or 0)
 
 
+_ITEM = b'{"payload":%s,"enqueued_at":%d}'
+_LEASED_ITEM = (b'{"payload":%s,"enqueued_at":%d,"lease_id":"%s","delivery_count":%d,'
+                b'"lease_expires_at":%d}')
+
+
+def _raw_item(m: api.Message) -> bytes:
+    return b'{"payload":"%s","encoding":"base64","enqueued_at":%d%s}' % (
+        base64.b64encode(m.data), m.enqueued_at, _lease_fields(m))
+
+
 def _size(q: api.Queue) -> int:
     try:
         return len(q)
@@ -384,20 +395,23 @@ def _size(q: api.Queue) -> int:
         return 0
 
 
-def dequeue_reply(q: api.Queue, msgs: Sequence[api.Message], batch: bool) -> Reply:
+def dequeue_reply(q: api.Queue, msgs: Sequence[api.Message], batch: bool,
+                  leased: bool = False) -> Reply:
+    """The answer to a dequeue; ``leased``: the messages of a leased get (all of them)."""
     if not msgs:
         return NO_CONTENT
     name = _qname(q.name)
     size = getattr(msgs[-1], "queue_size", None)  # as the engine saw it (redis: no extra trip)
     if size is None:
         size = _size(q)
-    if batch:
+    if batch:  # the cost of a batch is per message: one formatting step each
+        raw = api.KIND_BYTES
         items = [
-            b'{"payload":"%s","encoding":"base64","enqueued_at":%d%s}'
-            % (base64.b64encode(m.data), m.enqueued_at, _lease_fields(m)) if m.is_raw
-            else b'{"payload":%s,"enqueued_at":%d%s}' % (m.data, m.enqueued_at, _lease_fields(m))
-            for m in msgs
-        ]
+            _LEASED_ITEM % (m.data, m.enqueued_at, m.lease_id.encode(),  # type: ignore[union-attr]
+                            m.delivery_count, m.lease_expires_at) if m.kind != raw
+            else _raw_item(m) for m in msgs
+        ] if leased else [
+            _ITEM % (m.data, m.enqueued_at) if m.kind != raw else _raw_item(m) for m in msgs]
         return Reply(200, b'{"messages":[%s],"count":%d,"queue_name":%s,"queue_size":%d}'
                      % (b",".join(items), len(items), name, size))
     m = msgs[0]
@@ -434,7 +448,10 @@ def ack(ctx: Ctx, call: Call, name: str) -> Reply:
         ids = doc["lease_ids"]
         if not isinstance(ids, list):
             raise RequestError(400, "bad_lease", '"lease_ids" must be a list of lease ids')
-        not_held = q.ack_many([_lease_id(i) for i in ids])
+        if not (set(map(type, ids)) <= {str} and all(0 < n <= 64 for n in map(len, ids))):
+            for i in ids:  # a batch is hundreds of ids: checked whole first, one by one to fail
+                _lease_id(i)
+        not_held = q.ack_many(ids)
         return Reply(200, _dumps({"acked": len(ids) - len(not_held), "not_held": not_held,
                                   "queue_name": name}))
     q.ack(_lease_id(_field(call.body, "lease_id", "the id a leased dequeue returned")))

@@ -1,5 +1,6 @@
-/* The engine's hot path in C: put, put_many, get and get_many over the SAME
- * segment layout as ring.py/queue.py (see layout.py), with the same lock
+/* The engine's hot path in C: put, put_many, get and get_many, and a leased get
+ * and an ack (the side table's hot steps, see "the side table" below), over the SAME
+ * segment layout as ring.py/queue.py/side.py (see layout.py), with the same lock
  * protocol as lock.py (threading.Lock, then flock, then the semaphore as the
  * dirty flag). Optional: without a compiler, or with ZOLDYQ_PURE_PYTHON=1,
  * the pure-Python path runs instead, and both interoperate on one namespace
@@ -11,9 +12,10 @@
  * get: take the locks, parse the records between head and tail, copy them
  * out, store the head (its commit point), bump totals, histogram and waiter
  * count, release. No Python bytecode runs between sem_trywait and sem_post
- * except two callbacks that already run under the lock in the pure path
- * (lock._repair when a dead holder left the semaphore at 0, and the
- * queue's _reserve when the ring grows past its fallocate'd bytes). A kill -9
+ * except the callbacks that already run under the lock in the pure path
+ * (lock._repair when a dead holder left the semaphore at 0, and the queue's
+ * _reserve / _reserve_side when the ring or the side table grows past its
+ * fallocate'd bytes). A kill -9
  * anywhere therefore leaves exactly the states the pure path can leave
  * (lock.py's argument holds unchanged): before the commit store nothing is
  * visible, after it only derived totals can lag, and repair recomputes them.
@@ -45,9 +47,39 @@
 #define W_BYTES_OUT 20
 #define W_ENQ_HIST 24
 #define W_DEQ_HIST 48
-#define SW_DUE 77   /* side table (side.py): work due, under the get lock */
-#define SW_READY 82 /* side table: returned messages that go before the ring */
-#define SW_BYTES 86 /* side table: bytes held, which the caps must count */
+#define W_MAX_MESSAGE_BYTES 4
+#define W_SLOT_GEN 6
+/* the side table (side.py), all under the get lock */
+#define SW_NSLOTS 72
+#define SW_DSIZE 73
+#define SW_HIGH 74
+#define SW_FREE 75
+#define SW_TOKEN 76
+#define SW_DUE 77   /* work due (µs), 0 when none */
+#define SW_DHEAD 78
+#define SW_DTAIL 79
+#define SW_SRES 80
+#define SW_DRES 81
+#define SW_READY 82 /* returned messages that go before the ring */
+#define SW_LEASED 83
+#define SW_DELAYED 84
+#define SW_DEAD 85
+#define SW_BYTES 86 /* bytes held, which the caps must count */
+#define SW_ACKED 88
+#define SLOT_W 16
+#define S_DEADLINE 1
+#define S_KEY 2
+#define S_SEQ 3
+#define S_POS 4
+#define S_LENKIND 5
+#define S_ENQ 6
+#define S_AUX 7
+#define S_ORIGIN 8
+#define ST_FREE 0
+#define ST_PENDING 1
+#define ST_LEASED 2
+#define DHDR 16 /* side.DREC: payload length u32, slot u32, own position u64 */
+#define DSKIP 0xFFFFFFFFu
 #define FLAG_CLOSED 1
 #define KIND_JSON 1
 #define KIND_BYTES 2
@@ -100,7 +132,11 @@ typedef struct {
     volatile uint64_t *w;
     unsigned char *data;
     uint64_t size, max_messages;
+    volatile uint64_t *slots; /* the side table after the ring (NULL: none in the buffer) */
+    unsigned char *sdata;
+    uint64_t nslots, dsize;
     PyObject *name, *put_lock, *get_lock, *reserve, *owner; /* owner: the mmap */
+    PyObject *reserve_side;
     sem_t *put_sem, *get_sem, *bell;
 } Fast;
 
@@ -192,11 +228,13 @@ static void release(sem_t *sem, Held *h) {
 
 static int Fast_init(Fast *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"buffer", "name", "put_lock", "get_lock", "put_sem", "get_sem",
-                             "bell", "reserve", NULL};
+                             "bell", "reserve", "reserve_side", NULL};
     PyObject *buf, *name, *put_lock = Py_None, *get_lock = Py_None, *reserve = Py_None;
+    PyObject *reserve_side = Py_None;
     const char *put_sem = NULL, *get_sem = NULL, *bell = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OU|OOzzzO", kwlist, &buf, &name, &put_lock,
-                                     &get_lock, &put_sem, &get_sem, &bell, &reserve))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OU|OOzzzOO", kwlist, &buf, &name, &put_lock,
+                                     &get_lock, &put_sem, &get_sem, &bell, &reserve,
+                                     &reserve_side))
         return -1;
     if (self->has_view) {
         PyErr_SetString(PyExc_RuntimeError, "already initialised");
@@ -218,6 +256,16 @@ static int Fast_init(Fast *self, PyObject *args, PyObject *kw) {
         self->size < 2 * HDR) {
         PyErr_SetString(PyExc_ValueError, "ring size does not fit the buffer");
         return -1;
+    }
+    /* the side table follows the ring when the buffer holds one (a queue segment) */
+    uint64_t nslots = self->w[SW_NSLOTS], dsize = self->w[SW_DSIZE];
+    uint64_t side_at = HEADER_BYTES + self->size;
+    if (nslots && dsize >= 2 * DHDR && nslots <= (1u << 20) && !(dsize & 7) &&
+        (uint64_t)self->view.len >= side_at + nslots * SLOT_W * 8 + dsize) {
+        self->slots = (volatile uint64_t *)((unsigned char *)self->view.buf + side_at);
+        self->sdata = (unsigned char *)self->view.buf + side_at + nslots * SLOT_W * 8;
+        self->nslots = nslots;
+        self->dsize = dsize;
     }
     Py_INCREF(name);
     self->name = name;
@@ -243,6 +291,10 @@ static int Fast_init(Fast *self, PyObject *args, PyObject *kw) {
     if (reserve != Py_None) {
         Py_INCREF(reserve);
         self->reserve = reserve;
+    }
+    if (reserve_side != Py_None) {
+        Py_INCREF(reserve_side);
+        self->reserve_side = reserve_side;
     }
     return 0;
 }
@@ -274,12 +326,14 @@ static int Fast_traverse(Fast *self, visitproc visit, void *arg) {
     Py_VISIT(self->put_lock);
     Py_VISIT(self->get_lock);
     Py_VISIT(self->reserve);
+    Py_VISIT(self->reserve_side);
     Py_VISIT(self->owner);
     return 0;
 }
 
 static int Fast_clear(Fast *self) { /* the reserve callback is a bound method of our owner */
     Py_CLEAR(self->reserve);
+    Py_CLEAR(self->reserve_side);
     return 0;
 }
 
@@ -294,6 +348,7 @@ static void Fast_dealloc(Fast *self) {
     Py_CLEAR(self->put_lock);
     Py_CLEAR(self->get_lock);
     Py_CLEAR(self->reserve);
+    Py_CLEAR(self->reserve_side);
     Py_CLEAR(self->owner);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -531,36 +586,65 @@ static PyObject *corrupt(Fast *self, const char *what, uint64_t a, uint64_t b) {
     return NULL;
 }
 
+/* The record at *off (past a wrap marker): where its payload starts, its length, kind and
+ * stamp; *off moves past it. 0, or -1 with BrokenError. */
+static int next_record(Fast *self, uint64_t *off, uint64_t *start, uint32_t *len, uint32_t *kind,
+                       int64_t *ts) {
+    const unsigned char *data = self->data;
+    uint64_t size = self->size, at = *off;
+    uint32_t hdr[2];
+    if (size - at < HDR) at = 0;
+    memcpy(hdr, data + at, 8);
+    if (hdr[1] == KIND_WRAP) {
+        at = 0;
+        memcpy(hdr, data, 8);
+    }
+    memcpy(ts, data + at + 8, 8);
+    uint64_t end = at + HDR + hdr[0];
+    if ((hdr[1] != KIND_JSON && hdr[1] != KIND_BYTES) || end > size) {
+        corrupt(self, "bad record: offset, kind", at, hdr[1]);
+        return -1;
+    }
+    *start = at + HDR;
+    *len = hdr[0];
+    *kind = hdr[1];
+    at = (end + 7) & ~7ull;
+    *off = at == size ? 0 : at;
+    return 0;
+}
+
+/* How many records a get may take from the head (up to max_n); -1 with BrokenError. */
+static Py_ssize_t available(Fast *self, Py_ssize_t max_n) {
+    volatile uint64_t *w = self->w;
+    uint64_t head = load(w, W_HEAD), off = head & SEQ_MASK;
+    uint64_t n = ((load(w, W_TAIL) >> 32) - (head >> 32)) & SEQ_MASK;
+    if (n > self->max_messages || off >= self->size || (off & 7)) {
+        corrupt(self, "bad head: offset, records", off, n);
+        return -1;
+    }
+    return (Py_ssize_t)(n < (uint64_t)max_n ? n : (uint64_t)max_n);
+}
+
 /* Parse up to max_n records from the head into a new list; *new_head, *nbytes. Lock held. */
 static PyObject *read_records(Fast *self, Py_ssize_t max_n, PyObject *tag, PyTypeObject *make,
                               uint64_t *new_head, uint64_t *nbytes) {
     volatile uint64_t *w = self->w;
     uint64_t head = load(w, W_HEAD), seq = head >> 32, off = head & SEQ_MASK;
-    uint64_t size = self->size, available = ((load(w, W_TAIL) >> 32) - seq) & SEQ_MASK;
-    if (available > self->max_messages || off >= size || (off & 7))
-        return corrupt(self, "bad head: offset, records", off, available);
-    Py_ssize_t n = (Py_ssize_t)(available < (uint64_t)max_n ? available : (uint64_t)max_n);
+    Py_ssize_t n = available(self, max_n);
+    if (n < 0) return NULL;
     PyObject *out = PyList_New(n);
     if (out == NULL) return NULL;
-    const unsigned char *data = self->data;
     uint64_t total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint32_t hdr[2];
+        uint64_t start;
+        uint32_t len, kind;
         int64_t ts;
-        if (size - off < HDR) off = 0;
-        memcpy(hdr, data + off, 8);
-        if (hdr[1] == KIND_WRAP) {
-            off = 0;
-            memcpy(hdr, data, 8);
-        }
-        memcpy(&ts, data + off + 8, 8);
-        uint64_t start = off + HDR, end = start + hdr[0];
-        if ((hdr[1] != KIND_JSON && hdr[1] != KIND_BYTES) || end > size) {
+        if (next_record(self, &off, &start, &len, &kind, &ts) < 0) {
             Py_DECREF(out);
-            return corrupt(self, "bad record: offset, kind", off, hdr[1]);
+            return NULL;
         }
         PyObject *t = make ? make->tp_alloc(make, 4) : PyTuple_New(4);
-        PyObject *payload = PyBytes_FromStringAndSize((const char *)data + start, hdr[0]);
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)self->data + start, len);
         PyObject *stamp = PyLong_FromLongLong(ts);
         if (!t || !payload || !stamp) {
             Py_XDECREF(t);
@@ -569,19 +653,50 @@ static PyObject *read_records(Fast *self, Py_ssize_t max_n, PyObject *tag, PyTyp
             Py_DECREF(out);
             return NULL;
         }
-        PyTuple_SET_ITEM(t, 0, PyLong_FromLong(hdr[1])); /* 1 or 2: cached small ints */
+        PyTuple_SET_ITEM(t, 0, PyLong_FromLong(kind)); /* 1 or 2: cached small ints */
         PyTuple_SET_ITEM(t, 1, payload);
         PyTuple_SET_ITEM(t, 2, stamp);
         Py_INCREF(tag);
         PyTuple_SET_ITEM(t, 3, tag);
         PyList_SET_ITEM(out, i, t);
-        total += hdr[0];
-        off = (end + 7) & ~7ull;
-        if (off == size) off = 0;
+        total += len;
     }
     *new_head = (((seq + (uint64_t)n) & SEQ_MASK) << 32) | off;
     *nbytes = total;
     return out;
+}
+
+/* ``make`` (None, or a tuple subclass the records are built as) into *make. */
+static int tuple_type(PyObject *o, PyTypeObject **make) {
+    if (o == Py_None) return 0;
+    if (!PyType_Check(o) || !PyType_IsSubtype((PyTypeObject *)o, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "make must be a tuple subclass");
+        return -1;
+    }
+    *make = (PyTypeObject *)o;
+    return 0;
+}
+
+/* A get registers as a waiter, unregisters, or counts a timeout (queue._take). */
+static void count_waiter(volatile uint64_t *w, int was_waiting, int keep_waiting, Py_ssize_t n) {
+    if (!was_waiting && !keep_waiting) return;
+    int wait = keep_waiting && !n;
+    if (wait != was_waiting) {
+        if (wait)
+            w[W_WAITERS] += 1;
+        else if (w[W_WAITERS])
+            w[W_WAITERS] -= 1;
+    }
+    if (was_waiting && !keep_waiting && !n) w[W_TIMEOUTS] += 1;
+}
+
+/* Drained, and by an old record: not a stream; queue.trim can give memory back. */
+static void note_drained(Fast *self, uint64_t new_head, PyObject *last) {
+    volatile uint64_t *w = self->w;
+    if ((new_head >> 32) == (load(w, W_TAIL) >> 32) && w[W_RESERVED] > TRIM_KEEP) {
+        long long ts = PyLong_AsLongLong(PyTuple_GET_ITEM(last, 2));
+        if (ts + TRIM_AGE_US < wall_us()) self->trim_due = 1;
+    }
 }
 
 static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -596,14 +711,7 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
     int was_waiting = PyObject_IsTrue(args[2]), keep_waiting = PyObject_IsTrue(args[3]);
     PyObject *tag = args[4];
     PyTypeObject *make = NULL;
-    if (PyErr_Occurred()) return NULL;
-    if (nargs == 6 && args[5] != Py_None) {
-        if (!PyType_Check(args[5]) || !PyType_IsSubtype((PyTypeObject *)args[5], &PyTuple_Type)) {
-            PyErr_SetString(PyExc_TypeError, "make must be a tuple subclass");
-            return NULL;
-        }
-        make = (PyTypeObject *)args[5];
-    }
+    if (PyErr_Occurred() || (nargs == 6 && tuple_type(args[5], &make) < 0)) return NULL;
     if (max_n < 0) max_n = 0;
     if (enter(self) < 0) return NULL;
     Held h = {NULL, -1};
@@ -630,27 +738,472 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
         w[W_DEQ_TOTAL] += (uint64_t)n;
         w[W_BYTES_OUT] += nbytes;
         observe(w, W_DEQ_HIST, t0);
-        /* drained, and by an old record: not a stream; queue.trim can give memory back */
-        if ((new_head >> 32) == (load(w, W_TAIL) >> 32) && w[W_RESERVED] > TRIM_KEEP) {
-            PyObject *last = PyList_GET_ITEM(out, n - 1);
-            long long ts = PyLong_AsLongLong(PyTuple_GET_ITEM(last, 2));
-            if (ts + TRIM_AGE_US < wall_us()) self->trim_due = 1;
-        }
+        note_drained(self, new_head, PyList_GET_ITEM(out, n - 1));
     }
-    if (was_waiting || keep_waiting) {
-        int wait = keep_waiting && !n;
-        if (wait != was_waiting) {
-            if (wait)
-                w[W_WAITERS] += 1;
-            else if (w[W_WAITERS])
-                w[W_WAITERS] -= 1;
-        }
-        if (was_waiting && !keep_waiting && !n) w[W_TIMEOUTS] += 1;
-    }
+    count_waiter(w, was_waiting, keep_waiting, n);
 unlock:
     if (self->get_lock) release(self->get_sem, &h);
 done:
     leave(self);
+    return out;
+}
+
+/* -- the side table: leases and acks -------------------------------------------
+ *
+ * side.py's store_leases/confirm_leases and ack_many over the same words, with the
+ * same stores in the same order (word 0 of a slot and the ring's head are the
+ * commit points, each one aligned 8-byte release store), so side.py's crash
+ * argument holds unchanged. One lease call covers, under the get lock: read the
+ * records at the head, write each into a data record and a slot committed PENDING
+ * (store 1), commit the ring's head (store 2: the messages are leased), make the
+ * slots LEASED (one store each), the totals. One ack call covers, under the get
+ * lock: one store of word 0 per lease (LEASED -> FREE), then the derived counts.
+ * Either call steps aside (returns None, nothing done) when the side table has
+ * work only queue.py does: returned messages to serve first, or a deadline that
+ * has passed (reclaim_due). A call that cannot finish (no slot or data room, a
+ * reserve that failed) frees what it stored, as store_leases does. */
+
+static inline uint64_t rec_bytes(uint64_t n) { return (DHDR + n + 7) & ~7ull; }
+
+static uint64_t side_count(volatile uint64_t *w) {
+    return w[SW_READY] + w[SW_LEASED] + w[SW_DELAYED] + w[SW_DEAD];
+}
+
+/* queue._reserve_side(which, upto): back slot-table (0) or data-ring (1) bytes. */
+static int reserve_side(Fast *self, int which, uint64_t upto) {
+    PyObject *r = PyObject_CallFunction(self->reserve_side, "iK", which, (unsigned long long)upto);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    if (self->released || !self->has_view) { /* cannot happen under the lock; be sure */
+        PyErr_Format(ClosedError, "queue '%U'", self->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* side._alloc: 1 with a slot in *idx, 0 when none is left, -1 with an exception. */
+static int side_alloc(Fast *self, uint64_t *idx) {
+    volatile uint64_t *w = self->w;
+    uint64_t head = w[SW_FREE];
+    if (head) {
+        if (head > self->nslots) {
+            corrupt(self, "bad free list: slot, slots", head, self->nslots);
+            return -1;
+        }
+        *idx = head - 1;
+        w[SW_FREE] = self->slots[(head - 1) * SLOT_W + S_AUX];
+        return 1;
+    }
+    uint64_t i = w[SW_HIGH];
+    if (i >= self->nslots) return 0;
+    uint64_t end = (i + 1) * SLOT_W * 8;
+    if (end > w[SW_SRES] && self->reserve_side && reserve_side(self, 0, end) < 0) return -1;
+    w[SW_HIGH] = i + 1;
+    *idx = i;
+    return 1;
+}
+
+static void side_release(Fast *self, uint64_t idx) { /* side._release */
+    self->slots[idx * SLOT_W + S_AUX] = self->w[SW_FREE];
+    self->w[SW_FREE] = idx + 1;
+}
+
+static void put_drec(Fast *self, uint64_t at, uint32_t n, uint32_t idx, uint64_t pos) {
+    uint32_t hdr[2] = {n, idx};
+    memcpy(self->sdata + at, hdr, 8);
+    memcpy(self->sdata + at + 8, &pos, 8);
+}
+
+/* side._reclaim_one: 1 advanced the data head, 0 stuck, -1 with an exception. */
+static int side_reclaim_one(Fast *self) {
+    volatile uint64_t *w = self->w, *s = self->slots;
+    uint64_t dsize = self->dsize, head = w[SW_DHEAD], tail = w[SW_DTAIL];
+    if (head >= tail) return 0;
+    uint64_t off = head % dsize;
+    if (dsize - off < DHDR) {
+        w[SW_DHEAD] = head + dsize - off;
+        return 1;
+    }
+    uint32_t hdr[2];
+    uint64_t pos;
+    memcpy(hdr, self->sdata + off, 8);
+    memcpy(&pos, self->sdata + off + 8, 8);
+    uint32_t n = hdr[0], idx = hdr[1];
+    if (n == DSKIP) {
+        w[SW_DHEAD] = head + dsize - off;
+        return 1;
+    }
+    uint64_t rec = rec_bytes(n);
+    if (off + rec > dsize) {
+        corrupt(self, "bad data record: offset, length", off, n);
+        return -1;
+    }
+    if (pos == head && idx < self->nslots && (s[idx * SLOT_W] & 0xFF) != ST_FREE &&
+        s[idx * SLOT_W + S_POS] == head) { /* live: move it to the tail */
+        uint64_t new_off = tail % dsize, pad = dsize - new_off < rec ? dsize - new_off : 0;
+        if (tail + pad + rec - head > dsize) return 0;
+        uint64_t to = tail + pad, start = to % dsize;
+        if (pad && pad >= DHDR) put_drec(self, new_off, DSKIP, 0, tail);
+        if (start + rec > w[SW_DRES] && self->reserve_side && reserve_side(self, 1, start + rec) < 0)
+            return -1;
+        memmove(self->sdata + start + DHDR, self->sdata + off + DHDR, n);
+        put_drec(self, start, n, idx, to);
+        store(w, SW_DTAIL, to + rec);
+        store(s, (int)(idx * SLOT_W + S_POS), to); /* the relocation's commit point */
+    }
+    w[SW_DHEAD] = head + rec;
+    return 1;
+}
+
+/* side._write_data: 1 with the record's position in *pos, 0 when no room, -1 error. */
+static int side_write_data(Fast *self, uint64_t idx, const unsigned char *payload, uint32_t n,
+                           uint64_t *pos) {
+    volatile uint64_t *w = self->w;
+    uint64_t dsize = self->dsize, rec = rec_bytes(n), tail, head, off, pad;
+    /* room to relocate the largest record (with its wrap padding) stays free */
+    int64_t limit = (int64_t)dsize - 2 * (int64_t)rec_bytes(w[W_MAX_MESSAGE_BYTES]);
+    int64_t tries = (int64_t)side_count(w) + 64;
+    for (;;) {
+        tail = w[SW_DTAIL];
+        head = w[SW_DHEAD];
+        off = tail % dsize;
+        pad = dsize - off < rec ? dsize - off : 0;
+        if ((int64_t)(tail + pad + rec - head) <= limit) break;
+        if (--tries < 0) return 0;
+        int r = side_reclaim_one(self);
+        if (r <= 0) return r;
+    }
+    uint64_t at = tail + pad, start = at % dsize;
+    if (pad && pad >= DHDR) put_drec(self, off, DSKIP, 0, tail);
+    if (start + rec > w[SW_DRES] && self->reserve_side && reserve_side(self, 1, start + rec) < 0)
+        return -1;
+    put_drec(self, start, n, (uint32_t)idx, at);
+    memcpy(self->sdata + start + DHDR, payload, n);
+    store(w, SW_DTAIL, at + rec); /* published; the slot store that references it commits */
+    *pos = at;
+    return 1;
+}
+
+/* side._rewind: nothing is held, so the next data record starts at offset 0 again. */
+static void side_rewind(Fast *self) {
+    volatile uint64_t *w = self->w;
+    uint64_t dsize = self->dsize, tail = w[SW_DTAIL], off = tail % dsize;
+    if (!off || (dsize - off >= DHDR && off + DHDR > w[SW_DRES])) return;
+    if (dsize - off >= DHDR) put_drec(self, off, DSKIP, 0, tail);
+    store(w, SW_DTAIL, tail + dsize - off);
+    store(w, SW_DHEAD, tail + dsize - off);
+}
+
+typedef struct {
+    uint64_t start, idx, token;
+    uint32_t len, kind;
+    int64_t ts;
+} Lease;
+
+/* Free the first k slots a lease batch stored PENDING (side.store_leases on SideFull). */
+static void unstore(Fast *self, Lease *got, Py_ssize_t k) {
+    for (Py_ssize_t i = 0; i < k; i++) {
+        volatile uint64_t *sl = self->slots + got[i].idx * SLOT_W;
+        store(sl, 0, sl[0] & ~0xFFull);
+        side_release(self, got[i].idx);
+    }
+}
+
+static PyObject *side_full(Fast *self) {
+    volatile uint64_t *w = self->w;
+    uint64_t count = ((load(w, W_TAIL) >> 32) - (load(w, W_HEAD) >> 32)) & SEQ_MASK;
+    PyObject *a = Py_BuildValue("(OKKKi)", self->name, self->max_messages,
+                                count + side_count(w), self->size, 0);
+    PyErr_SetObject(QueueFull, a);
+    Py_XDECREF(a);
+    return NULL;
+}
+
+/* The n records from the head into PENDING slots with one lease deadline (lock held):
+ * side.store_leases. 0, or -1 with an exception and nothing stored. */
+static int store_leases(Fast *self, Lease *got, Py_ssize_t n, uint64_t seq, uint64_t deadline) {
+    volatile uint64_t *w = self->w;
+    uint64_t token = w[SW_TOKEN], nbytes = 0;
+    Py_ssize_t k = 0;
+    int r = 1;
+    for (; k < n; k++) {
+        uint64_t idx, pos;
+        Lease *m = &got[k];
+        if ((r = side_alloc(self, &idx)) <= 0) break;
+        m->idx = idx;
+        if ((r = side_write_data(self, idx, self->data + m->start, m->len, &pos)) <= 0) {
+            k++;
+            break;
+        }
+        volatile uint64_t *sl = self->slots + idx * SLOT_W;
+        uint64_t rseq = (seq + (uint64_t)k) & SEQ_MASK;
+        sl[S_DEADLINE] = deadline;
+        sl[S_KEY] = (uint64_t)m->ts; /* served by first enqueue when given back */
+        sl[S_SEQ] = rseq;
+        sl[S_POS] = pos;
+        sl[S_LENKIND] = (uint64_t)m->kind << 32 | m->len;
+        sl[S_ENQ] = (uint64_t)m->ts;
+        sl[S_AUX] = rseq; /* repair: leased iff the head is past this ring record */
+        sl[S_ORIGIN] = 0;
+        token = (token + 1) & 0xFFFFFFFFull;
+        if (!token) token = 1;
+        m->token = token;
+        store(sl, 0, token << 32 | 1 << 8 | ST_PENDING); /* the head commits them all */
+        nbytes += rec_bytes(m->len);
+    }
+    w[SW_TOKEN] = token;
+    if (r <= 0) {
+        unstore(self, got, k);
+        if (r == 0) side_full(self);
+        return -1;
+    }
+    w[SW_BYTES] += nbytes;
+    return 0;
+}
+
+/* v in lowercase hex, no leading zeros, into out (17 bytes at most); its length. */
+static int hex(char *out, uint64_t v) {
+    char tmp[16];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* The records a lease hands out: (kind, data, enqueued_at, tag, lease_id, 1, expires[,
+ * extra]), typed ``make``. */
+static PyObject *lease_records(Fast *self, Lease *got, Py_ssize_t n, PyObject *tag,
+                               PyTypeObject *make, PyObject *extra, uint64_t deadline) {
+    Py_ssize_t width = extra ? 8 : 7;
+    uint64_t gen = self->w[W_SLOT_GEN] & 0xFFFFFFFFull;
+    PyObject *expires = PyLong_FromUnsignedLongLong(deadline), *one = PyLong_FromLong(1);
+    PyObject *out = PyList_New(n);
+    if (!out || !expires || !one) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char id[64];
+        int len = hex(id, gen);
+        id[len++] = '.';
+        len += hex(id + len, got[i].idx);
+        id[len++] = '.';
+        len += hex(id + len, got[i].token); /* queue.lease_id: f"{gen:x}.{idx:x}.{token:x}" */
+        PyObject *t = make ? make->tp_alloc(make, width) : PyTuple_New(width);
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)self->data + got[i].start,
+                                                      got[i].len);
+        PyObject *stamp = PyLong_FromLongLong(got[i].ts);
+        PyObject *lid = PyUnicode_New(len, 127); /* ASCII: no decoder needed */
+        if (lid) memcpy(PyUnicode_1BYTE_DATA(lid), id, (size_t)len);
+        if (!t || !payload || !stamp || !lid) {
+            Py_XDECREF(t);
+            Py_XDECREF(payload);
+            Py_XDECREF(stamp);
+            Py_XDECREF(lid);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(t, 0, PyLong_FromLong(got[i].kind)); /* cached small ints */
+        PyTuple_SET_ITEM(t, 1, payload);
+        PyTuple_SET_ITEM(t, 2, stamp);
+        Py_INCREF(tag);
+        PyTuple_SET_ITEM(t, 3, tag);
+        PyTuple_SET_ITEM(t, 4, lid);
+        Py_INCREF(one);
+        PyTuple_SET_ITEM(t, 5, one);
+        Py_INCREF(expires);
+        PyTuple_SET_ITEM(t, 6, expires);
+        if (extra) {
+            Py_INCREF(extra);
+            PyTuple_SET_ITEM(t, 7, extra);
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+    Py_DECREF(expires);
+    Py_DECREF(one);
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(expires);
+    Py_XDECREF(one);
+    return NULL;
+}
+
+static PyObject *Fast_lease(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* lease(max_n, t0_ns, was_waiting, keep_waiting, tag, make, lease_us, now_us, extra):
+     * queue.SharedQueue._take with a lease, from the ring, in one call */
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "lease(max_n, t0, was_waiting, keep_waiting, tag, "
+                                         "make, lease_us, now_us, extra)");
+        return NULL;
+    }
+    Py_ssize_t max_n = PyLong_AsSsize_t(args[0]);
+    uint64_t t0 = PyLong_AsUnsignedLongLong(args[1]);
+    int was_waiting = PyObject_IsTrue(args[2]), keep_waiting = PyObject_IsTrue(args[3]);
+    uint64_t lease_us = PyLong_AsUnsignedLongLong(args[6]);
+    uint64_t now_us = PyLong_AsUnsignedLongLong(args[7]);
+    PyObject *tag = args[4], *extra = args[8] == Py_None ? NULL : args[8];
+    PyTypeObject *make = NULL;
+    if (PyErr_Occurred() || tuple_type(args[5], &make) < 0) return NULL;
+    if (max_n < 0) max_n = 0;
+    if (enter(self) < 0) return NULL;
+    Held h = {NULL, -1};
+    volatile uint64_t *w = self->w;
+    PyObject *out = NULL;
+    Lease *got = NULL;
+    Py_ssize_t n = 0;
+    if (self->get_lock && acquire(self->get_lock, self->get_sem, &h) < 0) goto done;
+    if (w[W_FLAGS] & FLAG_CLOSED) {
+        PyErr_SetObject(QueueDeleted, self->name);
+        goto unlock;
+    }
+    uint64_t due = w[SW_DUE];
+    if (!self->slots || w[SW_READY] || (due && due <= now_us)) { /* queue.py's work first */
+        Py_INCREF(Py_None);
+        out = Py_None;
+        goto unlock;
+    }
+    if ((n = available(self, max_n)) < 0) goto unlock;
+    if (n) {
+        uint64_t head = load(w, W_HEAD), seq = head >> 32, off = head & SEQ_MASK, nbytes = 0;
+        uint64_t deadline = now_us + lease_us;
+        if (!(got = PyMem_Malloc((size_t)n * sizeof(Lease)))) {
+            PyErr_NoMemory();
+            goto unlock;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (next_record(self, &off, &got[i].start, &got[i].len, &got[i].kind, &got[i].ts) < 0)
+                goto unlock;
+            nbytes += got[i].len;
+        }
+        uint64_t new_head = (((seq + (uint64_t)n) & SEQ_MASK) << 32) | off;
+        if (store_leases(self, got, n, seq, deadline) < 0) goto unlock;
+        out = lease_records(self, got, n, tag, make, extra, deadline);
+        if (out == NULL) { /* nothing was handed out: free the slots again */
+            for (Py_ssize_t i = 0; i < n; i++)
+                w[SW_BYTES] -= rec_bytes(got[i].len);
+            unstore(self, got, n);
+            goto unlock;
+        }
+        store(w, W_HEAD, new_head); /* the commit point */
+        w[W_DEQ_TOTAL] += (uint64_t)n;
+        w[W_BYTES_OUT] += nbytes;
+        for (Py_ssize_t i = 0; i < n; i++) { /* side.confirm_leases */
+            volatile uint64_t *sl = self->slots + got[i].idx * SLOT_W;
+            store(sl, 0, (sl[0] & ~0xFFull) | ST_LEASED);
+        }
+        w[SW_LEASED] += (uint64_t)n;
+        if (!w[SW_DUE] || deadline < w[SW_DUE]) w[SW_DUE] = deadline;
+        observe(w, W_DEQ_HIST, t0);
+        note_drained(self, new_head, PyList_GET_ITEM(out, n - 1));
+    } else if ((out = PyList_New(0)) == NULL) {
+        goto unlock;
+    }
+    count_waiter(w, was_waiting, keep_waiting, n);
+unlock:
+    if (self->get_lock) release(self->get_sem, &h);
+done:
+    PyMem_Free(got);
+    leave(self);
+    return out;
+}
+
+/* A lease id in queue.lease_id's form, "gen.slot.token" in hex: 1 when parsed (*idx is
+ * UINT64_MAX for one that holds nothing here), 0 for any other form (queue._parse
+ * decides, on the pure path). */
+static int parse_lease(PyObject *o, uint64_t gen, uint64_t *idx, uint64_t *token) {
+    if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_ASCII(o)) return 0;
+    const unsigned char *c = PyUnicode_1BYTE_DATA(o);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(o);
+    uint64_t v[3] = {0, 0, 0};
+    int field = 0, digits = 0, bad = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        unsigned char ch = c[i];
+        int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+              : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+        if (d >= 0) {
+            if (field < 3 && v[field] <= 0xFFFFFFFFull) v[field] = v[field] << 4 | (uint64_t)d;
+            digits++;
+        } else if (ch == '.') {
+            if (!digits) bad = 1;
+            field++;
+            digits = 0;
+        } else {
+            return 0;
+        }
+    }
+    if (!digits || field != 2) bad = 1; /* the pure path: ValueError, not held */
+    *idx = bad || v[0] != gen || v[1] > 0xFFFFFFFFull ? UINT64_MAX : v[1];
+    *token = v[2];
+    return 1;
+}
+
+static PyObject *Fast_ack(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* ack(lease_ids, now_us) -> the ids not held: queue.SharedQueue.ack in one call */
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "ack(lease_ids, now_us)");
+        return NULL;
+    }
+    uint64_t now_us = PyLong_AsUnsignedLongLong(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *ids = PySequence_Fast(args[0], "lease_ids must be a sequence");
+    if (ids == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(ids);
+    PyObject **items = PySequence_Fast_ITEMS(ids), *out = NULL;
+    uint64_t *pairs = PyMem_Malloc((size_t)(n ? n : 1) * 2 * sizeof(uint64_t));
+    if (pairs == NULL) {
+        Py_DECREF(ids);
+        return PyErr_NoMemory();
+    }
+    Held h = {NULL, -1};
+    if (enter(self) < 0) goto done;
+    volatile uint64_t *w = self->w, *s = self->slots;
+    uint64_t gen = w[W_SLOT_GEN] & 0xFFFFFFFFull;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!parse_lease(items[i], gen, &pairs[2 * i], &pairs[2 * i + 1])) goto aside;
+    if (self->get_lock && acquire(self->get_lock, self->get_sem, &h) < 0) goto left;
+    if (w[W_FLAGS] & FLAG_CLOSED) {
+        PyErr_SetObject(QueueDeleted, self->name);
+        if (self->get_lock) release(self->get_sem, &h);
+        goto left;
+    }
+    uint64_t due = w[SW_DUE];
+    if (!s || (due && due <= now_us)) { /* reclaim_due first: queue.py */
+        if (self->get_lock) release(self->get_sem, &h);
+        goto aside;
+    }
+    uint64_t high = w[SW_HIGH], head = w[SW_FREE], acked = 0, freed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) { /* side.ack_many */
+        uint64_t idx = pairs[2 * i], b = idx * SLOT_W, v;
+        pairs[2 * i] = 0; /* now: acked? */
+        if (idx >= high) continue;
+        v = s[b];
+        if ((v & 0xFF) != ST_LEASED || v >> 32 != pairs[2 * i + 1] || s[b + S_DEADLINE] <= now_us)
+            continue;
+        store(s, (int)b, v & ~0xFFull); /* FREE: the commit point */
+        freed += rec_bytes(s[b + S_LENKIND] & 0xFFFFFFFFull);
+        s[b + S_AUX] = head;
+        head = idx + 1;
+        acked++;
+        pairs[2 * i] = 1;
+    }
+    w[SW_FREE] = head;
+    w[SW_LEASED] -= acked;
+    w[SW_BYTES] -= freed;
+    w[SW_ACKED] += acked;
+    if (acked && !w[SW_BYTES]) side_rewind(self);
+    if (self->get_lock) release(self->get_sem, &h);
+    out = PyList_New(0);
+    for (Py_ssize_t i = 0; out && i < n; i++)
+        if (!pairs[2 * i] && PyList_Append(out, items[i]) < 0) Py_CLEAR(out);
+    goto left;
+aside:
+    Py_INCREF(Py_None);
+    out = Py_None;
+left:
+    leave(self);
+done:
+    PyMem_Free(pairs);
+    Py_DECREF(ids);
     return out;
 }
 
@@ -663,6 +1216,13 @@ static PyMethodDef Fast_methods[] = {
     {"take", (PyCFunction)(void (*)(void))Fast_take, METH_FASTCALL,
      "take(max_n, t0_ns, was_waiting, keep_waiting, tag, make=None) -> records, or None "
      "(nothing done) when the side table has due or ready work"},
+    {"lease", (PyCFunction)(void (*)(void))Fast_lease, METH_FASTCALL,
+     "lease(max_n, t0_ns, was_waiting, keep_waiting, tag, make, lease_us, now_us, extra) -> "
+     "records with (lease_id, 1, lease_expires_at[, extra]) after the tag, or None (nothing "
+     "done) when the side table has due or ready work"},
+    {"ack", (PyCFunction)(void (*)(void))Fast_ack, METH_FASTCALL,
+     "ack(lease_ids, now_us) -> the ids not held, or None (nothing done) when a deadline "
+     "has passed or an id is not in lease_id's form"},
     {"release", (PyCFunction)Fast_release, METH_NOARGS, "let go of the mapping"},
     {NULL, NULL, 0, NULL},
 };
@@ -769,7 +1329,23 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         add_int(layout, "KIND_BYTES", KIND_BYTES) || add_int(layout, "KIND_WRAP", KIND_WRAP) ||
         add_int(layout, "HDR", HDR) || add_int(layout, "HIST_BUCKETS", NBOUNDS + 1) ||
         add_int(layout, "SW_DUE", SW_DUE) || add_int(layout, "SW_READY", SW_READY) ||
-        add_int(layout, "SW_BYTES", SW_BYTES) || add_int(layout, "TRIM_KEEP", TRIM_KEEP) || add_int(layout, "TRIM_AGE_US", TRIM_AGE_US) ||
+        add_int(layout, "SW_BYTES", SW_BYTES) || add_int(layout, "TRIM_KEEP", TRIM_KEEP) ||
+        add_int(layout, "TRIM_AGE_US", TRIM_AGE_US) ||
+        add_int(layout, "W_MAX_MESSAGE_BYTES", W_MAX_MESSAGE_BYTES) ||
+        add_int(layout, "W_SLOT_GEN", W_SLOT_GEN) || add_int(layout, "SW_NSLOTS", SW_NSLOTS) ||
+        add_int(layout, "SW_DSIZE", SW_DSIZE) || add_int(layout, "SW_HIGH", SW_HIGH) ||
+        add_int(layout, "SW_FREE", SW_FREE) || add_int(layout, "SW_TOKEN", SW_TOKEN) ||
+        add_int(layout, "SW_DHEAD", SW_DHEAD) || add_int(layout, "SW_DTAIL", SW_DTAIL) ||
+        add_int(layout, "SW_SRES", SW_SRES) || add_int(layout, "SW_DRES", SW_DRES) ||
+        add_int(layout, "SW_LEASED", SW_LEASED) || add_int(layout, "SW_DELAYED", SW_DELAYED) ||
+        add_int(layout, "SW_DEAD", SW_DEAD) || add_int(layout, "SW_ACKED", SW_ACKED) ||
+        add_int(layout, "SLOT_W", SLOT_W) || add_int(layout, "S_DEADLINE", S_DEADLINE) ||
+        add_int(layout, "S_POS", S_POS) || add_int(layout, "S_KEY", S_KEY) ||
+        add_int(layout, "S_SEQ", S_SEQ) || add_int(layout, "S_ENQ", S_ENQ) ||
+        add_int(layout, "S_ORIGIN", S_ORIGIN) || add_int(layout, "S_LENKIND", S_LENKIND) ||
+        add_int(layout, "S_AUX", S_AUX) || add_int(layout, "FREE", ST_FREE) ||
+        add_int(layout, "PENDING", ST_PENDING) || add_int(layout, "LEASED", ST_LEASED) ||
+        add_int(layout, "DHDR", DHDR) || add_int(layout, "SKIP", DSKIP) ||
         PyModule_AddObject(m, "LAYOUT", layout) < 0)
         return NULL;
     PyObject *bounds = PyTuple_New(NBOUNDS);

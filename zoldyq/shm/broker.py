@@ -117,7 +117,21 @@ class Message(tuple[Any, ...]):
                 f"enqueued_at={self.enqueued_at}{lease})")
 
 
+class LeasedMessage(Message):
+    """A leased message, always the long form: its lease fields are plain item reads
+    (an HTTP batch of leases reads them for every message)."""
+
+    lease_id: str = property(itemgetter(4))  # type: ignore[assignment]
+    delivery_count: int = property(itemgetter(5))  # type: ignore[assignment]
+    lease_expires_at: int = property(itemgetter(6))  # type: ignore[assignment]
+
+    def ack(self) -> None:
+        """Remove the leased message for good; LeaseExpired if the lease is not held."""
+        self[7].ack(self[4])  # always carries its lease: no check, one call less
+
+
 _message = functools.partial(tuple.__new__, Message)
+_leased = functools.partial(tuple.__new__, LeasedMessage)
 
 
 _receipt = functools.partial(tuple.__new__, Receipt)  # NamedTuple's own __new__ is slow
@@ -299,14 +313,18 @@ class Queue(api.LeaseBlock):
         """Dequeue up to ``max`` messages in one lock round trip, waiting for the first."""
         if max < 1:
             return []
-        lease_us = self._lease_us(lease)
+        lease_us = 0 if lease is None else (  # whole seconds: the common case, checked here
+            lease * 1_000_000 if type(lease) is int and 0 < lease <= MAX_SECONDS
+            else self._lease_us(lease))
         sq = self._sq or self._resolve(create=False)
         fast = sq.fast
         try:
-            if fast is not None and not lease_us and (timeout <= 0 or sq.interrupted):
+            if fast is not None and (timeout <= 0 or sq.interrupted):
                 # flat: no wait to plan, one C call (None back: side work, the full path)
-                got: list[Message] | None = fast.take(max, _perf_ns(), False, False,
-                                                      self.name, Message)
+                got: list[Message] | None = (
+                    fast.lease(max, _perf_ns(), False, False, self.name, LeasedMessage, lease_us,
+                               _time_ns() // 1000, self) if lease_us else
+                    fast.take(max, _perf_ns(), False, False, self.name, Message))
                 if got is not None:
                     if fast.trim_due:
                         sq.trim()
@@ -319,7 +337,7 @@ class Queue(api.LeaseBlock):
         if self._sq is not None and self._sq.words[SW_DEAD]:
             self._flush_dead()
         if lease_us:
-            return [_message((*r, self)) for r in records]
+            return [_leased((*r, self)) for r in records]
         return list(map(_message, records))
 
     @staticmethod
@@ -386,11 +404,23 @@ class Queue(api.LeaseBlock):
 
     def ack(self, lease_id: str) -> None:
         """Remove a leased message for good; raises LeaseExpired if the lease is not held."""
-        if self.ack_many([lease_id]):
+        if self.ack_many((lease_id,)):
             raise LeaseExpired(self.name, str(lease_id))
 
     def ack_many(self, lease_ids: Iterable[str]) -> list[str]:
         """Ack each lease in one lock round trip; returns the ids that were not held."""
+        sq = self._sq
+        fast = None if sq is None else sq.fast
+        if fast is not None and type(lease_ids) in (list, tuple):
+            # flat: one C call (None back: a deadline passed or an odd id, the full path)
+            try:
+                not_held: list[str] | None = fast.ack(lease_ids, _time_ns() // 1000)
+            except ClosedError:
+                not_held = None
+            if not_held is not None:
+                if sq.words[SW_DEAD]:  # type: ignore[union-attr]
+                    self._flush_dead()
+                return not_held
         ids = [str(i) for i in lease_ids]
         return self._on(lambda sq: sq.ack(ids))
 

@@ -151,7 +151,8 @@ class SharedQueue:
                 try:
                     self.fast = speedups.fast.Fast(
                         self._mm, name, self.put_lock, self.get_lock,
-                        objs["put_sem"], objs["get_sem"], objs["bell"], self._reserve)
+                        objs["put_sem"], objs["get_sem"], objs["bell"], self._reserve,
+                        self._reserve_side)
                 except FileNotFoundError:  # deleted since the semaphores above were opened
                     raise segment.Gone(objs["bell"]) from None
         except BaseException:
@@ -393,8 +394,11 @@ class SharedQueue:
         record carries (lease id, delivery count, lease expiry µs) after the tag.
         """
         fast = self.fast
-        if fast is not None and not lease_us:  # None back: the side table has due/ready work
-            got: list[Record] | None = fast.take(max_n, t0, was_waiting, keep_waiting, tag)
+        if fast is not None:  # None back: the side table has due/ready work
+            got: list[Record] | None = (
+                fast.lease(max_n, t0, was_waiting, keep_waiting, tag, None, lease_us,
+                           _time_ns() // 1000, None) if lease_us else
+                fast.take(max_n, t0, was_waiting, keep_waiting, tag))
             if got is not None:
                 if fast.trim_due:
                     self.trim()
@@ -552,6 +556,11 @@ class SharedQueue:
 
     def ack(self, lease_ids: Sequence[str]) -> list[str]:
         """Remove leased messages for good; return the ids that were not held."""
+        fast = self.fast
+        if fast is not None:  # None back: a deadline passed (reclaim first) or an odd id
+            not_held: list[str] | None = fast.ack(lease_ids, _time_ns() // 1000)
+            if not_held is not None:
+                return not_held
         side = self.side
         lock = self._locked()
         try:
