@@ -32,7 +32,7 @@ _MINE = {k: getattr(layout, k) for k in (
     "W_RESERVED", "W_FULL_TOTAL", "W_BYTES_IN", "W_HEAD", "W_DEQ_TOTAL", "W_WAITERS",
     "W_TIMEOUTS", "W_BYTES_OUT", "W_ENQ_HIST", "W_DEQ_HIST", "FLAG_CLOSED", "KIND_JSON",
     "KIND_BYTES", "KIND_WRAP", "HIST_BUCKETS", "SW_DUE", "SW_READY", "SW_BYTES", "TRIM_KEEP",
-    "TRIM_AGE_US",
+    "TRIM_AGE_US", "W_PUT_LOCK", "W_GET_LOCK", "LOCK_WORDS", "LOCK_DIRTY",
 )} | {"HDR": layout.RECORD.size}
 
 if fast is not None and (fast.LAYOUT != _MINE or fast.HIST_BOUNDS_NS != layout.HIST_BOUNDS_NS):
