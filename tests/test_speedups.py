@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter, deque
 from pathlib import Path
 
@@ -246,3 +248,35 @@ def test_the_c_path_steps_aside_for_the_side_table(broker: zoldyq.Broker) -> Non
     assert fast.take(10, 0, False, False, "side") is None  # side work first: nothing done
     assert [x.payload for x in q.get_many(2)] == ["a", "b"]
     assert [r[1] for r in fast.take(10, 0, False, False, "side")] == [b'"c"']
+
+
+@needs_c
+@pytest.mark.parametrize("next_path", ["c", "pure"])
+def test_a_c_holder_killed_inside_is_repaired_by_either_path(
+    broker: zoldyq.Broker, next_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed while its C path holds the put mutex (in the reserve callback: after
+    the lock, before the commit) leaves it to the kernel: the next holder, on either path,
+    gets EOWNERDEAD, repairs once, and the queue holds exactly what was committed."""
+    q = broker.queue("q")
+    q.put("a")
+    sq = q._sq  # type: ignore[union-attr]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - killed inside
+        try:
+            die = fast.Fast(sq._mm, "q", sq.put_lock, sq.get_lock, sq._objects["bell"],
+                            lambda high: os.kill(os.getpid(), signal.SIGKILL))
+            sq.words[layout.W_RESERVED] = 0  # the next put grows the ring: the callback
+            die.put_one(KIND_BYTES, b"never committed", 0)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    if next_path == "pure":
+        monkeypatch.setattr(sq, "fast", None)
+    t0 = time.monotonic()
+    q.put("b")
+    assert time.monotonic() - t0 < 1.0
+    assert sq.put_lock.repairs == 1
+    assert [m.payload for m in q.get_many(10)] == ["a", "b"]
+    assert q.stats()["enqueued_total"] == 2

@@ -70,7 +70,7 @@ static const uint64_t HIST_NS[NBOUNDS] = {
     1000000000};
 
 static PyObject *ClosedError, *QueueDeleted, *QueueFull, *BrokenError;
-static PyObject *s_contended;
+static PyObject *s_wait;
 
 static inline uint64_t load(volatile uint64_t *w, int i) {
     return __atomic_load_n(&w[i], __ATOMIC_ACQUIRE);
@@ -114,7 +114,7 @@ typedef struct {
 
 /* Take the robust mutex at lw (a lock's cache line: the mutex, then its dirty word), with
  * the GIL held while it is free; contended, yield and retry with the GIL released, then
- * wait as this thread's policy says (lock._contended, which may raise LockBusy). A dead
+ * wait as this thread's policy says (lock._wait, which may raise LockBusy). A dead
  * holder (EOWNERDEAD) or a dirty word sends us to lock._repair, which returns holding the
  * lock, repaired, or raises having released it. 0 holding it, or -1 with an exception. */
 static int acquire(PyObject *lock, volatile uint64_t *lw) {
@@ -128,7 +128,7 @@ static int acquire(PyObject *lock, volatile uint64_t *lw) {
         }
         Py_END_ALLOW_THREADS
         if (rc == EBUSY) {
-            PyObject *r = PyObject_CallMethodNoArgs(lock, s_contended);
+            PyObject *r = PyObject_CallMethodNoArgs(lock, s_wait);
             if (r == NULL) return -1;
             rc = (int)PyLong_AsLong(r); /* pthread's answer: small, never fails */
             Py_DECREF(r);
@@ -697,7 +697,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     BrokenError = PyObject_GetAttrString(errors, "BrokenError");
     Py_DECREF(errors);
     if (!ClosedError || !QueueDeleted || !QueueFull || !BrokenError) return NULL;
-    s_contended = PyUnicode_InternFromString("_contended");
+    s_wait = PyUnicode_InternFromString("_wait");
     if (PyType_Ready(&FastType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;

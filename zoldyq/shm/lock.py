@@ -62,7 +62,7 @@ TIDs are per PID namespace: every process on a namespace must share one
 
 The compiled path (``_speedups.c``) runs this same protocol inside one C
 call per put or get: ``pthread_mutex_trylock`` on the same address, a few
-``sched_yield`` + trylock rounds with the GIL released, then ``_contended``
+``sched_yield`` + trylock rounds with the GIL released, then ``_wait``
 (the wait policies below) and ``_repair`` (points 3 and 5), both shared with
 this path. The pure path makes the same calls through ``ctypes``, which
 releases the GIL for each, so an install without a compiler takes the very
@@ -251,14 +251,19 @@ class RobustLock:
 
     def _contended(self) -> int:
         """Held elsewhere, for microseconds as a rule: yield the CPU and retry a few times
-        before sleeping in the kernel, then wait as this thread's policy says. Returns
-        pthread's answer (0, EOWNERDEAD, ...) or raises LockBusy, not holding it."""
+        before sleeping in the kernel, whose wake-up costs more; then ``_wait``."""
         addr = self._addr
         for _ in range(SPIN_TRIES):
             os.sched_yield()
             rc = _trylock(addr)
             if rc != _EBUSY:
                 return int(rc)
+        return self._wait()
+
+    def _wait(self) -> int:
+        """Wait for the lock as this thread's policy says (the C path's spin is its own).
+        Returns pthread's answer (0, EOWNERDEAD, ...), or raises LockBusy not holding it."""
+        addr = self._addr
         deadline = _deadline()
         if deadline is None:
             while (rc := _lock_until(addr, time.monotonic() + WAIT_SLICE)) == _ETIMEDOUT:
