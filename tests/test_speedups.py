@@ -271,7 +271,8 @@ def test_a_c_holder_killed_inside_is_repaired_by_either_path(
         finally:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGKILL
     if next_path == "pure":
         monkeypatch.setattr(sq, "fast", None)
     t0 = time.monotonic()

@@ -70,7 +70,7 @@ static const uint64_t HIST_NS[NBOUNDS] = {
     1000000000};
 
 static PyObject *ClosedError, *QueueDeleted, *QueueFull, *BrokenError;
-static PyObject *s_wait;
+static PyObject *s_wait, *s_repair;
 
 static inline uint64_t load(volatile uint64_t *w, int i) {
     return __atomic_load_n(&w[i], __ATOMIC_ACQUIRE);
@@ -114,9 +114,10 @@ typedef struct {
 
 /* Take the robust mutex at lw (a lock's cache line: the mutex, then its dirty word), with
  * the GIL held while it is free; contended, yield and retry with the GIL released, then
- * wait as this thread's policy says (lock._wait, which may raise LockBusy). A dead
- * holder (EOWNERDEAD) or a dirty word sends us to lock._repair, which returns holding the
- * lock, repaired, or raises having released it. 0 holding it, or -1 with an exception. */
+ * wait as this thread's policy says (lock._wait, which may raise LockBusy). A dead holder
+ * (EOWNERDEAD) sets the dirty word before the mutex is made consistent; a dirty word sends
+ * us to lock._repair, which returns holding the lock, repaired, or raises having released
+ * it. 0 holding it, or -1 with an exception, not holding it. */
 static int acquire(PyObject *lock, volatile uint64_t *lw) {
     pthread_mutex_t *m = (pthread_mutex_t *)lw;
     int rc = pthread_mutex_trylock(m);
@@ -134,8 +135,16 @@ static int acquire(PyObject *lock, volatile uint64_t *lw) {
             Py_DECREF(r);
         }
     }
-    if (rc || lw[LOCK_DIRTY]) {
-        PyObject *r = PyObject_CallMethod(lock, "_repair", "i", rc);
+    if (rc == EOWNERDEAD) {
+        lw[LOCK_DIRTY] = 1; /* first: the mutex forgets the death at consistent */
+        pthread_mutex_consistent(m);
+    } else if (rc) { /* not held: ENOTRECOVERABLE (never released inconsistent), EDEADLK */
+        PyErr_Format(rc == ENOTRECOVERABLE ? BrokenError : PyExc_RuntimeError, "lock: %s",
+                     strerror(rc));
+        return -1;
+    }
+    if (lw[LOCK_DIRTY]) {
+        PyObject *r = PyObject_CallMethodNoArgs(lock, s_repair);
         if (r == NULL) return -1;
         Py_DECREF(r);
     }
@@ -698,6 +707,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_DECREF(errors);
     if (!ClosedError || !QueueDeleted || !QueueFull || !BrokenError) return NULL;
     s_wait = PyUnicode_InternFromString("_wait");
+    s_repair = PyUnicode_InternFromString("_repair");
     if (PyType_Ready(&FastType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;

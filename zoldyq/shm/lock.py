@@ -138,6 +138,13 @@ else:  # the wall clock, converted (a clock step only shortens or stretches one 
         return int(_timedlock(addr, _Timespec(int(secs), int(secs % 1 * 1e9))))
 
 
+def _error(name: str, rc: int) -> Exception:
+    """What a lock that failed with ``rc`` (and is not held) raises."""
+    if rc == errno.ENOTRECOVERABLE:  # released inconsistent: never by this code
+        return BrokenError(f"lock {name}: {os.strerror(rc)}")
+    return RuntimeError(f"lock {name}: {os.strerror(rc)}")  # EDEADLK: this thread holds it
+
+
 class LockBusy(Exception):
     """The lock is held elsewhere and this thread may not wait (longer) for it."""
 
@@ -241,10 +248,16 @@ class RobustLock:
             if self._closed:
                 raise ClosedError(f"lock {self._name}")
             rc = _trylock(self._addr)
-            if rc == _EBUSY:
-                rc = self._contended()
-            if rc or self._words[LOCK_DIRTY]:
-                self._repair(rc)
+            if rc:
+                if rc == _EBUSY:
+                    rc = self._contended()
+                if rc == _EOWNERDEAD:
+                    self._words[LOCK_DIRTY] = 1  # first: the mutex forgets the death at
+                    _consistent(self._addr)  # consistent, the word remembers it
+                elif rc:
+                    raise _error(self._name, rc)
+            if self._words[LOCK_DIRTY]:
+                self._repair()
         except BaseException:
             holders.pop()
             raise
@@ -276,23 +289,16 @@ class RobustLock:
             raise LockBusy(self._name)
         return rc
 
-    def _repair(self, rc: int) -> None:
-        """After a lock that answered ``rc``, or found the dirty word set: returns holding
-        the lock with the data repaired, or raises not holding it (still dirty)."""
-        words = self._words
-        if rc == _EOWNERDEAD:
-            words[LOCK_DIRTY] = 1  # first: the mutex forgets the death at consistent
-            _consistent(self._addr)
-        elif rc == errno.ENOTRECOVERABLE:  # released inconsistent: never by this code
-            raise BrokenError(f"lock {self._name}: {os.strerror(rc)}")
-        elif rc:  # EDEADLK: this thread holds it already
-            raise RuntimeError(f"lock {self._name}: {os.strerror(rc)}")
+    def _repair(self) -> None:
+        """Holding the lock with its dirty word set (both paths: after EOWNERDEAD, made
+        consistent, or after a ``dirty_on_error``): returns holding it, repaired, or
+        raises having released it, still dirty."""
         try:
             if hooks.ENABLED:
                 hooks.reach("lock.repair")
             self.repairs += 1
             self.on_dirty()
-            words[LOCK_DIRTY] = 0
+            self._words[LOCK_DIRTY] = 0
         except BaseException:
             _unlock(self._addr)  # still dirty: the next holder repairs
             raise
