@@ -27,6 +27,7 @@ from tests.helpers import servers
 from tests.helpers.multiproc import spawn
 from tests.helpers.ws import sidecar
 from zoldyq.broker import LOCK_WAIT, from_loop, loop_thread
+from zoldyq.shm.lock import wait_until
 
 
 @pytest.fixture
@@ -161,3 +162,36 @@ def test_http_serves_other_queues_health_and_metrics_while_one_is_stuck(
         assert r.json()["error"] == "queue_busy"
         assert r.headers["retry-after"] == "1"
         assert broker.queue("frozen").stats()["enqueued_total"] == 1  # nothing half-stored
+
+
+def test_a_get_that_drains_an_old_queue_keeps_its_message_while_the_put_side_is_stuck(
+    broker: zoldyq.Broker, stuck  # type: ignore[no-untyped-def]
+) -> None:
+    """Draining a queue whose last record is old tries to give memory back; a stuck put
+    side makes that housekeeping wait for nobody and lose nothing (it once took the
+    message off the ring, then raised QueueBusy from the trim, or hung)."""
+    q = broker.queue("frozen")
+    q.put_many(list(range(400)))  # enough records that the ring holds more than it keeps
+    assert [m.payload for m in q.get_many(399)] == list(range(399))
+    time.sleep(1.2)  # the last record is now older than TRIM_AGE_US: draining trims
+    stuck("frozen")
+    got: list[object] = []
+    errors: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            got.extend(m.payload for m in q.get_many(5))
+        except BaseException as ex:  # the assertion below names it
+            errors.append(ex)
+
+    worker = threading.Thread(target=lambda: _with_deadline(drain), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the get hung on the stuck put lock"
+    assert errors == []
+    assert got == [399]
+
+
+def _with_deadline(fn: Callable[[], None]) -> None:
+    with wait_until(time.monotonic() + LOCK_WAIT):
+        fn()

@@ -74,7 +74,7 @@ from zoldyq.shm.layout import (
     W_VERSION,
     W_WAITERS,
 )
-from zoldyq.shm.lock import RobustLock, patient
+from zoldyq.shm.lock import LockBusy, RobustLock, never_wait, patient
 from zoldyq.shm.ring import HDR, Record, Ring, RingCorrupt, RingFull, record_bytes
 from zoldyq.shm.side import (
     DEAD,
@@ -460,11 +460,22 @@ class SharedQueue:
         (1)'s two stores leaves an empty ring with offsets apart, which the next
         put-side holder puts back together (``Ring.repair_put_side``); after (2)
         the pages are merely still there. Returns True if memory was given back.
+
+        Housekeeping never waits and never raises LockBusy: it runs after a get
+        has committed its records, which must reach the caller; a lock held
+        elsewhere means the queue is not idle, so the memory stays for now.
         """
         words = self.words
         if words[W_RESERVED] <= TRIM_KEEP or self.ring.count():
             return False
-        with self.put_lock, self.get_lock:
+        try:
+            return self._trim_now()
+        except LockBusy:
+            return False
+
+    def _trim_now(self) -> bool:
+        words = self.words
+        with never_wait(), self.put_lock, self.get_lock:
             reserved = words[W_RESERVED]
             if words[W_FLAGS] & FLAG_CLOSED or reserved <= TRIM_KEEP or self.ring.count():
                 return False

@@ -262,13 +262,22 @@ class Batcher:
 
 
 class Dequeue:
-    """One streaming consumer: take what the connection can send, send it, repeat."""
+    """One streaming consumer: take what the connection can send, send it, repeat.
+
+    The loop (``_stream``) is shared with ``LeasedDequeue``, which changes three
+    policies: how many to take (``_want``), how to frame them (``_frames``) and
+    what to do with messages taken for a peer that has just gone (``_orphaned``).
+    """
+
+    lease: float | None = None  # plain: messages leave the queue when taken
 
     def __init__(self, ws: ServerConnection, queue: Queue) -> None:
         self.ws = ws
         self.queue = queue
         self.waiting = False  # parked where a cancel takes nothing
         self.task: asyncio.Task[None] | None = None
+        self.frame_size = 256  # running estimate, to turn free buffer bytes into a count
+        self.prefix = frames.message_prefix(queue.name)
 
     async def run(self) -> None:
         self.task = asyncio.current_task()
@@ -293,25 +302,50 @@ class Dequeue:
                 pass
         except ConnectionClosed:
             pass
+        self._stop_waiting()
+
+    def _stop_waiting(self) -> None:
         if self.waiting and self.task is not None:
             self.task.cancel()
+
+    async def _want(self) -> int:
+        """As many as fit under the transport's high-water mark, at least one."""
+        transport = self.ws.transport
+        room = transport.get_write_buffer_limits()[1] - transport.get_write_buffer_size()
+        return min(MAX_BATCH, max(1, room // self.frame_size))
 
     async def _take(self, want: int) -> Sequence[Message]:
         """Up to ``want`` messages, waiting for the first; none once the connection is gone."""
         if self.ws.state is not State.OPEN:
             return []
         try:
-            msgs = self.queue.get_many(want, 0)  # the loop thread never waits for a lock
+            msgs = self.queue.get_many(want, 0, self.lease)  # the loop never waits for a lock
             if msgs:
                 return msgs
             self.waiting = True  # from here to the await, nothing can close us unnoticed
-            return await self.queue.aget_many(want, IDLE_WAIT)
+            return await self.queue.aget_many(want, IDLE_WAIT, self.lease)
         except LockBusy:  # held by a stopped process: look again soon
             self.waiting = True
             await asyncio.sleep(BUSY_POLL)
             return []
         finally:
             self.waiting = False
+
+    def _frames(self, msgs: Sequence[Message]) -> tuple[list[bytes], bool | list[bool]]:
+        """The frames for ``msgs``; raw messages go out as binary frames."""
+        (before, middle), encode = self.prefix, frames.message
+        out = [m.data if m.kind == KIND_BYTES else encode(before, middle, m.data, m.enqueued_at)
+               for m in msgs]
+        # + enqueued_at and the frame header
+        overhead = len(before) + len(middle) + 24
+        self.frame_size = sum(len(m.data) for m in msgs) // len(msgs) + overhead
+        if any(m.kind == KIND_BYTES for m in msgs):
+            return out, [m.kind == KIND_BYTES for m in msgs]
+        return out, False
+
+    async def _orphaned(self, msgs: Sequence[Message]) -> None:
+        """Taken, but nobody to write them to: back at the head of the queue."""
+        await settle(self.queue.name, self.queue.requeue, msgs)
 
     async def _wait_for_queue(self) -> None:
         """The queue does not exist (yet): look again soon, unless the namespace is gone."""
@@ -325,18 +359,10 @@ class Dequeue:
             self.waiting = False
 
     async def _stream(self) -> None:
-        ws, queue = self.ws, self.queue
-        broker = queue.broker
-        transport = ws.transport
-        high = transport.get_write_buffer_limits()[1]
-        before, middle = frames.message_prefix(queue.name)
-        overhead = len(before) + len(middle) + 24  # + enqueued_at and the frame header
-        encode, take = frames.message, self._take
-        frame_size = 256  # running estimate, to turn free buffer bytes into a count
+        ws, broker = self.ws, self.queue.broker
         while True:
-            room = high - transport.get_write_buffer_size()
             try:
-                msgs = await take(min(MAX_BATCH, max(1, room // frame_size)))
+                msgs = await self._take(await self._want())
             except QueueNotFound:
                 await self._wait_for_queue()
                 continue
@@ -347,18 +373,10 @@ class Dequeue:
                     await ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
                     return
                 continue
-            if ws.protocol.state is not State.OPEN:  # taken, but nobody to write them to
-                await settle(queue.name, queue.requeue, msgs)
+            if ws.protocol.state is not State.OPEN:
+                await self._orphaned(msgs)
                 return
-            if any(m.kind == KIND_BYTES for m in msgs):  # raw ones go out as binary frames
-                await send_frames(ws, [m.data if m.kind == KIND_BYTES else
-                                       encode(before, middle, m.data, m.enqueued_at)
-                                       for m in msgs],
-                                  [m.kind == KIND_BYTES for m in msgs])
-            else:
-                await send_frames(ws, [encode(before, middle, m.data, m.enqueued_at)
-                                       for m in msgs])
-            frame_size = sum(len(m.data) for m in msgs) // len(msgs) + overhead
+            await send_frames(ws, *self._frames(msgs))
 
 
 async def settle(name: str, fn: Any, *args: Any) -> Any:
@@ -401,8 +419,7 @@ class LeasedDequeue(Dequeue):
                     await self.ws.send(answer.decode())
         except ConnectionClosed:
             pass
-        if self.waiting and self.task is not None:
-            self.task.cancel()
+        self._stop_waiting()
 
     async def _settle(self, frame: str | bytes) -> bytes | None:
         q = self.queue
@@ -430,10 +447,11 @@ class LeasedDequeue(Dequeue):
             del self.held[lease_id]
         return self.prefetch - len(self.held)
 
-    async def _take(self, want: int) -> Sequence[Message]:
+    async def _want(self) -> int:
+        """The credit left, waiting for some (an ack or a lease expiring); 0 if the peer left."""
         while (room := self._room()) <= 0:
             if self.ws.state is not State.OPEN:
-                return []
+                return 0
             self.credit.clear()
             soonest = min(self.held.values(), default=0)
             wait = max(0.001, (soonest - time.time_ns() // 1000) / 1e6)
@@ -443,41 +461,17 @@ class LeasedDequeue(Dequeue):
                     await asyncio.wait_for(self.credit.wait(), min(wait, IDLE_WAIT))
             finally:
                 self.waiting = False
-        if self.ws.state is not State.OPEN:
-            return []
-        want = min(want, room)
-        try:
-            msgs = self.queue.get_many(want, 0, self.lease)  # the loop never waits for a lock
-            if not msgs:
-                self.waiting = True
-                msgs = await self.queue.aget_many(want, IDLE_WAIT, self.lease)
-        except LockBusy:  # held by a stopped process: look again soon
-            self.waiting = True
-            await asyncio.sleep(BUSY_POLL)
-            msgs = []
-        finally:
-            self.waiting = False
+        return room
+
+    async def _take(self, want: int) -> Sequence[Message]:
+        msgs = await super()._take(want) if want else []
         for m in msgs:
             if m.lease_id is not None:
                 self.held[m.lease_id] = m.lease_expires_at or 0
         return msgs
 
-    async def _stream(self) -> None:
-        ws, queue = self.ws, self.queue
-        broker = queue.broker
-        while True:
-            try:
-                msgs = await self._take(self.prefetch)
-            except QueueNotFound:
-                await self._wait_for_queue()
-                continue
-            if not msgs:
-                if ws.state is not State.OPEN:
-                    return
-                if broker.interrupted:
-                    await ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
-                    return
-                continue
-            if ws.protocol.state is not State.OPEN:
-                return  # run() gives every held lease back
-            await send_frames(ws, [frames.leased_message(queue.name, m) for m in msgs])
+    def _frames(self, msgs: Sequence[Message]) -> tuple[list[bytes], bool | list[bool]]:
+        return [frames.leased_message(self.queue.name, m) for m in msgs], False
+
+    async def _orphaned(self, msgs: Sequence[Message]) -> None:
+        """Nothing to do here: ``run`` gives every held lease back."""
