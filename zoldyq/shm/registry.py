@@ -12,6 +12,7 @@ name (a seqlock).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -146,7 +147,8 @@ class Registry:
 
     def _drop(self) -> None:
         self.words.release()
-        self._mm.close()
+        with contextlib.suppress(BufferError):  # a thread stuck inside the lock keeps it
+            self._mm.close()
 
     def close(self) -> None:
         self.lock.close()
