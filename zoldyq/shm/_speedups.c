@@ -2,8 +2,9 @@
  * segment layout as ring.py/queue.py (see layout.py), with the same lock
  * protocol as lock.py (the robust mutex in the header, its dirty word, the
  * repair after EOWNERDEAD), on the same mutexes. Optional: without a
- * compiler, or with ZOLDYQ_PURE_PYTHON=1, the pure-Python path runs instead, and both interoperate on one namespace
- * because they read and write the same words the same way.
+ * compiler, or with ZOLDYQ_PURE_PYTHON=1, the pure-Python path runs instead,
+ * and both interoperate on one namespace because they read and write the
+ * same words the same way and take the same mutexes.
  *
  * What one C call now covers, for a put: take the locks, write the records,
  * store the tail (the commit point, one aligned 8-byte release store), bump

@@ -301,12 +301,11 @@ class Queue(api.LeaseBlock):
         sq = self._sq or self._resolve(create=False)
         fast = sq.fast
         try:
-            if fast is not None and not lease_us:
-                # flat: one C call that builds the Messages (None back: side work; nothing
-                # and a wait to plan: the full path, which looks again before it parks)
+            if fast is not None and not lease_us and (timeout <= 0 or sq.interrupted):
+                # flat: no wait to plan, one C call (None back: side work, the full path)
                 got: list[Message] | None = fast.take(max, _perf_ns(), False, False,
                                                       self.name, Message)
-                if got or (got is not None and (timeout <= 0 or sq.interrupted)):
+                if got is not None:
                     if fast.trim_due:
                         sq.trim()
                     if sq.words[SW_DEAD]:
