@@ -146,7 +146,7 @@ def test_never_wait_raises_lock_busy_at_once(shared: mmap.mmap) -> None:
         t0 = time.monotonic()
         with never_wait(), pytest.raises(LockBusy):
             lock.acquire()
-        assert time.monotonic() - t0 < 0.05
+        assert time.monotonic() - t0 < 0.5  # a few sched_yields: slow only on a loaded box
     finally:
         os.write(release, b"x")
         os.close(release)
@@ -187,7 +187,7 @@ def test_never_wait_covers_a_thread_of_the_same_process(shared: mmap.mmap) -> No
     t0 = time.monotonic()
     with never_wait(), pytest.raises(LockBusy):
         lock.acquire()
-    assert time.monotonic() - t0 < 0.05
+    assert time.monotonic() - t0 < 0.5  # a few sched_yields: slow only on a loaded box
     os.write(release, b"x")
     os.close(release)
     os.waitpid(pid, 0)
