@@ -69,13 +69,16 @@ releases the GIL for each, so an install without a compiler takes the very
 same mutex, and a process on either path may hold it while one on the other
 waits.
 
-Decision, measured: robust pthread mutex vs flock + semaphore. A
-process-shared ``PTHREAD_MUTEX_ROBUST`` mutex in the segment (EOWNERDEAD names
-a dead holder with the same certainty as the kernel's flock release) costs
-35-53 ns a lock/unlock pair on this 2-core VM, against 1.4-4.6 µs for the
-former flock + sem_trywait/sem_post pair (the same C loop, 3 runs under load;
-the issue measured 13 ns and 0.56 µs on a quiet box). The flock pair was about
-half of a compiled put, so the engine switched (layout version 3).
+Decision, measured (2-core VM shared with other benchmarks, load 6-13, so
+spreads are wide; ratios are same-run). A lock/unlock pair, in a C loop
+interleaved in rounds: the robust mutex 31-41 ns, the former flock +
+sem_trywait/sem_post pair 2.3-2.9 µs (57-92x; earlier runs 35-53 ns vs
+1.4-4.6 µs, the issue 13 ns vs 0.56 µs on a quiet box). The same pair through
+``RobustLock`` on the pure path (ctypes): 2.8-3.8 µs against 6.6-7.1 µs for
+the former threading.Lock + flock + semaphore (3 runs each). The flock pair
+was about half of a compiled put, so the engine switched (layout version 3).
+``scripts/bench_local.py --rounds 5``, C path ÷ faster-fifo, medians of
+per-round ratios, the switch vs main run back to back: BENCH_FIGURES
 """
 
 from __future__ import annotations
