@@ -77,8 +77,20 @@ sem_trywait/sem_post pair 2.3-2.9 µs (57-92x; earlier runs 35-53 ns vs
 ``RobustLock`` on the pure path (ctypes): 2.8-3.8 µs against 6.6-7.1 µs for
 the former threading.Lock + flock + semaphore (3 runs each). The flock pair
 was about half of a compiled put, so the engine switched (layout version 3).
-``scripts/bench_local.py --rounds 5``, C path ÷ faster-fifo, medians of
-per-round ratios, the switch vs main run back to back: BENCH_FIGURES
+``scripts/bench_local.py --rounds 5``, C path ÷ faster-fifo (medians of
+per-round ratios; streaming / drain / 4->4 / batch-100 / hand-off p50), runs
+of this code and of the flock code alternated on the same box:
+
+    mutex, 2 runs   5.10 / 2.83 / 3.44 /  9.70 / 1.50
+                    5.52 / 2.64 / 2.77 / 17.80 / 1.45
+    flock, 3 runs   2.87 / 1.29 / 1.30 / 16.55 / 1.38
+                    1.73 / 2.38 / 1.55 /  9.94 / 1.46
+                    2.46 / 1.55 / 1.44 / 13.35 / 1.42
+
+In msg/s, the last pair back to back: streaming 114 k vs 78 k, drain 206 k
+vs 128 k, 4->4 124 k vs 62 k. The load slows faster-fifo more than us (its
+streaming fell from 105 k on a quieter box to 21 k), so ratios to it run
+high here for both; rerun on an idle box before quoting them.
 """
 
 from __future__ import annotations
