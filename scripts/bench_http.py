@@ -3,6 +3,7 @@
 
 Usage: .venv/bin/python scripts/bench_http.py [--seconds 2] [--rounds 5]
            [--connections 50] [--worker-class asgi|gthread|both] [--backend shm|redis]
+           [--front-ends]
 
 Three servers under the same gunicorn settings (2 workers; gthread: 8 threads
 each), loaded by wrk over loopback with 50 connections, in the same run:
@@ -20,6 +21,12 @@ The three servers run at the same time and every measurement is repeated
 ``--rounds`` times, interleaved, so that other load on the host hits them
 alike: figures are medians, and each ratio is the median of the ratios of
 runs made seconds apart in the same round. Payloads are ~100 bytes of JSON.
+
+With ``--front-ends`` (and ``--backend redis``) it then measures scale-out: enqueues
+through one ZoldyQ-on-Redis front end of one worker, against two such front ends on the
+same Redis loaded at once (two wrk, half the connections each), interleaved per round.
+Each front end needs its own core for two to double one; on a 2-core host the second
+front end competes with the first, wrk and redis-server, so this shows the limit here.
 Dequeue runs against a queue pre-filled beyond what it can drain, so every
 answer carries a message. Needs wrk and
 redis-server (installed with apt-get when missing and run as root) and the
@@ -29,6 +36,7 @@ redis-server (installed with apt-get when missing and run as root) and the
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -258,6 +266,46 @@ def lease_runs(url: str, seconds: float, connections: int, rounds: int) -> dict[
     return out
 
 
+def front_end_runs(redis_url: str, worker_class: str, seconds: float, connections: int,
+                   rounds: int) -> list[tuple[float, float]]:
+    """(one front end's req/s, two front ends' summed req/s) per round: enqueues, each
+    front end one worker on the same Redis namespace."""
+    import zoldyq.redis
+
+    one = json.dumps({"payload": PAYLOAD}).encode()
+    ns = f"zqfront{os.getpid()}"
+    out = []
+    with contextlib.ExitStack() as stack:
+        stack.callback(zoldyq.redis.destroy, redis_url, ns)
+        fronts = [stack.enter_context(servers.gunicorn(
+            ns, workers=1, threads=THREADS, worker_class=worker_class, backend=redis_url,
+            default_queue_capacity=10_000_000, default_queue_max_bytes=2 << 30))
+            for _ in range(2)]
+        urls = [f.url + "/queues/f/enqueue" for f in fronts]
+        for url in urls:
+            wrk(url, 1, connections, "POST", one)  # warm-up
+        for i in range(rounds):
+            alone = wrk(urls[0], seconds, connections, "POST", one)["rps"]
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                both = sum(r["rps"] for r in pool.map(
+                    lambda u: wrk(u, seconds, connections // 2, "POST", one), urls))
+            fronts[0].call("POST", "/queues/f/clear")
+            out.append((alone, both))
+            print(f"  front ends round {i + 1}  one {alone:8.0f} req/s  two {both:8.0f} req/s",
+                  file=sys.stderr)
+    return out
+
+
+def front_end_table(runs: list[tuple[float, float]]) -> str:
+    ratios = [b / a for a, b in runs]
+    return "\n".join([
+        "| ZoldyQ on Redis, enqueue | req/s |", "| --- | ---: |",
+        f"| one front end (1 worker) | {_median([a for a, _ in runs]):.0f} |",
+        f"| two front ends (1 worker each), both loaded | {_median([b for _, b in runs]):.0f} |",
+        f"| two ÷ one (min-max) | {_median(ratios):.2f}x ({min(ratios):.2f}-"
+        f"{max(ratios):.2f}) |"])
+
+
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
@@ -317,7 +365,11 @@ def main() -> int:
     parser.add_argument("--worker-class", choices=("asgi", "gthread", "both"), default="asgi")
     parser.add_argument("--backend", choices=("shm", "redis"), default="shm",
                         help="redis: also ZoldyQ on the same Redis as the plain lists app")
+    parser.add_argument("--front-ends", action="store_true",
+                        help="with --backend redis: also one front end against two")
     args = parser.parse_args()
+    if args.front_ends and args.backend != "redis":
+        parser.error("--front-ends needs --backend redis")
     ensure_tools()
     classes = ["asgi", "gthread"] if args.worker_class == "both" else [args.worker_class]
     tables = []
@@ -326,6 +378,9 @@ def main() -> int:
             res = run_class(wc, args.seconds, args.connections, args.rounds, redis_url,
                             on_redis=args.backend == "redis")
             tables.append(table(wc, res))
+        if args.front_ends:
+            tables.append(front_end_table(front_end_runs(
+                redis_url, classes[0], args.seconds, args.connections, args.rounds)))
     print(f"\n{args.connections} connections, medians of {args.rounds} interleaved "
           f"{args.seconds} s runs, {WORKERS} workers (gthread: {THREADS} threads), "
           f"wrk -t2 on the same {os.cpu_count()}-core host\n")

@@ -2,14 +2,17 @@
 """Local API throughput and latency, interleaved in rounds with the usual Python alternatives.
 
     .venv/bin/python scripts/bench_local.py [--rounds 5] [--quick] [--markdown] [--json FILE]
+                                            [--redis]
 
 Backends: ZoldyQ on its C path, ZoldyQ on its pure-Python path (``ZOLDYQ_PURE_PYTHON``'s
-engine), faster-fifo and multiprocessing.Queue. Workloads, 100-byte messages, separate
-processes: 1 producer -> 1 consumer one message per call (streaming); one consumer
-draining a pre-filled queue one message per call (drain); 4 producers -> 4 consumers;
-1 -> 1 in batches of 100 (``put_records``/``get_many``; multiprocessing.Queue pickles a
-list of 100 as one message, its usual batching); the one-way latency of a hand-off to a
-consumer parked on an empty queue (p50/p99).
+engine), faster-fifo and multiprocessing.Queue; with ``--redis`` also ZoldyQ on Redis and
+plain Redis lists (RPUSH/LPOP, BLPOP to wait) through redis-py, each on a throwaway
+``redis-server`` (persistence off), with 1/20 of the messages (each call is a round trip).
+Workloads, 100-byte messages, separate processes: 1 producer -> 1 consumer one message per
+call (streaming); one consumer draining a pre-filled queue one message per call (drain); 4
+producers -> 4 consumers; 1 -> 1 in batches of 100 (``put_records``/``get_many``;
+multiprocessing.Queue pickles a list of 100 as one message, its usual batching); the
+one-way latency of a hand-off to a consumer parked on an empty queue (p50/p99).
 
 Every round runs every workload on every backend, the backends in a rotating order, so
 that other load on this shared host hits them alike. Figures are medians over rounds with
@@ -30,8 +33,12 @@ import time
 from typing import Any
 
 import zoldyq
+import zoldyq.redis
 from zoldyq.shm import speedups
 from zoldyq.shm.layout import KIND_BYTES
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tests.helpers import redis_server
 
 PAYLOAD = b"x" * 100
 BATCH = 100
@@ -44,6 +51,7 @@ ctx = mp.get_context("fork")
 class Zoldyq:
     name = "zoldyq (C)"
     c_path = True
+    scale = 1  # messages per workload are divided by this
 
     def __init__(self) -> None:
         if self.c_path and not speedups.ENABLED:
@@ -190,7 +198,70 @@ class MpQueue:
         self.q.close()
 
 
-BACKENDS = [Zoldyq, ZoldyqPure, FasterFifo, MpQueue]
+class ZoldyqRedis(Zoldyq):
+    name = "zoldyq on Redis"
+    scale = 20
+
+    def __init__(self) -> None:
+        self.server = redis_server.RedisServer()
+        self.ns = f"bench{os.getpid()}r"
+        self.broker = zoldyq.redis.connect(self.server.url, self.ns, max_messages=400_000,
+                                           max_bytes=128 << 20)
+        self.broker.create_queue("b", max_messages=400_000, max_bytes=128 << 20)
+
+    def handle(self) -> Any:
+        """Its own Broker in each process (connections are not shared across a fork)."""
+        return zoldyq.redis.connect(self.server.url, self.ns).queue("b")
+
+    def close(self) -> None:
+        self.broker.close()
+        self.server.close()
+
+
+class RedisLists:
+    name = "Redis lists (redis-py)"
+    scale = 20
+
+    def __init__(self) -> None:
+        self.server = redis_server.RedisServer()
+
+    def handle(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.server.url)
+
+    @staticmethod
+    def put(q: Any, data: bytes) -> bool:
+        q.rpush("b", data)
+        return True
+
+    @staticmethod
+    def put_batch(q: Any, items: list[bytes]) -> bool:
+        q.rpush("b", *items)
+        return True
+
+    @staticmethod
+    def get(q: Any) -> bytes | None:
+        got = q.blpop(["b"], timeout=0.5)
+        return None if got is None else got[1]  # type: ignore[no-any-return]
+
+    @staticmethod
+    def get_batch(q: Any) -> list[bytes]:
+        got = q.lpop("b", BATCH)
+        if got:
+            return got  # type: ignore[no-any-return]
+        first = q.blpop(["b"], timeout=0.5)
+        return [] if first is None else [first[1]]
+
+    def empty(self) -> None:
+        self.handle().delete("b")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+BACKENDS: list[Any] = [Zoldyq, ZoldyqPure, FasterFifo, MpQueue]
+REDIS_BACKENDS: list[Any] = [ZoldyqRedis, RedisLists]
 
 
 # -- workloads -----------------------------------------------------------------------------
@@ -297,6 +368,7 @@ METRICS = [
 
 
 def measure(backend: Any, sizes: dict[str, int]) -> dict[str, float]:
+    sizes = {k: max(100, v // getattr(backend, "scale", 1)) for k, v in sizes.items()}
     r: dict[str, float] = {}
     r["stream"] = throughput(backend, sizes["single"], batch=False)
     backend.empty()
@@ -310,11 +382,11 @@ def measure(backend: Any, sizes: dict[str, int]) -> dict[str, float]:
     return r
 
 
-def run(rounds: int, quick: bool) -> dict[str, list[dict[str, float]]]:
+def run(rounds: int, quick: bool, with_redis: bool = False) -> dict[str, list[dict[str, float]]]:
     sizes = {"single": 100_000, "batch": 1_000_000, "latency": 1_000}
     if quick:
         sizes = {"single": 30_000, "batch": 300_000, "latency": 300}
-    backends = [make() for make in BACKENDS]
+    backends = [make() for make in BACKENDS + (REDIS_BACKENDS if with_redis else [])]
     runs: dict[str, list[dict[str, float]]] = {b.name: [] for b in backends}
     try:
         for i in range(rounds):
@@ -343,15 +415,18 @@ def table(runs: dict[str, list[dict[str, float]]]) -> str:
             cells.append(f"{_fmt(statistics.median(vals), key)} "
                          f"({_fmt(min(vals), key)}-{_fmt(max(vals), key)})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    mine = runs[Zoldyq.name]
-    for other in (FasterFifo.name, MpQueue.name, ZoldyqPure.name):
+    pairs = [("C", Zoldyq.name, other) for other in (FasterFifo.name, MpQueue.name,
+                                                       ZoldyqPure.name)]
+    if RedisLists.name in runs:
+        pairs.append(("on Redis", ZoldyqRedis.name, RedisLists.name))
+    for label, ours, other in pairs:
         cells = []
         for key, _, higher in METRICS:
             ratios = [(a[key] / b[key]) if higher else (b[key] / a[key])
-                      for a, b in zip(mine, runs[other], strict=True)]
+                      for a, b in zip(runs[ours], runs[other], strict=True)]
             cells.append(f"{statistics.median(ratios):.2f}x "
                          f"({min(ratios):.2f}-{max(ratios):.2f})")
-        lines.append(f"| C ÷ {other} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} ÷ {other} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -397,8 +472,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller counts")
     parser.add_argument("--markdown", action="store_true", help="print only the table")
     parser.add_argument("--json", help="also write the raw runs to this file")
+    parser.add_argument("--redis", action="store_true",
+                        help="also ZoldyQ on Redis and plain Redis lists (needs redis-server)")
     args = parser.parse_args()
-    runs = run(args.rounds, args.quick)
+    runs = run(args.rounds, args.quick, args.redis)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(runs, f, indent=1)

@@ -239,6 +239,24 @@ def test_url_names_any_engine(broker: zoldyq.Broker, capsys, monkeypatch) -> Non
                                      "http(s)://host:port or redis://host:port\n")
 
 
+@pytest.mark.parametrize("flag", ["--backend", "--url"])
+def test_redis_password_file_reaches_redis(namespace: str, tmp_path: Path, flag: str,
+                                           capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A password-protected Redis takes the CLI's commands with ``--redis-password-file``
+    (the password itself is never an argument); without the file they are refused."""
+    from tests.helpers import redis_server
+
+    secret = "pw-" + namespace
+    (tmp_path / "pw").write_text(secret + "\n")
+    with redis_server.start(*redis_server.NO_PERSISTENCE, "--requirepass", secret) as rs:
+        bare = Run(capsys, monkeypatch, "--namespace", namespace, flag, rs.url)
+        assert bare("put", "q", "1")[0] != 0
+        run = Run(capsys, monkeypatch, "--namespace", namespace, flag, rs.url,
+                  "--redis-password-file", str(tmp_path / "pw"))
+        assert run("put", "q", '{"n": 1}') == (0, "queued in 'q' (size 1)\n", "")
+        assert run("get", "q") == (0, '{"n":1}\n', "")
+
+
 def test_falls_back_to_http_only_without_a_namespace(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """No namespace asked for and the default one not on this host: the command goes to
     the configured server, and says so on stderr."""

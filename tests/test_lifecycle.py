@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import zoldyq
 from tests.helpers import servers
 from tests.helpers.multiproc import spawn
 from zoldyq.ops import snapshot
-from zoldyq.shm import names, segment
+from zoldyq.shm import names, owner, segment
 from zoldyq.shm.layout import FLAG_DESTROYED, R_FLAGS
 from zoldyq.shm.registry import Caps, Registry
 
@@ -208,4 +209,58 @@ def test_sighup_reloads_workers_and_sidecar_and_keeps_the_queues(namespace: str)
         srv.wait_ready(servers.http_ready(srv.url))
         assert srv.call("GET", "/queues/a/dequeue").json()["payload"] == "kept"
         assert srv.stop() == 0
+    assert _shm(namespace) == []
+
+
+def _fd_targets(pid: int) -> dict[int, str]:
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed while we looked
+    return out
+
+
+def test_the_forked_children_inherit_no_descriptor_of_the_launcher(namespace: str) -> None:
+    """The master and the sidecar are forked from the launcher (they share its imported
+    modules), but like the fresh interpreters they replaced they keep none of its
+    descriptors: not its owner flock (a second server would be refused until they exit);
+    stdin is /dev/null."""
+    with servers.serve(namespace) as srv:
+        srv.wait_ready(servers.tcp_ready(srv.ws_port))
+        held = set(_fd_targets(srv.pid).values())
+        own = owner.path(namespace)
+        assert own in held  # the launcher holds the claim
+        kids = [int(k) for k in Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text()
+                .split()]
+        assert len(kids) == 2, kids  # the gunicorn master and the sidecar
+        for kid in kids:
+            fds = _fd_targets(kid)
+            assert fds[0] == os.devnull
+            assert own not in fds.values(), fds
+        assert srv.stop() == 0
+
+
+def test_a_child_that_keeps_dying_at_once_stops_the_server_with_status_1(
+    namespace: str,
+) -> None:
+    """The sidecar cannot bind its port (taken): the launcher forks it again with a growing
+    delay, gives up after a few quick deaths, stops gunicorn and exits 1, leaving no
+    namespace behind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = servers.free_port()
+        srv = servers.Server("zoldyq-serve", [sys.executable, "-m", "zoldyq.cli", "serve"],
+                             servers.settings_env(namespace, port=port,
+                                                  ws_port=taken.getsockname()[1]),
+                             f"http://127.0.0.1:{port}")
+        try:
+            assert _wait_exit(srv, timeout=60) == 1
+            log = srv.log()
+        finally:
+            srv.close()
+    assert "right after starting: giving up" in log, log
+    assert log.count("cannot serve") >= 2, log  # restarted, not given up on at once
     assert _shm(namespace) == []

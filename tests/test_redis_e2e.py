@@ -9,6 +9,7 @@ queues over shards, moves between shards included.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import itertools
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.client import connect
@@ -26,6 +28,7 @@ import zoldyq
 import zoldyq.redis
 from tests.helpers import redis_server, servers
 from tests.helpers.ws import closed_with, sidecar
+from zoldyq.api import KIND_JSON
 
 AOF_ALWAYS = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
 
@@ -220,12 +223,18 @@ def test_cluster_spreads_queues_over_shards(namespace: str) -> None:
             for name in names:
                 got = b.queue(name).get_many(100)
                 assert [m.payload["i"] for m in got] == list(range(20))
-            b.create_queue("job", max_deliveries=1, dead_letter_queue="dead")
-            if shard("job") == shard("dead"):  # the move below must cross shards
-                b.delete("job")
-                b.create_queue("job", max_deliveries=1, dead_letter_queue="dead2")
-            dlq = "dead" if shard("job") != shard("dead") else "dead2"
-            assert shard("job") != shard(dlq)
+            b._client.script_flush()  # the asyncio batches below load them again
+
+            async def concurrently() -> list[list[Any]]:  # batched: one pipeline over shards
+                await asyncio.gather(*(b.queue(n).aput_records([(KIND_JSON, b'"a"')])
+                                       for n in names))
+                return await asyncio.gather(*(b.queue(n).aget_many(10) for n in names))
+
+            got_all = asyncio.run(concurrently())
+            assert [[m.payload for m in g] for g in got_all] == [["a"]] * len(names)
+            # the move below must cross shards, whatever shard the namespace puts "job" on
+            dlq = next(f"dead{i}" for i in range(100) if shard(f"dead{i}") != shard("job"))
+            b.create_queue("job", max_deliveries=1, dead_letter_queue=dlq)
             b.queue("job").put("poison")
             assert b.queue("job").get(lease=30).nack() == dlq
             assert [m.payload for m in b.queue(dlq).peek()] == ["poison"]
@@ -284,3 +293,68 @@ def test_redis_password_never_on_a_command_line_or_in_a_log(namespace: str, tmp_
         with zoldyq.redis.connect(url if where == "url" else
                                   f"redis://:{secret}@127.0.0.1:{rs.port}/0", namespace) as b:
             assert len(b.queue("s")) == 1
+
+
+def test_a_stuck_redis_fails_awaited_calls_in_bounded_time(
+        namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis that stops answering (SIGSTOP: the socket stays open) makes awaited calls,
+    several at once, raise BackendUnavailable after about SOCKET_TIMEOUT instead of
+    hanging; once it answers again the same broker carries on."""
+    import signal
+
+    from zoldyq.redis import client as rclient
+
+    monkeypatch.setattr(rclient, "SOCKET_TIMEOUT", 0.5)
+    with redis_server.start() as rs, zoldyq.redis.connect(rs.url, namespace) as broker:
+        q = broker.queue("s")
+
+        async def run() -> float:
+            await q.aput_records([(KIND_JSON, b"1")])  # connected
+            assert rs.proc is not None
+            os.kill(rs.proc.pid, signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                got = await asyncio.gather(*(q.aget_many(1) for _ in range(3)),
+                                           return_exceptions=True)
+                took = time.monotonic() - t0
+            finally:
+                os.kill(rs.proc.pid, signal.SIGCONT)
+            assert all(isinstance(g, zoldyq.BackendUnavailable) for g in got), got
+            assert (await q.aput_records([(KIND_JSON, b"2")])).queue_size >= 1
+            # a get cut short may still run once the server wakes (its answer is lost, as
+            # for any request whose connection broke): 1 is there or was taken, never twice
+            assert [m.payload for m in await q.aget_many(10)] in ([1, 2], [2])
+            return took
+
+        took = asyncio.run(run())
+    assert 0.4 < took < 10, took  # 0.5 s, checked every 0.125 s; generous under load
+
+
+def test_a_get_cancelled_while_its_script_runs_gives_the_messages_back(
+        redis_url: str, namespace: str) -> None:
+    """A plain get whose caller is cancelled once its script is on its way (the client
+    left mid-call) puts what the script took back at the head, in order."""
+    with zoldyq.redis.connect(redis_url, namespace) as broker:
+        q = broker.queue("c")
+        q.put_many([1, 2, 3])
+
+        async def run() -> None:
+            task = asyncio.ensure_future(q.aget_many(2))
+            for _ in range(100):  # until its script waits for this loop turn's batch
+                await asyncio.sleep(0)
+                if broker._abatches is not None and broker._abatches._pending:
+                    break
+            else:
+                raise AssertionError("the get never reached the batch")
+            assert broker._abatches is not None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for _ in range(500):  # up to 10 s: its script ran, the undo of its reply too
+                await asyncio.sleep(0.02)
+                if not broker._abatches._tasks:
+                    break
+
+        asyncio.run(run())
+        assert [m.payload for m in q.peek()] == [1, 2, 3]
+        assert q.stats()["dequeued_total"] == 0

@@ -198,6 +198,7 @@ class RedisEngineMachine(RuleBasedStateMachine):
         assert [m.payload for m in self.q.peek()] == [r.value for r in self.model.ready]
         s = self.q.stats()
         assert (s["inflight"], s["delayed"]) == (len(self.model.leased), len(self.model.delayed))
+        assert s["size"] == s["ready"] + s["inflight"] + s["delayed"]  # the counted size
         if self.broker.exists("q.dlq"):
             dead = [m.payload for m in self.broker.queue("q.dlq").peek()]
         else:

@@ -54,6 +54,6 @@ def test_a_queues_keys_share_one_hash_tag() -> None:
     """Every key of a queue carries the tag {ns:queue}, so it lives on one Cluster slot; the
     namespace prefixes them all."""
     ks = keys.queue("ns1", "jobs.dlq")
-    assert all(k.startswith("{ns1:jobs.dlq}:") for k in ks)
+    assert all(k.startswith(b"{ns1:jobs.dlq}:") for k in ks)
     assert len(set(ks)) == len(keys.QUEUE_PARTS)
     assert all(k.startswith("{ns1}:") for k in keys.registry("ns1"))

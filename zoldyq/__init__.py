@@ -7,7 +7,7 @@
     msg = q.get(timeout=5.0)            # Message | None
 """
 
-from importlib import metadata as _metadata
+from typing import Any as _Any
 
 from zoldyq.api import Receipt
 from zoldyq.connect import connect
@@ -36,10 +36,19 @@ from zoldyq.errors import (
 )
 from zoldyq.shm.broker import Broker, Message, Queue, attach, create, destroy
 
-try:
-    __version__ = _metadata.version("zoldyq")
-except _metadata.PackageNotFoundError:  # a checkout not installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> _Any:
+    """``__version__`` on first use: importlib.metadata costs every server process ~2 MB."""
+    if name != "__version__":
+        raise AttributeError(f"module 'zoldyq' has no attribute {name!r}")
+    from importlib import metadata
+
+    try:
+        version = metadata.version("zoldyq")
+    except metadata.PackageNotFoundError:  # a checkout not installed
+        version = "0+unknown"
+    globals()["__version__"] = version
+    return version
 
 __all__ = [
     "AccessDenied",

@@ -339,6 +339,14 @@ class Queue(Protocol):
     def __len__(self) -> int: ...
 
 
+class RemoteQueue(Queue, Protocol):
+    """A queue of an engine behind a network round trip (``Broker.remote``): its puts
+    can be awaited too, so an event loop serves other requests meanwhile."""
+
+    async def aput_records(self, records: list[tuple[int, bytes]], *,
+                           deliver_at: int | None = None) -> Receipt: ...
+
+
 @runtime_checkable
 class Counters(Protocol):
     """Process-level figures shared by every front end of a namespace."""

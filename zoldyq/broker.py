@@ -17,6 +17,7 @@ that finds one held elsewhere is retried in a thread that waits up to
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from zoldyq.errors import QueueBusy
 from zoldyq.settings import Settings
 from zoldyq.shm import broker as _shm
+from zoldyq.shm import names, segment
 from zoldyq.shm.broker import Broker, attach, create, destroy
 from zoldyq.shm.listing import namespaces
 from zoldyq.shm.lock import (
@@ -38,7 +40,7 @@ from zoldyq.shm.owner import Ownership, holder
 
 __all__ = [
     "LOCK_WAIT", "Broker", "Claim", "LockBusy", "Ownership", "attach", "attach_namespace",
-    "claim", "create", "destroy", "destroy_namespace", "from_loop", "gone", "holder",
+    "claim", "create", "destroy", "destroy_namespace", "from_loop", "gone_check", "holder",
     "is_shared", "loop_thread", "namespaces", "open_namespace", "patient", "serve_namespace",
     "wait_until",
 ]  # fmt: skip
@@ -110,10 +112,23 @@ def claim(settings: Settings) -> Claim:
     return _SharedClaim() if is_shared(settings) else Ownership(settings.namespace)
 
 
-def gone(broker: Any) -> bool:
-    """True when the namespace was destroyed under this server (shm; Redis re-makes it)."""
+def gone_check(broker: Any) -> Callable[[], bool]:
+    """A check that the namespace ``broker`` serves was destroyed since (even if one of
+    the same name was created again), still working once ``broker`` is closed: a launcher
+    closes its own before forking, so that no child inherits its locks or connections."""
     registry = getattr(broker, "registry", None)
-    return bool(registry is not None and registry.gone)
+    if registry is None:
+        return lambda: False  # Redis re-makes it
+    path = segment.SHM_DIR + names.registry(registry.ns)
+    inode: int = registry.inode
+
+    def destroyed() -> bool:
+        try:
+            return os.stat(path).st_ino != inode
+        except FileNotFoundError:
+            return True
+
+    return destroyed
 
 
 def destroy_namespace(settings: Settings) -> None:

@@ -1,1 +1,2 @@
-# The part of gunicorn that zoldyq.serve subclasses (gunicorn ships no types).
+# The part of gunicorn that zoldyq.serve subclasses or runs (gunicorn ships no types).
+SERVER_SOFTWARE: str

@@ -220,7 +220,8 @@ def read_records(path: Path, size: int) -> bytes:
     return data[:len(data) - len(data) % size]
 
 
-def analyse(run: Run, leftovers: dict[str, list[Any]]) -> dict[str, Any]:
+def analyse(run: Run, leftovers: dict[str, list[Any]], time_limit: float = 1.0
+            ) -> dict[str, Any]:
     """Count acknowledged, delivered, lost, duplicated, corrupted; check the invariants."""
     d = run.workdir
     acked: dict[tuple[int, int], str] = {}
@@ -295,9 +296,9 @@ def analyse(run: Run, leftovers: dict[str, list[Any]]) -> dict[str, Any]:
     for q in QUEUES:
         if lost[q] > in_doubt[q]:
             failures.append(f"queue {q}: {lost[q]} lost, only {in_doubt[q]} in doubt")
-    if stall >= 1.0:
+    if stall >= time_limit:
         failures.append(f"a surviving client stalled {stall:.3f} s")
-    if recovery["http"] >= 1.0:
+    if recovery["http"] >= time_limit:
         failures.append(f"an HTTP client took {recovery['http']:.3f} s to recover")
     if unexpected:
         failures.append(f"{unexpected} unexpected answers")
@@ -331,10 +332,12 @@ def drain(namespace: str, backend: str | None = None) -> dict[str, list[Any]]:
 def chaos(seconds: float, seed: int, kill_interval: float, workers: int, rate: float,
           mix: dict[str, int] = MIX, on_tick: Callable[[Run], None] | None = None,
           kills: bool = True, queue_max_bytes: int | None = None,
-          backend: str | None = None) -> dict[str, Any]:
+          backend: str | None = None, time_limit: float = 1.0) -> dict[str, Any]:
     """Run traffic (and kills) for ``seconds``; drain and return the report.
 
     ``backend``: a redis:// URL to run every front end and client on Redis.
+    ``time_limit``: the longest stall and HTTP recovery that pass (the 1 s target;
+    the default suite loosens it, so a loaded box does not fail for its own slowness).
     """
     rng = random.Random(seed)
     namespace = f"zqchaos{os.getpid()}x{seed}"
@@ -360,7 +363,7 @@ def chaos(seconds: float, seed: int, kill_interval: float, workers: int, rate: f
                 time.sleep(0.02)
             problems = run.stop()
             leftovers = drain(namespace, backend)
-            report = analyse(run, leftovers)
+            report = analyse(run, leftovers, time_limit)
             report["failures"] += problems
             report["seconds"], report["seed"] = seconds, seed
             report["kill_interval"], report["workers"] = kill_interval, workers

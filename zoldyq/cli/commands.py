@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             settings.namespace, url, settings.token, args.local, settings.snapshot_dir,
             default_url=f"{scheme}://{host}:{settings.port}",
             namespace_asked=args.namespace is not None or "ZOLDYQ_NAMESPACE" in os.environ,
+            redis_password_file=settings.redis_password_file,
         )
     except ConfigError as ex:  # a bad URL
         return _fail(USAGE, ex)

@@ -13,9 +13,17 @@ from zoldyq.cli import commands, host_commands
 from zoldyq.errors import ZoldyQError
 
 
+class _Version(argparse.Action):
+    """``--version``, reading the version only when asked (importlib.metadata is heavy)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"zoldyq {zoldyq.__version__}")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zoldyq", description="ZoldyQ message broker")
-    parser.add_argument("--version", action="version", version=f"zoldyq {zoldyq.__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP server and the WebSocket sidecar")
     settings_mod.add_arguments(serve)

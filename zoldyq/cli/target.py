@@ -140,8 +140,11 @@ def open_target(
     snapshot_dir: str | None = None,
     default_url: str = "http://127.0.0.1:9000",
     namespace_asked: bool = False,
+    redis_password_file: str | None = None,
 ) -> Target:
-    """The Target for a command's flags (see the module docstring for the order)."""
+    """The Target for a command's flags (see the module docstring for the order).
+    ``redis_password_file``: for a Redis URL without a password (never the password
+    itself: it would show in the process list)."""
     if url and local:
         raise ConfigError("--url and --local exclude each other")
     if url:
@@ -149,7 +152,9 @@ def open_target(
             broker = zoldyq.connect(url, token=token)
         else:  # the URL names the namespace; --namespace only when asked for
             asked = namespace if namespace_asked else None
-            broker = zoldyq.connect(url, namespace=asked, create=not url.startswith("shm"))
+            shm = url.startswith("shm")
+            options = {} if shm else {"password_file": redis_password_file}
+            broker = zoldyq.connect(url, namespace=asked, create=not shm, **options)
         return Target(broker, _where(url, broker), snapshot_dir)
     try:
         broker = zoldyq.connect(f"shm://{namespace}", create=False)

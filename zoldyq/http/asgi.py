@@ -124,8 +124,10 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
     handler, waits, needs_body = route.handler, route.kind == WAITING, route.body
     on_loop = route.name not in OFF_LOOP
     # An engine behind a network round trip (Redis) must not hold the loop during one:
-    # its other calls run in the loop's thread pool, so requests overlap their trips.
+    # its puts and gets are awaited, its other calls run in the loop's thread pool, so
+    # requests overlap their trips.
     remote = getattr(ctx.broker, "remote", False)
+    aput = route.put if remote else None
 
     async def respond(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: str) -> None:
         t0 = _perf()
@@ -133,7 +135,10 @@ def _responder(ctx: core.Ctx, route: Route) -> Callable[..., Awaitable[None]]:
             skeleton.authorize(ctx, route, req)
             body = await read_body(req, ctx.max_body) if needs_body else b""
             call = skeleton.call(req, body)
-            if remote and not waits:
+            out: Any
+            if aput is not None:
+                out = await aput(ctx, call, **params).arun()
+            elif remote and not waits:
                 out = await asyncio.to_thread(handler, ctx, call, **params)
             else:
                 run = functools.partial(handler, ctx, call, **params)

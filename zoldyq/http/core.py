@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 
@@ -283,21 +283,52 @@ def _deliver_at(at: int | None) -> bytes:
     return b',"deliver_at":%d}' % at if at is not None else b"}"
 
 
+class Put(NamedTuple):
+    """An enqueue parsed but not stored yet: ``run`` stores it and answers. The ASGI
+    shell awaits ``arun`` instead on an engine behind a network round trip."""
+
+    queue: api.Queue
+    records: list[tuple[int, bytes]]
+    deliver_at: int | None
+    reply: Callable[[api.Receipt], Reply]
+
+    def run(self) -> Reply:
+        recs, at = self.records, self.deliver_at
+        if at is None and len(recs) == 1 and recs[0][0] == api.KIND_BYTES:
+            return self.reply(self.queue.put_bytes(recs[0][1]))  # shm's one-record fast path
+        return self.reply(self.queue.put_records(recs, deliver_at=at))
+
+    async def arun(self) -> Reply:
+        q = cast(api.RemoteQueue, self.queue)
+        return self.reply(await q.aput_records(self.records, deliver_at=self.deliver_at))
+
+
 def enqueue(ctx: Ctx, call: Call, name: str) -> Reply:
+    return enqueue_put(ctx, call, name).run()
+
+
+def enqueue_put(ctx: Ctx, call: Call, name: str) -> Put:
     q = ctx.queue(name)
     if is_raw(call.content_type):
         at = parse_delivery(call.query) if call.query else None
-        r = q.put_bytes(call.body) if at is None else q.put_records(
-            [(api.KIND_BYTES, call.body)], deliver_at=at)
+        records: list[tuple[int, bytes]] = [(api.KIND_BYTES, call.body)]
     else:
         doc, raw = _raw_field(call.body, "payload", "any JSON value")
         at = parse_delivery(doc) if len(doc) > 1 else None
-        r = q.put_records(api.CheckedRecords([(api.KIND_JSON, raw)]), deliver_at=at)
-    return Reply(200, b'{"queued":true,"queue_name":%s,"queue_size":%d,"enqueued_at":%d%s'
-                 % (_qname(name), r.queue_size, r.enqueued_at, _deliver_at(r.deliver_at)))
+        records = api.CheckedRecords([(api.KIND_JSON, raw)])
+
+    def reply(r: api.Receipt) -> Reply:
+        return Reply(200, b'{"queued":true,"queue_name":%s,"queue_size":%d,"enqueued_at":%d%s'
+                     % (_qname(name), r.queue_size, r.enqueued_at, _deliver_at(r.deliver_at)))
+
+    return Put(q, records, at, reply)
 
 
 def enqueue_batch(ctx: Ctx, call: Call, name: str) -> Reply:
+    return enqueue_batch_put(ctx, call, name).run()
+
+
+def enqueue_batch_put(ctx: Ctx, call: Call, name: str) -> Put:
     q = ctx.queue(name)
     doc, raw = _raw_field(call.body, "payloads", "a list of JSON values")
     parsed = doc["payloads"]
@@ -311,10 +342,14 @@ def enqueue_batch(ctx: Ctx, call: Call, name: str) -> Reply:
         )
     payloads = api.json_items(raw, parsed)
     at = parse_delivery(doc) if len(doc) > 1 else None
-    r = q.put_records(api.CheckedRecords([(api.KIND_JSON, p) for p in payloads]), deliver_at=at)
-    return Reply(200, b'{"queued":true,"queue_name":%s,"count":%d,"queue_size":%d,'
-                 b'"enqueued_at":%d%s' % (_qname(name), len(payloads), r.queue_size,
-                                          r.enqueued_at, _deliver_at(r.deliver_at)))
+    records = api.CheckedRecords([(api.KIND_JSON, p) for p in payloads])
+
+    def reply(r: api.Receipt) -> Reply:
+        return Reply(200, b'{"queued":true,"queue_name":%s,"count":%d,"queue_size":%d,'
+                     b'"enqueued_at":%d%s' % (_qname(name), len(payloads), r.queue_size,
+                                              r.enqueued_at, _deliver_at(r.deliver_at)))
+
+    return Put(q, records, at, reply)
 
 
 def dequeue(ctx: Ctx, call: Call, name: str) -> Wait:

@@ -18,6 +18,7 @@ class Route(NamedTuple):
     kind: str = PLAIN  # WAITING: the shell waits for the handler's Wait, its own way
     body: bool = False  # the shell reads the body (under the size limit) first
     auth: bool = True  # needs the token when one is configured
+    put: Callable[..., core.Put] | None = None  # the handler's parse, its store left to await
 
 
 def _openapi(ctx: core.Ctx, call: core.Call) -> core.Reply:
@@ -25,9 +26,11 @@ def _openapi(ctx: core.Ctx, call: core.Call) -> core.Reply:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("enqueue", "POST", "/queues/{name}/enqueue", core.enqueue, body=True),
+    Route("enqueue", "POST", "/queues/{name}/enqueue", core.enqueue, body=True,
+          put=core.enqueue_put),
     Route("dequeue", "GET", "/queues/{name}/dequeue", core.dequeue, WAITING),
-    Route("enqueue_batch", "POST", "/queues/{name}/batch", core.enqueue_batch, body=True),
+    Route("enqueue_batch", "POST", "/queues/{name}/batch", core.enqueue_batch, body=True,
+          put=core.enqueue_batch_put),
     Route("ack", "POST", "/queues/{name}/ack", core.ack, body=True),
     Route("nack", "POST", "/queues/{name}/nack", core.nack, body=True),
     Route("extend", "POST", "/queues/{name}/extend", core.extend, body=True),

@@ -3,7 +3,8 @@
 Every operation on a queue is one Lua script on that queue's keys (see
 ``lua/``), so front ends on any number of hosts never race each other. The
 sync client serves the local API and the threaded transports; ``aget_many``
-uses the asyncio client so an event loop never blocks while it waits.
+and ``aput_records`` use the asyncio client (one per event loop, its scripts
+batched per loop turn by ``batch.Batches``) so an event loop never blocks.
 
 Moving a message between queues (dead letters, redrive) cannot be one script
 on a Cluster, where the two queues live on different slots. It goes in three
@@ -22,10 +23,11 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import orjson
+from redis.exceptions import NoScriptError
 
 from zoldyq.api import (
     DEFAULT_NAMESPACE,
@@ -50,13 +52,16 @@ from zoldyq.errors import (
     TooManyQueues,
 )
 from zoldyq.redis import client as rclient
-from zoldyq.redis import keys
+from zoldyq.redis import keys, state
+from zoldyq.redis.batch import Batches, Orphan
 from zoldyq.redis.bell import Bell
 from zoldyq.redis.records import Message
-from zoldyq.redis.scripts import SOURCES
+from zoldyq.redis.scripts import SHAS, SOURCES
 
 _perf_ns = time.perf_counter_ns
 HIST_FIELDS = len(HIST_BOUNDS) + 1  # buckets, the last one +Inf; then the sum in ns
+HIST_SECONDS = 0.5  # latency counts ride along with a queue's scripts at most this often
+HARD_MESSAGE_LIMIT = 64 << 20  # no queue takes more; each queue's own cap is in its script
 
 # namespace scripts (KEYS: queues, meta, counters)
 _NS_INIT = """
@@ -134,15 +139,31 @@ class Queue(LeaseBlock):
     ) -> Receipt:
         """Enqueue pre-encoded (kind, data) records, all or none."""
         t0 = _perf_ns()
-        limit = self.broker.defaults.max_message_bytes
-        args: list[Any] = [deliver_at or 0]
-        for kind, data in records:
-            if len(data) > self.broker._hard_message_limit:
-                raise MessageTooLarge(len(data), limit, self.name)
-            args += (kind, data)
         if not records:
             return Receipt(len(self), time.time_ns() // 1000)
-        reply = self.broker._run(self.name, "put", args, create=True)
+        reply = self.broker._run(self.name, "put", self._put_args(records, deliver_at),
+                                 create=True)
+        return self._receipt(reply, t0)
+
+    async def aput_records(
+        self, records: list[tuple[int, bytes]], *, deliver_at: int | None = None
+    ) -> Receipt:
+        """``put_records`` on the asyncio client (the ASGI shell awaits it)."""
+        t0 = _perf_ns()
+        if not records:
+            return Receipt(await asyncio.to_thread(len, self), time.time_ns() // 1000)
+        reply = await self.broker._arun(self.name, "put", self._put_args(records, deliver_at),
+                                        create=True)
+        return self._receipt(reply, t0)
+
+    def _put_args(self, records: list[tuple[int, bytes]], deliver_at: int | None) -> list[Any]:
+        datas = [data for _, data in records]
+        biggest = max(map(len, datas))
+        if biggest > HARD_MESSAGE_LIMIT:
+            raise MessageTooLarge(biggest, self.broker.defaults.max_message_bytes, self.name)
+        return [deliver_at or b"0", bytes([kind for kind, _ in records]), *datas]
+
+    def _receipt(self, reply: list[Any], t0: int) -> Receipt:
         status = reply[0]
         if status == -2:
             raise MessageTooLarge(int(reply[2]), int(reply[3]), self.name)
@@ -166,10 +187,11 @@ class Queue(LeaseBlock):
             raise QueueNotFound(self.name)
         due, exp = int(reply[3]), int(reply[4]) or None
         items = reply[5:]
-        msgs = [
-            Message(self, items[i], items[i + 1].decode() or None, exp)
-            for i in range(0, len(items), 2)
-        ]
+        if exp is None:
+            msgs = [Message(self, rec, None, None) for rec in items]
+        else:
+            msgs = [Message(self, items[i], items[i + 1].decode(), exp)
+                    for i in range(0, len(items), 2)]
         if msgs:
             msgs[-1].queue_size = int(reply[2])
         return msgs, due / 1e6
@@ -227,22 +249,28 @@ class Queue(LeaseBlock):
             return []
         t0 = _perf_ns()
         broker = self.broker
+        if timeout <= 0:  # one look, nothing to wait for
+            got, _ = self._parse_get(await broker._arun(
+                self.name, "get", self._get_args(max, lease, False),
+                orphan=self._orphan(False)))
+            if got:
+                broker._note(self.name, "d", t0)
+            return got
         deadline = time.monotonic() + timeout
-        bell = broker._bell(wait=False) if timeout > 0 else None
+        bell = broker._bell(wait=False)
         registered = timed_out = False
-        got: list[Message] = []
         try:
-            with bell.async_waiter(self.name) if bell else contextlib.nullcontext() as event:
+            with bell.async_waiter(self.name) as event:
                 while True:
-                    if event is not None:
-                        event.clear()
-                    register = bell is not None and not registered and bell.subscribed.is_set()
+                    event.clear()
+                    register = not registered and bell.subscribed.is_set()
                     reply = await broker._arun(
-                        self.name, "get", self._get_args(max, lease, register))
+                        self.name, "get", self._get_args(max, lease, register),
+                        orphan=self._orphan(register))
                     got, due = self._parse_get(reply)
                     registered = registered or (register and not got)
                     left = deadline - time.monotonic()
-                    if got or event is None or broker.interrupted:
+                    if got or broker.interrupted:
                         break
                     if left <= 0:
                         timed_out = True
@@ -255,6 +283,22 @@ class Queue(LeaseBlock):
         if got:
             broker._note(self.name, "d", t0)
         return got
+
+    def _orphan(self, registering: bool) -> Callable[[Any], Coroutine[Any, Any, Any] | None]:
+        """How to undo a get whose caller was cancelled while it ran: plainly taken
+        messages go back at the head (leased ones come back when the leases run out), and
+        a waiter it counted (``registering`` and it found nothing) stops waiting."""
+
+        def undo(reply: list[Any]) -> Coroutine[Any, Any, Any] | None:
+            if reply[0] != 0:
+                return None
+            if reply[5:]:
+                if int(reply[4]):
+                    return None
+                return self.broker._arun(self.name, "requeue", reply[5:])
+            return self.broker._arun(self.name, "unwait", [0]) if registering else None
+
+        return undo
 
     async def astream(self, lease: float | None = None) -> AsyncIterator[Message]:
         while not self.broker.interrupted:
@@ -339,16 +383,16 @@ class Queue(LeaseBlock):
         reply = self.broker._run(self.name, "stats", [])
         if reply[0] == -1:
             raise QueueNotFound(self.name)
-        s = _pairs(reply[2])
+        n = {k: int(v) for k, v in _pairs(reply[2]).items()}
         meta = {k: v.decode() for k, v in _pairs(reply[3]).items()}
-        ready, delayed, inflight, oldest, now = (int(v) for v in reply[4:9])
-        n = {k: int(v) for k, v in s.items()}
+        n.update(state.parse(reply[4]))
+        ready, delayed, inflight, oldest, now = (int(v) for v in reply[5:10])
         return {
             "name": self.name,
-            "size": ready + delayed + inflight,
+            "size": n["size"],
             "ready": ready,
             "capacity": int(meta["max_messages"]),
-            "bytes": n.get("_bytes", 0),
+            "bytes": n["bytes"],
             "max_bytes": int(meta["max_bytes"]),
             "max_message_bytes": int(meta["max_message_bytes"]),
             "max_deliveries": int(meta.get("max_deliveries") or 0) or None,
@@ -361,7 +405,7 @@ class Queue(LeaseBlock):
             "bytes_in_total": n.get("bytes_in_total", 0),
             "bytes_out_total": n.get("bytes_out_total", 0),
             "waiters": max(0, n.get("waiters", 0)),
-            "reserved_bytes": n.get("_bytes", 0),
+            "reserved_bytes": n["bytes"],
             "created_at": int(meta["created_at"]),
             "inflight": inflight,
             "delayed": delayed,
@@ -422,7 +466,6 @@ class Broker:
         self.interrupted = False
         self.clock: Callable[[], int] | None = None  # tests: a fake µs clock
         self._client = rclient.sync_client(url, password_file)
-        self._scripts = {n: self._client.register_script(src) for n, src in SOURCES.items()}
         self._ns_init = self._client.register_script(_NS_INIT)
         self._register = self._client.register_script(_REGISTER)
         self._nskeys = keys.registry(self.namespace)
@@ -433,11 +476,12 @@ class Broker:
         }
         self._meta: dict[str, int] | None = None
         self._lock = threading.Lock()
-        self._hist: dict[str, Counter[str]] = {}
+        self._hist: dict[str, dict[str, list[int]]] = {}  # queue -> kind -> counts, sum
+        self._hist_sent: dict[str, float] = {}
         self._bell_thread: Bell | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
-        self._aclient: Any = None
-        self._ascripts: dict[str, Any] = {}
+        self._acalls: rclient.Calls | None = None
+        self._abatches: Batches | None = None
         self._closed = False
         with contextlib.suppress(BackendUnavailable):
             self._load_meta()  # a front end may start before Redis: it loads on first use
@@ -482,11 +526,6 @@ class Broker:
     @property
     def created_at(self) -> int:
         return self._load_meta()["created_at"]
-
-    @property
-    def _hard_message_limit(self) -> int:
-        """No queue takes more than this; each queue's own cap is checked in its script."""
-        return 64 << 20
 
     def queue(self, name: str) -> Queue:
         return Queue(self, name)
@@ -533,7 +572,7 @@ class Broker:
         if status == -5:
             raise TooManyQueues(self.max_queues)
         spec = orjson.loads(cur)
-        args: list[Any] = []
+        args: list[Any] = ["bell", self._channel]
         for k, v in spec.items():
             args += (k, v)
         self._run(name, "init", args)
@@ -607,43 +646,66 @@ class Broker:
 
     # -- internals -------------------------------------------------------------
 
-    def _args(self, name: str, args: list[Any]) -> list[Any]:
-        with self._lock:
-            pending = self._hist.pop(name, None)
-        hist = ",".join(f"{k}:{v}" for k, v in pending.items()) if pending else ""
-        return [self.clock() if self.clock else 0, self._channel, hist, *args]
+    def _args(self, name: str, script: str, args: list[Any]) -> list[Any]:
+        """ARGV: the clock, the latency counts due to ride along, then ``args``. Counts
+        ride at most every HIST_SECONDS per queue (each is a command in the script),
+        and always with ``stats``, so this process's own reads see all of them."""
+        hist: str | bytes = b""
+        if name in self._hist:
+            now = time.monotonic()
+            with self._lock:
+                if script == "stats" or now - self._hist_sent.get(name, 0.0) > HIST_SECONDS:
+                    pending = self._hist.pop(name, None)
+                    if pending:
+                        hist = ",".join(
+                            f"{kind}{'s' if i == HIST_FIELDS else i}:{n}"
+                            for kind, counts in pending.items()
+                            for i, n in enumerate(counts) if n)
+                        self._hist_sent[name] = now
+        return [self.clock() if self.clock else b"0", hist, *args]
 
     def _run(self, name: str, script: str, args: list[Any], create: bool = False) -> Any:
         """Run a queue script; ``create``: make the queue first if it does not exist."""
         if self._closed:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
-        qkeys = keys.queue(self.namespace, name)
-        with rclient.mapped(self.url):
-            reply = self._scripts[script](qkeys, self._args(name, args))
+        reply = self._eval(name, script, self._args(name, script, args))
         if reply[0] == -1 and script != "init" and (create or self._registered(name)):
             self._create(name, {})  # registered but its keys not made yet (or any more): make
-            with rclient.mapped(self.url):
-                reply = self._scripts[script](qkeys, self._args(name, args))
+            reply = self._eval(name, script, self._args(name, script, args))
         if reply[1]:
             self._flush_outbox(name)
         return reply
+
+    def _eval(self, name: str, script: str, argv: list[Any]) -> Any:
+        """One queue script on the sync client, as EVALSHA (EVAL when the server lacks it)."""
+        qkeys = keys.queue(self.namespace, name)
+        with rclient.mapped(self.url):
+            try:
+                return self._client.evalsha(SHAS[script], len(qkeys), *qkeys, *argv)
+            except NoScriptError:  # a new or restarted server: EVAL sends it (and caches it)
+                return self._client.eval(SOURCES[script], len(qkeys), *qkeys, *argv)
 
     def _registered(self, name: str) -> bool:
         with rclient.mapped(self.url):
             return bool(self._client.hexists(self._nskeys[0], name))
 
-    async def _arun(self, name: str, script: str, args: list[Any]) -> Any:
+    async def _arun(self, name: str, script: str, args: list[Any], create: bool = False,
+                    orphan: Orphan = None) -> Any:
+        """``_run`` on the asyncio client; ``orphan`` gets the reply if the caller was
+        cancelled while its script ran."""
         if self._closed:
             raise ClosedError(f"broker for namespace '{self.namespace}'")
         loop = asyncio.get_running_loop()
-        if self._aloop is not loop:  # a client belongs to one event loop
-            self._aloop, self._aclient = loop, rclient.async_client(self.url, self.password_file)
-            self._ascripts = {n: self._aclient.register_script(s) for n, s in SOURCES.items()}
-        with rclient.mapped(self.url):
-            reply = await self._ascripts[script](
-                keys.queue(self.namespace, name), self._args(name, args))
-        if reply[0] == -1 and await asyncio.to_thread(self._registered, name):
-            return await asyncio.to_thread(self._run, name, script, args)  # rare: make its keys
+        calls, batches = self._acalls, self._abatches
+        if calls is None or batches is None or self._aloop is not loop:  # one loop's client
+            self._aloop, client = loop, rclient.async_client(self.url, self.password_file)
+            calls = self._acalls = rclient.Calls(self.url, client)
+            batches = self._abatches = Batches(client)
+        reply = await calls(batches.evalsha(SHAS[script], SOURCES[script],
+                                            keys.queue(self.namespace, name),
+                                            self._args(name, script, args), orphan))
+        if reply[0] == -1 and (create or await asyncio.to_thread(self._registered, name)):
+            return await asyncio.to_thread(self._run, name, script, args, create)  # rare
         if reply[1]:
             await asyncio.to_thread(self._flush_outbox, name)
         return reply
@@ -656,19 +718,21 @@ class Broker:
         for field, rec in sorted(parked.items(), key=lambda kv: int(kv[0].rsplit(b"|", 1)[1])):
             mode, dest, _ = field.decode().split("|", 2)  # in the source's order
             self._run(dest, "take_in", [mode, f"{name}|{field.decode()}", rec], create=True)
-            with rclient.mapped(self.url):
-                self._client.hdel(outbox, field)
+            self._eval(name, "sent", [b"0", b"", field])
 
     def _note(self, name: str, kind: str, t0: int) -> None:
-        """Count one operation's latency; the counts ride along with the next script."""
+        """Count one operation's latency; the counts ride along with a later script."""
         ns = _perf_ns() - t0
         bucket = bisect.bisect_left(HIST_BOUNDS, ns / 1e9)
         with self._lock:
-            c = self._hist.get(name)
-            if c is None:
-                c = self._hist[name] = Counter()
-            c[f"{kind}{bucket}"] += 1
-            c[f"{kind}s"] += ns
+            kinds = self._hist.get(name)
+            if kinds is None:
+                kinds = self._hist[name] = {}
+            counts = kinds.get(kind)
+            if counts is None:
+                counts = kinds[kind] = [0] * (HIST_FIELDS + 1)
+            counts[bucket] += 1
+            counts[HIST_FIELDS] += ns
 
     def _bell(self, wait: bool = True) -> Bell:
         """This process's wake-up subscription (started on first use); ``wait``: give it a

@@ -9,27 +9,32 @@ the file named by ``ZOLDYQ_REDIS_PASSWORD_FILE``; it is never logged:
 Timeouts are short and bounded: no ZoldyQ command blocks on the server
 (waiting uses pub/sub wake-ups, see ``bell.py``), so a socket that stays
 silent for ``SOCKET_TIMEOUT`` means the server is gone, and a request
-answers 503 ``backend_unavailable`` instead of hanging.
+answers 503 ``backend_unavailable`` instead of hanging. The asyncio client
+takes no socket timeout of its own (redis-py would start a task per send for
+it): ``Calls`` bounds each whole call instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from zoldyq.errors import BackendUnavailable, ConfigError
 
+T = TypeVar("T")
 SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
@@ -103,9 +108,63 @@ def sync_client(url: str, password_file: str | None = None) -> Any:
 
 def async_client(url: str, password_file: str | None = None) -> Any:
     plain, cluster, kw = _options(url, password_file)
+    kw["socket_timeout"] = None  # Calls bounds each call instead (None: not the default 5 s)
+    if "retry" in kw:  # the asyncio flavour, whose failure hook (drop the connection) runs
+        kw["retry"] = redis.asyncio.retry.Retry(NoBackoff(), 0)
     if cluster:
         return redis.asyncio.cluster.RedisCluster.from_url(plain, **kw)
     return redis.asyncio.Redis.from_url(plain, **kw)
+
+
+class Calls:
+    """Awaits calls of one asyncio client, each bounded to about SOCKET_TIMEOUT.
+
+    One timer for all of them, checking every quarter of SOCKET_TIMEOUT while any is
+    in flight, cancels the calls that outlived it (``asyncio.timeout`` per call would
+    cost a timer of its own each time: as much as the rest of our side of a call). A
+    call cut short leaves its connection half-used, so the client drops every
+    connection (the server is stuck anyway) and the next call makes new ones.
+    """
+
+    def __init__(self, url: str, client: Any) -> None:
+        self.url = url
+        self.client = client
+        self._started: dict[asyncio.Task[Any], float] = {}  # in flight -> loop time
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def __call__(self, call: Awaitable[T]) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        self._started[task] = loop.time()
+        if self._timer is None:
+            self._timer = loop.call_later(SOCKET_TIMEOUT / 4, self._check)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise  # cancelled by its caller
+            self._expired.discard(task)
+            task.uncancel()
+            with contextlib.suppress(*ERRORS, OSError):
+                await self.client.aclose()
+            raise BackendUnavailable(safe_url(self.url), "timed out") from None
+        except ERRORS as ex:
+            raise BackendUnavailable(safe_url(self.url), str(ex) or type(ex).__name__) from None
+        finally:
+            self._started.pop(task, None)
+
+    def _check(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, started in list(self._started.items()):
+            if now - started > SOCKET_TIMEOUT and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        if self._started:
+            self._timer = loop.call_later(SOCKET_TIMEOUT / 4, self._check)
 
 
 @contextlib.contextmanager

@@ -7,15 +7,18 @@ can contain ``:`` or a brace and a key never reads two ways.
 
 from __future__ import annotations
 
+import functools
+
 # the order of the scripts' KEYS (see lua/common.lua)
-QUEUE_PARTS = ("meta", "r", "z", "l", "x", "o", "s", "i")
+QUEUE_PARTS = ("meta", "r", "z", "l", "x", "o", "s", "i", "v")
 OUTBOX = QUEUE_PARTS.index("o")
-STATS = QUEUE_PARTS.index("s")
 
 
-def queue(namespace: str, name: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def queue(namespace: str, name: str) -> tuple[bytes, ...]:
+    """The queue's keys in the scripts' KEYS order, encoded once (every call passes them)."""
     tag = f"{{{namespace}:{name}}}"
-    return [f"{tag}:{part}" for part in QUEUE_PARTS]
+    return tuple(f"{tag}:{part}".encode() for part in QUEUE_PARTS)
 
 
 def registry(namespace: str) -> list[str]:

@@ -45,7 +45,7 @@ class Message:
         self.data = record[HEADER.size + olen :]
         self.enqueued_at = enq
         self.delivery_count = count if lease_id else count + 1  # a plain get is a delivery too
-        self.origin = record[HEADER.size : HEADER.size + olen].decode() or None
+        self.origin = record[HEADER.size : HEADER.size + olen].decode() if olen else None
         self.lease_id = lease_id
         self.lease_expires_at = expires
         self.queue_size = None

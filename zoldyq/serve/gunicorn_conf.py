@@ -9,13 +9,16 @@ The master takes the namespace's owner flock and creates (or reattaches to)
 the namespace before forking (``on_starting``), and destroys it on exit if it
 is its own (see ``zoldyq.serve.launcher``), unless ``keep_namespace`` or the
 launcher owns it (``ZOLDYQ_NAMESPACE_OWNER``).
-Workers import the app after the fork (no ``preload_app``), so each attaches
-on its own.
+On shm the master then builds the app (``when_ready``) and the workers inherit
+it, attached broker included (its locks reopen themselves after a fork); on
+Redis each worker builds its own after the fork.
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import signal
 import time
 from typing import Any
 
@@ -25,9 +28,10 @@ from zoldyq import broker as engine
 from zoldyq import errors
 from zoldyq.broker import serve_namespace
 from zoldyq.ops import logs
-from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
+from zoldyq.serve import current
+from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV
 
-_settings = Settings.load()
+_settings = current.settings()
 
 bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host
         else f"{_settings.host}:{_settings.port}"]
@@ -91,6 +95,37 @@ def on_starting(server: Any) -> None:
     broker.close()
     _ours = created or _claim.adopted
     os.environ[OWNER_ENV] = f"gunicorn:{os.getpid()}"
+
+
+def when_ready(server: Any) -> None:
+    """Build the app in the master, once the namespace exists (``preload_app`` would build
+    it before ``on_starting``): the workers share its pages instead of each building its
+    own. shm only: the engine's locks reopen themselves in a forked worker, while a Redis
+    client's asyncio connections must not be shared, so on Redis each worker builds its own.
+    If it fails here, each worker tries again and fails as it did before."""
+    if engine.is_shared(_settings):
+        return
+    try:
+        server.app.wsgi()
+    except Exception:
+        server.log.exception("building the app in the master failed: each worker builds its own")
+        server.app.callable = None
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """What the master built (config, app) goes where the collector never looks, so no
+    worker's collection writes to (and copies) the pages it shares with the master."""
+    gc.freeze()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """A stop signal that reaches a new worker before it sets its own handlers meets the
+    master's, inherited, which only queue it for a master loop that never runs here: the
+    worker would miss it and hold a graceful stop for ``graceful_timeout`` (a worker
+    booting when SIGTERM came did). With the defaults it ends at once: it holds nothing
+    yet, as it accepts no connection before its handlers are set."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _still_ours() -> bool:

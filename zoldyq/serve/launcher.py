@@ -11,6 +11,14 @@ sidecar is restarted; the queues are untouched. A child that dies is
 restarted with a growing delay; one that keeps dying at once is fatal.
 Children get SIGTERM too if the launcher itself is killed (PR_SET_PDEATHSIG).
 
+Both are forked from this process, not started as fresh interpreters: the
+launcher first imports what they run (``preload``), so the launcher, the
+sidecar, the master and its workers share those pages copy-on-write (an idle
+server: ~54 MB PSS instead of ~92; ``scripts/footprint``). A child gets what
+``Popen`` gave it before: its own session, stdin on /dev/null, no descriptor
+but 0-2 (the launcher closes its broker before forking, so that no child
+inherits its locks), and a title naming its role (setproctitle).
+
 Ownership (``zoldyq.shm.owner``): the launcher holds the namespace's owner
 flock for its whole life, so a second server on the same namespace is
 refused. It destroys at exit only a namespace that is its own: one it
@@ -22,49 +30,194 @@ children and exits 1 for its supervisor to restart it, and destroys nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
+import gc
+import importlib
 import logging
+import mimetypes
 import os
 import signal
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
 from zoldyq import broker as engine
 from zoldyq.broker import Broker, serve_namespace
 from zoldyq.ops import logs, snapshot
+from zoldyq.serve import current
 from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
 
 log = logging.getLogger("zoldyq.serve.launcher")
 
-HTTP_CMD = ["-m", "gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf",
-            "zoldyq.serve.workers.http:app"]
-WS_CMD = ["-m", "zoldyq.serve.workers.ws"]
 QUICK_DEATH = 5.0  # seconds: a child that dies sooner counts towards giving up
 MAX_QUICK_DEATHS = 5
 POLL = 0.1
 PR_SET_PDEATHSIG = 1
+HTTP_ARGV = ["gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf", "zoldyq.serve.workers.http:app"]
+HTTP_USAGE = "%(prog)s [OPTIONS] [APP_MODULE]"  # gunicorn's own
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the launcher dies, however it dies."""
+_arbiter: Arbiter | None = None  # gunicorn's, built by ``preload``
+
+
+def _build_http() -> None:
+    """gunicorn's configuration and Arbiter, built before forking: code that runs once, in
+    the launcher, instead of copying the pages it touches into the master (~3 MB). A
+    failure (a bad config) is left to the master to meet and report, as it did before."""
+    global _arbiter
+    from gunicorn.app.wsgiapp import WSGIApplication
+    from gunicorn.arbiter import Arbiter
+
+    saved, sys.argv = sys.argv, HTTP_ARGV
+    try:
+        _arbiter = Arbiter(WSGIApplication(HTTP_USAGE))
+    except (Exception, SystemExit):
+        _arbiter = None
+    finally:
+        sys.argv = saved
+
+
+def _run_http() -> int:
+    """The gunicorn master, in this (forked) process: ``gunicorn -c ... workers.http:app``."""
+    from gunicorn.app.wsgiapp import run as gunicorn
+
+    sys.argv = HTTP_ARGV
+    if _arbiter is None:
+        gunicorn()  # raises SystemExit, in the master and in every worker it forks
+        return 1
+    from gunicorn import SERVER_SOFTWARE
+
+    os.environ["SERVER_SOFTWARE"] = SERVER_SOFTWARE  # the Arbiter set it in the launcher
+    try:  # what gunicorn's BaseApplication.run does around it
+        _arbiter.run()
+    except RuntimeError as ex:
+        print(f"\nError: {ex}\n", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_ws(settings: Settings) -> int:
+    """The WebSocket sidecar, in this (forked) process."""
+    from setproctitle import setproctitle
+
+    from zoldyq.ws import run
+
+    setproctitle(f"zoldyq-ws[{settings.namespace}] (zoldyq.serve.workers.ws)")
+    return run(settings, configured=True)
+
+
+def preload(settings: Settings) -> None:
+    """Import what the children run before forking them, then freeze it: the modules' pages
+    are shared copy-on-write by the launcher, the sidecar, the master and its workers
+    (PSS splits them) instead of each process importing its own copy, and the collector
+    never writes to them. The app itself is built later, by the gunicorn master
+    (``gunicorn_conf.when_ready``): the launcher keeps no broker open across a fork."""
+    http = "zoldyq.http.asgi" if settings.worker_class == "asgi" else "zoldyq.http.wsgi"
+    for name in ("setproctitle", "gunicorn.app.wsgiapp", "gunicorn.glogging",
+                 "zoldyq.serve.worker", "zoldyq.ops.metrics", http):
+        importlib.import_module(name)
+    if settings.worker_class == "asgi":
+        for optional in ("uvloop", "gunicorn_h1c"):  # gunicorn's asgi worker picks them
+            with contextlib.suppress(ImportError):
+                importlib.import_module(optional)
+    if settings.ws:
+        importlib.import_module("zoldyq.ws")
+    current.inherit(settings)
+    _build_http()
+    mimetypes.init()  # falcon's Response reads the system's table: once, not per worker
+    gc.freeze()
+    with contextlib.suppress(AttributeError):  # glibc: hand the heap freed by imports back
+        ctypes.CDLL(None).malloc_trim(0)  # (else each child maps its share of it)
+
+
+def _in_child(env: dict[str, str], target: Callable[[], int], launcher: int) -> NoReturn:
+    """Become a server process: what ``Popen(start_new_session=True, close_fds=True)`` of a
+    fresh interpreter gave, but keeping the preloaded modules."""
+    code = 1
+    try:
+        os.setsid()
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, signal.SIG_DFL)
+        _die_with_parent(launcher)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        # The launcher's claim is not the child's (subprocess's close_fds did this); its
+        # object stays referenced on this stack, so the fd is never closed twice.
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        os.environ.clear()
+        os.environ.update(env)
+        code = target()
+    except SystemExit as ex:
+        code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+        if isinstance(ex.code, str):
+            print(ex.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _die_with_parent(launcher: int) -> None:
+    """In the child: get SIGTERM when the launcher dies, however it dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != launcher:
+        os._exit(1)  # the launcher died before the prctl
+
+
+class Process:
+    """A forked child, with what the launcher used of ``subprocess.Popen``."""
+
+    def __init__(self, env: dict[str, str], target: Callable[[], int]) -> None:
+        self.returncode: int | None = None
+        for stream in (sys.stdout, sys.stderr):  # or the child writes the same bytes again
+            stream.flush()
+        launcher = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:
+            _in_child(env, target, launcher)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
 
 
 class Child:
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        self.name, self.args, self.env = name, args, env
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, name: str, target: Callable[[], int], env: dict[str, str]) -> None:
+        self.name, self.target, self.env = name, target, env
+        self.proc: Process | None = None
         self.started = 0.0
         self.quick_deaths = 0
         self.restart_at: float | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, *self.args], env=self.env, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )
+        self.proc = Process(self.env, self.target)
         self.started = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.name, self.proc.pid)
@@ -143,9 +296,11 @@ def run(settings: Settings) -> int:
         raise
     env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
            STARTED_AT_ENV: str(time.time())}
-    children = [Child("http", HTTP_CMD, env)]
+    destroyed = engine.gone_check(broker)
+    broker.close()  # before forking: a child must not inherit its locks or connections
+    children = [Child("http", _run_http, env)]
     if settings.ws:
-        children.append(Child("ws", WS_CMD, env))
+        children.append(Child("ws", functools.partial(_run_ws, settings), env))
     signals: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -155,6 +310,7 @@ def run(settings: Settings) -> int:
     status = 0
     gone = False
     try:
+        preload(settings)
         for child in children:
             child.start()
         while True:
@@ -167,7 +323,7 @@ def run(settings: Settings) -> int:
                 log.info("got %s: stopping", signal.Signals(signals[0]).name)
                 break
             time.sleep(POLL)
-            if engine.gone(broker):
+            if destroyed():
                 log.error("namespace '%s' was destroyed under this server: stopping, exit "
                           "status 1 (a supervisor restarts it on a fresh namespace)",
                           settings.namespace)
@@ -184,7 +340,6 @@ def run(settings: Settings) -> int:
             child.wait(deadline)
         for s, handler in old.items():
             signal.signal(s, handler)
-        broker.close()
         saved = gone or snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep it
         destroy = ours and not gone and saved and not settings.keep_namespace
         if destroy:

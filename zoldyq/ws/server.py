@@ -79,15 +79,20 @@ def connection_limit(configured: int, max_queues: int) -> int:
     return max(1, min(configured, soft - FD_MARGIN - FDS_PER_QUEUE * max_queues - BACKLOG))
 
 
-def run(settings: Settings, standalone: bool = False) -> int:
+def run(settings: Settings, standalone: bool = False, configured: bool = False) -> int:
     """Serve until SIGTERM/SIGINT; the process exit status.
 
     Args:
         settings: where to listen and which namespace to serve.
         standalone: create the namespace if missing (``zoldyq ws``); it is
             never destroyed here. Under ``zoldyq serve`` the launcher owns it.
+        configured: logging is set up for ``settings`` already (forked from the
+            launcher, which did it: doing it again costs ~1 MB of copied pages).
     """
-    _setup_logging(settings)
+    if not configured:
+        logs.setup(settings)
+    if settings.log_level != "debug":  # one line per connection is noise (and CPU)
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         broker = open_namespace(settings) if standalone else engine.attach_namespace(settings)
     except ZoldyQError as ex:
@@ -292,9 +297,3 @@ async def _watchdog(server: Server, timeout: float) -> None:
                 continue
             seen[conn] = (buffered, since)
         last = seen
-
-
-def _setup_logging(settings: Settings) -> None:
-    logs.setup(settings)
-    if settings.log_level != "debug":  # one line per connection is noise (and CPU)
-        logging.getLogger("websockets").setLevel(logging.WARNING)

@@ -1,20 +1,22 @@
--- ARGV 4.. lease ids. Reply {0, outbox, acked, not_held...}.
+-- ARGV 3.. lease ids. Reply {0, outbox, acked, not_held...}.
 local now = begin()
 if not now then return {-1, 0} end
+local ids = {}
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+local held = unlease(ids)
 local out, acked, freed = {0, 0, 0}, 0, 0
-for i = 4, #ARGV do
-  local rec = redis.call('HGET', LEASED, ARGV[i])
+for _, id in ipairs(ids) do
+  local rec = held[id]
   if rec then
-    redis.call('HDEL', LEASED, ARGV[i])
-    redis.call('ZREM', EXPIRY, ARGV[i])
+    held[id] = nil  -- the same id twice is acked once
     acked = acked + 1
     freed = freed + cost(rec)
   else
-    out[#out + 1] = ARGV[i]
+    out[#out + 1] = id
   end
 end
-stat('acked_total', acked)
-stat('_bytes', -freed)
-stat('bytes_out_total', freed - acked * OVERHEAD)
-out[2], out[3] = pending(), acked
-return out
+charge(-acked, -freed)
+add(ACKED_TOTAL, acked)
+add(BYTES_OUT_TOTAL, freed - acked * OVERHEAD)
+out[3] = acked
+return done(out)

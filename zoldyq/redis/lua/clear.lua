@@ -1,8 +1,8 @@
 -- Drop every ready, delayed and leased message. Reply {0, outbox, n}.
 local now = begin()
 if not now then return {-1, 0} end
-local n = queue_size()
+local n = st[SIZE]
 redis.call('DEL', READY, DELAYED, LEASED, EXPIRY)
-redis.call('HSET', STATS, '_bytes', 0)
+st[SIZE], st[BYTES], st[DUE], dirty = 0, 0, 0, true
 stat('cleared_total', n)
-return {0, pending(), n}
+return done({0, 0, n})

@@ -1,9 +1,10 @@
--- ARGV 4 max, 5 lease (µs, 0 = plain get), 6 register as a waiter when empty (0/1).
--- Reply {0, outbox, size, µs to next due, lease_expires_at, rec1, lease_id1, ...}.
-local now = begin()
+-- ARGV 3 max, 4 lease (µs, 0 = plain get), 5 register as a waiter when empty (0/1).
+-- Reply {0, outbox, size, µs to next due, lease_expires_at, rec1, ...}, each record
+-- followed by its lease id when leased.
+local lease = tonumber(ARGV[4])
+local now = begin(lease == 0)  -- a plain get with nothing scheduled needs no clock
 if not now then return {-1, 0} end
-local recs = redis.call('LPOP', READY, tonumber(ARGV[4]))
-local lease = tonumber(ARGV[5])
+local recs = redis.call('LPOP', READY, tonumber(ARGV[3]))
 local out = {0, 0, 0, -1, 0}
 if recs then
   if lease == 0 then
@@ -11,28 +12,27 @@ if recs then
     for _, rec in ipairs(recs) do
       freed = freed + cost(rec)
       out[#out + 1] = rec
-      out[#out + 1] = ''
     end
-    stat('_bytes', -freed)
-    stat('bytes_out_total', freed - #recs * OVERHEAD)
+    charge(-#recs, -freed)
+    add(BYTES_OUT_TOTAL, freed - #recs * OVERHEAD)
   else
-    local exp = now + lease
+    local exp, held, due = now + lease, {}, {}
     out[5] = exp
     for _, rec in ipairs(recs) do
       local count = struct.unpack('>I4', rec, 17) + 1
       local id = string.format('%x.%d', seq_of(rec), count)
       rec = with_count(rec, count)
-      redis.call('HSET', LEASED, id, rec)
-      redis.call('ZADD', EXPIRY, exp, id)
-      out[#out + 1] = rec
-      out[#out + 1] = id
+      held[#held + 1], held[#held + 2] = id, rec
+      due[#due + 1], due[#due + 2] = exp, id
+      out[#out + 1], out[#out + 2] = rec, id
     end
+    push('HSET', LEASED, held)
+    push('ZADD', EXPIRY, due)
+    schedule(exp)
   end
-  stat('dequeued_total', #recs)
-elseif ARGV[6] == '1' then
-  stat('waiters', 1)
+  add(DEQUEUED_TOTAL, #recs)
+elseif ARGV[5] == '1' then
+  add(WAITERS, 1)
 end
-out[2] = pending()
-out[3] = queue_size()
-out[4] = next_due(now)
-return out
+out[3], out[4] = st[SIZE], next_due(now)
+return done(out)

@@ -1,34 +1,35 @@
--- ARGV 4 deliver_at (µs, 0 = now), then kind, data pairs. All of them or none.
+-- ARGV 3 deliver_at (µs, 0 = now), 4 kinds (one byte per record), 5.. payloads.
+-- All of them or none. Reply {0, outbox, size, enqueued_at, deliver_at (0: now)}.
 local now = begin()
 if not now then return {-1, 0} end
-local caps = redis.call('HMGET', META, 'max_messages', 'max_bytes', 'max_message_bytes')
-local maxm, maxb, mmb = tonumber(caps[1]), tonumber(caps[2]), tonumber(caps[3])
-local n, add = (#ARGV - 4) / 2, 0
-for i = 6, #ARGV, 2 do
-  if #ARGV[i] > mmb then return {-2, pending(), #ARGV[i], mmb} end
-  add = add + #ARGV[i] + OVERHEAD
+-- each record's header is HDR: its seq, then the same enqueued_at and count 0 for all,
+-- its kind and origin length 0 (packed piecewise, in the one pass over the payloads
+-- that also sums their size: this loop is most of a batch's cost)
+local kinds, n, add_bytes, mmb = ARGV[4], #ARGV - 4, 0, st[MAX_MESSAGE_BYTES]
+local at, seq, recs = tonumber(ARGV[3]), st[SEQ], {}
+local same, pack, sub = struct.pack('>I8I4', now, 0), struct.pack, string.sub
+for i = 1, n do
+  local data = ARGV[i + 4]
+  if #data > mmb then return done({-2, 0, #data, mmb}) end
+  add_bytes = add_bytes + #data + OVERHEAD
+  recs[i] = pack('>I8', seq + i) .. same .. sub(kinds, i, i) .. '\0' .. data
 end
-local size = queue_size()
-local used = tonumber(redis.call('HGET', STATS, '_bytes') or '0')
-if size + n > maxm or used + add > maxb then
+if st[SIZE] + n > st[MAX_MESSAGES] or st[BYTES] + add_bytes > st[MAX_BYTES] then
   stat('queue_full_total', 1)
-  return {-3, pending(), size, maxm, maxb, add}
+  return done({-3, 0, st[SIZE], st[MAX_MESSAGES], st[MAX_BYTES], add_bytes})
 end
-local at = tonumber(ARGV[4])
-local seq = redis.call('HINCRBY', STATS, '_seq', n) - n
-local recs = {}
-for i = 5, #ARGV, 2 do
-  seq = seq + 1
-  recs[#recs + 1] = struct.pack(HDR, seq, now, 0, tonumber(ARGV[i]), 0) .. ARGV[i + 1]
-end
+add(SEQ, n)
 if at > now then
-  for _, rec in ipairs(recs) do redis.call('ZADD', DELAYED, at, rec) end
+  local pairs_ = {}
+  for i, rec in ipairs(recs) do pairs_[2 * i - 1], pairs_[2 * i] = at, rec end
+  push('ZADD', DELAYED, pairs_)
+  schedule(at)
 else
   push('RPUSH', READY, recs)
   notify(n)
   at = 0
 end
-stat('enqueued_total', n)
-stat('bytes_in_total', add - n * OVERHEAD)
-stat('_bytes', add)
-return {0, pending(), size + n, now, at}
+charge(n, add_bytes)
+add(ENQUEUED_TOTAL, n)
+add(BYTES_IN_TOTAL, add_bytes - n * OVERHEAD)
+return done({0, 0, st[SIZE], now, at})

@@ -1,5 +1,5 @@
--- ARGV 4 timed out (0/1): a getter that counted itself as a waiter stops waiting.
-if redis.call('EXISTS', META) == 0 then return {-1, 0} end
-stat('waiters', -1)
-if ARGV[4] == '1' then stat('dequeue_timeout_total', 1) end
-return {0, 0}
+-- ARGV 3 timed out (0/1): a getter that counted itself as a waiter stops waiting.
+if not load() then return {-1, 0} end
+add(WAITERS, -1)
+if ARGV[3] == '1' then stat('dequeue_timeout_total', 1) end
+return done({0, 0})

@@ -1,6 +1,6 @@
 """The gunicorn app module (``zoldyq.serve.workers.http:app``); workers attach after the fork."""
 
 from zoldyq.http import create_app
-from zoldyq.settings import Settings
+from zoldyq.serve import current
 
-app = create_app(Settings.load())
+app = create_app(current.settings())
