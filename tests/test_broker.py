@@ -293,7 +293,7 @@ def test_objects_are_private_to_the_owner(broker: zoldyq.Broker) -> None:
     """Every shared-memory object and semaphore is created mode 0600."""
     broker.queue("mode").put(1)
     entries = segment.leftovers(f"/zoldyq.{broker.namespace}")
-    assert len(entries) == 9  # registry, its lock file and semaphore; ring, 2 lock files, 3 sems
+    assert len(entries) == 3  # the registry; the ring (its locks inside) and its doorbell
     for entry in entries:
         st = os.stat(os.path.join(segment.SHM_DIR, entry))
         assert stat.S_IMODE(st.st_mode) == 0o600, entry

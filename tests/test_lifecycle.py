@@ -144,7 +144,7 @@ def test_a_destroy_killed_half_way_is_finished_at_the_next_start(
     with zoldyq.attach(namespace) as left:
         assert left.registry.destroyed
         assert left.registry.words[R_FLAGS] & FLAG_DESTROYED
-        assert len(_shm(namespace)) > 3  # the second queue's objects are still there
+        assert len(_shm(namespace)) > 1  # besides the registry, the second queue's objects
     with servers.serve(namespace, ws=False) as srv:
         assert srv.call("GET", "/health").status == 200
         assert srv.call("POST", "/queues/b/enqueue", json={"payload": 2}).status == 200

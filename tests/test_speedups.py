@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any
@@ -409,3 +411,36 @@ def test_c_relocates_a_held_lease_like_python() -> None:
         assert m.t.c.side.count() == 0
     finally:
         m.teardown()
+
+
+@needs_c
+@pytest.mark.parametrize("next_path", ["c", "pure"])
+def test_a_c_holder_killed_inside_is_repaired_by_either_path(
+    broker: zoldyq.Broker, next_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed while its C path holds the put mutex (in the reserve callback: after
+    the lock, before the commit) leaves it to the kernel: the next holder, on either path,
+    gets EOWNERDEAD, repairs once, and the queue holds exactly what was committed."""
+    q = broker.queue("q")
+    q.put("a")
+    sq = q._sq  # type: ignore[union-attr]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - killed inside
+        try:
+            die = fast.Fast(sq._mm, "q", sq.put_lock, sq.get_lock, sq._objects["bell"],
+                            lambda high: os.kill(os.getpid(), signal.SIGKILL))
+            sq.words[layout.W_RESERVED] = 0  # the next put grows the ring: the callback
+            die.put_one(KIND_BYTES, b"never committed", 0)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGKILL
+    if next_path == "pure":
+        monkeypatch.setattr(sq, "fast", None)
+    t0 = time.monotonic()
+    q.put("b")
+    assert time.monotonic() - t0 < 1.0
+    assert sq.put_lock.repairs == 1
+    assert [m.payload for m in q.get_many(10)] == ["a", "b"]
+    assert q.stats()["enqueued_total"] == 2

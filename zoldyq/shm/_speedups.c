@@ -1,19 +1,20 @@
 /* The engine's hot path in C: put, put_many, get and get_many, and a leased get
  * and an ack (the side table's hot steps, see "the side table" below), over the SAME
  * segment layout as ring.py/queue.py/side.py (see layout.py), with the same lock
- * protocol as lock.py (threading.Lock, then flock, then the semaphore as the
- * dirty flag). Optional: without a compiler, or with ZOLDYQ_PURE_PYTHON=1,
- * the pure-Python path runs instead, and both interoperate on one namespace
- * because they read and write the same words the same way.
+ * protocol as lock.py (the robust mutex in the header, its dirty word, the repair
+ * after EOWNERDEAD), on the same mutexes. Optional: without a compiler, or with
+ * ZOLDYQ_PURE_PYTHON=1, the pure-Python path runs instead, and both interoperate on
+ * one namespace because they read and write the same words the same way and take
+ * the same mutexes.
  *
  * What one C call now covers, for a put: take the locks, write the records,
  * store the tail (the commit point, one aligned 8-byte release store), bump
  * the totals and the histogram, release the locks, ring the doorbell. For a
  * get: take the locks, parse the records between head and tail, copy them
  * out, store the head (its commit point), bump totals, histogram and waiter
- * count, release. No Python bytecode runs between sem_trywait and sem_post
+ * count, release. No Python bytecode runs between the lock and the unlock
  * except the callbacks that already run under the lock in the pure path
- * (lock._repair when a dead holder left the semaphore at 0, and the queue's
+ * (lock._repair after EOWNERDEAD or with the dirty word set, and the queue's
  * _reserve / _reserve_side when the ring or the side table grows past its
  * fallocate'd bytes). A kill -9
  * anywhere therefore leaves exactly the states the pure path can leave
@@ -24,11 +25,11 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <semaphore.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/file.h>
 #include <time.h>
 
 #define HEADER_BYTES 4096
@@ -80,6 +81,12 @@
 #define ST_LEASED 2
 #define DHDR 16 /* side.DREC: payload length u32, slot u32, own position u64 */
 #define DSKIP 0xFFFFFFFFu
+#define W_PUT_LOCK 496 /* a lock's cache line: the robust mutex, then its dirty word */
+#define W_GET_LOCK 504
+#define LOCK_WORDS 8
+#define LOCK_DIRTY 7
+#define SPIN_TRIES 16 /* lock.SPIN_TRIES */
+_Static_assert(sizeof(pthread_mutex_t) <= LOCK_DIRTY * 8, "a mutex fits before its dirty word");
 #define FLAG_CLOSED 1
 #define KIND_JSON 1
 #define KIND_BYTES 2
@@ -96,7 +103,7 @@ static const uint64_t HIST_NS[NBOUNDS] = {
     1000000000};
 
 static PyObject *ClosedError, *QueueDeleted, *QueueFull, *BrokenError;
-static PyObject *s_tlock, *s_fd, *s_repair, *s_acquire, *s_release, *s_wait_tlock, *s_contended;
+static PyObject *s_wait, *s_repair;
 
 static inline uint64_t load(volatile uint64_t *w, int i) {
     return __atomic_load_n(&w[i], __ATOMIC_ACQUIRE);
@@ -137,104 +144,64 @@ typedef struct {
     uint64_t nslots, dsize;
     PyObject *name, *put_lock, *get_lock, *reserve, *owner; /* owner: the mmap */
     PyObject *reserve_side;
-    sem_t *put_sem, *get_sem, *bell;
+    sem_t *bell;
 } Fast;
 
 /* -- the lock protocol of lock.py ------------------------------------------ */
 
-typedef struct {
-    PyObject *tlock;
-    int fd;
-} Held;
-
-static int call0(PyObject *obj, PyObject *meth) {
-    PyObject *r = PyObject_CallMethodNoArgs(obj, meth);
-    if (r == NULL) return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-static void drop_tlock(Held *h) { /* keeps any pending exception */
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    if (call0(h->tlock, s_release) < 0) PyErr_Clear();
-    PyErr_Restore(t, v, tb);
-    Py_CLEAR(h->tlock);
-}
-
-static int acquire(PyObject *lock, sem_t *sem, Held *h) {
-    h->tlock = PyObject_GetAttr(lock, s_tlock);
-    if (h->tlock == NULL) return -1;
-    PyObject *ok = PyObject_CallMethodOneArg(h->tlock, s_acquire, Py_False);
-    if (ok == NULL) {
-        Py_CLEAR(h->tlock);
+/* Take the robust mutex at lw (a lock's cache line: the mutex, then its dirty word), with
+ * the GIL held while it is free; contended, yield and retry with the GIL released, then
+ * wait as this thread's policy says (lock._wait, which may raise LockBusy). A dead holder
+ * (EOWNERDEAD) sets the dirty word before the mutex is made consistent; a dirty word sends
+ * us to lock._repair, which returns holding the lock, repaired, or raises having released
+ * it. 0 holding it, or -1 with an exception, not holding it. */
+static int acquire(PyObject *lock, volatile uint64_t *lw) {
+    pthread_mutex_t *m = (pthread_mutex_t *)lw;
+    int rc = pthread_mutex_trylock(m);
+    if (rc == EBUSY) {
+        Py_BEGIN_ALLOW_THREADS
+        for (int i = 0; i < SPIN_TRIES && rc == EBUSY; i++) {
+            sched_yield();
+            rc = pthread_mutex_trylock(m);
+        }
+        Py_END_ALLOW_THREADS
+        if (rc == EBUSY) {
+            PyObject *r = PyObject_CallMethodNoArgs(lock, s_wait);
+            if (r == NULL) return -1;
+            rc = (int)PyLong_AsLong(r); /* pthread's answer: small, never fails */
+            Py_DECREF(r);
+        }
+    }
+    if (rc == EOWNERDEAD) {
+        lw[LOCK_DIRTY] = 1; /* first: the mutex forgets the death at consistent */
+        pthread_mutex_consistent(m);
+    } else if (rc) { /* not held: ENOTRECOVERABLE (never released inconsistent), EDEADLK */
+        PyErr_Format(rc == ENOTRECOVERABLE ? BrokenError : PyExc_RuntimeError, "lock: %s",
+                     strerror(rc));
         return -1;
     }
-    int mine = ok == Py_True;
-    Py_DECREF(ok);
-    if (!mine) {
-        /* another thread of ours holds it: wait as this thread's policy says (lock.py:
-         * an event loop's thread never waits, it gets LockBusy) */
-        PyObject *r = PyObject_CallMethodNoArgs(lock, s_wait_tlock);
-        if (r == NULL) {
-            Py_CLEAR(h->tlock);
-            return -1;
-        }
-        Py_DECREF(r);
-    }
-    PyObject *fdobj = PyObject_GetAttr(lock, s_fd);
-    if (fdobj == NULL) goto fail;
-    h->fd = (int)PyLong_AsLong(fdobj);
-    Py_DECREF(fdobj);
-    if (h->fd < 0) {
-        if (!PyErr_Occurred()) PyErr_SetString(ClosedError, "lock");
-        goto fail;
-    }
-    if (flock(h->fd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno != EWOULDBLOCK && errno != EINTR) {
-            PyErr_SetString(ClosedError, "lock");
-            goto fail;
-        }
-        /* held by another process, for microseconds as a rule: lock._contended spins,
-         * then waits as this thread's policy says (or raises LockBusy) */
-        PyObject *r = PyObject_CallMethodNoArgs(lock, s_contended);
-        if (r == NULL) goto fail;
-        Py_DECREF(r);
-    }
-    while (sem_trywait(sem) != 0) {
-        if (errno == EINTR) continue;
-        /* at 0: a holder died inside; lock._repair repairs, or unlocks and raises */
+    if (lw[LOCK_DIRTY]) {
         PyObject *r = PyObject_CallMethodNoArgs(lock, s_repair);
-        if (r == NULL) {
-            Py_CLEAR(h->tlock); /* _repair released the flock and the thread lock */
-            return -1;
-        }
+        if (r == NULL) return -1;
         Py_DECREF(r);
-        break;
     }
     return 0;
-fail:
-    drop_tlock(h);
-    return -1;
 }
 
-static void release(sem_t *sem, Held *h) {
-    sem_post(sem);
-    flock(h->fd, LOCK_UN);
-    drop_tlock(h);
+static inline void release(volatile uint64_t *lw) {
+    pthread_mutex_unlock((pthread_mutex_t *)lw);
 }
 
 /* -- object ----------------------------------------------------------------- */
 
 static int Fast_init(Fast *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"buffer", "name", "put_lock", "get_lock", "put_sem", "get_sem",
-                             "bell", "reserve", "reserve_side", NULL};
+    static char *kwlist[] = {"buffer", "name", "put_lock", "get_lock", "bell", "reserve",
+                             "reserve_side", NULL};
     PyObject *buf, *name, *put_lock = Py_None, *get_lock = Py_None, *reserve = Py_None;
     PyObject *reserve_side = Py_None;
-    const char *put_sem = NULL, *get_sem = NULL, *bell = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OU|OOzzzOO", kwlist, &buf, &name, &put_lock,
-                                     &get_lock, &put_sem, &get_sem, &bell, &reserve,
-                                     &reserve_side))
+    const char *bell = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OU|OOzOO", kwlist, &buf, &name, &put_lock,
+                                     &get_lock, &bell, &reserve, &reserve_side))
         return -1;
     if (self->has_view) {
         PyErr_SetString(PyExc_RuntimeError, "already initialised");
@@ -270,16 +237,13 @@ static int Fast_init(Fast *self, PyObject *args, PyObject *kw) {
     Py_INCREF(name);
     self->name = name;
     int locked = put_lock != Py_None;
-    if (locked && (get_lock == Py_None || !put_sem || !get_sem || !bell)) {
-        PyErr_SetString(PyExc_ValueError, "locks need their semaphores and the bell");
+    if (locked && (get_lock == Py_None || !bell)) {
+        PyErr_SetString(PyExc_ValueError, "locks need the bell");
         return -1;
     }
     if (locked) {
-        self->put_sem = sem_open(put_sem, 0);
-        self->get_sem = sem_open(get_sem, 0);
         self->bell = sem_open(bell, 0);
-        if (self->put_sem == SEM_FAILED || self->get_sem == SEM_FAILED ||
-            self->bell == SEM_FAILED) {
+        if (self->bell == SEM_FAILED) {
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
@@ -341,8 +305,6 @@ static void Fast_dealloc(Fast *self) {
     PyObject_GC_UnTrack(self);
     if (self->has_view) PyBuffer_Release(&self->view);
     self->has_view = 0;
-    close_sem(&self->put_sem);
-    close_sem(&self->get_sem);
     close_sem(&self->bell);
     Py_CLEAR(self->name);
     Py_CLEAR(self->put_lock);
@@ -465,17 +427,16 @@ static int write_batch(Fast *self, Batch *b, int64_t ts, uint64_t *new_tail, uin
 }
 
 static PyObject *do_put(Fast *self, Batch *b, uint64_t t0) {
-    Held h = {NULL, -1};
-    volatile uint64_t *w = self->w;
+    volatile uint64_t *w = self->w, *lw = w + W_PUT_LOCK;
     uint64_t new_tail, nbytes, size_after;
     int64_t now;
-    if (self->put_lock && acquire(self->put_lock, self->put_sem, &h) < 0) return NULL;
+    if (self->put_lock && acquire(self->put_lock, lw) < 0) return NULL;
     if (w[W_FLAGS] & FLAG_CLOSED) {
         PyErr_SetObject(QueueDeleted, self->name);
         goto fail;
     }
     if (w[SW_BYTES]) { /* the side table holds messages: caps need queue.py's check */
-        if (self->put_lock) release(self->put_sem, &h);
+        if (self->put_lock) release(lw);
         Py_RETURN_NONE;
     }
     now = wall_us();
@@ -485,7 +446,7 @@ static PyObject *do_put(Fast *self, Batch *b, uint64_t t0) {
     w[W_BYTES_IN] += nbytes;
     observe(w, W_ENQ_HIST, t0);
     size_after = ((new_tail >> 32) - (load(w, W_HEAD) >> 32)) & SEQ_MASK;
-    if (self->put_lock) release(self->put_sem, &h);
+    if (self->put_lock) release(lw);
     uint64_t waiters = load(w, W_WAITERS);
     if (waiters && self->bell) {
         uint64_t times = waiters < (uint64_t)b->n ? waiters : (uint64_t)b->n;
@@ -496,7 +457,7 @@ static PyObject *do_put(Fast *self, Batch *b, uint64_t t0) {
     }
     return Py_BuildValue("(KL)", size_after, (long long)now);
 fail:
-    if (self->put_lock) release(self->put_sem, &h);
+    if (self->put_lock) release(lw);
     return NULL;
 }
 
@@ -714,12 +675,11 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
     if (PyErr_Occurred() || (nargs == 6 && tuple_type(args[5], &make) < 0)) return NULL;
     if (max_n < 0) max_n = 0;
     if (enter(self) < 0) return NULL;
-    Held h = {NULL, -1};
-    volatile uint64_t *w = self->w;
+    volatile uint64_t *w = self->w, *lw = w + W_GET_LOCK;
     PyObject *out = NULL;
     uint64_t new_head = 0, nbytes = 0;
     Py_ssize_t n = 0;
-    if (self->get_lock && acquire(self->get_lock, self->get_sem, &h) < 0) goto done;
+    if (self->get_lock && acquire(self->get_lock, lw) < 0) goto done;
     if (w[W_FLAGS] & FLAG_CLOSED) {
         PyErr_SetObject(QueueDeleted, self->name);
         goto unlock;
@@ -742,7 +702,7 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
     }
     count_waiter(w, was_waiting, keep_waiting, n);
 unlock:
-    if (self->get_lock) release(self->get_sem, &h);
+    if (self->get_lock) release(lw);
 done:
     leave(self);
     return out;
@@ -1046,12 +1006,11 @@ static PyObject *Fast_lease(Fast *self, PyObject *const *args, Py_ssize_t nargs)
     if (PyErr_Occurred() || tuple_type(args[5], &make) < 0) return NULL;
     if (max_n < 0) max_n = 0;
     if (enter(self) < 0) return NULL;
-    Held h = {NULL, -1};
-    volatile uint64_t *w = self->w;
+    volatile uint64_t *w = self->w, *lw = w + W_GET_LOCK;
     PyObject *out = NULL;
     Lease *got = NULL;
     Py_ssize_t n = 0;
-    if (self->get_lock && acquire(self->get_lock, self->get_sem, &h) < 0) goto done;
+    if (self->get_lock && acquire(self->get_lock, lw) < 0) goto done;
     if (w[W_FLAGS] & FLAG_CLOSED) {
         PyErr_SetObject(QueueDeleted, self->name);
         goto unlock;
@@ -1100,7 +1059,7 @@ static PyObject *Fast_lease(Fast *self, PyObject *const *args, Py_ssize_t nargs)
     }
     count_waiter(w, was_waiting, keep_waiting, n);
 unlock:
-    if (self->get_lock) release(self->get_sem, &h);
+    if (self->get_lock) release(lw);
 done:
     PyMem_Free(got);
     leave(self);
@@ -1154,21 +1113,20 @@ static PyObject *Fast_ack(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
         Py_DECREF(ids);
         return PyErr_NoMemory();
     }
-    Held h = {NULL, -1};
     if (enter(self) < 0) goto done;
-    volatile uint64_t *w = self->w, *s = self->slots;
+    volatile uint64_t *w = self->w, *s = self->slots, *lw = w + W_GET_LOCK;
     uint64_t gen = w[W_SLOT_GEN] & 0xFFFFFFFFull;
     for (Py_ssize_t i = 0; i < n; i++)
         if (!parse_lease(items[i], gen, &pairs[2 * i], &pairs[2 * i + 1])) goto aside;
-    if (self->get_lock && acquire(self->get_lock, self->get_sem, &h) < 0) goto left;
+    if (self->get_lock && acquire(self->get_lock, lw) < 0) goto left;
     if (w[W_FLAGS] & FLAG_CLOSED) {
         PyErr_SetObject(QueueDeleted, self->name);
-        if (self->get_lock) release(self->get_sem, &h);
+        if (self->get_lock) release(lw);
         goto left;
     }
     uint64_t due = w[SW_DUE];
     if (!s || (due && due <= now_us)) { /* reclaim_due first: queue.py */
-        if (self->get_lock) release(self->get_sem, &h);
+        if (self->get_lock) release(lw);
         goto aside;
     }
     uint64_t high = w[SW_HIGH], head = w[SW_FREE], acked = 0, freed = 0;
@@ -1191,7 +1149,7 @@ static PyObject *Fast_ack(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
     w[SW_BYTES] -= freed;
     w[SW_ACKED] += acked;
     if (acked && !w[SW_BYTES]) side_rewind(self);
-    if (self->get_lock) release(self->get_sem, &h);
+    if (self->get_lock) release(lw);
     out = PyList_New(0);
     for (Py_ssize_t i = 0; out && i < n; i++)
         if (!pairs[2 * i] && PyList_Append(out, items[i]) < 0) Py_CLEAR(out);
@@ -1234,7 +1192,12 @@ static PyObject *Fast_get_trim_due(Fast *self, void *closure) {
     return PyBool_FromLong(due);
 }
 
+static PyObject *Fast_get_busy(Fast *self, void *closure) {
+    return PyBool_FromLong(self->active > 0);
+}
+
 static PyGetSetDef Fast_getset[] = {
+    {"busy", (getter)Fast_get_busy, NULL, "a call of this process is inside", NULL},
     {"trim_due", (getter)Fast_get_trim_due, NULL, "a take drained the queue: trim it", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -1245,8 +1208,7 @@ static PyTypeObject FastType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_traverse = (traverseproc)Fast_traverse,
     .tp_clear = (inquiry)Fast_clear,
-    .tp_doc = "Fast(buffer, name, put_lock=None, get_lock=None, put_sem=None, get_sem=None, "
-              "bell=None, reserve=None): one queue's put and get paths in C. Without locks it "
+    .tp_doc = "Fast(buffer, name, put_lock=None, get_lock=None, bell=None, reserve=None): one queue's put and get paths in C. Without locks it "
               "works on a bare buffer (header + ring), for tests.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Fast_init,
@@ -1303,13 +1265,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     BrokenError = PyObject_GetAttrString(errors, "BrokenError");
     Py_DECREF(errors);
     if (!ClosedError || !QueueDeleted || !QueueFull || !BrokenError) return NULL;
-    s_tlock = PyUnicode_InternFromString("_tlock");
-    s_fd = PyUnicode_InternFromString("_fd");
+    s_wait = PyUnicode_InternFromString("_wait");
     s_repair = PyUnicode_InternFromString("_repair");
-    s_acquire = PyUnicode_InternFromString("acquire");
-    s_wait_tlock = PyUnicode_InternFromString("_wait_tlock");
-    s_contended = PyUnicode_InternFromString("_contended");
-    s_release = PyUnicode_InternFromString("release");
     if (PyType_Ready(&FastType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
@@ -1331,6 +1288,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         add_int(layout, "SW_DUE", SW_DUE) || add_int(layout, "SW_READY", SW_READY) ||
         add_int(layout, "SW_BYTES", SW_BYTES) || add_int(layout, "TRIM_KEEP", TRIM_KEEP) ||
         add_int(layout, "TRIM_AGE_US", TRIM_AGE_US) ||
+        add_int(layout, "W_PUT_LOCK", W_PUT_LOCK) || add_int(layout, "W_GET_LOCK", W_GET_LOCK) ||
+        add_int(layout, "LOCK_WORDS", LOCK_WORDS) || add_int(layout, "LOCK_DIRTY", LOCK_DIRTY) ||
         add_int(layout, "W_MAX_MESSAGE_BYTES", W_MAX_MESSAGE_BYTES) ||
         add_int(layout, "W_SLOT_GEN", W_SLOT_GEN) || add_int(layout, "SW_NSLOTS", SW_NSLOTS) ||
         add_int(layout, "SW_DSIZE", SW_DSIZE) || add_int(layout, "SW_HIGH", SW_HIGH) ||

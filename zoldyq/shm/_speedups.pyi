@@ -9,14 +9,13 @@ def atomic_add(buffer: Any, word_index: int, n: int, /) -> None: ...
 
 class Fast:
     trim_due: bool
+    busy: bool
     def __init__(
         self,
         buffer: Any,
         name: str,
         put_lock: Any = None,
         get_lock: Any = None,
-        put_sem: str | None = None,
-        get_sem: str | None = None,
         bell: str | None = None,
         reserve: Callable[[int], None] | None = None,
         reserve_side: Callable[[int, int], None] | None = None,

@@ -29,6 +29,10 @@ sees half of it (``struct.pack_into`` may write a field piecewise).
 | 24-41 | enqueue histogram | put side                   | 17 bucket counts + sum in ns    |
 | 48-65 | dequeue histogram | get side                   | 17 bucket counts + sum in ns    |
 | 72-95 | side table        | get side                   | ``SW_*``: see ``side``          |
+| 496-502 | put lock        | ``lock.RobustLock``        | a robust process-shared mutex   |
+| 503   | put lock dirty    | the put lock's holder      | a change was left unfinished    |
+| 504-510 | get lock        | ``lock.RobustLock``        | the same for the get side       |
+| 511   | get lock dirty    | the get lock's holder      |                                 |
 
 The side table (slots of ``SLOT_W`` words, then a data ring of
 ``SW_DSIZE`` bytes) follows the ring in the same segment.
@@ -51,6 +55,7 @@ Registry segment: a 4096-byte header then ``max_queues`` slots of 256 bytes.
 | 3, 4, 5     | default max_messages, max_bytes, max_message_bytes |
 | 6           | created_at_us                              |
 | 7           | flags: bit 0 destroyed                     |
+| 504-511     | the registry lock (``lock.RobustLock``)    |
 
 | slot word | field                                                        |
 |-----------|--------------------------------------------------------------|
@@ -73,7 +78,7 @@ from zoldyq.api import KIND_JSON as KIND_JSON
 from zoldyq.api import MAX_BYTES_LIMIT
 from zoldyq.api import MAX_MESSAGES_LIMIT as MAX_MESSAGES_LIMIT
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3  # 3: the locks are robust mutexes in the headers
 QUEUE_MAGIC = int.from_bytes(b"ZOLDYQ.Q", "little")
 REGISTRY_MAGIC = int.from_bytes(b"ZOLDYQ.R", "little")
 HEADER_BYTES = 4096
@@ -85,6 +90,9 @@ W_TAIL, W_ENQ_TOTAL, W_RESERVED, W_FULL_TOTAL, W_BYTES_IN = 8, 9, 10, 11, 12
 W_HEAD, W_DEQ_TOTAL, W_WAITERS, W_TIMEOUTS, W_BYTES_OUT, W_CLEARED = 16, 17, 18, 19, 20, 21
 W_ENQ_HIST, W_DEQ_HIST = 24, 48
 FLAG_CLOSED = 1
+# A lock takes one cache line of its header: the mutex, then its dirty word (``lock``).
+LOCK_WORDS, LOCK_DIRTY = 8, 7
+W_PUT_LOCK, W_GET_LOCK = 496, 504
 # side table words (``side``), all written under the get lock
 (SW_NSLOTS, SW_DSIZE, SW_HIGH, SW_FREE, SW_TOKEN, SW_DUE, SW_DHEAD, SW_DTAIL, SW_SRES,
  SW_DRES, SW_READY, SW_LEASED, SW_DELAYED, SW_DEAD, SW_BYTES, SW_BATCH, SW_ACKED,
@@ -110,6 +118,7 @@ MAX_RING_SIZE = MAX_BYTES_LIMIT  # offsets are 32-bit
 R_MAGIC, R_VERSION, R_MAX_QUEUES = 0, 1, 2
 R_DEF_MAX_MESSAGES, R_DEF_MAX_BYTES, R_DEF_MAX_MESSAGE_BYTES = 3, 4, 5
 R_CREATED_AT, R_FLAGS = 6, 7
+R_LOCK = 504
 FLAG_DESTROYED = 1
 SLOT_BYTES = 256
 SLOT_WORDS = SLOT_BYTES // 8

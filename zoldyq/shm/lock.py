@@ -1,44 +1,45 @@
 """A cross-process lock that survives ``kill -9`` of its holder, at any instruction.
 
-POSIX semaphores are not robust: a holder that dies leaves the count at 0
-and nobody can tell whether the holder is dead or merely slow (a Python
-thread that returned from ``sem_wait`` may wait many milliseconds for the
-GIL before it could record itself as the holder). Any rule of the form
-"nobody recorded for T seconds, so steal" will one day steal from a live
-process. So this lock never guesses.
+A holder that dies must be told from one that is merely slow (a Python
+thread may wait many milliseconds for the GIL inside the critical section),
+and any rule of the form "nobody moved for T seconds, so steal" will one day
+steal from a live process. So this lock never guesses: the kernel tells.
 
-Protocol, per lock: a ``threading.Lock`` (threads of one process), then an
-exclusive ``flock`` on a small file of our own (processes), then the POSIX
-semaphore (value 1 when clean). Release in reverse order.
+Protocol, per lock: a robust, process-shared, error-checking pthread mutex
+in one cache line of the header of the segment it guards (``layout``: the
+mutex in the first 56 bytes, then the *dirty word*). The mutex alone does
+the excluding; no semaphore, lock file or ``threading.Lock`` is involved.
 
 Why it is correct:
 
-1. Mutual exclusion comes from the flock. The kernel grants it to one open
-   file description at a time, and every process opens its own (after a
-   fork the child closes the inherited one and opens a fresh one, see
-   ``_after_fork``). Threads of one process share the description, so the
-   ``threading.Lock`` in front keeps them out of each other's way.
-2. The kernel drops the flock when its holder dies, whatever it was doing:
-   "the holder is dead" is never inferred, it is what the kernel tells the
-   next ``flock`` call by granting it.
-3. The semaphore is the dirty flag. Only the flock holder touches it: it
-   takes it (1 -> 0) on entry and gives it back (0 -> 1) just before
-   dropping the flock. So a new holder that finds it at 0 knows, with
-   certainty, that a previous holder died between those two points, i.e.
-   inside the critical section. It calls ``on_dirty`` to repair the data
-   (still holding the flock, the semaphore still at 0) and carries on; at
-   release it posts once, restoring 1.
-4. A death anywhere else is harmless: before taking the semaphore nothing
-   was touched; after giving it back everything is consistent.
-5. A repairer that dies mid-repair leaves the semaphore at 0, so the next
-   holder repairs again: every ``on_dirty`` must be idempotent. The data
-   structures make this easy: each mutation is committed by a single
-   aligned 8-byte store (see ``ring``), so "repair" only recomputes
-   derived counters from the committed words; it never has to undo or
-   expose a half-written record.
-6. A holder that raises in the middle of a change it cannot undo marks the
-   hold dirty (``dirty_on_error``): it releases without posting, exactly as
-   if it had died there, so the next holder (this process included) repairs.
+1. Mutual exclusion comes from the mutex. Its owner is a thread (its TID is
+   in the futex word), so it keeps threads of one process apart as well as
+   processes. It is not re-entrant: a thread that takes it twice gets
+   EDEADLK, raised, instead of hanging.
+2. Death is told by the kernel. glibc lists every robust mutex a thread
+   holds in that thread's robust list (``set_robust_list``); when the thread
+   dies, however (SIGKILL included, and inside lock or unlock themselves:
+   glibc's ``list_op_pending``), the kernel marks the futex word
+   ``FUTEX_OWNER_DIED`` and wakes a waiter, whose lock returns EOWNERDEAD.
+   "The holder is dead" is never inferred.
+3. The dirty word records that the guarded data may be half changed. A
+   holder that gets EOWNERDEAD stores 1 in it, then calls
+   ``pthread_mutex_consistent`` (from there on the mutex is an ordinary
+   held one; the word remembers). Any holder that finds the word at 1 calls
+   ``on_dirty`` to repair the data, then stores 0. An unlock of a mutex not
+   made consistent would make it unusable for good (ENOTRECOVERABLE), so no
+   path ever releases one: every error path calls ``consistent`` first.
+4. A death anywhere else is harmless: before the lock nothing was touched;
+   after the unlock everything is consistent.
+5. A repairer that dies mid-repair leaves the word at 1 and the mutex owned
+   by a dead thread: the next holder gets EOWNERDEAD and repairs again, so
+   every ``on_dirty`` must be idempotent. The data structures make this
+   easy: each mutation is committed by a single aligned 8-byte store (see
+   ``ring``), so "repair" only recomputes derived counters from the
+   committed words; it never has to undo or expose a half-written record.
+6. A holder that raises in the middle of a change it cannot undo stores 1 in
+   the dirty word (``dirty_on_error``) and releases: exactly as if it had
+   died there, the next holder (this process included) repairs.
 7. A holder that is alive but stopped (SIGSTOP, a debugger) keeps the lock:
    waiters wait. Never stealing from a live holder is the point. A thread
    that must not wait (an event loop: one stuck holder would freeze every
@@ -47,37 +48,56 @@ Why it is correct:
    ``LockBusy`` instead, before touching anything, so the caller can retry
    elsewhere or give up; mutual exclusion is unchanged. A change that must
    finish once begun (deleting a queue) takes its inner locks ``patient()``.
+8. A mutex is never unmapped while one of our threads holds or waits for it
+   (the robust list runs through the mutexes themselves; a dangling entry
+   would cut the kernel's walk short). The Python path counts its threads
+   inside (``_holders``) and keeps a buffer export on the mapping until
+   ``close`` finds none; the C path keeps its own export and count.
 
-Cost: two flock calls and two uncontended semaphore calls per hold
-(~2.2 µs here); the semaphore never blocks, the flock is where waiting
-happens.
+Fork: the child's threads have TIDs of their own, so a mutex its parent
+holds stays the parent's and the child waits for it; glibc gives the child
+an empty robust list. Only the count of this process's holders is reset.
+TIDs are per PID namespace: every process on a namespace must share one
+(containers sharing ``/dev/shm`` need a shared PID namespace too).
 
-The compiled path (``_speedups.c``) runs this same protocol, step for step,
-inside one C call per put or get: it takes ``_tlock`` (so threads on either
-path exclude each other), flocks ``_fd`` with ``LOCK_NB`` first (yield and
-retry, then block with the GIL released), ``sem_trywait``s a handle of its own
-on the same named semaphore, and calls ``_repair`` when that finds it at 0.
-So points 1-6 hold unchanged, and a process on either path may hold the lock
-while one on the other waits. A ``blocking=False`` try-acquire stays a matter
-of not falling back to the blocking flock.
+The compiled path (``_speedups.c``) runs this same protocol inside one C
+call per put or get: ``pthread_mutex_trylock`` on the same address, a few
+``sched_yield`` + trylock rounds with the GIL released, then ``_wait``
+(the wait policies below) and ``_repair`` (points 3 and 5), both shared with
+this path. The pure path makes the same calls through ``ctypes``, which
+releases the GIL for each, so an install without a compiler takes the very
+same mutex, and a process on either path may hold it while one on the other
+waits.
 
-Decision, measured: robust pthread mutex vs flock + semaphore. A
-process-shared ``PTHREAD_MUTEX_ROBUST`` mutex in the segment (EOWNERDEAD names
-a dead holder with the same certainty as the kernel's flock release) costs
-35-53 ns a lock/unlock pair on this 2-core VM, against 1.4-4.6 µs for our
-flock + sem_trywait/sem_post pair (the same C loop, 3 runs under load; the
-issue measured 13 ns and 0.56 µs on a quiet box). It is the clear win:
-the flock pair is about half of a compiled put. We did not switch yet:
-the pure path would have to take the same mutex (ctypes), the header needs a
-layout version bump (old and new processes cannot share a namespace), and
-the kill -9 tests of lock.py must be rewritten for EOWNERDEAD and
-``pthread_mutex_consistent``. That is the next step for the engine's speed.
+Decision, measured (2-core VM shared with other benchmarks, load 6-13, so
+spreads are wide; ratios are same-run). A lock/unlock pair, in a C loop
+interleaved in rounds: the robust mutex 31-41 ns, the former flock +
+sem_trywait/sem_post pair 2.3-2.9 µs (57-92x; earlier runs 35-53 ns vs
+1.4-4.6 µs, the issue 13 ns vs 0.56 µs on a quiet box). The same pair through
+``RobustLock`` on the pure path (ctypes): 2.8-3.8 µs against 6.6-7.1 µs for
+the former threading.Lock + flock + semaphore (3 runs each). The flock pair
+was about half of a compiled put, so the engine switched (layout version 3).
+``scripts/bench_local.py --rounds 5``, C path ÷ faster-fifo (medians of
+per-round ratios; streaming / drain / 4->4 / batch-100 / hand-off p50), runs
+of this code and of the flock code alternated on the same box:
+
+    mutex, 2 runs   5.10 / 2.83 / 3.44 /  9.70 / 1.50
+                    5.52 / 2.64 / 2.77 / 17.80 / 1.45
+    flock, 3 runs   2.87 / 1.29 / 1.30 / 16.55 / 1.38
+                    1.73 / 2.38 / 1.55 /  9.94 / 1.46
+                    2.46 / 1.55 / 1.44 / 13.35 / 1.42
+
+In msg/s, the last pair back to back: streaming 114 k vs 78 k, drain 206 k
+vs 128 k, 4->4 124 k vs 62 k. The load slows faster-fifo more than us (its
+streaming fell from 105 k on a quieter box to 21 k), so ratios to it run
+high here for both; rerun on an idle box before quoting them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import ctypes
+import errno
 import os
 import threading
 import time
@@ -85,20 +105,59 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from zoldyq.errors import ClosedError
-from zoldyq.shm import hooks, segment
+from zoldyq.errors import BrokenError, ClosedError
+from zoldyq.shm import hooks
+from zoldyq.shm.layout import LOCK_DIRTY, LOCK_WORDS
 
 T = TypeVar("T")
 _live_locks: weakref.WeakSet[RobustLock] = weakref.WeakSet()
-_flock = fcntl.flock
-_LOCK_EX, _LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_UN
-_LOCK_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
-SPIN_TRIES = 16  # sched_yield + retry before a blocking flock (measured: +10-30 % at 4->4)
-_BusyError = segment.Busy
+SPIN_TRIES = 16  # sched_yield + retry before sleeping in the kernel (its wake-up costs more)
 NEVER = -1.0  # the deadline of a thread that must not wait at all
-LOOP_TLOCK_WAIT = 0.0002  # even then, another thread of ours holds it for microseconds
-POLL_MAX = 0.005  # a thread with a deadline re-tries a contended flock this often at most
+LOOP_WAIT = 0.0002  # even then, another holder is inside for microseconds as a rule
+WAIT_SLICE = 0.5  # an unbounded wait wakes this often so that signal handlers run
 _policy = threading.local()  # .deadline: None (wait as long as it takes), NEVER, or monotonic
+LOCK_BYTES = LOCK_WORDS * 8
+MUTEX_BYTES = LOCK_DIRTY * 8  # room for a pthread_mutex_t (40 bytes on x86-64, 48 on arm64)
+_EBUSY, _EOWNERDEAD, _ETIMEDOUT = errno.EBUSY, errno.EOWNERDEAD, errno.ETIMEDOUT
+_PTHREAD_MUTEX_ERRORCHECK, _PTHREAD_PROCESS_SHARED, _PTHREAD_MUTEX_ROBUST = 2, 1, 1
+_CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _libc_fn(name: str, *args: Any) -> Any:
+    fn = getattr(_libc, name)
+    fn.argtypes, fn.restype = list(args), ctypes.c_int
+    return fn
+
+
+_libc = ctypes.CDLL(None)  # the pthread_* functions of the running process (glibc, musl)
+_vp = ctypes.c_void_p
+_trylock = _libc_fn("pthread_mutex_trylock", _vp)
+_unlock = _libc_fn("pthread_mutex_unlock", _vp)
+_consistent = _libc_fn("pthread_mutex_consistent", _vp)
+if hasattr(_libc, "pthread_mutex_clocklock"):  # glibc 2.30+: a monotonic deadline
+    _clocklock = _libc_fn("pthread_mutex_clocklock", _vp, ctypes.c_int, ctypes.POINTER(_Timespec))
+
+    def _lock_until(addr: int, deadline: float) -> int:
+        secs = max(deadline, 0.0)
+        ts = _Timespec(int(secs), int(secs % 1 * 1e9))
+        return int(_clocklock(addr, _CLOCK_MONOTONIC, ts))
+else:  # the wall clock, converted (a clock step only shortens or stretches one wait)
+    _timedlock = _libc_fn("pthread_mutex_timedlock", _vp, ctypes.POINTER(_Timespec))
+
+    def _lock_until(addr: int, deadline: float) -> int:
+        secs = max(time.time() + deadline - time.monotonic(), 0.0)
+        return int(_timedlock(addr, _Timespec(int(secs), int(secs % 1 * 1e9))))
+
+
+def _error(name: str, rc: int) -> Exception:
+    """What a lock that failed with ``rc`` (and is not held) raises."""
+    if rc == errno.ENOTRECOVERABLE:  # released inconsistent: never by this code
+        return BrokenError(f"lock {name}: {os.strerror(rc)}")
+    return RuntimeError(f"lock {name}: {os.strerror(rc)}")  # EDEADLK: this thread holds it
 
 
 class LockBusy(Exception):
@@ -161,116 +220,109 @@ class RobustLock:
     """One holder at a time across every thread of every process.
 
     Args:
-        file_name: a shared-memory object used only as the flock target.
-        sem_name: the semaphore that flags a holder that died inside.
+        buffer: the shared mapping the lock lives in (kept exported while open).
+        offset: where its ``LOCK_BYTES`` start, 8-aligned (``RobustLock.format`` first).
+        name: what ``LockBusy`` and errors call it.
         on_dirty: repairs the guarded data; called holding the lock.
     """
 
-    __slots__ = ("__weakref__", "_dirty", "_fd", "_file_name", "_sem", "_tlock", "on_dirty",
-                 "repairs")
+    __slots__ = ("__weakref__", "_addr", "_cell", "_closed", "_holders", "_name", "_words",
+                 "on_dirty", "repairs")
 
-    def __init__(self, file_name: str, sem_name: str, on_dirty: Callable[[], None]) -> None:
-        self._file_name = file_name
-        self._tlock = threading.Lock()
-        self._sem = segment.open_sem(sem_name)
-        try:
-            self._fd = self._open()
-        except BaseException:
-            self._sem.close()  # a semaphore is a mapping: release it now, not at GC
-            raise
+    def __init__(self, buffer: Any, offset: int, name: str,
+                 on_dirty: Callable[[], None]) -> None:
+        self._cell = (ctypes.c_char * LOCK_BYTES).from_buffer(buffer, offset)
+        self._addr = ctypes.addressof(self._cell)
+        self._words = memoryview(buffer)[offset : offset + LOCK_BYTES].cast("Q")
+        self._name = name
+        self._holders: list[None] = []  # one item per thread of ours inside (list ops: atomic)
+        self._closed = False
         self.on_dirty = on_dirty
-        self.repairs = 0  # dead holders this process cleaned up after
-        self._dirty = False  # this hold ends without posting: the next holder repairs
+        self.repairs = 0  # dead holders (or unfinished changes) this process repaired after
         _live_locks.add(self)
 
     @staticmethod
-    def create(file_name: str, sem_name: str) -> None:
-        """Create the lock's objects (clean: semaphore at 1)."""
-        segment.create_shm(file_name, 0, 0).close_fd()
-        segment.create_sem(sem_name, 1).close()
-
-    @staticmethod
-    def unlink(file_name: str, sem_name: str) -> None:
-        segment.unlink_shm(file_name)
-        segment.unlink_sem(sem_name)
-
-    def _open(self) -> int:
-        shm = segment.open_shm(self._file_name)
-        return shm.fd  # the SharedMemory object is dropped; the fd is ours to close
+    def format(buffer: Any, offset: int) -> None:
+        """Initialise a lock in fresh memory (its creator, before anyone can attach)."""
+        cell = (ctypes.c_char * LOCK_BYTES).from_buffer(buffer, offset)
+        attr = ctypes.create_string_buffer(64)  # pthread_mutexattr_t: 4 bytes on glibc
+        ok = (_libc.pthread_mutexattr_init(attr) == 0
+              and _libc.pthread_mutexattr_settype(attr, _PTHREAD_MUTEX_ERRORCHECK) == 0
+              and _libc.pthread_mutexattr_setpshared(attr, _PTHREAD_PROCESS_SHARED) == 0
+              and _libc.pthread_mutexattr_setrobust(attr, _PTHREAD_MUTEX_ROBUST) == 0
+              and _libc.pthread_mutex_init(cell, attr) == 0)
+        _libc.pthread_mutexattr_destroy(attr)
+        del cell
+        if not ok:
+            raise OSError("pthread_mutex_init of a robust process-shared mutex failed")
 
     def acquire(self) -> None:
-        if not self._tlock.acquire(False):
-            self._wait_tlock()
+        holders = self._holders
+        holders.append(None)  # before the closed check: close() waits for us (point 8)
         try:
-            try:
-                _flock(self._fd, _LOCK_EX_NB)
-            except BlockingIOError:
-                self._contended()
-        except ValueError:  # closed: its fd is -1
-            self._tlock.release()
-            raise ClosedError(f"lock {self._file_name}") from None
+            if self._closed:
+                raise ClosedError(f"lock {self._name}")
+            rc = _trylock(self._addr)
+            if rc:
+                if rc == _EBUSY:
+                    rc = self._contended()
+                if rc == _EOWNERDEAD:
+                    self._words[LOCK_DIRTY] = 1  # first: the mutex forgets the death at
+                    _consistent(self._addr)  # consistent, the word remembers it
+                elif rc:
+                    raise _error(self._name, rc)
+            if self._words[LOCK_DIRTY]:
+                self._repair()
         except BaseException:
-            self._tlock.release()
+            holders.pop()
             raise
-        try:
-            self._sem.acquire(0)
-        except _BusyError:
-            self._repair()
 
-    def _wait_tlock(self) -> None:
-        """Another thread of this process holds it (or waits for the flock)."""
-        deadline = _deadline()
-        if deadline is None:
-            self._tlock.acquire()
-            return
-        wait = LOOP_TLOCK_WAIT if deadline == NEVER else deadline - time.monotonic()
-        if wait <= 0 or not self._tlock.acquire(timeout=wait):
-            raise LockBusy(self._file_name)
-
-    def _contended(self) -> None:
-        """Another process holds it, for microseconds as a rule: yield the CPU and
-        retry a few times before sleeping in the kernel, whose wake-up costs more."""
+    def _contended(self) -> int:
+        """Held elsewhere, for microseconds as a rule: yield the CPU and retry a few times
+        before sleeping in the kernel, whose wake-up costs more; then ``_wait``."""
+        addr = self._addr
         for _ in range(SPIN_TRIES):
             os.sched_yield()
-            try:
-                _flock(self._fd, _LOCK_EX_NB)
-                return
-            except BlockingIOError:
-                pass
+            rc = _trylock(addr)
+            if rc != _EBUSY:
+                return int(rc)
+        return self._wait()
+
+    def _wait(self) -> int:
+        """Wait for the lock as this thread's policy says (the C path's spin is its own).
+        Returns pthread's answer (0, EOWNERDEAD, ...), or raises LockBusy not holding it."""
+        addr = self._addr
         deadline = _deadline()
         if deadline is None:
-            _flock(self._fd, _LOCK_EX)
-            return
-        # flock has no timeout: poll, backing off, until the deadline
-        pause = 0.0001
-        while deadline != NEVER and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(pause, left))
-            pause = min(2 * pause, POLL_MAX)
-            try:
-                _flock(self._fd, _LOCK_EX_NB)
-                return
-            except BlockingIOError:
-                pass
-        raise LockBusy(self._file_name)
+            while (rc := _lock_until(addr, time.monotonic() + WAIT_SLICE)) == _ETIMEDOUT:
+                pass  # between slices, signal handlers run (a KeyboardInterrupt gets out)
+            return rc
+        if deadline == NEVER:
+            deadline = time.monotonic() + LOOP_WAIT
+        rc = _lock_until(addr, deadline)
+        if rc == _ETIMEDOUT:
+            raise LockBusy(self._name)
+        return rc
 
     def _repair(self) -> None:
+        """Holding the lock with its dirty word set (both paths: after EOWNERDEAD, made
+        consistent, or after a ``dirty_on_error``): returns holding it, repaired, or
+        raises having released it, still dirty."""
         try:
             if hooks.ENABLED:
                 hooks.reach("lock.repair")
             self.repairs += 1
             self.on_dirty()
+            self._words[LOCK_DIRTY] = 0
         except BaseException:
-            _flock(self._fd, _LOCK_UN)  # still dirty: the next holder repairs
-            self._tlock.release()
+            _unlock(self._addr)  # still dirty: the next holder repairs
             raise
 
     def release(self) -> None:
-        if self._dirty:
-            self._dirty = False  # the semaphore stays at 0: the next holder repairs
-        else:
-            self._sem.release()
-        _flock(self._fd, _LOCK_UN)
-        self._tlock.release()
+        rc = _unlock(self._addr)
+        self._holders.pop()
+        if rc:
+            raise RuntimeError(f"lock {self._name}: {os.strerror(rc)}")
 
     @contextlib.contextmanager
     def dirty_on_error(self) -> Iterator[None]:
@@ -282,12 +334,12 @@ class RobustLock:
         try:
             yield
         except BaseException:
-            self._dirty = True
+            self._words[LOCK_DIRTY] = 1
             raise
 
     def locked(self) -> bool:
-        """A thread of this process holds it (or is taking it)."""
-        return self._tlock.locked()
+        """A thread of this process is inside (holds it or is taking it) on this path."""
+        return bool(self._holders)
 
     def __enter__(self) -> RobustLock:
         self.acquire()
@@ -297,27 +349,21 @@ class RobustLock:
         self.release()
 
     def close(self) -> None:
-        """Release this process's handles; waits (2 s at most) for a thread inside."""
+        """Let go of the mapping; waits (2 s at most) for the threads of ours inside."""
         _live_locks.discard(self)
-        if not self._tlock.acquire(timeout=2.0):
-            return  # a thread of ours is stuck inside: leak the handles rather than pull them
-        try:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-                self._sem.close()
-        finally:
-            self._tlock.release()
+        self._closed = True
+        deadline = time.monotonic() + 2.0
+        while self._holders:
+            if time.monotonic() > deadline:
+                return  # a thread of ours is stuck inside: keep the mapping rather than pull it
+            time.sleep(0.001)
+        if self._words is not None:
+            self._words.release()
+            self._words = self._cell = None  # type: ignore[assignment]
 
     def _after_fork(self) -> None:
-        """In a forked child: a fresh thread lock and a flock description of our own."""
-        self._tlock = threading.Lock()
-        if self._fd >= 0:
-            os.close(self._fd)  # the parent keeps its lock: it holds its own fd
-            try:
-                self._fd = self._open()
-            except segment.Gone:
-                self._fd = -1  # deleted: acquire fails with EBADF, handles re-resolve
+        """In a forked child: none of its threads is inside yet."""
+        self._holders = []
 
 
 def _after_fork_in_child() -> None:

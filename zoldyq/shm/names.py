@@ -15,12 +15,8 @@ PREFIX = "zoldyq"
 
 
 def registry(ns: str) -> str:
-    """The registry segment, its lock file and its semaphore share this base."""
+    """The registry segment (its lock is in its header)."""
     return f"/{PREFIX}.{ns}"
-
-
-def registry_lockfile(ns: str) -> str:
-    return f"/{PREFIX}.{ns}.lk"
 
 
 def queue_base(ns: str, slot: int, gen: int) -> str:
@@ -28,13 +24,9 @@ def queue_base(ns: str, slot: int, gen: int) -> str:
 
 
 def queue_objects(ns: str, slot: int, gen: int) -> dict[str, str]:
-    """Every POSIX object of one queue: shared memory and semaphores by role."""
+    """Every POSIX object of one queue by role (its locks are in the ring's header)."""
     base = queue_base(ns, slot, gen)
     return {
-        "ring": base,  # shm: header + byte ring
-        "put_file": base + ".pl",  # shm, empty: flock'ed by the put side
-        "get_file": base + ".gl",  # shm, empty: flock'ed by the get side
-        "put_sem": base + ".ps",  # semaphore guarding the put side
-        "get_sem": base + ".gs",  # semaphore guarding the get side
+        "ring": base,  # shm: header + byte ring + side table
         "bell": base + ".bell",  # doorbell semaphore consumers wait on
     }

@@ -60,10 +60,12 @@ from zoldyq.shm.layout import (
     W_ENQ_TOTAL,
     W_FLAGS,
     W_FULL_TOTAL,
+    W_GET_LOCK,
     W_HEAD,
     W_MAGIC,
     W_MAX_MESSAGE_BYTES,
     W_MAX_MESSAGES,
+    W_PUT_LOCK,
     W_RESERVED,
     W_RING_SIZE,
     W_SLOT_GEN,
@@ -138,10 +140,11 @@ class SharedQueue:
             self.max_deliveries = 0  # set by the broker from the registry entry
             self.dlq_name = f"{name[:60]}.dlq"
             self.max_message_bytes = words[W_MAX_MESSAGE_BYTES]
-            self.put_lock = RobustLock(objs["put_file"], objs["put_sem"],
+            self.put_lock = RobustLock(self._mm, W_PUT_LOCK * 8, f"the put lock of '{name}'",
                                        self.ring.repair_put_side)
             opened.append(self.put_lock)
-            self.get_lock = RobustLock(objs["get_file"], objs["get_sem"], self._repair_get)
+            self.get_lock = RobustLock(self._mm, W_GET_LOCK * 8, f"the get lock of '{name}'",
+                                       self._repair_get)
             opened.append(self.get_lock)
             self.bell = segment.open_sem(objs["bell"])
             # put/get in one C call each (same words, same lock protocol); crash tests
@@ -150,9 +153,8 @@ class SharedQueue:
             if speedups.ENABLED and not _HOOKED:
                 try:
                     self.fast = speedups.fast.Fast(
-                        self._mm, name, self.put_lock, self.get_lock,
-                        objs["put_sem"], objs["get_sem"], objs["bell"], self._reserve,
-                        self._reserve_side)
+                        self._mm, name, self.put_lock, self.get_lock, objs["bell"],
+                        self._reserve, self._reserve_side)
                 except FileNotFoundError:  # deleted since the semaphores above were opened
                     raise segment.Gone(objs["bell"]) from None
         except BaseException:
@@ -195,22 +197,20 @@ class SharedQueue:
             Side.format(words, nslots, dsize)
             words[W_CREATED_AT] = _time_ns() // 1000
             words[W_SLOT_GEN] = slot << 32 | gen
+            RobustLock.format(mm, W_PUT_LOCK * 8)
+            RobustLock.format(mm, W_GET_LOCK * 8)
             words[W_VERSION] = LAYOUT_VERSION
             words[W_MAGIC] = QUEUE_MAGIC  # last: a segment with magic is complete
             words.release()
         finally:
             mm.close()
-        RobustLock.create(objs["put_file"], objs["put_sem"])
-        RobustLock.create(objs["get_file"], objs["get_sem"])
         segment.create_sem(objs["bell"], 0).close()
 
     @staticmethod
     def unlink(ns: str, slot: int, gen: int) -> None:
         objs = names.queue_objects(ns, slot, gen)
-        for key in ("ring", "put_file", "get_file"):
-            segment.unlink_shm(objs[key])
-        for key in ("put_sem", "get_sem", "bell"):
-            segment.unlink_sem(objs[key])
+        segment.unlink_shm(objs["ring"])
+        segment.unlink_sem(objs["bell"])
 
     def mark_deleted(self) -> None:
         """Close the queue for every process: later puts and gets raise QueueDeleted.
@@ -238,7 +238,8 @@ class SharedQueue:
         that picks it up afterwards gets ClosedError (or QueueDeleted) and
         re-resolves the name.
         """
-        return bool(self._local_waiters) or self.put_lock.locked() or self.get_lock.locked()
+        return (bool(self._local_waiters) or self.put_lock.locked() or self.get_lock.locked()
+                or (self.fast is not None and self.fast.busy))
 
     def close(self) -> None:
         """Wake and wait out this process's waiters, then drop the handles.

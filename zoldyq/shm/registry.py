@@ -48,6 +48,7 @@ from zoldyq.shm.layout import (
     R_DEF_MAX_MESSAGE_BYTES,
     R_DEF_MAX_MESSAGES,
     R_FLAGS,
+    R_LOCK,
     R_MAGIC,
     R_MAX_QUEUES,
     R_VERSION,
@@ -142,15 +143,12 @@ class Registry:
             raise LayoutMismatch(ns, found, LAYOUT_VERSION)
         self.max_queues = words[R_MAX_QUEUES]
         self.created_at = words[R_CREATED_AT]
-        try:
-            self.lock = RobustLock(names.registry_lockfile(ns), base, self._repair)
-        except segment.Gone:
-            self._drop()
-            raise NamespaceNotFound(ns) from None
+        self.lock = RobustLock(self._mm, R_LOCK * 8, "the registry lock", self._repair)
 
     def _drop(self) -> None:
         self.words.release()
-        self._mm.close()
+        with contextlib.suppress(BufferError):  # a thread stuck inside the lock keeps it
+            self._mm.close()
 
     def close(self) -> None:
         self.lock.close()
@@ -229,24 +227,13 @@ class Registry:
         free = segment.shm_free_bytes()
         if size > free:
             raise StorageExhausted(size, free)
-        # Lock objects first (reused if a dead creator left them), the segment
-        # last and exclusive: whoever creates it initialises it.
-        made: list[str] = []
-        with contextlib.suppress(FileExistsError):
-            segment.create_shm(names.registry_lockfile(ns), 0, 0).close_fd()
-            made.append(names.registry_lockfile(ns).lstrip("/"))
-        with contextlib.suppress(FileExistsError):
-            segment.create_sem(base, 1).close()
-            made.append("sem." + base.lstrip("/"))
+        # The segment, exclusive: whoever creates it initialises it (its lock too).
         try:
             shm = segment.create_shm(base, size, size)
         except FileExistsError:
             return False
-        except BaseException:
-            for entry in made:  # a failed start leaves nothing behind
-                segment.unlink_leftover(entry)
-            raise
         mm = segment.map_shm(shm)
+        RobustLock.format(mm, R_LOCK * 8)
         words = memoryview(mm).cast("Q")
         words[R_MAX_QUEUES] = max_queues
         words[R_DEF_MAX_MESSAGES], words[R_DEF_MAX_BYTES], words[R_DEF_MAX_MESSAGE_BYTES] = (

@@ -58,7 +58,7 @@ log = logging.getLogger("zoldyq.ws")
 
 WRITE_LIMIT = 32 << 10  # transport high-water mark: what may sit in our buffers per stream
 FD_MARGIN = 32  # descriptors kept for the process itself (logs, listeners, the loop's own)
-FDS_PER_QUEUE = 2  # a queue handle keeps its two lock files open
+FDS_PER_QUEUE = 1  # a queue handle keeps one: its mapping's (mmap holds a dup; locks are inside)
 BACKLOG = 64  # listen backlog, and so the most connections asyncio accepts in one go
 
 
