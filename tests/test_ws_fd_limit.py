@@ -19,11 +19,11 @@ from websockets.sync.client import connect
 
 import zoldyq
 from tests.helpers import servers
-from zoldyq.ws.server import BACKLOG, FD_MARGIN, FDS_PER_QUEUE
+from zoldyq.ws.server import BACKLOG, FD_MARGIN, FDS_PER_QUEUE, LINGER
 
 NOFILE = 256
 MAX_QUEUES = 16
-LIMIT = NOFILE - FD_MARGIN - FDS_PER_QUEUE * MAX_QUEUES - BACKLOG
+LIMIT = NOFILE - FD_MARGIN - FDS_PER_QUEUE * MAX_QUEUES - BACKLOG - LINGER
 LIMITED = ("import resource, runpy; "
            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({NOFILE}, {NOFILE})); "
            "runpy.run_module('workers.ws', run_name='__main__')")

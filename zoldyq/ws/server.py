@@ -15,8 +15,9 @@ File descriptors: each connection costs one, and a process at its
 ``RLIMIT_NOFILE`` can no longer accept (asyncio then retries and logs every
 second, and handshakes time out). So the sidecar raises its soft limit to
 the hard one, keeps ``FD_MARGIN`` for itself, two per queue for the
-namespace and ``BACKLOG`` for a burst of accepts (asyncio accepts up to the
-backlog before any connection is seen), and derives the connection limit
+namespace, ``BACKLOG`` for a burst of accepts (asyncio accepts up to the
+backlog before any connection is seen) and ``LINGER`` for refused sockets
+waiting for their request, and derives the connection limit
 from the rest (``connection_limit``). Past it a handshake gets 503, and a TCP
 connection (open or still handshaking) past it is answered 503 and closed at
 once, so the descriptors never run out.
@@ -58,8 +59,11 @@ log = logging.getLogger("zoldyq.ws")
 
 WRITE_LIMIT = 32 << 10  # transport high-water mark: what may sit in our buffers per stream
 FD_MARGIN = 32  # descriptors kept for the process itself (logs, listeners, the loop's own)
-FDS_PER_QUEUE = 1  # a queue handle keeps one: its mapping's (mmap holds a dup; locks are inside)
+# a queue handle keeps one (its mapping's), and the old handle of a queue deleted and
+# re-created may hold its own a second longer (handles of deleted queues close lazily)
+FDS_PER_QUEUE = 2
 BACKLOG = 64  # listen backlog, and so the most connections asyncio accepts in one go
+LINGER = BACKLOG // 2  # refused sockets kept open up to a second for their request (_guarded)
 
 
 def connection_limit(configured: int, max_queues: int) -> int:
@@ -76,7 +80,8 @@ def connection_limit(configured: int, max_queues: int) -> int:
             pass
     if soft == resource.RLIM_INFINITY:
         return configured
-    return max(1, min(configured, soft - FD_MARGIN - FDS_PER_QUEUE * max_queues - BACKLOG))
+    spare = FD_MARGIN + FDS_PER_QUEUE * max_queues + BACKLOG + LINGER
+    return max(1, min(configured, soft - spare))
 
 
 def run(settings: Settings, standalone: bool = False, configured: bool = False) -> int:
@@ -208,7 +213,7 @@ def _guarded(limit: int, refusal: bytes) -> type[ServerConnection]:
                 super().connection_made(transport)
                 return
             self._refused = True
-            if lingering[0] >= BACKLOG // 2:
+            if lingering[0] >= LINGER:
                 transport.close()
                 return
             lingering[0] += 1
