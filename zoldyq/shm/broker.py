@@ -319,13 +319,14 @@ class Queue(api.LeaseBlock):
         sq = self._sq or self._resolve(create=False)
         fast = sq.fast
         try:
-            if fast is not None and (timeout <= 0 or sq.interrupted):
-                # flat: no wait to plan, one C call (None back: side work, the full path)
+            if fast is not None:
+                # flat first: one C call (None back: side work, the full path); only an
+                # empty answer to a get that may wait goes on to plan the wait
                 got: list[Message] | None = (
                     fast.lease(max, _perf_ns(), False, False, self.name, LeasedMessage, lease_us,
                                _time_ns() // 1000, self) if lease_us else
                     fast.take(max, _perf_ns(), False, False, self.name, Message))
-                if got is not None:
+                if got is not None and (got or timeout <= 0 or sq.interrupted):
                     if fast.trim_due:
                         sq.trim()
                     if sq.words[SW_DEAD]:
