@@ -1,6 +1,6 @@
 """The sidecar at its descriptor limit answers 503 and keeps its log small (issue 10, item 12).
 
-It runs under ``ulimit -n 256`` (soft and hard, as a container may set), so
+It runs under ``ulimit -n 512`` (soft and hard, as a container may set), so
 the connection limit derives from the descriptors, whatever
 ``ws_max_connections`` says.
 """
@@ -19,11 +19,11 @@ from websockets.sync.client import connect
 
 import zoldyq
 from tests.helpers import servers
-from zoldyq.ws.server import BACKLOG, FD_MARGIN, FDS_PER_QUEUE, LINGER
+from zoldyq.ws.server import ACCEPT_BURSTS, BACKLOG, FD_MARGIN, FDS_PER_QUEUE, LINGER
 
-NOFILE = 256
+NOFILE = 512
 MAX_QUEUES = 16
-LIMIT = NOFILE - FD_MARGIN - FDS_PER_QUEUE * MAX_QUEUES - BACKLOG - LINGER
+LIMIT = NOFILE - FD_MARGIN - FDS_PER_QUEUE * MAX_QUEUES - ACCEPT_BURSTS * BACKLOG - LINGER
 LIMITED = ("import resource, runpy; "
            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({NOFILE}, {NOFILE})); "
            "runpy.run_module('workers.ws', run_name='__main__')")

@@ -15,8 +15,8 @@ File descriptors: each connection costs one, and a process at its
 ``RLIMIT_NOFILE`` can no longer accept (asyncio then retries and logs every
 second, and handshakes time out). So the sidecar raises its soft limit to
 the hard one, keeps ``FD_MARGIN`` for itself, two per queue for the
-namespace, ``BACKLOG`` for a burst of accepts (asyncio accepts up to the
-backlog before any connection is seen) and ``LINGER`` for refused sockets
+namespace, ``ACCEPT_BURSTS`` bursts of ``BACKLOG`` accepts (asyncio accepts up
+to the backlog at each wake-up before any connection is seen) and ``LINGER`` for refused sockets
 waiting for their request, and derives the connection limit
 from the rest (``connection_limit``). Past it a handshake gets 503, and a TCP
 connection (open or still handshaking) past it is answered 503 and closed at
@@ -64,6 +64,9 @@ FD_MARGIN = 32  # descriptors kept for the process itself (logs, listeners, the 
 FDS_PER_QUEUE = 2
 BACKLOG = 64  # listen backlog, and so the most connections asyncio accepts in one go
 LINGER = BACKLOG // 2  # refused sockets kept open up to a second for their request (_guarded)
+# asyncio accepts up to BACKLOG sockets per wake-up, and a socket refused at once is closed
+# only two loop turns later (transport, connection_made, close): three bursts can be open
+ACCEPT_BURSTS = 3
 
 
 def connection_limit(configured: int, max_queues: int) -> int:
@@ -80,7 +83,7 @@ def connection_limit(configured: int, max_queues: int) -> int:
             pass
     if soft == resource.RLIM_INFINITY:
         return configured
-    spare = FD_MARGIN + FDS_PER_QUEUE * max_queues + BACKLOG + LINGER
+    spare = FD_MARGIN + FDS_PER_QUEUE * max_queues + ACCEPT_BURSTS * BACKLOG + LINGER
     return max(1, min(configured, soft - spare))
 
 
