@@ -57,6 +57,10 @@ def test_the_env_var_forces_the_pure_path() -> None:
     assert out.stdout.strip() == "False"
 
 
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
 class Twin:
     """One bytearray ring seen by both paths: the Python Ring and an unlocked C Fast."""
 
@@ -72,7 +76,7 @@ class Twin:
 
     def put_py(self, records: list[tuple[int, bytes]]) -> bool:
         try:
-            tail = self.ring.write(records, 5)
+            tail = self.ring.write(records, now_us())
         except RingFull:
             return False
         self.ring.commit_tail(tail, len(records), sum(len(p) for _, p in records))
@@ -81,7 +85,8 @@ class Twin:
     def put_c(self, records: list[tuple[int, bytes]]) -> bool:
         """The C put, checked against the tail word the Python planner predicts."""
         try:
-            predicted: int | None = self.ring.write(records, 5)  # writes past the tail only
+            # writes past the tail only, dated like C's put: its header has C's size
+            predicted: int | None = self.ring.write(records, now_us())
         except RingFull:
             predicted = None
         try:
@@ -166,11 +171,33 @@ def test_c_refuses_a_full_ring_like_python() -> None:
 
 
 @needs_c
+def test_both_paths_date_records_alike_across_the_epoch() -> None:
+    """Both paths read each other's times exact: short headers against the epoch, a long
+    one when the epoch is out of reach in a busy ring, a new epoch over an empty one."""
+    twin = Twin(4096, 9, 0)
+    old = now_us() - 10 * 3600_000_000  # ten hours ago: out of a short header's reach now
+    twin.ring.commit_tail(twin.ring.write([(KIND_BYTES, b"old")], old), 1, 3)
+    before = now_us()
+    twin.fast.put([(KIND_BYTES, b"c-long"), (KIND_JSON, b"2")], 0)
+    after = now_us()
+    assert twin.ring.used_bytes() == 16 + 24 + 24  # one short record, two long ones
+    got = twin.ring.read(3)[0]
+    assert got[0][2] == old
+    assert before <= got[1][2] == got[2][2] <= after
+    assert twin.get_c(3) == [(KIND_BYTES, b"old"), (KIND_BYTES, b"c-long"), (KIND_JSON, b"2")]
+    twin.fast.put([(KIND_BYTES, b"new")], 0)  # empty: C moves the epoch
+    ts = twin.ring.read(1)[0][0][2]
+    assert twin.words[layout.W_EPOCH] == ts - layout.EPOCH_SLACK_US
+    assert twin.ring.used_bytes() == 16
+    assert twin.get_py(1) == [(KIND_BYTES, b"new")]
+
+
+@needs_c
 def test_c_never_returns_a_corrupt_record() -> None:
     """A record that does not parse is a BrokenError, and the head stays where it was."""
     twin = Twin(256, 9, 0)
     twin.put_py([(KIND_BYTES, b"ok")])
-    twin.buf[HEADER_BYTES + 4] = 9  # the kind of the first record
+    twin.buf[HEADER_BYTES + 3] &= 0xC7  # the tag of the first record: no such kind
     head = twin.words[W_HEAD]
     with pytest.raises(zoldyq.errors.BrokenError, match="bad record"):
         twin.fast.take(1, 0, False, False, None)
