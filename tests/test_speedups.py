@@ -174,16 +174,18 @@ def test_both_paths_date_records_alike_across_the_epoch() -> None:
     """Both paths read each other's times exact: short headers against the epoch, a long
     one when the epoch is out of reach in a busy ring, a new epoch over an empty one."""
     twin = Twin(4096, 9, 0)
-    old = now_us() - 10 * 3600_000_000  # ten hours ago: out of a short header's reach now
-    twin.ring.commit_tail(twin.ring.write([(KIND_BYTES, b"old")], old), 1, 3)
-    before = now_us()
-    twin.fast.put([(KIND_BYTES, b"c-long"), (KIND_JSON, b"2")], 0)
-    after = now_us()
-    assert twin.ring.used_bytes() == 16 + 24 + 24  # one short record, two long ones
-    got = twin.ring.read(3)[0]
-    assert got[0][2] == old
-    assert before <= got[1][2] == got[2][2] <= after
-    assert twin.get_c(3) == [(KIND_BYTES, b"old"), (KIND_BYTES, b"c-long"), (KIND_JSON, b"2")]
+    for hours, c_bytes in ((3, 16), (10, 24)):  # in a short header's reach, out of it
+        old = now_us() - hours * 3600_000_000
+        twin.ring.commit_tail(twin.ring.write([(KIND_BYTES, b"old")], old), 1, 3)
+        before = now_us()
+        twin.fast.put([(KIND_BYTES, b"c-long"), (KIND_JSON, b"2")], 0)
+        after = now_us()
+        assert twin.ring.used_bytes() == 16 + 2 * c_bytes  # the old record is short
+        got = twin.ring.read(3)[0]
+        assert got[0][2] == old
+        assert before <= got[1][2] == got[2][2] <= after
+        assert twin.get_c(3) == [(KIND_BYTES, b"old"), (KIND_BYTES, b"c-long"),
+                                 (KIND_JSON, b"2")]
     twin.fast.put([(KIND_BYTES, b"new")], 0)  # empty: C moves the epoch
     ts = twin.ring.read(1)[0][0][2]
     assert twin.words[layout.W_EPOCH] == ts - layout.EPOCH_SLACK_US

@@ -132,29 +132,29 @@ static inline int64_t wall_us(void) {
 
 /* -- the record header: ring.stamp, ring.header and ring.decode's twins, the one place here */
 
-/* Header time bits for ts, or -1 for a long record; over an empty ring an out-of-range
- * time first moves the epoch (one store that no queued record depends on). Put lock held. */
+/* ts's µs past the epoch for a short header, or -1 for a long record; over an empty ring
+ * an out-of-range time first moves the epoch (one store no queued record depends on). */
 static inline int64_t stamp(volatile uint64_t *w, int64_t ts, int empty) {
     int64_t delta = ts - (int64_t)w[W_EPOCH];
-    if (delta >= 0 && (uint64_t)delta < (1ull << (64 - TIME_SHIFT))) return delta << TIME_SHIFT;
+    if (delta >= 0 && (uint64_t)delta < (1ull << (64 - TIME_SHIFT))) return delta;
     if (!empty || ts < 0) return -1;
     int64_t epoch = ts > EPOCH_SLACK_US ? ts - EPOCH_SLACK_US : 0;
     store(w, W_EPOCH, (uint64_t)epoch);
-    return (ts - epoch) << TIME_SHIFT;
+    return ts - epoch;
 }
-static inline uint64_t header_bytes(int64_t bits) { return bits < 0 ? LONG_HDR : HDR; }
-/* Write the header at at for stamp()'s bits; return where the payload goes. */
+static inline uint64_t header_bytes(int64_t delta) { return delta < 0 ? LONG_HDR : HDR; }
+/* Write the header at at for stamp()'s delta; return where the payload goes. */
 static inline unsigned char *put_header(unsigned char *at, uint64_t len, uint32_t kind,
-                                        int64_t bits, int64_t ts) {
+                                        int64_t delta, int64_t ts) {
     uint64_t word = len | (uint64_t)kind << LEN_BITS;
-    if (bits < 0) {
+    if (delta < 0) {
         word |= (uint64_t)TAG_LONG << LEN_BITS;
         memcpy(at + 8, &ts, 8);
     } else {
-        word |= (uint64_t)bits;
+        word |= (uint64_t)delta << TIME_SHIFT;
     }
     memcpy(at, &word, 8);
-    return at + header_bytes(bits);
+    return at + header_bytes(delta);
 }
 
 static inline int bucket(uint64_t ns) { /* bisect_left over HIST_NS */
@@ -392,7 +392,7 @@ static int write_batch(Fast *self, Batch *b, int64_t ts, uint64_t *new_tail, uin
     uint64_t seq = tail >> 32, off = tail & SEQ_MASK;
     uint64_t count = (seq - (head >> 32)) & SEQ_MASK;
     uint64_t n = (uint64_t)b->n, need = 0, high = 0, pos = off, total = 0, hb;
-    int64_t bits;
+    int64_t delta;
     if (count + n > self->max_messages) {
         w[W_FULL_TOTAL] += 1;
         PyObject *a = Py_BuildValue("(OKKKi)", self->name, self->max_messages, count, size, 0);
@@ -400,8 +400,8 @@ static int write_batch(Fast *self, Batch *b, int64_t ts, uint64_t *new_tail, uin
         Py_XDECREF(a);
         return -1;
     }
-    bits = stamp(w, ts, !count);
-    hb = header_bytes(bits);
+    delta = stamp(w, ts, !count);
+    hb = header_bytes(delta);
     for (Py_ssize_t i = 0; i < b->n; i++) {
         uint64_t len = (uint64_t)b->bufs[i].len, rec = (hb + len + 7) & ~7ull;
         uint64_t room = size - pos, used, top;
@@ -447,7 +447,7 @@ static int write_batch(Fast *self, Batch *b, int64_t ts, uint64_t *new_tail, uin
             memcpy(data + pos, &wrap, 8);
             pos = 0;
         }
-        unsigned char *at = put_header(data + pos, len, b->kinds[i], bits, ts);
+        unsigned char *at = put_header(data + pos, len, b->kinds[i], delta, ts);
         memcpy(at, b->bufs[i].buf, len);
         if (rec > hb + len) memset(at + len, 0, rec - hb - len);
         pos += rec;
@@ -494,8 +494,9 @@ fail:
 }
 
 static int check_len(Fast *self, Py_ssize_t len) {
-    if ((uint64_t)len > self->size / 2) { /* the caller checks max_message_bytes first */
-        PyErr_SetString(PyExc_ValueError, "record larger than half the ring");
+    /* the caller checks max_message_bytes (at most LEN_MASK) first */
+    if ((uint64_t)len > self->size / 2 || (uint64_t)len > LEN_MASK) {
+        PyErr_SetString(PyExc_ValueError, "record larger than half the ring or a header");
         return -1;
     }
     return 0;

@@ -98,7 +98,7 @@ from __future__ import annotations
 from zoldyq.api import HIST_BOUNDS as HIST_BOUNDS  # re-exported for the engine
 from zoldyq.api import KIND_BYTES as KIND_BYTES
 from zoldyq.api import KIND_JSON as KIND_JSON
-from zoldyq.api import MAX_BYTES_LIMIT
+from zoldyq.api import MAX_BYTES_LIMIT, MAX_MESSAGE_BYTES_LIMIT
 from zoldyq.api import MAX_MESSAGES_LIMIT as MAX_MESSAGES_LIMIT
 
 LAYOUT_VERSION = 4  # 3: the locks are robust mutexes in the headers; 4: 8-byte records
@@ -137,6 +137,7 @@ LEN_MASK = (1 << LEN_BITS) - 1
 TAG_WRAP, TAG_LONG = 3, 4  # tags 1, 2: KIND_JSON, KIND_BYTES (from the api)
 TIME_RANGE = 1 << (64 - TIME_SHIFT)  # µs past the epoch a short header holds
 EPOCH_SLACK_US = 60_000_000  # a new epoch lies this far before the time that moved it
+assert MAX_MESSAGE_BYTES_LIMIT <= LEN_MASK
 SEQ_MASK = 0xFFFFFFFF
 MAX_RING_SIZE = MAX_BYTES_LIMIT  # offsets are 32-bit
 

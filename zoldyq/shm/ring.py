@@ -81,25 +81,26 @@ def record_bytes(payload_len: int, long: bool = False) -> int:
 
 
 def stamp(words: memoryview, enqueued_at: int, empty: bool) -> int:
-    """Header time bits for ``enqueued_at``, or -1 for a long record (put side).
-
-    Over an empty ring an out-of-range time first moves the epoch: one store,
-    which no queued record depends on."""
+    """``enqueued_at``'s µs past the epoch for a short header, or -1 for a long record
+    (put side). Over an empty ring an out-of-range time first moves the epoch: one
+    store, which no queued record depends on."""
     delta = enqueued_at - words[W_EPOCH]
     if 0 <= delta < TIME_RANGE:
-        return delta << TIME_SHIFT
+        return delta
     if not empty or enqueued_at < 0:
         return -1
     epoch = max(0, enqueued_at - EPOCH_SLACK_US)
     words[W_EPOCH] = epoch
-    return (enqueued_at - epoch) << TIME_SHIFT
+    return enqueued_at - epoch
 
 
-def header(length: int, kind: int, bits: int, enqueued_at: int) -> bytes:
-    """A record's header for ``stamp``'s ``bits``: 8 bytes, or 16 for a long record."""
-    if bits < 0:
+def header(length: int, kind: int, delta: int, enqueued_at: int) -> bytes:
+    """A record's header for ``stamp``'s ``delta``: 8 bytes, or 16 for a long record."""
+    if length > LEN_MASK:
+        raise ValueError(f"a record of {length} bytes does not fit a header")
+    if delta < 0:
         return _long(length | (kind | TAG_LONG) << LEN_BITS, enqueued_at)
-    return _short(length | kind << LEN_BITS | bits)
+    return _short(length | kind << LEN_BITS | delta << TIME_SHIFT)
 
 
 def decode(data: memoryview | bytearray, off: int, size: int, epoch: int
@@ -238,9 +239,9 @@ class Ring:
         if count + n > self.max_messages:
             raise RingFull(count)
         free = size - (((off - (head & SEQ_MASK)) % size or size) if count else 0)
-        bits = stamp(words, enqueued_at, not count)
+        delta = stamp(words, enqueued_at, not count)
         # one contiguous blob when it fits before the end, else record by record
-        blob = b"".join([header(len(p), k, bits, enqueued_at) + p + _PAD[-len(p) & 7]
+        blob = b"".join([header(len(p), k, delta, enqueued_at) + p + _PAD[-len(p) & 7]
                          for k, p in records])
         need = high = len(blob)
         if need <= size - off:
@@ -248,7 +249,7 @@ class Ring:
         else:
             blob, need, high, pos = b"", 0, 0, off
             for _kind, payload in records:
-                used, top = _span(pos, record_bytes(len(payload), bits < 0), size)
+                used, top = _span(pos, record_bytes(len(payload), delta < 0), size)
                 need += used
                 high = max(high, top)
                 pos = (pos + used) % size
@@ -262,7 +263,7 @@ class Ring:
         else:
             pos = off
             for kind, payload in records:
-                pos = self._emit(pos, header(len(payload), kind, bits, enqueued_at), payload)
+                pos = self._emit(pos, header(len(payload), kind, delta, enqueued_at), payload)
         return (((seq + n) & SEQ_MASK) << 32) | pos
 
     def write_one(self, kind: int, payload: bytes, enqueued_at: int) -> int:
