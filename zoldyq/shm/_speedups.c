@@ -92,9 +92,9 @@ _Static_assert(sizeof(pthread_mutex_t) <= LOCK_DIRTY * 8, "a mutex fits before i
 #define KIND_JSON 1
 #define KIND_BYTES 2
 #define LAYOUT_VERSION 4
-#define LEN_BITS 27 /* a record's header word: length | tag << 27 | time << 30 (layout.py) */
-#define LEN_MASK ((1ull << LEN_BITS) - 1)
-#define TIME_SHIFT 30
+#define LEN_BITS 27 /* a record's header: length | tag << 27 | time >> 32 << 30, then the */
+#define LEN_MASK ((1ull << LEN_BITS) - 1) /* time's low 32 bits (layout.py) */
+#define TIME_HI_SHIFT 30
 #define TAG_WRAP 3
 #define TAG_LONG 4 /* the full enqueued_at (i64) follows the header word */
 #define EPOCH_SLACK_US 60000000ll
@@ -136,7 +136,7 @@ static inline int64_t wall_us(void) {
  * an out-of-range time first moves the epoch (one store no queued record depends on). */
 static inline int64_t stamp(volatile uint64_t *w, int64_t ts, int empty) {
     int64_t delta = ts - (int64_t)w[W_EPOCH];
-    if (delta >= 0 && (uint64_t)delta < (1ull << (64 - TIME_SHIFT))) return delta;
+    if (delta >= 0 && (uint64_t)delta < (1ull << 34)) return delta;
     if (!empty || ts < 0) return -1;
     int64_t epoch = ts > EPOCH_SLACK_US ? ts - EPOCH_SLACK_US : 0;
     store(w, W_EPOCH, (uint64_t)epoch);
@@ -151,7 +151,7 @@ static inline unsigned char *put_header(unsigned char *at, uint64_t len, uint32_
         word |= (uint64_t)TAG_LONG << LEN_BITS;
         memcpy(at + 8, &ts, 8);
     } else {
-        word |= (uint64_t)delta << TIME_SHIFT;
+        word |= ((uint64_t)delta >> 32) << TIME_HI_SHIFT | ((uint64_t)delta & SEQ_MASK) << 32;
     }
     memcpy(at, &word, 8);
     return at + header_bytes(delta);
@@ -599,7 +599,8 @@ static int next_record(Fast *self, uint64_t *off, uint64_t *start, uint32_t *len
         begin += 8;
         tag ^= TAG_LONG;
     } else { /* the epoch after the tail (available() loaded it): what the record used */
-        *ts = (int64_t)load(self->w, W_EPOCH) + (int64_t)(word >> TIME_SHIFT);
+        uint64_t delta = word >> 32 | ((word >> TIME_HI_SHIFT) & 3) << 32;
+        *ts = (int64_t)load(self->w, W_EPOCH) + (int64_t)delta;
     }
     uint64_t end = begin + (word & LEN_MASK);
     if ((tag != KIND_JSON && tag != KIND_BYTES) || end > size) {
@@ -1346,7 +1347,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         add_int(layout, "PENDING", ST_PENDING) || add_int(layout, "LEASED", ST_LEASED) ||
         add_int(layout, "DHDR", DHDR) || add_int(layout, "SKIP", DSKIP) ||
         add_int(layout, "W_EPOCH", W_EPOCH) || add_int(layout, "LEN_BITS", LEN_BITS) ||
-        add_int(layout, "TIME_SHIFT", TIME_SHIFT) || add_int(layout, "TAG_LONG", TAG_LONG) ||
+        add_int(layout, "TIME_HI_SHIFT", TIME_HI_SHIFT) || add_int(layout, "TAG_LONG", TAG_LONG) ||
         add_int(layout, "EPOCH_SLACK_US", EPOCH_SLACK_US) ||
         add_int(layout, "LAYOUT_VERSION", LAYOUT_VERSION) ||
         PyModule_AddObject(m, "LAYOUT", layout) < 0)

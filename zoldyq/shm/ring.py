@@ -45,8 +45,8 @@ from zoldyq.shm.layout import (
     SEQ_MASK,
     TAG_LONG,
     TAG_WRAP,
+    TIME_HI_SHIFT,
     TIME_RANGE,
-    TIME_SHIFT,
     W_BYTES_IN,
     W_BYTES_OUT,
     W_CLEARED,
@@ -64,11 +64,12 @@ from zoldyq.shm.layout import (
 HDR = 8  # a record's header word; a wrap marker is one alone
 LONG_HDR = 16  # the header word, then enqueued_at in full
 _PAD = tuple(bytes(n) for n in range(8))
-_short = struct.Struct("<Q").pack
-_long = struct.Struct("<Qq").pack
-_word = struct.Struct("<Q").unpack_from
+_short = struct.Struct("<II").pack
+_short_into = struct.Struct("<II").pack_into
+_long = struct.Struct("<IIq").pack
+_pair = struct.Struct("<II").unpack_from
 _stamp_at = struct.Struct("<q").unpack_from
-_WRAP = _short(TAG_WRAP << LEN_BITS)
+_WRAP = _short(TAG_WRAP << LEN_BITS, 0)
 
 
 def record_bytes(payload_len: int, long: bool = False) -> int:
@@ -96,22 +97,20 @@ def stamp(words: memoryview, enqueued_at: int, empty: bool) -> int:
 
 def header(length: int, kind: int, delta: int, enqueued_at: int) -> bytes:
     """A record's header for ``stamp``'s ``delta``: 8 bytes, or 16 for a long record."""
-    if length > LEN_MASK:
-        raise ValueError(f"a record of {length} bytes does not fit a header")
     if delta < 0:
-        return _long(length | (kind | TAG_LONG) << LEN_BITS, enqueued_at)
-    return _short(length | kind << LEN_BITS | delta << TIME_SHIFT)
+        return _long(length | (kind | TAG_LONG) << LEN_BITS, 0, enqueued_at)
+    return _short(length | kind << LEN_BITS | delta >> 32 << TIME_HI_SHIFT, delta & SEQ_MASK)
 
 
 def decode(data: memoryview | bytearray, off: int, size: int, epoch: int
            ) -> tuple[int, int, int, int]:
     """The record at ``off`` (past a wrap marker): (kind, payload start, payload end,
     enqueued_at). Raises RingCorrupt rather than return one that does not parse."""
-    word = _word(data, off)[0]
+    word, low = _pair(data, off)
     tag = word >> LEN_BITS & 7
     if tag == TAG_WRAP:
         off = 0
-        word = _word(data, 0)[0]
+        word, low = _pair(data, 0)
         tag = word >> LEN_BITS & 7
     start = off + HDR
     if tag & TAG_LONG:
@@ -119,7 +118,7 @@ def decode(data: memoryview | bytearray, off: int, size: int, epoch: int
         start += 8
         tag ^= TAG_LONG
     else:
-        ts = epoch + (word >> TIME_SHIFT)
+        ts = epoch + (word >> TIME_HI_SHIFT << 32 | low)
     end = start + (word & LEN_MASK)
     if (tag != KIND_JSON and tag != KIND_BYTES) or end > size:
         raise RingCorrupt(f"bad record at offset {off}: kind {tag}, length {word & LEN_MASK}")
@@ -240,8 +239,10 @@ class Ring:
             raise RingFull(count)
         free = size - (((off - (head & SEQ_MASK)) % size or size) if count else 0)
         delta = stamp(words, enqueued_at, not count)
+        common = 0 <= delta <= SEQ_MASK  # header()'s common case below, without its call
         # one contiguous blob when it fits before the end, else record by record
-        blob = b"".join([header(len(p), k, delta, enqueued_at) + p + _PAD[-len(p) & 7]
+        blob = b"".join([(_short(len(p) | k << LEN_BITS, delta) if common
+                          else header(len(p), k, delta, enqueued_at)) + p + _PAD[-len(p) & 7]
                          for k, p in records])
         need = high = len(blob)
         if need <= size - off:
@@ -275,20 +276,21 @@ class Ring:
         if count >= self.max_messages:
             raise RingFull(count)
         length = len(payload)
-        hdr = header(length, kind, stamp(words, enqueued_at, not count), enqueued_at)
-        start = off + len(hdr)
-        rec = (start - off + length + 7) & ~7
+        delta = enqueued_at - words[W_EPOCH]  # stamp()'s common case, without the call
+        if not 0 <= delta < TIME_RANGE:
+            delta = stamp(words, enqueued_at, not count)
+        rec = ((HDR if delta >= 0 else LONG_HDR) + length + 7) & ~7
         end = off + rec
         need, high = (rec, end) if end <= size else _span(off, rec, size)
         if count and need > size - ((off - (head & SEQ_MASK)) % size or size):
             raise RingFull(count, need)
         if high > words[W_RESERVED] and self._reserve is not None:
             self._reserve(high)
-        if end > size:
-            end = self._emit(off, hdr, payload)
-        else:
-            self.data[off:start] = hdr
-            self.data[start : start + length] = payload
+        if end > size or not 0 <= delta <= SEQ_MASK:
+            end = self._emit(off, header(length, kind, delta, enqueued_at), payload)
+        else:  # header()'s common case, without the call
+            _short_into(self.data, off, length | kind << LEN_BITS, delta)
+            self.data[off + HDR : off + HDR + length] = payload
             if end == size:
                 end = 0
         return (((seq + 1) & SEQ_MASK) << 32) | end
@@ -346,7 +348,14 @@ class Ring:
         append = out.append
         nbytes = 0
         for _ in range(n):
-            kind, start, off, ts = decode(data, off, size, epoch)
+            word, low = _pair(data, off)
+            kind = word >> LEN_BITS  # with the time's top bits, which are 0 in the common case
+            start = off + HDR
+            off = start + (word & LEN_MASK)
+            if 0 < kind < TAG_WRAP and off <= size:  # decode()'s common case, without the call
+                ts = epoch + low
+            else:
+                kind, start, off, ts = decode(data, start - HDR, size, epoch)
             append((kind, source[base + start : base + off], ts, tag))
             nbytes += off - start
             off = (off + 7) & ~7

@@ -35,7 +35,7 @@ _MINE = {k: getattr(layout, k) for k in (
     "TRIM_AGE_US", "W_PUT_LOCK", "W_GET_LOCK", "LOCK_WORDS", "LOCK_DIRTY",
     "W_MAX_MESSAGE_BYTES", "W_SLOT_GEN", "SW_NSLOTS", "SW_DSIZE", "SW_HIGH",
     "SW_FREE", "SW_TOKEN", "SW_DHEAD", "SW_DTAIL", "SW_SRES", "SW_DRES", "SW_LEASED",
-    "SW_DELAYED", "SW_DEAD", "SW_ACKED", "SLOT_W", "W_EPOCH", "LEN_BITS", "TIME_SHIFT",
+    "SW_DELAYED", "SW_DEAD", "SW_ACKED", "SLOT_W", "W_EPOCH", "LEN_BITS", "TIME_HI_SHIFT",
     "TAG_LONG", "EPOCH_SLACK_US", "LAYOUT_VERSION",
 )} | {k: getattr(side, k) for k in (
     "S_DEADLINE", "S_KEY", "S_SEQ", "S_POS", "S_ENQ", "S_ORIGIN", "S_LENKIND", "S_AUX", "FREE",
