@@ -125,7 +125,8 @@ def preload(settings: Settings) -> None:
                  "zoldyq.serve.worker", "zoldyq.ops.metrics", http):
         importlib.import_module(name)
     if settings.worker_class == "asgi":
-        for optional in ("uvloop", "gunicorn_h1c"):  # gunicorn's asgi worker picks them
+        for optional in ("uvloop", "gunicorn_h1c", "gunicorn.instrument.statsd"):
+            # the first two: gunicorn's asgi worker picks them; statsd: it reads a class
             with contextlib.suppress(ImportError):
                 importlib.import_module(optional)
     if settings.ws:
