@@ -122,7 +122,8 @@ def preload(settings: Settings) -> None:
     (``gunicorn_conf.when_ready``): the launcher keeps no broker open across a fork."""
     http = "zoldyq.http.asgi" if settings.worker_class == "asgi" else "zoldyq.http.wsgi"
     for name in ("setproctitle", "gunicorn.app.wsgiapp", "gunicorn.glogging",
-                 "zoldyq.serve.worker", "zoldyq.ops.metrics", http):
+                 "zoldyq.serve.worker", "zoldyq.ops.metrics", http,
+                 "zoldyq.serve.workers.http"):
         importlib.import_module(name)
     if settings.worker_class == "asgi":
         for optional in ("uvloop", "gunicorn_h1c", "gunicorn.instrument.statsd"):
