@@ -167,10 +167,13 @@ def _in_child(target: Callable[[], int], launcher: int) -> NoReturn:
         os._exit(code)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)  # here, not in each child: ctypes copies pages
+_prctl = _libc.prctl
+
+
 def _die_with_parent(launcher: int) -> None:
     """In the child: get SIGTERM when the launcher dies, however it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != launcher:
         os._exit(1)  # the launcher died before the prctl
 
