@@ -8,7 +8,7 @@ import sys
 
 from tests.helpers import footprint
 
-#: The issue's target is 50 MB. Measured 54 MB (51 MB anonymous) on this 2-core VM
+#: The issue's target is 50 MB. Measured 54-56 MB (49.5 MB anonymous) on this 2-core VM
 #: (``scripts/footprint``; the file-backed part moves by 1-2 MB with what else runs on the
 #: box), down from 92-100 MB when every process was a fresh interpreter: the children are
 #: forked from the launcher after it imported what they run and built gunicorn's arbiter,
