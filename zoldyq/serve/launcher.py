@@ -46,7 +46,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from zoldyq import broker as engine
 from zoldyq.broker import Broker, serve_namespace
@@ -68,6 +68,7 @@ HTTP_USAGE = "%(prog)s [OPTIONS] [APP_MODULE]"  # gunicorn's own
 
 
 _arbiter: Arbiter | None = None  # gunicorn's, built by ``preload``
+_app_fds: frozenset[int] = frozenset()  # the descriptors of the app ``preload`` built
 
 
 def _build_http() -> None:
@@ -85,6 +86,27 @@ def _build_http() -> None:
         _arbiter = None
     finally:
         sys.argv = saved
+
+
+def _build_app(settings: Settings) -> Any:
+    """On shm, the app the gunicorn master would build, built here: its objects are then
+    shared by every process instead of being written into the master's pages (~2 MB).
+    Its engine's locks reopen themselves in a forked process (as the workers' always did)
+    and the master keeps its descriptors (``_app_fds``); the launcher never calls it. On
+    Redis each worker builds its own (asyncio connections must not be shared), and a
+    failure is left to the master to meet and report, as before."""
+    global _app_fds
+    if engine.is_shared(settings):
+        return None
+    from zoldyq.http import create_app
+
+    before = set(os.listdir("/proc/self/fd"))
+    try:
+        app = create_app(settings)
+    except Exception:
+        return None
+    _app_fds = frozenset(int(fd) for fd in set(os.listdir("/proc/self/fd")) - before)
+    return app
 
 
 def _run_http() -> int:
@@ -117,8 +139,8 @@ def preload(settings: Settings) -> None:
     """Import what the children run before forking them, then freeze it: the modules' pages
     are shared copy-on-write by the launcher, the sidecar, the master and its workers
     (PSS splits them) instead of each process importing its own copy, and the collector
-    never writes to them. The app itself is built later, by the gunicorn master
-    (``gunicorn_conf.when_ready``): the launcher keeps no broker open across a fork."""
+    never writes to them. On shm the app is built here too (``_build_app``); the
+    launcher's own broker is closed before forking."""
     http = "zoldyq.http.asgi" if settings.worker_class == "asgi" else "zoldyq.http.wsgi"
     for name in ("setproctitle", "gunicorn.app.wsgiapp", "gunicorn.glogging",
                  "zoldyq.serve.worker", "zoldyq.ops.metrics", http,
@@ -131,7 +153,7 @@ def preload(settings: Settings) -> None:
                 importlib.import_module(optional)
     if settings.ws:
         importlib.import_module("zoldyq.ws")
-    current.inherit(settings)
+    current.inherit(settings, _build_app(settings))
     _build_http()
     mimetypes.init()  # falcon's Response reads the system's table: once, not per worker
     gc.freeze()
@@ -139,7 +161,7 @@ def preload(settings: Settings) -> None:
         ctypes.CDLL(None).malloc_trim(0)  # (else each child maps its share of it)
 
 
-def _in_child(target: Callable[[], int], launcher: int) -> NoReturn:
+def _in_child(target: Callable[[], int], launcher: int, keep: frozenset[int]) -> NoReturn:
     """Become a server process: what ``Popen(start_new_session=True, close_fds=True)`` of a
     fresh interpreter gave, but keeping the preloaded modules."""
     code = 1
@@ -151,8 +173,13 @@ def _in_child(target: Callable[[], int], launcher: int) -> NoReturn:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         # The launcher's claim is not the child's (subprocess's close_fds did this); its
-        # object stays referenced on this stack, so the fd is never closed twice.
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        # object stays referenced on this stack, so the fd is never closed twice. ``keep``:
+        # the descriptors of the app the launcher built for this child.
+        low = 3
+        for fd in sorted(keep):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
         code = target()
     except SystemExit as ex:
         code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
@@ -181,14 +208,14 @@ def _die_with_parent(launcher: int) -> None:
 class Process:
     """A forked child, with what the launcher used of ``subprocess.Popen``."""
 
-    def __init__(self, target: Callable[[], int]) -> None:
+    def __init__(self, target: Callable[[], int], keep: frozenset[int] = frozenset()) -> None:
         self.returncode: int | None = None
         for stream in (sys.stdout, sys.stderr):  # or the child writes the same bytes again
             stream.flush()
         launcher = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:
-            _in_child(target, launcher)
+            _in_child(target, launcher, keep)
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -211,15 +238,15 @@ class Process:
 
 
 class Child:
-    def __init__(self, name: str, target: Callable[[], int]) -> None:
-        self.name, self.target = name, target
+    def __init__(self, name: str, target: Callable[[], int], app: bool = False) -> None:
+        self.name, self.target, self.app = name, target, app  # app: it serves the app
         self.proc: Process | None = None
         self.started = 0.0
         self.quick_deaths = 0
         self.restart_at: float | None = None
 
     def start(self) -> None:
-        self.proc = Process(self.target)
+        self.proc = Process(self.target, _app_fds if self.app else frozenset())
         self.started = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.name, self.proc.pid)
@@ -301,7 +328,7 @@ def run(settings: Settings) -> int:
                        STARTED_AT_ENV: str(time.time())})
     destroyed = engine.gone_check(broker)
     broker.close()  # before forking: a child must not inherit its locks or connections
-    children = [Child("http", _run_http)]
+    children = [Child("http", _run_http, app=True)]
     if settings.ws:
         children.append(Child("ws", functools.partial(_run_ws, settings)))
     signals: list[int] = []
