@@ -14,12 +14,13 @@ Children get SIGTERM too if the launcher itself is killed (PR_SET_PDEATHSIG).
 Both are forked from this process, not started as fresh interpreters: the
 launcher first imports what they run (``preload``), so the launcher, the
 sidecar, the master and its workers share those pages copy-on-write (an idle
-server: ~54 MB PSS instead of ~92; ``scripts/footprint``). A child gets what
+server: ~51 MB PSS instead of ~92; ``scripts/footprint``). A child gets what
 ``Popen`` gave it before: its own session, stdin on /dev/null, no descriptor
 but 0-2 (the launcher closes its broker before forking, so that no child
-inherits its locks), and a title naming its role (setproctitle). Their environment is
-the launcher's own, with the settings in it: rebuilding ``os.environ`` in each child
-copied 0.7 MB of shared pages in all.
+inherits its locks; the master keeps those of the app built for it), and a title
+naming its role (setproctitle). Their environment is the launcher's own, with the
+settings in it: rebuilding ``os.environ`` in each child copied 0.7 MB of shared pages
+in all.
 
 Ownership (``zoldyq.shm.owner``): the launcher holds the namespace's owner
 flock for its whole life, so a second server on the same namespace is
