@@ -52,7 +52,7 @@ the pure path's common case (within 71 minutes of the epoch) decodes with one
 ``struct`` call and no bit surgery. The producer moves the epoch (to its time less
 ``EPOCH_SLACK_US``, for a clock that steps back) only when it finds the ring empty and
 its time out of range, else it writes a long record. A record never straddles the end
-of the ring: when it does not fit, the producer writes a ``TAG_WRAP`` header word (8
+of the ring: when it does not fit, the producer writes a ``TAG_WRAP`` header (8
 bytes, which an aligned tail always has room for) and starts at offset 0.
 
 Why every queued record's time comes back exact: a record is dated against the epoch
@@ -67,7 +67,7 @@ Why this design and not a variable-length one (a varint length and a time delta 
 the previous record, ~104 bytes when messages come fast): the delta chain needs the
 consumer's last time kept crash-safely beside the head, every copy out of the ring
 (leases, peeks, snapshots) must walk the chain from the head, and the record size
-depends on the previous record's time. One fixed word, one epoch that moves only over
+depends on the previous record's time. One fixed header, one epoch that moves only over
 an empty ring, and a fallback to version 3's size is a single-store argument; it costs
 8 bytes per 100-byte message more than the variable design's best case. A ring that is
 never empty for 4.7 hours pays the long header (version 3's size) until it drains once.

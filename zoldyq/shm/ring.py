@@ -61,8 +61,8 @@ from zoldyq.shm.layout import (
     W_TAIL,
 )
 
-HDR = 8  # a record's header word; a wrap marker is one alone
-LONG_HDR = 16  # the header word, then enqueued_at in full
+HDR = 8  # a record's header (two u32s, see ``layout``); a wrap marker is one alone
+LONG_HDR = 16  # the header, then enqueued_at in full
 _PAD = tuple(bytes(n) for n in range(8))
 _short = struct.Struct("<II").pack
 _short_into = struct.Struct("<II").pack_into
