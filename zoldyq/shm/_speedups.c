@@ -1336,11 +1336,227 @@ done:
     Py_RETURN_NONE;
 }
 
+/* json_member_items(body, key, out, kind) -> bool: the whole batch body in one pass,
+ * without orjson. True, with out filled as json_items fills it, only when body is
+ * exactly {"<key>": [elements]} (one member, its name written without escapes) and
+ * every byte is JSON that orjson surely accepts; False (out left to be discarded) for
+ * anything else, valid or not: the caller then runs orjson, whose answer (and error
+ * message) stands. "Surely" is narrower than JSON: a \u escape of a surrogate that is
+ * not a high one followed by a low one, a number that may not be below 1e308 (orjson refuses one that
+ * overflows a double) or has more than 3 exponent digits, or nesting past 64 levels send the
+ * body to orjson; UTF-8 is checked as orjson checks it (no surrogates, no overlong
+ * forms, nothing past U+10FFFF), control characters in strings are refused as JSON
+ * refuses them. */
+
+#define SURE_DEPTH 64
+
+/* the bytes a string holds as they are: printable ASCII but the quote and the backslash */
+static unsigned char STR_PLAIN[256];
+
+static void init_str_plain(void) {
+    for (int c = 0x20; c < 0x80; c++) STR_PLAIN[c] = c != '"' && c != '\\';
+}
+
+static const unsigned char *sure_value(const unsigned char *p, const unsigned char *end, int depth);
+
+static inline const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end) {
+    while (p < end && json_ws(*p)) p++;
+    return p;
+}
+
+static inline int hexval(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* the value of the \uXXXX escape at p, or -1 */
+static int hex4(const unsigned char *p, const unsigned char *end) {
+    if (end - p < 6 || p[0] != '\\' || p[1] != 'u') return -1;
+    int v = 0;
+    for (int i = 2; i < 6; i++) {
+        int h = hexval(p[i]);
+        if (h < 0) return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+/* p at the opening quote; past the closing one, or NULL */
+static const unsigned char *sure_string(const unsigned char *p, const unsigned char *end) {
+    for (p++; p < end;) {
+        while (p < end && STR_PLAIN[*p]) p++;
+        if (p == end) break;
+        unsigned char c = *p;
+        if (c == '"') {
+            return p + 1;
+        } else if (c == '\\') {
+            if (end - p < 2) return NULL;
+            unsigned char e = p[1];
+            if (e == 'u') {
+                int v = hex4(p, end);
+                if (v < 0 || (v >= 0xDC00 && v <= 0xDFFF)) return NULL;
+                p += 6;
+                if (v >= 0xD800 && v <= 0xDBFF) { /* a high surrogate: a low one must follow */
+                    int low = hex4(p, end);
+                    if (low < 0xDC00 || low > 0xDFFF) return NULL;
+                    p += 6;
+                }
+            } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
+                       e == 'r' || e == 't') {
+                p += 2;
+            } else {
+                return NULL;
+            }
+        } else if (c < 0x20) {
+            return NULL;
+        } else { /* UTF-8, Unicode's table 3-7 of well-formed sequences */
+            Py_ssize_t left = end - p;
+            if (c >= 0xC2 && c <= 0xDF) {
+                if (left < 2 || (p[1] & 0xC0) != 0x80) return NULL;
+                p += 2;
+            } else if (c >= 0xE0 && c <= 0xEF) {
+                unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+                if (left < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80) return NULL;
+                p += 3;
+            } else if (c >= 0xF0 && c <= 0xF4) {
+                unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+                if (left < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80 ||
+                    (p[3] & 0xC0) != 0x80)
+                    return NULL;
+                p += 4;
+            } else {
+                return NULL;
+            }
+        }
+    }
+    return NULL;
+}
+
+static inline const unsigned char *digits(const unsigned char *p, const unsigned char *end,
+                                          Py_ssize_t *n) {
+    const unsigned char *s = p;
+    while (p < end && *p >= '0' && *p <= '9') p++;
+    *n = p - s;
+    return p;
+}
+
+/* a number orjson reads as a finite double or an integer: below 1e308 in magnitude
+ * (a smaller one rounds to 0.0, as orjson reads it) */
+static const unsigned char *sure_number(const unsigned char *p, const unsigned char *end) {
+    Py_ssize_t n, whole = 1;
+    if (p < end && *p == '-') p++;
+    if (p == end) return NULL;
+    if (*p == '0') {
+        p++;
+    } else {
+        p = digits(p, end, &whole);
+        if (whole == 0 || whole > 300) return NULL;
+    }
+    if (p < end && *p == '.') {
+        p = digits(p + 1, end, &n);
+        if (n == 0) return NULL;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        int negative = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) negative = *p++ == '-';
+        const unsigned char *e = p;
+        p = digits(p, end, &n);
+        if (n == 0 || n > 3) return NULL;
+        int exp = 0;
+        for (; e < p; e++) exp = exp * 10 + (*e - '0');
+        if (!negative && whole - 1 + exp > 307) return NULL;
+    }
+    return p;
+}
+
+/* p at the first byte of a value (no whitespace before it); past its end, or NULL */
+static const unsigned char *sure_value(const unsigned char *p, const unsigned char *end, int depth) {
+    if (p == end) return NULL;
+    unsigned char c = *p;
+    if (c == '"') return sure_string(p, end);
+    if (c == '{' || c == '[') {
+        if (depth >= SURE_DEPTH) return NULL;
+        unsigned char close = c == '{' ? '}' : ']';
+        p = skip_ws(p + 1, end);
+        if (p < end && *p == close) return p + 1;
+        for (;;) {
+            if (c == '{') {
+                if (p == end || *p != '"' || (p = sure_string(p, end)) == NULL) return NULL;
+                p = skip_ws(p, end);
+                if (p == end || *p != ':') return NULL;
+                p = skip_ws(p + 1, end);
+            }
+            if ((p = sure_value(p, end, depth + 1)) == NULL) return NULL;
+            p = skip_ws(p, end);
+            if (p == end) return NULL;
+            if (*p == close) return p + 1;
+            if (*p != ',') return NULL;
+            p = skip_ws(p + 1, end);
+        }
+    }
+    if (c == 't') return end - p >= 4 && memcmp(p, "true", 4) == 0 ? p + 4 : NULL;
+    if (c == 'f') return end - p >= 5 && memcmp(p, "false", 5) == 0 ? p + 5 : NULL;
+    if (c == 'n') return end - p >= 4 && memcmp(p, "null", 4) == 0 ? p + 4 : NULL;
+    if (c == '-' || (c >= '0' && c <= '9')) return sure_number(p, end);
+    return NULL;
+}
+
+static PyObject *json_member_items(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyBytes_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "json_member_items(body, key: bytes, out: list, kind)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *p = view.buf, *end = p + view.len;
+    const char *key = PyBytes_AS_STRING(args[1]);
+    Py_ssize_t klen = PyBytes_GET_SIZE(args[1]);
+    PyObject *out = args[2], *kind = args[3], *res = Py_False;
+    p = skip_ws(p, end);
+    if (p == end || *p++ != '{') goto done;
+    p = skip_ws(p, end);
+    if (end - p < klen + 2 || *p != '"' || memcmp(p + 1, key, (size_t)klen) || p[klen + 1] != '"')
+        goto done;
+    p = skip_ws(p + klen + 2, end);
+    if (p == end || *p++ != ':') goto done;
+    p = skip_ws(p, end);
+    if (p == end || *p++ != '[') goto done;
+    p = skip_ws(p, end);
+    if (p < end && *p == ']') {
+        p++;
+    } else {
+        for (;;) {
+            const unsigned char *start = p;
+            if ((p = sure_value(p, end, 2)) == NULL) goto done;
+            if (items_append(out, kind, (const char *)start, p - start) < 0) {
+                res = NULL;
+                goto done;
+            }
+            p = skip_ws(p, end);
+            if (p == end) goto done;
+            if (*p++ == ']') break;
+            if (p[-1] != ',') goto done;
+            p = skip_ws(p, end);
+        }
+    }
+    p = skip_ws(p, end);
+    if (p == end || *p++ != '}') goto done;
+    if (skip_ws(p, end) == end) res = Py_True;
+done:
+    PyBuffer_Release(&view);
+    Py_XINCREF(res);
+    return res;
+}
+
 static PyMethodDef module_methods[] = {
     {"atomic_add", (PyCFunction)(void (*)(void))atomic_add, METH_FASTCALL,
      "atomic_add(buffer, word_index, n): add n to an i64 word with one atomic instruction"},
     {"json_items", (PyCFunction)(void (*)(void))json_items, METH_FASTCALL,
      "json_items(array, out, kind): append each element of a parsed JSON array to out"},
+    {"json_member_items", (PyCFunction)(void (*)(void))json_member_items, METH_FASTCALL,
+     "json_member_items(body, key, out, kind): json_items of body's only member, checked"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1364,6 +1580,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     BrokenError = PyObject_GetAttrString(errors, "BrokenError");
     Py_DECREF(errors);
     if (!ClosedError || !QueueDeleted || !QueueFull || !BrokenError) return NULL;
+    init_str_plain();
     s_wait = PyUnicode_InternFromString("_wait");
     s_repair = PyUnicode_InternFromString("_repair");
     if (PyType_Ready(&FastType) < 0) return NULL;
