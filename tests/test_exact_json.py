@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import orjson
 import pytest
@@ -11,10 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import zoldyq
-from zoldyq import api
 from zoldyq.api import KIND_BYTES, KIND_JSON, json_field, json_items
 from zoldyq.shm import speedups
-from zoldyq.shm.speedups import json_member_records, json_records
+from zoldyq.shm.speedups import json_records
 
 BIG = b"123456789012345678901234567890"
 
@@ -100,57 +98,3 @@ def test_the_c_scan_refuses_what_is_not_a_whole_array(data: bytes) -> None:
     """Given what orjson would refuse, the C scan raises; it never reads past the end."""
     with pytest.raises(ValueError, match=r"^json_items: not a whole JSON array$"):
         speedups.fast.json_items(data, [], None)
-
-
-def _batch_body(items: list[tuple[object, tuple[str, str]]], seps: tuple[str, str], pad: str,
-                ascii: bool) -> bytes:
-    texts = [json.dumps(v, separators=s, ensure_ascii=ascii) for v, s in items]
-    return (f'{pad}{{"payloads"{seps[1]}[{pad}{seps[0].join(texts)}{pad}]{pad}}}{pad}').encode()
-
-
-_member = st.builds(_batch_body, st.lists(st.tuples(_values, _seps), max_size=8), _seps,
-                    st.sampled_from(["", " ", "\t\r\n"]), st.booleans())
-_LEFT_TO_ORJSON = re.compile(rb"\\u[dD][89abAB]|[eE]\+?3\d\d")  # surrogates, near 1e308
-
-
-@given(body=_member)
-def test_a_usual_batch_body_is_split_in_c_exactly_as_orjson_reads_it(body: bytes) -> None:
-    """``{"payloads": [...]}``: the C pass gives orjson's elements, each as written, and
-    leaves to orjson only what it says it does (here: surrogate escapes, which json.dumps
-    writes for characters past the BMP, and numbers near a double's limit)."""
-    got = json_member_records(body, "payloads", KIND_JSON)
-    if speedups.fast is None:
-        assert got is None
-        return
-    doc, raw = json_field(body, "payloads")
-    assert raw is not None
-    if got is None:
-        assert _LEFT_TO_ORJSON.search(body)
-        return
-    assert got == json_records(raw, doc["payloads"], KIND_JSON)
-    assert type(got) is api.CheckedRecords
-
-
-_tricky = st.sampled_from([b'"', b"\\", b",", b"[", b"]", b"{", b"}", b":", b" ", b"0", b"-",
-                           b"e", b".", b"u", b"d800", b"\x00", b"\x1f", b"\x7f", b"\xc3", b"\xa9",
-                           b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xef\xbb\xbf",
-                           b"true", b"nul", b"1e400", b"01", b'"payloads"'])
-
-
-@given(body=_member, edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 2), _tricky),
-                                    min_size=1, max_size=4))
-@pytest.mark.skipif(speedups.fast is None, reason="the C module is not built")
-def test_the_c_pass_never_takes_what_orjson_refuses(
-    body: bytes, edits: list[tuple[int, int, bytes]]
-) -> None:
-    """Bodies broken or bent byte by byte: whatever the C pass accepts, orjson accepts too,
-    with the same members and the same elements; all else is left to orjson."""
-    for at, how, piece in edits:
-        at %= len(body) + 1
-        body = body[:at] + piece + body[at + (how if how < 2 else len(piece)):]
-    got = json_member_records(body, "payloads", KIND_JSON)
-    if got is None:
-        return
-    doc = orjson.loads(body)  # raises (fails the test) if the C pass took invalid JSON
-    assert list(doc) == ["payloads"]
-    assert [orjson.loads(data) for _, data in got] == doc["payloads"]

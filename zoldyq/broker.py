@@ -14,8 +14,8 @@ that finds one held elsewhere is retried in a thread that waits up to
 ``Retry-After``). A queue found stuck answers 503 at once for the next
 ``LOCK_WAIT`` seconds, so a stuck queue holds at most one waiting thread.
 
-``json_records`` and ``json_member_records`` are here for the same reason as ``Broker``:
-the compiled module that splits a batch body into its payloads lives in the engine package.
+``json_records`` is here for the same reason as ``Broker``: the compiled module that
+splits a batch body into its payloads lives in the engine package.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ from zoldyq.shm.lock import (
     wait_until,
 )
 from zoldyq.shm.owner import Ownership, holder
-from zoldyq.shm.speedups import json_member_records, json_records
+from zoldyq.shm.speedups import json_records
 
 __all__ = [
     "LOCK_WAIT", "Broker", "Claim", "LockBusy", "Ownership", "attach", "attach_namespace",
     "claim", "create", "destroy", "destroy_namespace", "from_loop", "gone_check", "holder",
-    "is_shared", "json_member_records", "json_records", "loop_thread", "namespaces",
-    "on_the_loop", "open_namespace", "patient", "serve_namespace", "wait_until",
+    "is_shared", "json_records", "loop_thread", "namespaces", "on_the_loop", "open_namespace",
+    "patient", "serve_namespace", "wait_until",
 ]  # fmt: skip
 
 T = TypeVar("T")

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, cast
 import orjson
 
 from zoldyq import api, errors
-from zoldyq.broker import json_member_records, json_records
+from zoldyq.broker import json_records
 from zoldyq.errors import RequestError
 from zoldyq.settings import Settings
 
@@ -333,21 +333,18 @@ def enqueue_batch(ctx: Ctx, call: Call, name: str) -> Reply:
 
 def enqueue_batch_put(ctx: Ctx, call: Call, name: str) -> Put:
     q = ctx.queue(name)
-    at = None
-    records = json_member_records(call.body, "payloads", api.KIND_JSON)  # the usual body
-    if records is None:  # any other (delays, odd JSON, errors): orjson's reading
-        doc, raw = _raw_field(call.body, "payloads", "a list of JSON values")
-        parsed = doc["payloads"]
-        if not isinstance(parsed, list):
-            raise RequestError(400, "bad_payloads", '"payloads" must be a JSON list')
-        records = json_records(raw, parsed, api.KIND_JSON)
-        at = parse_delivery(doc) if len(doc) > 1 else None
-    if len(records) > ctx.max_batch:
+    doc, raw = _raw_field(call.body, "payloads", "a list of JSON values")
+    parsed = doc["payloads"]
+    if not isinstance(parsed, list):
+        raise RequestError(400, "bad_payloads", '"payloads" must be a JSON list')
+    if len(parsed) > ctx.max_batch:
         raise RequestError(
             400, "batch_too_large",
-            f"a batch holds at most {ctx.max_batch} messages, got {len(records)}",
+            f"a batch holds at most {ctx.max_batch} messages, got {len(parsed)}",
             max_batch=ctx.max_batch,
         )
+    records = json_records(raw, parsed, api.KIND_JSON)
+    at = parse_delivery(doc) if len(doc) > 1 else None
 
     def reply(r: api.Receipt) -> Reply:
         return Reply(200, b'{"queued":true,"queue_name":%s,"count":%d,"queue_size":%d,'

@@ -59,14 +59,3 @@ def json_records(array: bytes, parsed: list[Any], kind: int) -> api.CheckedRecor
     else:
         fast.json_items(array, out, kind)
     return out
-
-
-def json_member_records(body: bytes, key: str, kind: int) -> api.CheckedRecords | None:
-    """``json_records`` of a body that is exactly ``{"<key>": [...]}`` (the usual batch),
-    checked and split by one C pass that needs no orjson parse; None when the C module is
-    not built, the body has another shape, or it holds JSON the C check leaves to orjson
-    (see ``json_member_items`` in _speedups.c): then parse it with orjson."""
-    if fast is None:
-        return None
-    out = api.CheckedRecords()
-    return out if fast.json_member_items(body, key.encode(), out, kind) else None
