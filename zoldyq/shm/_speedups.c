@@ -1239,9 +1239,108 @@ static PyObject *atomic_add(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+/* -- a batch body's elements ---------------------------------------------------
+ *
+ * json_items(array, out, kind): append to the list ``out`` the exact bytes of each
+ * element of the JSON array ``array`` (JSON whitespace around an element left out),
+ * each as (kind, bytes) when kind is not None. ``array`` must already be valid JSON
+ * (orjson parsed it): this is a linear scan of strings, escapes and nesting depth,
+ * not a validator, so an element is the text between two commas at depth 1 and
+ * parsing it again would prove nothing new. Input that is not an array, or that
+ * ends inside one, raises ValueError (never a read past the end). Separate from the
+ * ring code above: it touches no segment. */
+
+/* the bytes the scan stops at outside strings */
+static const unsigned char JSON_STRUCT[256] = {
+    ['"'] = 1, [','] = 1, ['['] = 1, [']'] = 1, ['{'] = 1, ['}'] = 1,
+};
+
+static inline int json_ws(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static int items_append(PyObject *out, PyObject *kind, const char *p, Py_ssize_t n) {
+    PyObject *item = PyBytes_FromStringAndSize(p, n);
+    if (item == NULL) return -1;
+    if (kind != Py_None) {
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(item);
+            return -1;
+        }
+        Py_INCREF(kind);
+        PyTuple_SET_ITEM(pair, 0, kind);
+        PyTuple_SET_ITEM(pair, 1, item);
+        item = pair;
+    }
+    int rc = PyList_Append(out, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static PyObject *json_items(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "json_items(array, out: list, kind)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *s = view.buf, *end = s + view.len, *p = s;
+    PyObject *out = args[1], *kind = args[2];
+    int ok = 0, first = 1;
+    while (p < end && json_ws(*p)) p++;
+    if (p == end || *p++ != '[') goto bad;
+    for (;;) {
+        while (p < end && json_ws(*p)) p++;
+        if (p == end) goto bad;
+        if (*p == ']' && first) break; /* [] (or [ ]) */
+        first = 0;
+        const unsigned char *start = p;
+        Py_ssize_t depth = 0;
+        for (; p < end; p++) {
+            while (p < end && !JSON_STRUCT[*p]) p++;
+            if (p == end) break;
+            unsigned char c = *p;
+            if (c == '"') { /* to the closing quote: one not after an odd run of backslashes */
+                for (;;) {
+                    const unsigned char *q = memchr(p + 1, '"', (size_t)(end - p - 1));
+                    if (q == NULL) goto bad;
+                    const unsigned char *b = q;
+                    while (b[-1] == '\\') b--; /* stops at the opening quote at worst */
+                    p = q;
+                    if (((q - b) & 1) == 0) break;
+                }
+            } else if (c == '[' || c == '{') {
+                depth++;
+            } else if (c == ']' || c == '}') {
+                if (depth == 0) break;
+                depth--;
+            } else if (c == ',' && depth == 0) {
+                break;
+            }
+        }
+        if (p == end) goto bad;
+        const unsigned char *stop = p;
+        while (stop > start && json_ws(stop[-1])) stop--;
+        if (stop == start) goto bad; /* [1,,2] or [1,]: orjson refuses those */
+        if (items_append(out, kind, (const char *)start, stop - start) < 0) goto done;
+        if (*p++ == ']') break;
+    }
+    ok = 1;
+    goto done;
+bad:
+    PyErr_SetString(PyExc_ValueError, "json_items: not a whole JSON array");
+done:
+    PyBuffer_Release(&view);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"atomic_add", (PyCFunction)(void (*)(void))atomic_add, METH_FASTCALL,
      "atomic_add(buffer, word_index, n): add n to an i64 word with one atomic instruction"},
+    {"json_items", (PyCFunction)(void (*)(void))json_items, METH_FASTCALL,
+     "json_items(array, out, kind): append each element of a parsed JSON array to out"},
     {NULL, NULL, 0, NULL},
 };
 

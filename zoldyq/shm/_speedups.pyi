@@ -6,6 +6,7 @@ LAYOUT: dict[str, int]
 HIST_BOUNDS_NS: tuple[int, ...]
 
 def atomic_add(buffer: Any, word_index: int, n: int, /) -> None: ...
+def json_items(array: bytes, out: list[Any], kind: int | None, /) -> None: ...
 
 class Fast:
     trim_due: bool
