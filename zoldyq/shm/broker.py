@@ -137,11 +137,11 @@ class LeasedMessage(Message):
         fast = None if sq is None else sq.fast
         if fast is not None:
             try:
-                not_held = fast.ack((lease_id,), _time_ns() // 1000)
+                acked = fast.ack_one(lease_id, _time_ns())
             except ClosedError:
-                not_held = None
-            if not_held is not None:
-                if not_held:
+                acked = None
+            if acked is not None:
+                if not acked:
                     raise LeaseExpired(q.name, lease_id)
                 if sq.words[SW_DEAD]:
                     q._flush_dead()
@@ -343,7 +343,7 @@ class Queue(api.LeaseBlock):
                 # empty answer to a get that may wait goes on to plan the wait
                 got: list[Message] | None = (
                     fast.lease(max, _perf_ns(), False, False, self.name, LeasedMessage, lease_us,
-                               _time_ns() // 1000, self) if lease_us else
+                               _time_ns(), self) if lease_us else
                     fast.take(max, _perf_ns(), False, False, self.name, Message))
                 if got is not None and (got or timeout <= 0 or sq.interrupted):
                     if fast.trim_due:
@@ -434,7 +434,7 @@ class Queue(api.LeaseBlock):
         if fast is not None and type(lease_ids) in (list, tuple):
             # flat: one C call (None back: a deadline passed or an odd id, the full path)
             try:
-                not_held: list[str] | None = fast.ack(lease_ids, _time_ns() // 1000)
+                not_held: list[str] | None = fast.ack(lease_ids, _time_ns())
             except ClosedError:
                 not_held = None
             if not_held is not None:
