@@ -140,12 +140,12 @@ class LeasedMessage(Message):
                 acked = fast.ack_one(lease_id, _time_ns())
             except ClosedError:
                 acked = None
-            if acked is not None:
-                if not acked:
-                    raise LeaseExpired(q.name, lease_id)
+            if acked:
                 if sq.words[SW_DEAD]:
                     q._flush_dead()
                 return
+            if acked is not None:
+                raise LeaseExpired(q.name, lease_id)
         q.ack(lease_id)
 
 
