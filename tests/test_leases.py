@@ -53,6 +53,24 @@ def test_expiry_and_nack_give_back_at_the_head(broker: zoldyq.Broker) -> None:
     assert q.stats()["redelivered_total"] == 2
 
 
+def test_an_expired_lease_is_not_acked_before_anything_reclaims_it(broker: zoldyq.Broker) -> None:
+    """Past its deadline a lease is not held even if no one has touched the queue since:
+    the message's own ack (one C call on the compiled path) and the queue's both say so."""
+    q = broker.queue("jobs")
+    q.put_many(["a", "b"])
+    a = q.get(lease=0.05)
+    b = q.get(lease=30)
+    assert a is not None
+    assert b is not None
+    time.sleep(0.1)
+    with pytest.raises(zoldyq.LeaseExpired):
+        a.ack()
+    with pytest.raises(zoldyq.LeaseExpired):
+        q.ack(a.lease_id)
+    b.ack()
+    assert payloads(q.get_many(10)) == ["a"]
+
+
 def test_nack_with_delay_and_extend(broker: zoldyq.Broker) -> None:
     """nack(delay) hides the message for the delay; extend keeps a lease past its deadline."""
     q = broker.queue("jobs")
