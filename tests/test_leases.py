@@ -71,6 +71,24 @@ def test_an_expired_lease_is_not_acked_before_anything_reclaims_it(broker: zoldy
     assert payloads(q.get_many(10)) == ["a"]
 
 
+def test_every_lease_is_checked_even_after_a_good_one(broker: zoldyq.Broker) -> None:
+    """The handle remembers the last lease it checked; anything else is checked anew."""
+    q = broker.queue("jobs")
+    q.put_many(["a", "b", "c"])
+    first = q.get(lease=30)
+    assert first is not None
+    for bad in (True, -1, 10**9, "30"):
+        with pytest.raises(zoldyq.ConfigError):
+            q.get(lease=bad)  # type: ignore[arg-type]
+    short = q.get(lease=0)  # a lease of 0 s lasts the least there is: 1 ms
+    again = q.get(lease=30)
+    assert short is not None
+    assert again is not None
+    assert short.lease_expires_at < first.lease_expires_at  # 1 ms, not the 30 s remembered
+    assert again.lease_expires_at - short.lease_expires_at > 20_000_000
+    assert [m.payload for m in (first, short, again)] == ["a", "b", "c"]
+
+
 def test_nack_with_delay_and_extend(broker: zoldyq.Broker) -> None:
     """nack(delay) hides the message for the delay; extend keeps a lease past its deadline."""
     q = broker.queue("jobs")

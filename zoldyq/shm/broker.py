@@ -194,6 +194,7 @@ class Queue(api.LeaseBlock):
         self.broker = broker
         self.name = names.check_queue_name(name)
         self._sq: SharedQueue | None = None  # cached; re-resolved when deleted
+        self._lease_memo: tuple[object, int] = (None, 0)  # the last lease checked, in µs
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, namespace={self.broker.namespace!r})"
@@ -332,9 +333,11 @@ class Queue(api.LeaseBlock):
         """Dequeue up to ``max`` messages in one lock round trip, waiting for the first."""
         if max < 1:
             return []
-        lease_us = 0 if lease is None else (  # whole seconds: the common case, checked here
-            lease * 1_000_000 if type(lease) is int and 0 < lease <= MAX_SECONDS
-            else self._lease_us(lease))
+        if lease is None:
+            lease_us = 0
+        else:  # a consumer asks for the same lease every time: checked once
+            memo = self._lease_memo
+            lease_us = memo[1] if memo[0] is lease else self._lease_us(lease)
         sq = self._sq or self._resolve(create=False)
         fast = sq.fast
         try:
@@ -360,12 +363,11 @@ class Queue(api.LeaseBlock):
             return [_leased((*r, self)) for r in records]
         return list(map(_message, records))
 
-    @staticmethod
-    def _lease_us(lease: float | None) -> int:
-        seconds = _seconds(lease, "lease")
-        if seconds is None:
-            return 0
-        return max(1000, int(seconds * 1e6))
+    def _lease_us(self, lease: float) -> int:
+        """``lease`` seconds checked, in µs (1 ms at least), remembered for the next get."""
+        us = max(1000, int((_seconds(lease, "lease") or 0.0) * 1e6))
+        self._lease_memo = (lease, us)
+        return us
 
     def peek(self, max: int | None = None) -> list[Message]:
         """The first ``max`` messages (all by default) without removing them."""
