@@ -110,6 +110,25 @@ def test_nack_with_delay_and_extend(broker: zoldyq.Broker) -> None:
     a.ack()
 
 
+def test_a_message_ack_moves_the_dead_letters_another_step_left(broker: zoldyq.Broker) -> None:
+    """Dead letters found by a step that does not move them (the engine's own peek, as a
+    worker's stats would) go to the DLQ on the next ack, even the message's one-call ack."""
+    q = broker.create_queue("jobs", max_deliveries=1)
+    q.put_many(["a", "b"])
+    a = q.get(lease=0.05)
+    b = q.get(lease=30)
+    assert a is not None
+    assert b is not None
+    time.sleep(0.1)
+    sq = q._sq
+    assert sq is not None
+    sq.peek(10)  # finds a past its last delivery: DEAD, waiting to move
+    assert "jobs.dlq" not in broker.queues()
+    b.ack()
+    assert payloads(broker.queue("jobs.dlq").peek()) == ["a"]
+    assert q.stats()["dead_lettered_total"] == 1
+
+
 def test_max_deliveries_moves_to_the_dead_letter_queue_and_redrive_brings_back(
         broker: zoldyq.Broker) -> None:
     """Past max_deliveries a message goes to <name>.dlq with its count; redrive returns it."""

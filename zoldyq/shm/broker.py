@@ -130,19 +130,18 @@ class LeasedMessage(Message):
 
         The common case is one C call from here, not three Python frames down (a
         lease+ack pays the Python layers twice, so they count); anything else (the
-        pure path, a deadline passed, the queue deleted) takes the queue's own ack.
+        pure path, a deadline passed, dead letters to move, the queue deleted) takes
+        the queue's own ack.
         """
         q, lease_id = self[7], self[4]
         sq = q._sq
         fast = None if sq is None else sq.fast
         if fast is not None:
-            try:
+            try:  # None: nothing done (the full ack also moves dead letters waiting)
                 acked = fast.ack_one(lease_id, _time_ns())
             except ClosedError:
                 acked = None
             if acked:
-                if sq.words[SW_DEAD]:
-                    q._flush_dead()
                 return
             if acked is not None:
                 raise LeaseExpired(q.name, lease_id)
