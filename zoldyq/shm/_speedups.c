@@ -921,15 +921,11 @@ static int store_leases(Fast *self, Lease *got, Py_ssize_t n, uint64_t seq, uint
     return 0;
 }
 
-/* v in lowercase hex, no leading zeros, into out (17 bytes at most); its length. */
+/* v in lowercase hex, no leading zeros, into out (16 bytes at most); its length. The
+ * length first, then the digits from the last: no reversing copy. */
 static int hex(char *out, uint64_t v) {
-    char tmp[16];
-    int n = 0;
-    do {
-        tmp[n++] = "0123456789abcdef"[v & 15];
-        v >>= 4;
-    } while (v);
-    for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    int n = (64 - __builtin_clzll(v | 1) + 3) / 4;
+    for (int i = n - 1; i >= 0; i--, v >>= 4) out[i] = "0123456789abcdef"[v & 15];
     return n;
 }
 
