@@ -7,13 +7,14 @@
  * one namespace because they read and write the same words the same way and take
  * the same mutexes.
  *
- * What one C call now covers, for a put: take the locks, write the records,
- * store the tail (the commit point, one aligned 8-byte release store), bump
- * the totals and the histogram, release the locks, ring the doorbell. For a
+ * What one C call now covers, for a put: take the locks, (rewind_empty: an
+ * empty ring's offsets back to 0 if the get lock is free at once), write the
+ * records, store the tail (the commit point, one aligned 8-byte release store),
+ * bump the totals and the histogram, release the locks, ring the doorbell. For a
  * get: take the locks, parse the records between head and tail, copy them
  * out, store the head (its commit point), bump totals, histogram and waiter
- * count; when that drained the ring and the put lock is free, move both offsets
- * back to 0 (queue.trim's first step: tail, then head, each one store); release. No Python bytecode runs between the lock and the unlock
+ * count, (rewind_empty if that drained the ring and the put lock is free),
+ * release. No Python bytecode runs between the lock and the unlock
  * except the callbacks that already run under the lock in the pure path
  * (lock._repair after EOWNERDEAD or with the dirty word set, and the queue's
  * _reserve / _reserve_side when the ring or the side table grows past its
@@ -364,6 +365,32 @@ static inline void put_hdr(unsigned char *at, uint32_t len, uint32_t kind, int64
     memcpy(at + 8, &ts, 8);
 }
 
+/* An empty ring's offsets back to 0 once they passed TRIM_KEEP (queue.trim's first step,
+ * the same two stores in the same order, memory kept), when the other side's lock ``lw``
+ * is free at once: a put that finds the ring empty or a take that drained it. A stream
+ * then keeps writing the same few mapped, cached pages instead of walking the whole ring
+ * through cold ones (a page fault and cache misses every 4 KiB). The caller holds its own
+ * side's lock; the other is only ever tried, so no lock order is added, and only once per
+ * TRIM_KEEP bytes, so the other side seldom finds its lock taken. A holder found dead is
+ * left to the next one to repair, as acquire does. */
+static void rewind_empty(Fast *self, volatile uint64_t *lw) {
+    volatile uint64_t *w = self->w;
+    pthread_mutex_t *m = (pthread_mutex_t *)lw;
+    uint64_t tail = load(w, W_TAIL);
+    if (!self->put_lock || (tail & SEQ_MASK) < TRIM_KEEP || load(w, W_HEAD) != tail) return;
+    int rc = pthread_mutex_trylock(m);
+    if (rc == EOWNERDEAD) {
+        lw[LOCK_DIRTY] = 1;
+        pthread_mutex_consistent(m);
+    } else if (rc) {
+        return;
+    } else if (!lw[LOCK_DIRTY] && load(w, W_HEAD) == tail && load(w, W_TAIL) == tail) {
+        store(w, W_TAIL, tail & ~SEQ_MASK);
+        store(w, W_HEAD, tail & ~SEQ_MASK);
+    }
+    release(lw);
+}
+
 /* Plan, check, reserve and write the batch past the tail; set *new_tail. 0, or -1 with an
  * exception (QueueFull, or what reserve raised) and nothing visible. Put lock held. */
 static int write_batch(Fast *self, Batch *b, int64_t ts, uint64_t *new_tail, uint64_t *nbytes) {
@@ -448,6 +475,7 @@ static PyObject *do_put(Fast *self, Batch *b, uint64_t t0) {
         if (self->put_lock) release(lw);
         Py_RETURN_NONE;
     }
+    rewind_empty(self, w + W_GET_LOCK);
     now = wall_us();
     if (write_batch(self, b, now, &new_tail, &nbytes) < 0) goto fail;
     store(w, W_TAIL, new_tail); /* the commit point */
@@ -717,28 +745,6 @@ static void note_drained(Fast *self, uint64_t new_head, PyObject *last) {
     }
 }
 
-/* A take that drained the ring moves its offsets back to 0 (queue.trim's first step, the
- * same two stores in the same order, memory kept), when the put lock is free at once:
- * the next records land in pages that are mapped and cached, instead of a stream walking
- * the whole ring through cold ones. Get lock held; the put lock is only ever tried here,
- * so no lock order is added. A holder found dead is left to the next put to repair. */
-static void rewind_drained(Fast *self, uint64_t head) {
-    volatile uint64_t *w = self->w, *pw = w + W_PUT_LOCK;
-    pthread_mutex_t *m = (pthread_mutex_t *)pw;
-    if (!self->put_lock || !(head & SEQ_MASK)) return;
-    int rc = pthread_mutex_trylock(m);
-    if (rc == EOWNERDEAD) {
-        pw[LOCK_DIRTY] = 1; /* as acquire: the next holder repairs */
-        pthread_mutex_consistent(m);
-    } else if (rc) {
-        return;
-    } else if (!pw[LOCK_DIRTY] && load(w, W_TAIL) == head) { /* still empty */
-        store(w, W_TAIL, head & ~SEQ_MASK);
-        store(w, W_HEAD, head & ~SEQ_MASK);
-    }
-    release(pw);
-}
-
 static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
     /* take(max_n, t0_ns, was_waiting, keep_waiting, tag, make=None) -> list of records:
      * queue.SharedQueue._take in one call; ``make`` (a tuple subclass) types the records. */
@@ -778,7 +784,7 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
         w[W_BYTES_OUT] += nbytes;
         observe(w, W_DEQ_HIST, t0);
         note_drained(self, new_head, PyList_GET_ITEM(out, n - 1));
-        rewind_drained(self, new_head);
+        rewind_empty(self, w + W_PUT_LOCK);
     }
     count_waiter(w, was_waiting, keep_waiting, n);
 unlock:
@@ -1297,6 +1303,56 @@ static PyTypeObject FastType = {
     .tp_getset = Fast_getset,
 };
 
+/* -- item(i): a message's fields ---------------------------------------------- */
+
+/* A read-only attribute that is item i of a tuple: broker.Message's fields, read for
+ * every message of a batch (property(itemgetter(i)) costs two calls per read). */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t i;
+} Item;
+
+static PyObject *Item_get(Item *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return (PyObject *)self;
+    }
+    if (!PyTuple_Check(obj) || self->i >= PyTuple_GET_SIZE(obj)) {
+        PyErr_Format(PyExc_AttributeError, "no item %zd", self->i);
+        return NULL;
+    }
+    PyObject *v = PyTuple_GET_ITEM(obj, self->i);
+    Py_INCREF(v);
+    return v;
+}
+
+static int Item_set(Item *self, PyObject *obj, PyObject *value) {
+    PyErr_SetString(PyExc_AttributeError, "read-only attribute");
+    return -1;
+}
+
+static PyObject *Item_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    Py_ssize_t i;
+    if (!PyArg_ParseTuple(args, "n:item", &i)) return NULL;
+    if (i < 0) {
+        PyErr_SetString(PyExc_ValueError, "item(i) needs i >= 0");
+        return NULL;
+    }
+    Item *self = (Item *)type->tp_alloc(type, 0);
+    if (self) self->i = i;
+    return (PyObject *)self;
+}
+
+static PyTypeObject ItemType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zoldyq.shm._speedups.item",
+    .tp_basicsize = sizeof(Item),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "item(i): a read-only attribute that is item i of the tuple it is read on",
+    .tp_new = Item_new,
+    .tp_descr_get = (descrgetfunc)Item_get,
+    .tp_descr_set = (descrsetfunc)Item_set,
+};
+
 static PyObject *atomic_add(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     /* atomic_add(buffer, word_index, n): one locked add on an aligned shared i64 word, so
      * shared counters need no lock to count (counters.Counters.add) */
@@ -1347,11 +1403,13 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (!ClosedError || !QueueDeleted || !QueueFull || !BrokenError) return NULL;
     s_wait = PyUnicode_InternFromString("_wait");
     s_repair = PyUnicode_InternFromString("_repair");
-    if (PyType_Ready(&FastType) < 0) return NULL;
+    if (PyType_Ready(&FastType) < 0 || PyType_Ready(&ItemType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
     Py_INCREF(&FastType);
     if (PyModule_AddObject(m, "Fast", (PyObject *)&FastType) < 0) return NULL;
+    Py_INCREF(&ItemType);
+    if (PyModule_AddObject(m, "item", (PyObject *)&ItemType) < 0) return NULL;
     PyObject *layout = PyDict_New(); /* checked against layout.py at import */
     if (layout == NULL) return NULL;
     if (add_int(layout, "HEADER_BYTES", HEADER_BYTES) || add_int(layout, "W_RING_SIZE", W_RING_SIZE) ||
