@@ -678,38 +678,44 @@ static PyObject *read_records(Fast *self, Py_ssize_t max_n, PyObject *tag, PyTyp
     uint64_t head = load(w, W_HEAD), seq = head >> 32, off = head & SEQ_MASK;
     Py_ssize_t n = available(self, max_n);
     if (n < 0) return NULL;
-    PyObject *out = PyList_New(n);
+    PyObject *out = PyList_New(n), *stamp = NULL; /* a batch's records share one stamp */
     if (out == NULL) return NULL;
     uint64_t total = 0;
+    int64_t stamp_ts = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t start;
         uint32_t len, kind;
         int64_t ts;
-        if (next_record(self, &off, &start, &len, &kind, &ts) < 0) {
-            Py_DECREF(out);
-            return NULL;
+        if (next_record(self, &off, &start, &len, &kind, &ts) < 0) goto fail;
+        if (stamp == NULL || ts != stamp_ts) {
+            Py_XDECREF(stamp);
+            if ((stamp = PyLong_FromLongLong(ts)) == NULL) goto fail;
+            stamp_ts = ts;
         }
         PyObject *t = make ? make->tp_alloc(make, 4) : PyTuple_New(4);
         PyObject *payload = PyBytes_FromStringAndSize((const char *)self->data + start, len);
-        PyObject *stamp = PyLong_FromLongLong(ts);
-        if (!t || !payload || !stamp) {
+        if (!t || !payload) {
             Py_XDECREF(t);
             Py_XDECREF(payload);
-            Py_XDECREF(stamp);
-            Py_DECREF(out);
-            return NULL;
+            goto fail;
         }
         PyTuple_SET_ITEM(t, 0, PyLong_FromLong(kind)); /* 1 or 2: cached small ints */
         PyTuple_SET_ITEM(t, 1, payload);
+        Py_INCREF(stamp);
         PyTuple_SET_ITEM(t, 2, stamp);
         Py_INCREF(tag);
         PyTuple_SET_ITEM(t, 3, tag);
         PyList_SET_ITEM(out, i, t);
         total += len;
     }
+    Py_XDECREF(stamp);
     *new_head = (((seq + (uint64_t)n) & SEQ_MASK) << 32) | off;
     *nbytes = total;
     return out;
+fail:
+    Py_XDECREF(stamp);
+    Py_DECREF(out);
+    return NULL;
 }
 
 /* ``make`` (None, or a tuple subclass the records are built as) into *make. */
