@@ -173,6 +173,7 @@ def test_a_put_with_the_callers_limit_steps_aside_for_what_its_checks_look_at() 
     tail = twin.words[W_TAIL]
     for records, json_checked in (
         ([], True),
+        (iter([(KIND_BYTES, b"a")]), True),  # read once, by the full path
         ([(KIND_BYTES, b"a"), [KIND_BYTES, b"b"]], True),  # a list, not a (kind, data) tuple
         ([(KIND_BYTES, b"a"), (KIND_JSON, b"1")], False),  # JSON to parse
         ([(3, b"a")], True),  # no kind of ours

@@ -586,6 +586,8 @@ static PyObject *Fast_put(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
     uint64_t t0 = PyLong_AsUnsignedLongLong(args[1]);
     uint64_t limit = screen ? PyLong_AsUnsignedLongLong(args[2]) : 0;
     if (PyErr_Occurred() || json_ok < 0) return NULL;
+    if (screen && !PyList_Check(args[0]) && !PyTuple_Check(args[0])) /* an iterator: once */
+        Py_RETURN_NONE;
     PyObject *seq = PySequence_Fast(args[0], "records must be a sequence");
     if (seq == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0;
