@@ -8,11 +8,11 @@ import sys
 
 from tests.helpers import footprint
 
-#: The issue's target is 50 MB. Measured 54 MB (51 MB anonymous) on this 2-core VM
+#: The issue's target is 50 MB. Measured 51-53 MB (47.2 MB anonymous) on this 2-core VM
 #: (``scripts/footprint``; the file-backed part moves by 1-2 MB with what else runs on the
 #: box), down from 92-100 MB when every process was a fresh interpreter: the children are
 #: forked from the launcher after it imported what they run and built gunicorn's arbiter,
-#: and the master builds the app before forking the workers. Losing the sharing (fresh
+#: and on shm built the app for the master and its workers. Losing the sharing (fresh
 #: interpreters again, or a child that re-imports everything) fails; the smaller steps
 #: (3-4 MB each) are within the room left for the box's noise and for new code.
 IDLE_PSS_BOUND_KB = 66 * 1024

@@ -224,9 +224,9 @@ def _fd_targets(pid: int) -> dict[int, str]:
 
 def test_the_forked_children_inherit_no_descriptor_of_the_launcher(namespace: str) -> None:
     """The master and the sidecar are forked from the launcher (they share its imported
-    modules), but like the fresh interpreters they replaced they keep none of its
-    descriptors: not its owner flock (a second server would be refused until they exit);
-    stdin is /dev/null."""
+    modules), but like the fresh interpreters they replaced they keep none of its own
+    descriptors (the master keeps those of the app the launcher built for it): not its
+    owner flock (a second server would be refused until they exit); stdin is /dev/null."""
     with servers.serve(namespace) as srv:
         srv.wait_ready(servers.tcp_ready(srv.ws_port))
         held = set(_fd_targets(srv.pid).values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -152,6 +153,33 @@ def test_promtool_accepts_the_output(broker: zoldyq.Broker) -> None:
     done = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
                           capture_output=True, timeout=30)  # fmt: skip
     assert (done.returncode, done.stdout + done.stderr) == (0, b"")
+
+
+def test_forked_processes_adding_new_figures_at_once_keep_every_one(
+    broker: zoldyq.Broker,
+) -> None:
+    """Workers forked with the master's counters (gunicorn's) each add keys never seen
+    before, all at once: every key gets its own slot and its exact count. (With the
+    parent's descriptor, and so its ``flock``, they wrote keys over each other's.)"""
+    counters = Counters(broker.namespace)
+    per, kids = 150, []
+    for w in range(4):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for i in range(per):
+                    counters.add(metrics.request_key("GET", f"/w{w}/{i}", 200), w + 1)
+                code = 0
+            finally:
+                os._exit(code)
+        kids.append(pid)
+    assert [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in kids] == [0] * 4
+    counters.close()
+    counted = {s.labels["route"]: s.value
+               for family in text_string_to_metric_families(scrape(broker))
+               for s in family.samples if s.name == "zoldyq_http_requests_total"}
+    assert counted == {f"/w{w}/{i}": w + 1 for w in range(4) for i in range(per)}
 
 
 def test_process_figures_are_shared_by_every_process(broker: zoldyq.Broker) -> None:

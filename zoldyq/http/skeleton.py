@@ -36,10 +36,11 @@ def middleware(ctx: core.Ctx) -> list[Any]:
 
 def mount(app: Any, make_responder: Callable[[Route], Callable[..., Any]]) -> None:
     """One Falcon resource per path, with an ``on_<method>`` responder per route."""
-    for path, routes in by_path().items():
+    table = by_path()
+    for i, (path, routes) in enumerate(table.items()):
         app.add_route(path, SimpleNamespace(
             **{"on_" + r.method.lower(): make_responder(r) for r in routes}
-        ))
+        ), compile=i == len(table) - 1)
 
 
 def authorize(ctx: core.Ctx, route: Route, req: Any) -> None:

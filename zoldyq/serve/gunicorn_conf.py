@@ -9,9 +9,9 @@ The master takes the namespace's owner flock and creates (or reattaches to)
 the namespace before forking (``on_starting``), and destroys it on exit if it
 is its own (see ``zoldyq.serve.launcher``), unless ``keep_namespace`` or the
 launcher owns it (``ZOLDYQ_NAMESPACE_OWNER``).
-On shm the master then builds the app (``when_ready``) and the workers inherit
-it, attached broker included (its locks reopen themselves after a fork); on
-Redis each worker builds its own after the fork.
+On shm the master then builds the app (``when_ready``; under ``zoldyq serve`` the
+launcher built it already) and the workers inherit it, attached broker included (its
+locks reopen themselves after a fork); on Redis each worker builds its own after the fork.
 """
 
 from __future__ import annotations
@@ -98,10 +98,11 @@ def on_starting(server: Any) -> None:
 
 
 def when_ready(server: Any) -> None:
-    """Build the app in the master, once the namespace exists (``preload_app`` would build
+    """Get the app in the master, once the namespace exists (``preload_app`` would build
     it before ``on_starting``): the workers share its pages instead of each building its
-    own. shm only: the engine's locks reopen themselves in a forked worker, while a Redis
-    client's asyncio connections must not be shared, so on Redis each worker builds its own.
+    own. Under ``zoldyq serve`` the launcher built it already (``current.app``). shm only:
+    the engine's locks reopen themselves in a forked worker, while a Redis client's
+    asyncio connections must not be shared, so on Redis each worker builds its own.
     If it fails here, each worker tries again and fails as it did before."""
     if engine.is_shared(_settings):
         return

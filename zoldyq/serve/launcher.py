@@ -14,10 +14,13 @@ Children get SIGTERM too if the launcher itself is killed (PR_SET_PDEATHSIG).
 Both are forked from this process, not started as fresh interpreters: the
 launcher first imports what they run (``preload``), so the launcher, the
 sidecar, the master and its workers share those pages copy-on-write (an idle
-server: ~54 MB PSS instead of ~92; ``scripts/footprint``). A child gets what
+server: ~51 MB PSS instead of ~92; ``scripts/footprint``). A child gets what
 ``Popen`` gave it before: its own session, stdin on /dev/null, no descriptor
 but 0-2 (the launcher closes its broker before forking, so that no child
-inherits its locks), and a title naming its role (setproctitle).
+inherits its locks; the master keeps those of the app built for it), and a title
+naming its role (setproctitle). Their environment is the launcher's own, with the
+settings in it: rebuilding ``os.environ`` in each child copied 0.7 MB of shared pages
+in all.
 
 Ownership (``zoldyq.shm.owner``): the launcher holds the namespace's owner
 flock for its whole life, so a second server on the same namespace is
@@ -44,7 +47,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from zoldyq import broker as engine
 from zoldyq.broker import Broker, serve_namespace
@@ -66,6 +69,7 @@ HTTP_USAGE = "%(prog)s [OPTIONS] [APP_MODULE]"  # gunicorn's own
 
 
 _arbiter: Arbiter | None = None  # gunicorn's, built by ``preload``
+_app_fds: frozenset[int] = frozenset()  # the descriptors of the app ``preload`` built
 
 
 def _build_http() -> None:
@@ -85,6 +89,27 @@ def _build_http() -> None:
         sys.argv = saved
 
 
+def _build_app(settings: Settings) -> Any:
+    """On shm, the app the gunicorn master would build, built here: its objects are then
+    shared by every process instead of being written into the master's pages (~2 MB).
+    Its engine's locks reopen themselves in a forked process (as the workers' always did)
+    and the master keeps its descriptors (``_app_fds``); the launcher never calls it. On
+    Redis each worker builds its own (asyncio connections must not be shared), and a
+    failure is left to the master to meet and report, as before."""
+    global _app_fds
+    if engine.is_shared(settings):
+        return None
+    from zoldyq.http import create_app
+
+    before = set(os.listdir("/proc/self/fd"))
+    try:
+        app = create_app(settings)
+    except Exception:
+        return None
+    _app_fds = frozenset(int(fd) for fd in set(os.listdir("/proc/self/fd")) - before)
+    return app
+
+
 def _run_http() -> int:
     """The gunicorn master, in this (forked) process: ``gunicorn -c ... workers.http:app``."""
     from gunicorn.app.wsgiapp import run as gunicorn
@@ -93,9 +118,6 @@ def _run_http() -> int:
     if _arbiter is None:
         gunicorn()  # raises SystemExit, in the master and in every worker it forks
         return 1
-    from gunicorn import SERVER_SOFTWARE
-
-    os.environ["SERVER_SOFTWARE"] = SERVER_SOFTWARE  # the Arbiter set it in the launcher
     try:  # what gunicorn's BaseApplication.run does around it
         _arbiter.run()
     except RuntimeError as ex:
@@ -118,19 +140,21 @@ def preload(settings: Settings) -> None:
     """Import what the children run before forking them, then freeze it: the modules' pages
     are shared copy-on-write by the launcher, the sidecar, the master and its workers
     (PSS splits them) instead of each process importing its own copy, and the collector
-    never writes to them. The app itself is built later, by the gunicorn master
-    (``gunicorn_conf.when_ready``): the launcher keeps no broker open across a fork."""
+    never writes to them. On shm the app is built here too (``_build_app``); the
+    launcher's own broker is closed before forking."""
     http = "zoldyq.http.asgi" if settings.worker_class == "asgi" else "zoldyq.http.wsgi"
     for name in ("setproctitle", "gunicorn.app.wsgiapp", "gunicorn.glogging",
-                 "zoldyq.serve.worker", "zoldyq.ops.metrics", http):
+                 "zoldyq.serve.worker", "zoldyq.ops.metrics", http,
+                 "zoldyq.serve.workers.http"):
         importlib.import_module(name)
     if settings.worker_class == "asgi":
-        for optional in ("uvloop", "gunicorn_h1c"):  # gunicorn's asgi worker picks them
+        for optional in ("uvloop", "gunicorn_h1c", "gunicorn.instrument.statsd"):
+            # the first two: gunicorn's asgi worker picks them; statsd: it reads a class
             with contextlib.suppress(ImportError):
                 importlib.import_module(optional)
     if settings.ws:
         importlib.import_module("zoldyq.ws")
-    current.inherit(settings)
+    current.inherit(settings, _build_app(settings))
     _build_http()
     mimetypes.init()  # falcon's Response reads the system's table: once, not per worker
     gc.freeze()
@@ -138,7 +162,7 @@ def preload(settings: Settings) -> None:
         ctypes.CDLL(None).malloc_trim(0)  # (else each child maps its share of it)
 
 
-def _in_child(env: dict[str, str], target: Callable[[], int], launcher: int) -> NoReturn:
+def _in_child(target: Callable[[], int], launcher: int, keep: frozenset[int]) -> NoReturn:
     """Become a server process: what ``Popen(start_new_session=True, close_fds=True)`` of a
     fresh interpreter gave, but keeping the preloaded modules."""
     code = 1
@@ -150,10 +174,13 @@ def _in_child(env: dict[str, str], target: Callable[[], int], launcher: int) -> 
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         # The launcher's claim is not the child's (subprocess's close_fds did this); its
-        # object stays referenced on this stack, so the fd is never closed twice.
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        os.environ.clear()
-        os.environ.update(env)
+        # object stays referenced on this stack, so the fd is never closed twice. ``keep``:
+        # the descriptors of the app the launcher built for this child.
+        low = 3
+        for fd in sorted(keep):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
         code = target()
     except SystemExit as ex:
         code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
@@ -168,10 +195,13 @@ def _in_child(env: dict[str, str], target: Callable[[], int], launcher: int) -> 
         os._exit(code)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)  # here, not in each child: ctypes copies pages
+_prctl = _libc.prctl
+
+
 def _die_with_parent(launcher: int) -> None:
     """In the child: get SIGTERM when the launcher dies, however it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != launcher:
         os._exit(1)  # the launcher died before the prctl
 
@@ -179,14 +209,14 @@ def _die_with_parent(launcher: int) -> None:
 class Process:
     """A forked child, with what the launcher used of ``subprocess.Popen``."""
 
-    def __init__(self, env: dict[str, str], target: Callable[[], int]) -> None:
+    def __init__(self, target: Callable[[], int], keep: frozenset[int] = frozenset()) -> None:
         self.returncode: int | None = None
         for stream in (sys.stdout, sys.stderr):  # or the child writes the same bytes again
             stream.flush()
         launcher = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:
-            _in_child(env, target, launcher)
+            _in_child(target, launcher, keep)
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -209,15 +239,15 @@ class Process:
 
 
 class Child:
-    def __init__(self, name: str, target: Callable[[], int], env: dict[str, str]) -> None:
-        self.name, self.target, self.env = name, target, env
+    def __init__(self, name: str, target: Callable[[], int], app: bool = False) -> None:
+        self.name, self.target, self.app = name, target, app  # app: it serves the app
         self.proc: Process | None = None
         self.started = 0.0
         self.quick_deaths = 0
         self.restart_at: float | None = None
 
     def start(self) -> None:
-        self.proc = Process(self.env, self.target)
+        self.proc = Process(self.target, _app_fds if self.app else frozenset())
         self.started = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.name, self.proc.pid)
@@ -294,13 +324,14 @@ def run(settings: Settings) -> int:
             engine.destroy(settings.namespace)
         claim.release(unlink=not ours or not settings.keep_namespace)
         raise
-    env = {**os.environ, **settings.as_env(), OWNER_ENV: "launcher",
-           STARTED_AT_ENV: str(time.time())}
+    # the children's environment, inherited: each rebuilding its os.environ copied pages
+    os.environ.update({**settings.as_env(), OWNER_ENV: "launcher",
+                       STARTED_AT_ENV: str(time.time())})
     destroyed = engine.gone_check(broker)
     broker.close()  # before forking: a child must not inherit its locks or connections
-    children = [Child("http", _run_http, env)]
+    children = [Child("http", _run_http, app=True)]
     if settings.ws:
-        children.append(Child("ws", functools.partial(_run_ws, settings), env))
+        children.append(Child("ws", functools.partial(_run_ws, settings)))
     signals: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:

@@ -22,6 +22,7 @@ import fcntl
 import mmap
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 
 from zoldyq.shm import names, segment, speedups
@@ -37,6 +38,7 @@ SLOTS = 1024
 SIZE = HEADER + SLOTS * SLOT
 _H_MAGIC, _H_VERSION, _H_USED = 0, 1, 2
 _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
+_live: weakref.WeakSet[Counters] = weakref.WeakSet()
 
 
 def segment_name(namespace: str) -> str:
@@ -70,7 +72,7 @@ class Counters:
         if shm.size < SIZE:
             shm.close_fd()
             raise FileNotFoundError(f"{name} is truncated")
-        self._fd = shm.fd
+        self._name, self._fd = name, shm.fd
         self._mm = mmap.mmap(self._fd, SIZE)
         self._words = memoryview(self._mm).cast("q")
         self._lock = threading.Lock()
@@ -80,8 +82,20 @@ class Counters:
                 if self._words[_H_MAGIC] != MAGIC:
                     self._words[_H_VERSION] = VERSION
                     self._words[_H_MAGIC] = MAGIC
+        _live.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (a gunicorn worker inheriting the master's app): a descriptor
+        of its own. An inherited one shares the parent's open file, and so its ``flock``:
+        the processes did not exclude each other, and two adding new keys at once wrote
+        them into the same slot."""
+        with contextlib.suppress(OSError, segment.Gone):
+            shm = segment.open_shm(self._name)
+            os.dup2(shm.fd, self._fd, inheritable=False)
+            shm.close_fd()
 
     def close(self) -> None:
+        _live.discard(self)
         with contextlib.suppress(BufferError):
             self._words.release()
             self._mm.close()
@@ -161,3 +175,11 @@ class Counters:
             key = mm[off : off + KEY_BYTES].rstrip(b"\0").decode("ascii", "replace")
             out[key] = words[(off + KEY_BYTES) // 8]
         return out
+
+
+def _after_fork_in_child() -> None:
+    for counters in list(_live):
+        counters._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
