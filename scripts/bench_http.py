@@ -11,7 +11,9 @@ each), loaded by wrk over loopback with 50 connections, in the same run:
     zoldyq   this project: POST /queues/b/enqueue, GET /queues/b/dequeue,
              POST /queues/b/batch (100 messages a request)
     noop     a Falcon route that reads the body and answers a constant: the
-             ceiling of Falcon + gunicorn here (POST for enqueue, GET for dequeue)
+             ceiling of Falcon + gunicorn here (POST for enqueue, GET for dequeue,
+             POST of the same 100-message body for batch: the req/s no batch
+             endpoint on this stack can pass here)
     redis    the same API on Falcon + Redis lists (LPUSH/RPOP), redis-server
              from Debian on a unix-less TCP port, persistence off
     zq-redis (with ``--backend redis``) ZoldyQ itself on that same Redis: the
@@ -189,6 +191,7 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
             ("zoldyq dequeue", zq.url + "/queues/b/dequeue", "GET", None),
             ("plain dequeue", plain.url + "/queues/b/dequeue", "GET", None),
             ("redis dequeue", rd.url + "/queues/b/dequeue", "GET", None),
+            ("noop batch", noop.url + "/noop/c", "POST", hundred),
             ("zoldyq batch", zq.url + "/queues/c/batch", "POST", hundred),
             ("redis batch", rd.url + "/queues/c/batch", "POST", hundred),
         ]
@@ -324,7 +327,8 @@ def table(worker_class: str, runs: dict[str, list[dict[str, float]]]) -> str:
             "p99 vs no-op |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     engines = ("zoldyq", "zq-redis", "redis") if "zq-redis enqueue" in runs else (
         "zoldyq", "redis")
-    for op, noop in (("enqueue", "noop POST"), ("dequeue", "noop GET"), ("batch", None)):
+    for op, noop in (("enqueue", "noop POST"), ("dequeue", "noop GET"),
+                     ("batch", "noop batch")):
         for who in engines:
             key = f"{who} {op}"
             per = 100 if op == "batch" else 1
@@ -341,8 +345,9 @@ def table(worker_class: str, runs: dict[str, list[dict[str, float]]]) -> str:
     rows.append(f"| zoldyq dequeue?max=100&lease + ack lease_ids | - | "
                 f"{_median([r['msgs'] for r in leased]):.0f} | - | - | {share:.0%} of plain "
                 "| - | - |")
-    for noop in ("noop POST", "noop GET"):
-        rows.append(f"| {noop} | {med(noop, 'rps'):.0f} | - | {med(noop, 'p50'):.2f} | "
+    for noop in ("noop POST", "noop GET", "noop batch"):
+        bodies = f"{med(noop, 'rps') * 100:.0f} (bodies of 100)" if noop == "noop batch" else "-"
+        rows.append(f"| {noop} | {med(noop, 'rps'):.0f} | {bodies} | {med(noop, 'p50'):.2f} | "
                     f"{med(noop, 'p99'):.2f} | 100% | - | 1.00x |")
     if "plain enqueue" in runs:
         rows += ["", f"| {worker_class}: shipped stack vs plain | shipped req/s | plain req/s | "

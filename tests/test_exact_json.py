@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 import zoldyq
 from zoldyq.api import KIND_BYTES, KIND_JSON, json_field, json_items
+from zoldyq.shm import speedups
+from zoldyq.shm.speedups import json_records
 
 BIG = b"123456789012345678901234567890"
 
@@ -60,7 +62,8 @@ def test_json_field_finds_the_exact_member_bytes() -> None:
 _values = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=False,
                                                                          allow_infinity=False)
-    | st.sampled_from(["}, {", ", ", "},{", ",", 'a\\"b', "]"]) | st.text(max_size=5),
+    | st.sampled_from(["}, {", ", ", "},{", ",", 'a\\"b', "]"]) | st.text(max_size=5)
+    | st.text('\\"[]{},: é', max_size=6),  # runs of backslashes before quotes, UTF-8
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
         st.sampled_from(["a", "}, {", ", "]), inner, max_size=3),
     max_leaves=8,
@@ -69,13 +72,29 @@ _seps = st.sampled_from([(", ", ": "), (",", ":"), (" , ", " :"), (",\n ", ": ")
 
 
 @given(items=st.lists(st.tuples(_values, _seps), max_size=8), between=_seps,
-       pad=st.sampled_from(["", " ", "\n "]))
+       pad=st.sampled_from(["", " ", "\n ", "\t\r\n"]), ascii=st.booleans())
 def test_json_items_gives_each_element_exactly_as_written(
-    items: list[tuple[object, tuple[str, str]]], between: tuple[str, str], pad: str
+    items: list[tuple[object, tuple[str, str]]], between: tuple[str, str], pad: str,
+    ascii: bool,
 ) -> None:
     """Whatever the separators, inside elements and between them (strings holding them
-    included), every path gives back each element's own text."""
-    texts = [json.dumps(v, separators=s).encode() for v, s in items]
+    included, escaped or raw UTF-8), every path gives back each element's own text."""
+    texts = [json.dumps(v, separators=s, ensure_ascii=ascii).encode() for v, s in items]
     array = (pad + "[" + pad).encode() + between[0].encode().join(texts) + (pad + "]").encode()
-    assert json_items(array, orjson.loads(array)) == texts
+    parsed = orjson.loads(array)
+    assert json_items(array, parsed) == texts
     assert json_items(array) == texts
+    assert json_records(array, parsed, KIND_JSON) == [(KIND_JSON, t) for t in texts]
+    if speedups.fast is not None:  # the C scan itself, whichever path json_records took
+        out: list[bytes] = []
+        speedups.fast.json_items(array, out, None)
+        assert out == texts
+
+
+@pytest.mark.skipif(speedups.fast is None, reason="the C module is not built")
+@pytest.mark.parametrize("data", [b"", b"  ", b"{}", b"1", b"[", b"[1", b"[1,", b'["a', b'["a\\"',
+                                  b"[1,]", b"[,1]", b"[1,,2]", b'["\\"'])
+def test_the_c_scan_refuses_what_is_not_a_whole_array(data: bytes) -> None:
+    """Given what orjson would refuse, the C scan raises; it never reads past the end."""
+    with pytest.raises(ValueError, match=r"^json_items: not a whole JSON array$"):
+        speedups.fast.json_items(data, [], None)

@@ -149,7 +149,8 @@ def test_full_queue_is_429_and_batches_are_all_or_none(srv: servers.Server, qnam
 
 
 def test_message_and_body_limits_are_413(srv: servers.Server, qname: str) -> None:
-    """Over max_message_bytes: message_too_large; over max_body_bytes: refused unread."""
+    """Over max_message_bytes (alone or in a batch): message_too_large; over max_body_bytes:
+    refused unread."""
     r = srv.call("POST", f"/queues/{qname}/enqueue", json={"payload": "x" * 2000})
     assert error(r, 413, "message_too_large")["max_message_bytes"] == 1024
     r = srv.call("POST", f"/queues/{qname}/enqueue", body=b"y" * 2000,
@@ -157,6 +158,9 @@ def test_message_and_body_limits_are_413(srv: servers.Server, qname: str) -> Non
     error(r, 413, "message_too_large")
     r = srv.call("POST", f"/queues/{qname}/batch", body=b"z" * (65 << 10))
     assert error(r, 413, "body_too_large")["max_body_bytes"] == 64 << 10
+    r = srv.call("POST", f"/queues/{qname}/batch", json={"payloads": [1, "x" * 2000]})
+    assert error(r, 413, "message_too_large")["max_message_bytes"] == 1024  # the one-pass body
+    assert srv.call("GET", f"/queues/{qname}").json()["size"] == 0
 
 
 def test_oversized_body_is_refused_before_it_is_sent(srv: servers.Server, qname: str) -> None:

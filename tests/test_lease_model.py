@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -50,6 +51,7 @@ class LeaseModel(RuleBasedStateMachine):
         self.q = self.broker.create_queue("q", max_deliveries=MAX_DELIVERIES)
         self.msgs: dict[int, Msg] = {}
         self.leases: list[str] = []  # every lease id ever handed out
+        self.handed: dict[str, zoldyq.Message] = {}  # the message each lease came with
         self.n = 0
 
     def teardown(self) -> None:
@@ -112,6 +114,7 @@ class LeaseModel(RuleBasedStateMachine):
                 assert real.lease_id is not None
                 m.lease_id = real.lease_id
                 self.leases.append(real.lease_id)
+                self.handed[real.lease_id] = real
 
     def held(self, lease_id: str) -> Msg | None:
         self.settle()
@@ -129,6 +132,19 @@ class LeaseModel(RuleBasedStateMachine):
         assert not_held == ([] if m else [lease_id])
         if m:
             del self.msgs[m.ident]
+
+    @precondition(lambda self: self.leases)
+    @rule(pick=st.integers(0, 1000))
+    def ack_message(self, pick: int) -> None:
+        """The message's own ack (one C call on the compiled path): LeaseExpired if not held."""
+        lease_id = self.leases[pick % len(self.leases)]
+        m = self.held(lease_id)
+        if m:
+            self.handed[lease_id].ack()
+            del self.msgs[m.ident]
+        else:
+            with pytest.raises(zoldyq.LeaseExpired):
+                self.handed[lease_id].ack()
 
     @precondition(lambda self: self.leases)
     @rule(pick=st.integers(0, 1000), delay_ms=st.sampled_from([0, 0, 5, 30]))

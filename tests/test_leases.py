@@ -53,6 +53,42 @@ def test_expiry_and_nack_give_back_at_the_head(broker: zoldyq.Broker) -> None:
     assert q.stats()["redelivered_total"] == 2
 
 
+def test_an_expired_lease_is_not_acked_before_anything_reclaims_it(broker: zoldyq.Broker) -> None:
+    """Past its deadline a lease is not held even if no one has touched the queue since:
+    the message's own ack (one C call on the compiled path) and the queue's both say so."""
+    q = broker.queue("jobs")
+    q.put_many(["a", "b"])
+    a = q.get(lease=0.05)
+    b = q.get(lease=30)
+    assert a is not None
+    assert b is not None
+    time.sleep(0.1)
+    with pytest.raises(zoldyq.LeaseExpired):
+        a.ack()
+    with pytest.raises(zoldyq.LeaseExpired):
+        q.ack(a.lease_id)
+    b.ack()
+    assert payloads(q.get_many(10)) == ["a"]
+
+
+def test_every_lease_is_checked_even_after_a_good_one(broker: zoldyq.Broker) -> None:
+    """The handle remembers the last lease it checked; anything else is checked anew."""
+    q = broker.queue("jobs")
+    q.put_many(["a", "b", "c"])
+    first = q.get(lease=30)
+    assert first is not None
+    for bad in (True, -1, 10**9, "30"):
+        with pytest.raises(zoldyq.ConfigError):
+            q.get(lease=bad)  # type: ignore[arg-type]
+    short = q.get(lease=0)  # a lease of 0 s lasts the least there is: 1 ms
+    again = q.get(lease=30)
+    assert short is not None
+    assert again is not None
+    assert short.lease_expires_at < first.lease_expires_at  # 1 ms, not the 30 s remembered
+    assert again.lease_expires_at - short.lease_expires_at > 20_000_000
+    assert [m.payload for m in (first, short, again)] == ["a", "b", "c"]
+
+
 def test_nack_with_delay_and_extend(broker: zoldyq.Broker) -> None:
     """nack(delay) hides the message for the delay; extend keeps a lease past its deadline."""
     q = broker.queue("jobs")
@@ -72,6 +108,25 @@ def test_nack_with_delay_and_extend(broker: zoldyq.Broker) -> None:
     assert m is not None
     assert m.payload == "b"
     a.ack()
+
+
+def test_a_message_ack_moves_the_dead_letters_another_step_left(broker: zoldyq.Broker) -> None:
+    """Dead letters found by a step that does not move them (the engine's own peek, as a
+    worker's stats would) go to the DLQ on the next ack, even the message's one-call ack."""
+    q = broker.create_queue("jobs", max_deliveries=1)
+    q.put_many(["a", "b"])
+    a = q.get(lease=0.05)
+    b = q.get(lease=30)
+    assert a is not None
+    assert b is not None
+    time.sleep(0.1)
+    sq = q._sq
+    assert sq is not None
+    sq.peek(10)  # finds a past its last delivery: DEAD, waiting to move
+    assert "jobs.dlq" not in broker.queues()
+    b.ack()
+    assert payloads(broker.queue("jobs.dlq").peek()) == ["a"]
+    assert q.stats()["dead_lettered_total"] == 1
 
 
 def test_max_deliveries_moves_to_the_dead_letter_queue_and_redrive_brings_back(

@@ -433,7 +433,8 @@ class LeasesBothPaths(RuleBasedStateMachine):
         except QueueFull:
             want = None
         try:
-            got = t.fast.lease(n, 0, False, False, "t", None, seconds * 1_000_000, t.clock, None)
+            got = t.fast.lease(n, 0, False, False, "t", None, seconds * 1_000_000,
+                               t.clock * 1000, None)
         except QueueFull:
             assert want is None, "C refused a lease the pure path made"
             return
@@ -451,10 +452,25 @@ class LeasesBothPaths(RuleBasedStateMachine):
         pool = [*self.ids, "nope", "1.2", "0.0.0", "x.y.z", "ff.ffffffffffffffffff.1", ""]
         self.do_ack(data.draw(st.lists(st.sampled_from(pool), max_size=6)))
 
+    @rule(data=st.data())
+    def ack_one(self, data: st.DataObject) -> None:
+        """A message's own ack: one id, True/False/None for ack's []/[id]/None."""
+        t = self.t
+        pool = [*self.ids, "nope", "1.2", "x.y.z", "ff.ffffffffffffffffff.1", ""]
+        lease_id = data.draw(st.sampled_from(pool))
+        want = t.pure.ack([lease_id])
+        acked = t.fast.ack_one(t.as_c(lease_id), t.clock * 1000)
+        if acked is None:
+            assert t.side_work() or t.c.words[layout.SW_DEAD] or not set(lease_id) <= HEX_ID
+            got = t.c.ack([t.as_c(lease_id)])
+        else:
+            got = [] if acked else [t.as_c(lease_id)]
+        assert got == [t.as_c(i) for i in want]
+
     def do_ack(self, ids: list[str]) -> None:
         t = self.t
         want = t.pure.ack(ids)
-        got = t.fast.ack([t.as_c(i) for i in ids], t.clock)
+        got = t.fast.ack([t.as_c(i) for i in ids], t.clock * 1000)
         if got is None:
             assert t.side_work() or any(not set(i) <= HEX_ID for i in ids)
             got = t.c.ack([t.as_c(i) for i in ids])

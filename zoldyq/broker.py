@@ -13,6 +13,9 @@ that finds one held elsewhere is retried in a thread that waits up to
 ``LOCK_WAIT`` seconds, and past that the request gets ``QueueBusy`` (503,
 ``Retry-After``). A queue found stuck answers 503 at once for the next
 ``LOCK_WAIT`` seconds, so a stuck queue holds at most one waiting thread.
+
+``json_records`` is here for the same reason as ``Broker``: the compiled module that
+splits a batch body into its payloads lives in the engine package.
 """
 
 from __future__ import annotations
@@ -37,12 +40,13 @@ from zoldyq.shm.lock import (
     wait_until,
 )
 from zoldyq.shm.owner import Ownership, holder
+from zoldyq.shm.speedups import json_records
 
 __all__ = [
     "LOCK_WAIT", "Broker", "Claim", "LockBusy", "Ownership", "attach", "attach_namespace",
     "claim", "create", "destroy", "destroy_namespace", "from_loop", "gone_check", "holder",
-    "is_shared", "loop_thread", "namespaces", "on_the_loop", "open_namespace", "patient",
-    "serve_namespace", "wait_until",
+    "is_shared", "json_records", "loop_thread", "namespaces", "on_the_loop", "open_namespace",
+    "patient", "serve_namespace", "wait_until",
 ]  # fmt: skip
 
 T = TypeVar("T")

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, cast
 import orjson
 
 from zoldyq import api, errors
+from zoldyq.broker import json_records
 from zoldyq.errors import RequestError
 from zoldyq.settings import Settings
 
@@ -342,13 +343,12 @@ def enqueue_batch_put(ctx: Ctx, call: Call, name: str) -> Put:
             f"a batch holds at most {ctx.max_batch} messages, got {len(parsed)}",
             max_batch=ctx.max_batch,
         )
-    payloads = api.json_items(raw, parsed)
+    records = json_records(raw, parsed, api.KIND_JSON)
     at = parse_delivery(doc) if len(doc) > 1 else None
-    records = api.CheckedRecords([(api.KIND_JSON, p) for p in payloads])
 
     def reply(r: api.Receipt) -> Reply:
         return Reply(200, b'{"queued":true,"queue_name":%s,"count":%d,"queue_size":%d,'
-                     b'"enqueued_at":%d%s' % (_qname(name), len(payloads), r.queue_size,
+                     b'"enqueued_at":%d%s' % (_qname(name), len(records), r.queue_size,
                                               r.enqueued_at, _deliver_at(r.deliver_at)))
 
     return Put(q, records, at, reply)

@@ -1015,15 +1015,11 @@ static int store_leases(Fast *self, Lease *got, Py_ssize_t n, uint64_t seq, uint
     return 0;
 }
 
-/* v in lowercase hex, no leading zeros, into out (17 bytes at most); its length. */
+/* v in lowercase hex, no leading zeros, into out (16 bytes at most); its length. The
+ * length first, then the digits from the last: no reversing copy. */
 static int hex(char *out, uint64_t v) {
-    char tmp[16];
-    int n = 0;
-    do {
-        tmp[n++] = "0123456789abcdef"[v & 15];
-        v >>= 4;
-    } while (v);
-    for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    int n = (64 - __builtin_clzll(v | 1) + 3) / 4;
+    for (int i = n - 1; i >= 0; i--, v >>= 4) out[i] = "0123456789abcdef"[v & 15];
     return n;
 }
 
@@ -1082,19 +1078,36 @@ fail:
     return NULL;
 }
 
+/* A non-negative int below 2**63 into *v: 0, or -1 with OverflowError or TypeError.
+ * PyLong_AsUnsignedLongLong goes through _PyLong_AsByteArray, a cost a lease+ack paid
+ * four times per message. */
+static int u64_arg(PyObject *o, uint64_t *v) {
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (x < 0 || overflow) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_OverflowError, "expected an int in 0..2**63");
+        return -1;
+    }
+    *v = (uint64_t)x;
+    return 0;
+}
+
 static PyObject *Fast_lease(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* lease(max_n, t0_ns, was_waiting, keep_waiting, tag, make, lease_us, now_us, extra):
-     * queue.SharedQueue._take with a lease, from the ring, in one call */
+    /* lease(max_n, t0_ns, was_waiting, keep_waiting, tag, make, lease_us, now_ns, extra):
+     * queue.SharedQueue._take with a lease, from the ring, in one call (now in ns, as
+     * time_ns gives it: the division is cheaper here than in Python) */
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError, "lease(max_n, t0, was_waiting, keep_waiting, tag, "
-                                         "make, lease_us, now_us, extra)");
+                                         "make, lease_us, now_ns, extra)");
         return NULL;
     }
     Py_ssize_t max_n = PyLong_AsSsize_t(args[0]);
-    uint64_t t0 = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t t0, lease_us, now_us;
+    if ((max_n == -1 && PyErr_Occurred()) || u64_arg(args[1], &t0) < 0 ||
+        u64_arg(args[6], &lease_us) < 0 || u64_arg(args[7], &now_us) < 0)
+        return NULL;
+    now_us /= 1000;
     int was_waiting = PyObject_IsTrue(args[2]), keep_waiting = PyObject_IsTrue(args[3]);
-    uint64_t lease_us = PyLong_AsUnsignedLongLong(args[6]);
-    uint64_t now_us = PyLong_AsUnsignedLongLong(args[7]);
     PyObject *tag = args[4], *extra = args[8] == Py_None ? NULL : args[8];
     PyTypeObject *make = NULL;
     if (PyErr_Occurred() || tuple_type(args[5], &make) < 0) return NULL;
@@ -1102,7 +1115,7 @@ static PyObject *Fast_lease(Fast *self, PyObject *const *args, Py_ssize_t nargs)
     if (enter(self) < 0) return NULL;
     volatile uint64_t *w = self->w, *lw = w + W_GET_LOCK;
     PyObject *out = NULL;
-    Lease *got = NULL;
+    Lease few[4], *got = NULL; /* a get of a few needs no allocation */
     Py_ssize_t n = 0;
     if (self->get_lock && acquire(self->get_lock, lw) < 0) goto done;
     if (w[W_FLAGS] & FLAG_CLOSED) {
@@ -1119,7 +1132,7 @@ static PyObject *Fast_lease(Fast *self, PyObject *const *args, Py_ssize_t nargs)
     if (n) {
         uint64_t head = load(w, W_HEAD), seq = head >> 32, off = head & SEQ_MASK, nbytes = 0;
         uint64_t deadline = now_us + lease_us;
-        if (!(got = PyMem_Malloc((size_t)n * sizeof(Lease)))) {
+        if (!(got = n <= 4 ? few : PyMem_Malloc((size_t)n * sizeof(Lease)))) {
             PyErr_NoMemory();
             goto unlock;
         }
@@ -1155,7 +1168,7 @@ static PyObject *Fast_lease(Fast *self, PyObject *const *args, Py_ssize_t nargs)
 unlock:
     if (self->get_lock) release(lw);
 done:
-    PyMem_Free(got);
+    if (got != few) PyMem_Free(got);
     leave(self);
     return out;
 }
@@ -1190,38 +1203,21 @@ static int parse_lease(PyObject *o, uint64_t gen, uint64_t *idx, uint64_t *token
     return 1;
 }
 
-static PyObject *Fast_ack(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* ack(lease_ids, now_us) -> the ids not held: queue.SharedQueue.ack in one call */
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "ack(lease_ids, now_us)");
-        return NULL;
-    }
-    uint64_t now_us = PyLong_AsUnsignedLongLong(args[1]);
-    if (PyErr_Occurred()) return NULL;
-    PyObject *ids = PySequence_Fast(args[0], "lease_ids must be a sequence");
-    if (ids == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(ids);
-    PyObject **items = PySequence_Fast_ITEMS(ids), *out = NULL;
-    uint64_t *pairs = PyMem_Malloc((size_t)(n ? n : 1) * 2 * sizeof(uint64_t));
-    if (pairs == NULL) {
-        Py_DECREF(ids);
-        return PyErr_NoMemory();
-    }
-    if (enter(self) < 0) goto done;
+/* side.ack_many over the n parsed (slot, token) pairs, under the get lock (entered):
+ * pairs[2i] becomes 1 for a lease acked, 0 for one not held. The number acked, -1 with
+ * an exception, or -2 with nothing done (a deadline passed: reclaim_due first, queue.py). */
+static Py_ssize_t ack_pairs(Fast *self, uint64_t *pairs, Py_ssize_t n, uint64_t now_us) {
     volatile uint64_t *w = self->w, *s = self->slots, *lw = w + W_GET_LOCK;
-    uint64_t gen = w[W_SLOT_GEN] & 0xFFFFFFFFull;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!parse_lease(items[i], gen, &pairs[2 * i], &pairs[2 * i + 1])) goto aside;
-    if (self->get_lock && acquire(self->get_lock, lw) < 0) goto left;
+    if (self->get_lock && acquire(self->get_lock, lw) < 0) return -1;
     if (w[W_FLAGS] & FLAG_CLOSED) {
         PyErr_SetObject(QueueDeleted, self->name);
         if (self->get_lock) release(lw);
-        goto left;
+        return -1;
     }
     uint64_t due = w[SW_DUE];
-    if (!s || (due && due <= now_us)) { /* reclaim_due first: queue.py */
+    if (!s || (due && due <= now_us)) {
         if (self->get_lock) release(lw);
-        goto aside;
+        return -2;
     }
     uint64_t high = w[SW_HIGH], head = w[SW_FREE], acked = 0, freed = 0;
     for (Py_ssize_t i = 0; i < n; i++) { /* side.ack_many */
@@ -1244,6 +1240,34 @@ static PyObject *Fast_ack(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
     w[SW_ACKED] += acked;
     if (acked && !w[SW_BYTES]) side_rewind(self);
     if (self->get_lock) release(lw);
+    return (Py_ssize_t)acked;
+}
+
+static PyObject *Fast_ack(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* ack(lease_ids, now_ns) -> the ids not held: queue.SharedQueue.ack in one call */
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "ack(lease_ids, now_ns)");
+        return NULL;
+    }
+    uint64_t now_us;
+    if (u64_arg(args[1], &now_us) < 0) return NULL;
+    now_us /= 1000;
+    PyObject *ids = PySequence_Fast(args[0], "lease_ids must be a sequence");
+    if (ids == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(ids);
+    PyObject **items = PySequence_Fast_ITEMS(ids), *out = NULL;
+    uint64_t *pairs = PyMem_Malloc((size_t)(n ? n : 1) * 2 * sizeof(uint64_t));
+    if (pairs == NULL) {
+        Py_DECREF(ids);
+        return PyErr_NoMemory();
+    }
+    if (enter(self) < 0) goto done;
+    uint64_t gen = self->w[W_SLOT_GEN] & 0xFFFFFFFFull;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!parse_lease(items[i], gen, &pairs[2 * i], &pairs[2 * i + 1])) goto aside;
+    Py_ssize_t acked = ack_pairs(self, pairs, n, now_us);
+    if (acked == -1) goto left;
+    if (acked == -2) goto aside;
     out = PyList_New(0);
     for (Py_ssize_t i = 0; out && i < n; i++)
         if (!pairs[2 * i] && PyList_Append(out, items[i]) < 0) Py_CLEAR(out);
@@ -1259,6 +1283,29 @@ done:
     return out;
 }
 
+static PyObject *Fast_ack_one(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* ack_one(lease_id, now_ns) -> True (acked), False (not held) or None (nothing done):
+     * ack for one id, without a sequence to unpack or a list to build. It also steps
+     * aside while dead letters wait to move, so that the caller's full ack moves them
+     * (the common answer then needs no look at the queue after the call). */
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "ack_one(lease_id, now_ns)");
+        return NULL;
+    }
+    uint64_t now_us, pair[2];
+    if (u64_arg(args[1], &now_us) < 0 || enter(self) < 0) return NULL;
+    now_us /= 1000;
+    PyObject *out = Py_None;
+    if (!self->w[SW_DEAD] &&
+        parse_lease(args[0], self->w[W_SLOT_GEN] & 0xFFFFFFFFull, &pair[0], &pair[1])) {
+        Py_ssize_t acked = ack_pairs(self, pair, 1, now_us);
+        out = acked == -1 ? NULL : acked == -2 ? Py_None : acked ? Py_True : Py_False;
+    }
+    Py_XINCREF(out);
+    leave(self);
+    return out;
+}
+
 static PyMethodDef Fast_methods[] = {
     {"put_one", (PyCFunction)(void (*)(void))Fast_put_one, METH_FASTCALL,
      "put_one(kind, data, t0_ns) -> (queue_size, enqueued_at_us), or None (nothing done) "
@@ -1269,12 +1316,15 @@ static PyMethodDef Fast_methods[] = {
      "take(max_n, t0_ns, was_waiting, keep_waiting, tag, make=None) -> records, or None "
      "(nothing done) when the side table has due or ready work"},
     {"lease", (PyCFunction)(void (*)(void))Fast_lease, METH_FASTCALL,
-     "lease(max_n, t0_ns, was_waiting, keep_waiting, tag, make, lease_us, now_us, extra) -> "
+     "lease(max_n, t0_ns, was_waiting, keep_waiting, tag, make, lease_us, now_ns, extra) -> "
      "records with (lease_id, 1, lease_expires_at[, extra]) after the tag, or None (nothing "
      "done) when the side table has due or ready work"},
     {"ack", (PyCFunction)(void (*)(void))Fast_ack, METH_FASTCALL,
-     "ack(lease_ids, now_us) -> the ids not held, or None (nothing done) when a deadline "
+     "ack(lease_ids, now_ns) -> the ids not held, or None (nothing done) when a deadline "
      "has passed or an id is not in lease_id's form"},
+    {"ack_one", (PyCFunction)(void (*)(void))Fast_ack_one, METH_FASTCALL,
+     "ack_one(lease_id, now_ns) -> True (acked), False (not held), or None (nothing done) as "
+     "ack, and while dead letters wait to move"},
     {"release", (PyCFunction)Fast_release, METH_NOARGS, "let go of the mapping"},
     {NULL, NULL, 0, NULL},
 };
@@ -1383,9 +1433,108 @@ static PyObject *atomic_add(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+/* -- a batch body's elements ---------------------------------------------------
+ *
+ * json_items(array, out, kind): append to the list ``out`` the exact bytes of each
+ * element of the JSON array ``array`` (JSON whitespace around an element left out),
+ * each as (kind, bytes) when kind is not None. ``array`` must already be valid JSON
+ * (orjson parsed it): this is a linear scan of strings, escapes and nesting depth,
+ * not a validator, so an element is the text between two commas at depth 1 and
+ * parsing it again would prove nothing new. Input that is not an array, or that
+ * ends inside one, raises ValueError (never a read past the end). Separate from the
+ * ring code above: it touches no segment. */
+
+/* the bytes the scan stops at outside strings */
+static const unsigned char JSON_STRUCT[256] = {
+    ['"'] = 1, [','] = 1, ['['] = 1, [']'] = 1, ['{'] = 1, ['}'] = 1,
+};
+
+static inline int json_ws(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static int items_append(PyObject *out, PyObject *kind, const char *p, Py_ssize_t n) {
+    PyObject *item = PyBytes_FromStringAndSize(p, n);
+    if (item == NULL) return -1;
+    if (kind != Py_None) {
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(item);
+            return -1;
+        }
+        Py_INCREF(kind);
+        PyTuple_SET_ITEM(pair, 0, kind);
+        PyTuple_SET_ITEM(pair, 1, item);
+        item = pair;
+    }
+    int rc = PyList_Append(out, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static PyObject *json_items(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "json_items(array, out: list, kind)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *s = view.buf, *end = s + view.len, *p = s;
+    PyObject *out = args[1], *kind = args[2];
+    int ok = 0, first = 1;
+    while (p < end && json_ws(*p)) p++;
+    if (p == end || *p++ != '[') goto bad;
+    for (;;) {
+        while (p < end && json_ws(*p)) p++;
+        if (p == end) goto bad;
+        if (*p == ']' && first) break; /* [] (or [ ]) */
+        first = 0;
+        const unsigned char *start = p;
+        Py_ssize_t depth = 0;
+        for (; p < end; p++) {
+            while (p < end && !JSON_STRUCT[*p]) p++;
+            if (p == end) break;
+            unsigned char c = *p;
+            if (c == '"') { /* to the closing quote: one not after an odd run of backslashes */
+                for (;;) {
+                    const unsigned char *q = memchr(p + 1, '"', (size_t)(end - p - 1));
+                    if (q == NULL) goto bad;
+                    const unsigned char *b = q;
+                    while (b[-1] == '\\') b--; /* stops at the opening quote at worst */
+                    p = q;
+                    if (((q - b) & 1) == 0) break;
+                }
+            } else if (c == '[' || c == '{') {
+                depth++;
+            } else if (c == ']' || c == '}') {
+                if (depth == 0) break;
+                depth--;
+            } else if (c == ',' && depth == 0) {
+                break;
+            }
+        }
+        if (p == end) goto bad;
+        const unsigned char *stop = p;
+        while (stop > start && json_ws(stop[-1])) stop--;
+        if (stop == start) goto bad; /* [1,,2] or [1,]: orjson refuses those */
+        if (items_append(out, kind, (const char *)start, stop - start) < 0) goto done;
+        if (*p++ == ']') break;
+    }
+    ok = 1;
+    goto done;
+bad:
+    PyErr_SetString(PyExc_ValueError, "json_items: not a whole JSON array");
+done:
+    PyBuffer_Release(&view);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"atomic_add", (PyCFunction)(void (*)(void))atomic_add, METH_FASTCALL,
      "atomic_add(buffer, word_index, n): add n to an i64 word with one atomic instruction"},
+    {"json_items", (PyCFunction)(void (*)(void))json_items, METH_FASTCALL,
+     "json_items(array, out, kind): append each element of a parsed JSON array to out"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -133,22 +133,21 @@ class LeasedMessage(Message):
 
         The common case is one C call from here, not three Python frames down (a
         lease+ack pays the Python layers twice, so they count); anything else (the
-        pure path, a deadline passed, the queue deleted) takes the queue's own ack.
+        pure path, a deadline passed, dead letters to move, the queue deleted) takes
+        the queue's own ack.
         """
         q, lease_id = self[7], self[4]
         sq = q._sq
         fast = None if sq is None else sq.fast
         if fast is not None:
-            try:
-                not_held = fast.ack((lease_id,), _time_ns() // 1000)
+            try:  # None: nothing done (the full ack also moves dead letters waiting)
+                acked = fast.ack_one(lease_id, _time_ns())
             except ClosedError:
-                not_held = None
-            if not_held is not None:
-                if not_held:
-                    raise LeaseExpired(q.name, lease_id)
-                if sq.words[SW_DEAD]:
-                    q._flush_dead()
+                acked = None
+            if acked:
                 return
+            if acked is not None:
+                raise LeaseExpired(q.name, lease_id)
         q.ack(lease_id)
 
 
@@ -197,6 +196,7 @@ class Queue(api.LeaseBlock):
         self.broker = broker
         self.name = names.check_queue_name(name)
         self._sq: SharedQueue | None = None  # cached; re-resolved when deleted
+        self._lease_memo: tuple[object, int] = (None, 0)  # the last lease checked, in µs
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, namespace={self.broker.namespace!r})"
@@ -347,9 +347,11 @@ class Queue(api.LeaseBlock):
         """Dequeue up to ``max`` messages in one lock round trip, waiting for the first."""
         if max < 1:
             return []
-        lease_us = 0 if lease is None else (  # whole seconds: the common case, checked here
-            lease * 1_000_000 if type(lease) is int and 0 < lease <= MAX_SECONDS
-            else self._lease_us(lease))
+        if lease is None:
+            lease_us = 0
+        else:  # a consumer asks for the same lease every time: checked once
+            memo = self._lease_memo
+            lease_us = memo[1] if memo[0] is lease else self._lease_us(lease)
         sq = self._sq or self._resolve(create=False)
         fast = sq.fast
         try:
@@ -358,7 +360,7 @@ class Queue(api.LeaseBlock):
                 # empty answer to a get that may wait goes on to plan the wait
                 got: list[Message] | None = (
                     fast.lease(max, _perf_ns(), False, False, self.name, LeasedMessage, lease_us,
-                               _time_ns() // 1000, self) if lease_us else
+                               _time_ns(), self) if lease_us else
                     fast.take(max, _perf_ns(), False, False, self.name, Message))
                 if got is not None and (got or timeout <= 0 or sq.interrupted):
                     if fast.trim_due:
@@ -375,12 +377,11 @@ class Queue(api.LeaseBlock):
             return [_leased((*r, self)) for r in records]
         return list(map(_message, records))
 
-    @staticmethod
-    def _lease_us(lease: float | None) -> int:
-        seconds = _seconds(lease, "lease")
-        if seconds is None:
-            return 0
-        return max(1000, int(seconds * 1e6))
+    def _lease_us(self, lease: float) -> int:
+        """``lease`` seconds checked, in µs (1 ms at least), remembered for the next get."""
+        us = max(1000, int((_seconds(lease, "lease") or 0.0) * 1e6))
+        self._lease_memo = (lease, us)
+        return us
 
     def peek(self, max: int | None = None) -> list[Message]:
         """The first ``max`` messages (all by default) without removing them."""
@@ -449,7 +450,7 @@ class Queue(api.LeaseBlock):
         if fast is not None and type(lease_ids) in (list, tuple):
             # flat: one C call (None back: a deadline passed or an odd id, the full path)
             try:
-                not_held: list[str] | None = fast.ack(lease_ids, _time_ns() // 1000)
+                not_held: list[str] | None = fast.ack(lease_ids, _time_ns())
             except ClosedError:
                 not_held = None
             if not_held is not None:

@@ -398,7 +398,7 @@ class SharedQueue:
         if fast is not None:  # None back: the side table has due/ready work
             got: list[Record] | None = (
                 fast.lease(max_n, t0, was_waiting, keep_waiting, tag, None, lease_us,
-                           _time_ns() // 1000, None) if lease_us else
+                           _time_ns(), None) if lease_us else
                 fast.take(max_n, t0, was_waiting, keep_waiting, tag))
             if got is not None:
                 if fast.trim_due:
@@ -559,7 +559,7 @@ class SharedQueue:
         """Remove leased messages for good; return the ids that were not held."""
         fast = self.fast
         if fast is not None:  # None back: a deadline passed (reclaim first) or an odd id
-            not_held: list[str] | None = fast.ack(lease_ids, _time_ns() // 1000)
+            not_held: list[str] | None = fast.ack(lease_ids, _time_ns())
             if not_held is not None:
                 return not_held
         side = self.side

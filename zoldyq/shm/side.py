@@ -57,11 +57,12 @@ Why every message is in exactly one place after a kill -9 at any step
    tail until the tail's store; after it the head walks dead records and the
    marker: each store alone leaves a data ring ``_reclaim_one`` can walk.
 
-The compiled path (``_speedups.c``: ``Fast.lease``, ``Fast.ack``) runs steps
-1, 2 (ack) and 6 with these stores in this order, each commit one aligned
-8-byte release store, inside one C call under the get lock; it steps aside,
-with nothing done, whenever the pure path has work first (READY slots, a
-deadline passed), so every other step runs only here.
+The compiled path (``_speedups.c``: ``Fast.lease``, ``Fast.ack`` and its
+one-id form ``Fast.ack_one``) runs steps 1, 2 (ack) and 6 with these stores
+in this order, each commit one aligned 8-byte release store, inside one C
+call under the get lock; it steps aside, with nothing done, whenever the pure
+path has work first (READY slots, a deadline passed), so every other step
+runs only here.
 
 Expiry needs no daemon: whoever holds the lock calls ``reclaim_due`` when
 ``next_due`` has passed; a waiter's timed wait is bounded by it.
