@@ -38,7 +38,7 @@ from zoldyq.shm.counters import Counters
 from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, SW_DEAD
 from zoldyq.shm.queue import SharedQueue
 from zoldyq.shm.registry import Caps, Entry, Registry
-from zoldyq.shm.ring import min_ring_size, record_bytes
+from zoldyq.shm.ring import Record, min_ring_size, record_bytes
 from zoldyq.shm.side import DEAD, DELAYED, REDRIVE
 from zoldyq.shm.side import READY as READY_STATE
 
@@ -370,7 +370,7 @@ class Queue(api.LeaseBlock):
                     return got
             records = sq.get(max, timeout, self.name, lease_us)
         except ClosedError:
-            records = self._again(sq, lambda fresh: fresh.get(max, timeout, self.name, lease_us))
+            records = self._get_again(sq, max, timeout, lease_us)
         if self._sq is not None and self._sq.words[SW_DEAD]:
             self._flush_dead()
         if lease_us:
@@ -387,6 +387,12 @@ class Queue(api.LeaseBlock):
         """The first ``max`` messages (all by default) without removing them."""
         return list(map(_message, self._on(
             lambda sq: sq.peek(sq.ring.max_messages if max is None else max, self.name))))
+
+    def _get_again(self, stale: SharedQueue, max: int, timeout: float,
+                   lease_us: int) -> list[Record]:
+        """get_many's retry, out of line: a lambda there would make its arguments closure
+        cells, built on every call (~70 ns of a ~800 ns get)."""
+        return self._again(stale, lambda fresh: fresh.get(max, timeout, self.name, lease_us))
 
     def _again(self, stale: SharedQueue, op: Callable[[SharedQueue], T]) -> T:
         """``stale`` was deleted: run ``op`` once on the queue that has the name now."""
