@@ -194,6 +194,97 @@ def test_both_paths_date_records_alike_across_the_epoch() -> None:
 
 
 @needs_c
+def test_a_put_with_the_callers_limit_steps_aside_for_what_its_checks_look_at() -> None:
+    """put(records, t0, limit, json_checked) writes a plain batch whole, and hands any batch
+    with a record that put_records must look at back as None, nothing written."""
+    twin = Twin(512, 9, 0)
+    tail = twin.words[W_TAIL]
+    for records, json_checked in (
+        ([], True),
+        (iter([(KIND_BYTES, b"a")]), True),  # read once, by the full path
+        ([(KIND_BYTES, b"a"), [KIND_BYTES, b"b"]], True),  # a list, not a (kind, data) tuple
+        ([(KIND_BYTES, b"a"), (KIND_JSON, b"1")], False),  # JSON to parse
+        ([(3, b"a")], True),  # no kind of ours
+        ([(1 << 70, b"a")], True),
+        ([(True, b"a")], True),  # not an int
+        ([(KIND_BYTES, bytearray(b"a"))], True),  # not bytes
+        ([(KIND_BYTES, "a")], True),
+        ([(KIND_BYTES, b"a"), (KIND_BYTES, b"x" * 41)], True),  # past the limit
+    ):
+        assert twin.fast.put(records, 0, 40, json_checked) is None, records
+        assert twin.words[W_TAIL] == tail
+    assert twin.fast.put([(KIND_BYTES, b"x" * 40), (KIND_JSON, b"1")], 0, 40, True) is not None
+    assert twin.get_c(5) == [(KIND_BYTES, b"x" * 40), (KIND_JSON, b"1")]
+
+
+def test_put_records_on_a_resolved_handle_checks_like_the_first_put(
+        broker: zoldyq.Broker) -> None:
+    """Once a handle knows its queue, put_records is one C call: it still refuses invalid
+    JSON, unknown kinds and records past max_message_bytes whole, and takes any bytes-like
+    payload and pre-checked JSON."""
+    q = broker.queue("checks")
+    q.put_bytes(b"first")  # the handle now holds its shared queue
+    assert q.get() is not None
+    limit = q._sq.max_message_bytes  # type: ignore[union-attr]
+    for records, error in (
+        ([(KIND_BYTES, b"a"), (KIND_JSON, b"{")], zoldyq.errors.InvalidPayload),
+        ([(KIND_BYTES, b"a"), (KIND_JSON, b"1 2")], zoldyq.errors.InvalidPayload),
+        ([(KIND_BYTES, b"a"), (7, b"a")], zoldyq.errors.InvalidPayload),
+        ([(KIND_BYTES, b"a"), (KIND_BYTES, b"x" * (limit + 1))], zoldyq.errors.MessageTooLarge),
+    ):
+        with pytest.raises(error):
+            q.put_records(records)
+        assert q.peek() == []
+    checked = zoldyq.api.CheckedRecords([(KIND_JSON, b' {"a": 1} ')])
+    q.put_records([(KIND_BYTES, bytearray(b"ba")), (KIND_BYTES, memoryview(b"mv"))])
+    q.put_records(checked)
+    q.put_records([(KIND_JSON, b"[1]"), (KIND_BYTES, b"x" * limit)])
+    assert [m.data for m in q.get_many(10)] == [b"ba", b"mv", b' {"a": 1} ', b"[1]",
+                                                b"x" * limit]
+
+
+@needs_c
+def test_an_empty_ring_starts_over_at_offset_0_when_the_other_lock_is_free(
+        broker: zoldyq.Broker) -> None:
+    """Past TRIM_KEEP, a take that drains the ring, or a put that finds it empty, moves both
+    offsets back to 0 if the other side's lock is free at once; with that lock held they
+    stay, and the FIFO goes on from there either way."""
+    q = broker.queue("rewind")
+    batch = [(KIND_BYTES, bytes([i]) * 200) for i in range(100)]  # 20.8 KB of ring
+    payloads = [d for _, d in batch]
+    q.put_records(batch)
+    sq = q._sq
+    assert sq is not None
+    assert sq.fast is not None
+
+    def offsets() -> tuple[int, int]:
+        return sq.words[W_TAIL] & SEQ_MASK, sq.words[W_HEAD] & SEQ_MASK
+
+    q.put_records(batch)
+    assert [m.data for m in q.get_many(200)] == payloads * 2
+    assert offsets() == (0, 0)
+    assert sq.words[W_TAIL] >> 32 == 200  # the sequence numbers go on
+    q.put_records(batch)
+    q.put_records(batch)
+    with sq.put_lock:  # a put is under way: the drained ring stays where it is
+        assert [m.data for m in q.get_many(200)] == payloads * 2
+    assert offsets() == (41_600, 41_600)
+    with sq.get_lock:  # a get is under way: the put writes past the tail
+        q.put_records(batch)
+    assert offsets() == (62_400, 41_600)
+    q.put_records(batch)  # not empty: no rewind either
+    assert offsets() == (83_200, 41_600)
+    assert [m.data for m in q.get_many(100)] == payloads
+    assert offsets() == (83_200, 62_400)
+    assert [m.data for m in q.get_many(100)] == payloads
+    assert offsets() == (0, 0)
+    q.put_records(batch)
+    assert offsets() == (20_800, 0)  # below TRIM_KEEP: a drain leaves the offsets be
+    assert [m.data for m in q.get_many(100)] == payloads
+    assert offsets() == (20_800, 20_800)
+
+
+@needs_c
 def test_c_never_returns_a_corrupt_record() -> None:
     """A record that does not parse is a BrokenError, and the head stays where it was."""
     twin = Twin(256, 9, 0)

@@ -7,12 +7,14 @@
  * one namespace because they read and write the same words the same way and take
  * the same mutexes.
  *
- * What one C call now covers, for a put: take the locks, write the records,
- * store the tail (the commit point, one aligned 8-byte release store), bump
- * the totals and the histogram, release the locks, ring the doorbell. For a
+ * What one C call now covers, for a put: take the locks, (rewind_empty: an
+ * empty ring's offsets back to 0 if the get lock is free at once), write the
+ * records, store the tail (the commit point, one aligned 8-byte release store),
+ * bump the totals and the histogram, release the locks, ring the doorbell. For a
  * get: take the locks, parse the records between head and tail, copy them
  * out, store the head (its commit point), bump totals, histogram and waiter
- * count, release. No Python bytecode runs between the lock and the unlock
+ * count, (rewind_empty if that drained the ring and the put lock is free),
+ * release. No Python bytecode runs between the lock and the unlock
  * except the callbacks that already run under the lock in the pure path
  * (lock._repair after EOWNERDEAD or with the dirty word set, and the queue's
  * _reserve / _reserve_side when the ring or the side table grows past its
@@ -378,11 +380,44 @@ static void leave(Fast *self) {
 
 /* -- put ---------------------------------------------------------------------- */
 
+/* One record to put: its payload (owned by the caller for the call) and kind. */
 typedef struct {
-    Py_buffer *bufs;
-    uint32_t *kinds;
+    const unsigned char *buf;
+    uint64_t len;
+    PyObject *ref; /* the bytes object Fast_put holds, NULL for put_one's buffer */
+    uint32_t kind;
+} Rec;
+
+typedef struct {
+    Rec *recs;
     Py_ssize_t n;
 } Batch;
+
+/* An empty ring's offsets back to 0 once they passed TRIM_KEEP (queue.trim's first step,
+ * the same two stores in the same order, memory kept), when the other side's lock ``lw``
+ * is free at once: a put that finds the ring empty or a take that drained it. A stream
+ * then keeps writing the same few mapped, cached pages instead of walking the whole ring
+ * through cold ones (a page fault and cache misses every 4 KiB). The caller holds its own
+ * side's lock; the other is only ever tried, so no lock order is added, and only once per
+ * TRIM_KEEP bytes, so the other side seldom finds its lock taken. A holder found dead is
+ * left to the next one to repair, as acquire does. */
+static void rewind_empty(Fast *self, volatile uint64_t *lw) {
+    volatile uint64_t *w = self->w;
+    pthread_mutex_t *m = (pthread_mutex_t *)lw;
+    uint64_t tail = load(w, W_TAIL);
+    if (!self->put_lock || (tail & SEQ_MASK) < TRIM_KEEP || load(w, W_HEAD) != tail) return;
+    int rc = pthread_mutex_trylock(m);
+    if (rc == EOWNERDEAD) {
+        lw[LOCK_DIRTY] = 1;
+        pthread_mutex_consistent(m);
+    } else if (rc) {
+        return;
+    } else if (!lw[LOCK_DIRTY] && load(w, W_HEAD) == tail && load(w, W_TAIL) == tail) {
+        store(w, W_TAIL, tail & ~SEQ_MASK);
+        store(w, W_HEAD, tail & ~SEQ_MASK);
+    }
+    release(lw);
+}
 
 /* Plan, check, reserve and write the batch past the tail; set *new_tail. 0, or -1 with an
  * exception (QueueFull, or what reserve raised) and nothing visible. Put lock held. */
@@ -403,7 +438,7 @@ static int write_batch(Fast *self, Batch *b, int64_t ts, uint64_t *new_tail, uin
     delta = stamp(w, ts, !count);
     hb = header_bytes(delta);
     for (Py_ssize_t i = 0; i < b->n; i++) {
-        uint64_t len = (uint64_t)b->bufs[i].len, rec = (hb + len + 7) & ~7ull;
+        uint64_t len = b->recs[i].len, rec = (hb + len + 7) & ~7ull;
         uint64_t room = size - pos, used, top;
         if (rec <= room) {
             used = rec;
@@ -441,14 +476,14 @@ static int write_batch(Fast *self, Batch *b, int64_t ts, uint64_t *new_tail, uin
     unsigned char *data = self->data;
     pos = off;
     for (Py_ssize_t i = 0; i < b->n; i++) {
-        uint64_t len = (uint64_t)b->bufs[i].len, rec = (hb + len + 7) & ~7ull;
+        uint64_t len = b->recs[i].len, rec = (hb + len + 7) & ~7ull;
         if (rec > size - pos) {
             uint64_t wrap = (uint64_t)TAG_WRAP << LEN_BITS;
             memcpy(data + pos, &wrap, 8);
             pos = 0;
         }
-        unsigned char *at = put_header(data + pos, len, b->kinds[i], delta, ts);
-        memcpy(at, b->bufs[i].buf, len);
+        unsigned char *at = put_header(data + pos, len, b->recs[i].kind, delta, ts);
+        memcpy(at, b->recs[i].buf, len);
         if (rec > hb + len) memset(at + len, 0, rec - hb - len);
         pos += rec;
         if (pos == size) pos = 0;
@@ -471,6 +506,7 @@ static PyObject *do_put(Fast *self, Batch *b, uint64_t t0) {
         if (self->put_lock) release(lw);
         Py_RETURN_NONE;
     }
+    rewind_empty(self, w + W_GET_LOCK);
     now = wall_us();
     if (write_batch(self, b, now, &new_tail, &nbytes) < 0) goto fail;
     store(w, W_TAIL, new_tail); /* the commit point */
@@ -515,7 +551,8 @@ static PyObject *Fast_put_one(Fast *self, PyObject *const *args, Py_ssize_t narg
     if (PyObject_GetBuffer(args[1], &buf, PyBUF_SIMPLE) < 0) return NULL;
     PyObject *r = NULL;
     if (check_len(self, buf.len) == 0 && enter(self) == 0) {
-        Batch b = {&buf, &kind, 1};
+        Rec rec = {buf.buf, (uint64_t)buf.len, NULL, kind};
+        Batch b = {&rec, 1};
         r = do_put(self, &b, t0);
         leave(self);
     }
@@ -523,51 +560,100 @@ static PyObject *Fast_put_one(Fast *self, PyObject *const *args, Py_ssize_t narg
     return r;
 }
 
+#define STACK_RECS 128 /* a batch up to this size plans on the stack, no allocation */
+
+/* The (kind, data) record ``item`` into *r, holding a reference to its payload as bytes. 1
+ * done; with ``screen`` (a limit and json_ok given) 0 for a record the caller's own checks
+ * would look at (not a (kind, bytes) tuple, a kind other than bytes or checked JSON, longer
+ * than limit), or -1 with an exception. */
+static int plan_record(Fast *self, PyObject *item, Rec *r, int screen, uint64_t limit,
+                       int json_ok) {
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+        if (screen) return 0;
+        PyErr_SetString(PyExc_TypeError, "a record is a (kind, data) tuple");
+        return -1;
+    }
+    PyObject *kind = PyTuple_GET_ITEM(item, 0), *data = PyTuple_GET_ITEM(item, 1);
+    if (screen) {
+        if (!PyLong_CheckExact(kind) || !PyBytes_CheckExact(data)) return 0;
+        long k = PyLong_AsLong(kind);
+        if (!(k == KIND_BYTES || (json_ok && k == KIND_JSON)) ||
+            (uint64_t)PyBytes_GET_SIZE(data) > limit) {
+            PyErr_Clear(); /* an overflowing kind is no kind of ours either */
+            return 0;
+        }
+        r->kind = (uint32_t)k;
+    } else {
+        r->kind = (uint32_t)PyLong_AsUnsignedLong(kind);
+        if (PyErr_Occurred()) return -1;
+    }
+    if (PyBytes_CheckExact(data)) {
+        Py_INCREF(data);
+    } else if (PyObject_CheckBuffer(data)) { /* bytearray, memoryview: copied once here */
+        if ((data = PyBytes_FromObject(data)) == NULL) return -1;
+    } else {
+        PyErr_Format(PyExc_TypeError, "a bytes-like object is required, not '%.100s'",
+                     Py_TYPE(data)->tp_name);
+        return -1;
+    }
+    if (check_len(self, PyBytes_GET_SIZE(data)) < 0) {
+        Py_DECREF(data);
+        return -1;
+    }
+    r->ref = data;
+    r->buf = (const unsigned char *)PyBytes_AS_STRING(data);
+    r->len = (uint64_t)PyBytes_GET_SIZE(data);
+    return 1;
+}
+
 static PyObject *Fast_put(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* put(records, t0_ns): records a sequence of (kind, data); all or none */
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "put(records, t0)");
+    /* put(records, t0_ns[, max_message_bytes, json_checked]): records a sequence of
+     * (kind, data); all or none. With the limit, Queue.put_records' checks are made here
+     * too: a batch with any record they would look at steps aside (None, nothing done). */
+    if (nargs != 2 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "put(records, t0[, max_message_bytes, json_checked])");
         return NULL;
     }
+    int screen = nargs == 4, json_ok = screen ? PyObject_IsTrue(args[3]) : 1;
     uint64_t t0 = PyLong_AsUnsignedLongLong(args[1]);
-    if (PyErr_Occurred()) return NULL;
+    uint64_t limit = screen ? PyLong_AsUnsignedLongLong(args[2]) : 0;
+    if (PyErr_Occurred() || json_ok < 0) return NULL;
+    if (screen && !PyList_Check(args[0]) && !PyTuple_Check(args[0])) /* an iterator: once */
+        Py_RETURN_NONE;
     PyObject *seq = PySequence_Fast(args[0], "records must be a sequence");
     if (seq == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0;
     PyObject *r = NULL;
-    Batch b = {PyMem_Calloc(n ? n : 1, sizeof(Py_buffer)),
-               PyMem_Calloc(n ? n : 1, sizeof(uint32_t)), n};
-    if (!b.bufs || !b.kinds) {
+    Rec stack[STACK_RECS];
+    Batch b = {n <= STACK_RECS ? stack : PyMem_Malloc((size_t)n * sizeof(Rec)), n};
+    if (!b.recs) {
         PyErr_NoMemory();
         goto done;
     }
-    for (; got < n; got++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, got);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-            PyErr_SetString(PyExc_TypeError, "a record is a (kind, data) tuple");
-            goto done;
-        }
-        b.kinds[got] = (uint32_t)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(item, 0));
-        if (PyErr_Occurred()) goto done;
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 1), &b.bufs[got], PyBUF_SIMPLE) < 0)
-            goto done;
-        if (check_len(self, b.bufs[got].len) < 0) {
-            got++;
-            goto done;
-        }
-    }
     if (n == 0) {
+        if (screen) goto aside;
         PyErr_SetString(PyExc_ValueError, "no records");
         goto done;
+    }
+    for (; got < n; got++) {
+        int ok = plan_record(self, PySequence_Fast_GET_ITEM(seq, got), &b.recs[got], screen,
+                             limit, json_ok);
+        if (ok <= 0) {
+            if (ok == 0) goto aside;
+            goto done;
+        }
     }
     if (enter(self) == 0) {
         r = do_put(self, &b, t0);
         leave(self);
     }
+    goto done;
+aside:
+    Py_INCREF(Py_None);
+    r = Py_None;
 done:
-    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&b.bufs[i]);
-    PyMem_Free(b.bufs);
-    PyMem_Free(b.kinds);
+    for (Py_ssize_t i = 0; i < got; i++) Py_DECREF(b.recs[i].ref);
+    if (b.recs != stack) PyMem_Free(b.recs);
     Py_DECREF(seq);
     return r;
 }
@@ -634,38 +720,44 @@ static PyObject *read_records(Fast *self, Py_ssize_t max_n, PyObject *tag, PyTyp
     uint64_t head = load(w, W_HEAD), seq = head >> 32, off = head & SEQ_MASK;
     Py_ssize_t n = available(self, max_n);
     if (n < 0) return NULL;
-    PyObject *out = PyList_New(n);
+    PyObject *out = PyList_New(n), *stamp = NULL; /* a batch's records share one stamp */
     if (out == NULL) return NULL;
     uint64_t total = 0;
+    int64_t stamp_ts = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t start;
         uint32_t len, kind;
         int64_t ts;
-        if (next_record(self, &off, &start, &len, &kind, &ts) < 0) {
-            Py_DECREF(out);
-            return NULL;
+        if (next_record(self, &off, &start, &len, &kind, &ts) < 0) goto fail;
+        if (stamp == NULL || ts != stamp_ts) {
+            Py_XDECREF(stamp);
+            if ((stamp = PyLong_FromLongLong(ts)) == NULL) goto fail;
+            stamp_ts = ts;
         }
         PyObject *t = make ? make->tp_alloc(make, 4) : PyTuple_New(4);
         PyObject *payload = PyBytes_FromStringAndSize((const char *)self->data + start, len);
-        PyObject *stamp = PyLong_FromLongLong(ts);
-        if (!t || !payload || !stamp) {
+        if (!t || !payload) {
             Py_XDECREF(t);
             Py_XDECREF(payload);
-            Py_XDECREF(stamp);
-            Py_DECREF(out);
-            return NULL;
+            goto fail;
         }
         PyTuple_SET_ITEM(t, 0, PyLong_FromLong(kind)); /* 1 or 2: cached small ints */
         PyTuple_SET_ITEM(t, 1, payload);
+        Py_INCREF(stamp);
         PyTuple_SET_ITEM(t, 2, stamp);
         Py_INCREF(tag);
         PyTuple_SET_ITEM(t, 3, tag);
         PyList_SET_ITEM(out, i, t);
         total += len;
     }
+    Py_XDECREF(stamp);
     *new_head = (((seq + (uint64_t)n) & SEQ_MASK) << 32) | off;
     *nbytes = total;
     return out;
+fail:
+    Py_XDECREF(stamp);
+    Py_DECREF(out);
+    return NULL;
 }
 
 /* ``make`` (None, or a tuple subclass the records are built as) into *make. */
@@ -740,6 +832,7 @@ static PyObject *Fast_take(Fast *self, PyObject *const *args, Py_ssize_t nargs) 
         w[W_BYTES_OUT] += nbytes;
         observe(w, W_DEQ_HIST, t0);
         note_drained(self, new_head, PyList_GET_ITEM(out, n - 1));
+        rewind_empty(self, w + W_PUT_LOCK);
     }
     count_waiter(w, was_waiting, keep_waiting, n);
 unlock:
@@ -1308,6 +1401,56 @@ static PyTypeObject FastType = {
     .tp_getset = Fast_getset,
 };
 
+/* -- item(i): a message's fields ---------------------------------------------- */
+
+/* A read-only attribute that is item i of a tuple: broker.Message's fields, read for
+ * every message of a batch (property(itemgetter(i)) costs two calls per read). */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t i;
+} Item;
+
+static PyObject *Item_get(Item *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return (PyObject *)self;
+    }
+    if (!PyTuple_Check(obj) || self->i >= PyTuple_GET_SIZE(obj)) {
+        PyErr_Format(PyExc_AttributeError, "no item %zd", self->i);
+        return NULL;
+    }
+    PyObject *v = PyTuple_GET_ITEM(obj, self->i);
+    Py_INCREF(v);
+    return v;
+}
+
+static int Item_set(Item *self, PyObject *obj, PyObject *value) {
+    PyErr_SetString(PyExc_AttributeError, "read-only attribute");
+    return -1;
+}
+
+static PyObject *Item_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    Py_ssize_t i;
+    if (!PyArg_ParseTuple(args, "n:item", &i)) return NULL;
+    if (i < 0) {
+        PyErr_SetString(PyExc_ValueError, "item(i) needs i >= 0");
+        return NULL;
+    }
+    Item *self = (Item *)type->tp_alloc(type, 0);
+    if (self) self->i = i;
+    return (PyObject *)self;
+}
+
+static PyTypeObject ItemType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zoldyq.shm._speedups.item",
+    .tp_basicsize = sizeof(Item),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "item(i): a read-only attribute that is item i of the tuple it is read on",
+    .tp_new = Item_new,
+    .tp_descr_get = (descrgetfunc)Item_get,
+    .tp_descr_set = (descrsetfunc)Item_set,
+};
+
 static PyObject *atomic_add(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     /* atomic_add(buffer, word_index, n): one locked add on an aligned shared i64 word, so
      * shared counters need no lock to count (counters.Counters.add) */
@@ -1457,11 +1600,13 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (!ClosedError || !QueueDeleted || !QueueFull || !BrokenError) return NULL;
     s_wait = PyUnicode_InternFromString("_wait");
     s_repair = PyUnicode_InternFromString("_repair");
-    if (PyType_Ready(&FastType) < 0) return NULL;
+    if (PyType_Ready(&FastType) < 0 || PyType_Ready(&ItemType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
     Py_INCREF(&FastType);
     if (PyModule_AddObject(m, "Fast", (PyObject *)&FastType) < 0) return NULL;
+    Py_INCREF(&ItemType);
+    if (PyModule_AddObject(m, "item", (PyObject *)&ItemType) < 0) return NULL;
     PyObject *layout = PyDict_New(); /* checked against layout.py at import */
     if (layout == NULL) return NULL;
     if (add_int(layout, "HEADER_BYTES", HEADER_BYTES) || add_int(layout, "W_RING_SIZE", W_RING_SIZE) ||

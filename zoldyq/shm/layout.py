@@ -39,7 +39,11 @@ The side table (slots of ``SLOT_W`` words, then a data ring of
 ``SW_DSIZE`` bytes) follows the ring in the same segment.
 
 Put-side and get-side words sit on different cache lines and are written
-under different locks, so a producer and a consumer never contend.
+under different locks, so a producer and a consumer never contend. The one
+exception: holding both locks, an empty ring's tail and then its head go back
+to offset 0 (``queue.SharedQueue.trim``, and on the C path a put that finds the
+ring empty or a take that drains it, past ``TRIM_KEEP`` and only when the other
+lock is free at once), so a stream keeps to a few cached pages.
 
 Ring records (version 4): an 8-byte header, two little-endian u32s, ``length | tag << 27
 | (time >> 32) << 30`` and ``time & 0xFFFFFFFF``, then the payload, padded to 8: a
