@@ -16,6 +16,7 @@ from hypothesis.stateful import (
 )
 
 from zoldyq.shm.layout import (
+    EPOCH_SLACK_US,
     HEADER_BYTES,
     KIND_BYTES,
     KIND_JSON,
@@ -23,6 +24,7 @@ from zoldyq.shm.layout import (
     W_CLEARED,
     W_DEQ_TOTAL,
     W_ENQ_TOTAL,
+    W_EPOCH,
     W_HEAD,
     W_TAIL,
 )
@@ -39,8 +41,8 @@ def make_ring(size: int = 256, max_messages: int = 1000, start: int = 0) -> Ring
     return Ring(words, bytearray(size))
 
 
-def put(ring: Ring, *payloads: bytes, kind: int = KIND_BYTES) -> None:
-    ring.commit_tail(ring.write([(kind, p) for p in payloads], 7), len(payloads), 0)
+def put(ring: Ring, *payloads: bytes, kind: int = KIND_BYTES, at: int = 7) -> None:
+    ring.commit_tail(ring.write([(kind, p) for p in payloads], at), len(payloads), 0)
 
 
 def take(ring: Ring, n: int = 1) -> list[bytes]:
@@ -50,10 +52,37 @@ def take(ring: Ring, n: int = 1) -> list[bytes]:
 
 
 def test_record_sizes_are_padded_to_eight() -> None:
-    """A record is a 16-byte header plus the payload rounded up to 8 bytes."""
-    assert HDR == 16
-    assert [record_bytes(n) for n in (0, 1, 8, 9)] == [16, 24, 24, 32]
+    """A record is an 8-byte header word (16 with a full time) plus the payload rounded up
+    to 8 bytes: 112 bytes for a 100-byte message."""
+    assert HDR == 8
+    assert [record_bytes(n) for n in (0, 1, 8, 9, 100)] == [8, 16, 16, 24, 112]
+    assert [record_bytes(n, long=True) for n in (0, 1, 100)] == [16, 24, 120]
     assert min_ring_size(100) == 2 * record_bytes(100)
+    ring = make_ring(4096)
+    put(ring, b"m" * 100, at=1_800_000_000_000_000)
+    assert ring.used_bytes() == 112
+
+
+def test_times_come_back_exact_across_the_epoch() -> None:
+    """enqueued_at comes back to the µs: short headers count from the epoch, which moves
+    only over an empty ring; a time out of its reach in a busy ring takes a long header."""
+    ring = make_ring(4096)
+    now = 1_800_000_000_000_000
+    put(ring, b"a", at=now)  # empty: the epoch moves
+    assert ring.words[W_EPOCH] == now - EPOCH_SLACK_US
+    put(ring, b"b", at=now - 1000)  # a clock that stepped back: still in reach
+    put(ring, b"c", at=now + 5 * 3600_000_000)  # 5 hours on, ring busy: a long header
+    put(ring, b"d", at=-5)  # before 1970: long too
+    assert ring.words[W_EPOCH] == now - EPOCH_SLACK_US
+    assert ring.used_bytes() == 16 + 16 + 24 + 24
+    records, head, nbytes = ring.read(10)
+    assert [(r[1], r[2]) for r in records] == [
+        (b"a", now), (b"b", now - 1000), (b"c", now + 5 * 3600_000_000), (b"d", -5)]
+    ring.commit_head(head, len(records), nbytes)
+    put(ring, b"e", at=now + 5 * 3600_000_000)  # empty again: the epoch moves
+    assert ring.words[W_EPOCH] == now + 5 * 3600_000_000 - EPOCH_SLACK_US
+    assert ring.read(1)[0][0][2] == now + 5 * 3600_000_000
+    assert ring.used_bytes() == 16
 
 
 @pytest.mark.parametrize("start", range(0, 256, 8))
@@ -85,12 +114,12 @@ def test_full_by_count_rejects_and_keeps_everything() -> None:
 def test_full_by_bytes_reports_what_was_needed() -> None:
     """A ring without room for the bytes rejects, saying how many were needed."""
     ring = make_ring(128)
-    put(ring, b"x" * 40)  # 56 bytes
-    put(ring, b"y" * 40)  # 112 bytes used
+    put(ring, b"x" * 40)  # 48 bytes
+    put(ring, b"y" * 56)  # 112 bytes used
     with pytest.raises(RingFull) as info:
-        put(ring, b"z")
+        put(ring, b"z" * 9)
     assert info.value.needed_bytes == 16 + 24  # the 16 bytes left at the end, then the record
-    assert take(ring, 5) == [b"x" * 40, b"y" * 40]
+    assert take(ring, 5) == [b"x" * 40, b"y" * 56]
 
 
 def test_a_batch_that_does_not_fit_writes_nothing() -> None:
@@ -138,8 +167,8 @@ def test_a_corrupt_record_is_never_returned() -> None:
     """A record that does not parse raises RingCorrupt instead of coming out."""
     ring = make_ring()
     put(ring, b"abc")
-    ring.data[4:8] = b"\x07\x00\x00\x00"  # kind 7 does not exist
-    with pytest.raises(RingCorrupt, match="bad record at offset 0: kind 7"):
+    ring.data[3] &= 0xC7  # tag 0: no such kind
+    with pytest.raises(RingCorrupt, match="bad record at offset 0: kind 0"):
         ring.read(1)
 
 
@@ -176,9 +205,10 @@ def test_any_payloads_round_trip(start: int, payloads: list[bytes]) -> None:
     assert out == payloads
 
 
-def model_record_bytes(payload: bytes) -> int:
-    """The model's own size of a record: a 16-byte header, the payload padded to 8."""
-    return 16 + -(-len(payload) // 8) * 8
+def model_record_bytes(payload: bytes, long: bool) -> int:
+    """The model's own size of a record: an 8-byte header (16 with the full time), the
+    payload padded to 8."""
+    return (16 if long else 8) + -(-len(payload) // 8) * 8
 
 
 class RingVersusModel(RuleBasedStateMachine):
@@ -187,15 +217,35 @@ class RingVersusModel(RuleBasedStateMachine):
     The model places each record by the rules of ring.py's docstring alone: a record
     starts at the tail unless it would straddle the end, in which case the bytes up to
     the end are padding and it starts at 0. From those offsets it knows the free space,
-    so a ring that refuses a batch that fits (or takes one that does not) fails.
+    so a ring that refuses a batch that fits (or takes one that does not) fails. Its
+    clock jumps about (back, and past the epoch's reach); the model keeps its own epoch
+    by layout.py's rule, so it knows which records take a long header, and every time
+    must come back exact.
     """
 
     SIZE, MAX = 512, 12
+    REACH = 1 << 34  # µs past the epoch a short header holds
 
     def __init__(self) -> None:
         super().__init__()
-        self.model: deque[tuple[bytes, int]] = deque()  # (payload, offset where it ends)
+        # (payload, offset where it ends, enqueued_at)
+        self.model: deque[tuple[bytes, int, int]] = deque()
         self.head = self.tail = 0
+        self.clock, self.epoch = 1_800_000_000_000_000, 0
+
+    @rule(step=st.one_of(st.integers(-EPOCH_SLACK_US - 10, 10_000),
+                         st.integers(-(1 << 36), 1 << 36)))
+    def tick(self, step: int) -> None:
+        self.clock += step
+
+    def long_header(self) -> bool:
+        """Whether the next put is dated in full (the model's epoch may move first)."""
+        if 0 <= self.clock - self.epoch < self.REACH:
+            return False
+        if self.model:
+            return True
+        self.epoch = max(0, self.clock - EPOCH_SLACK_US)
+        return False
 
     @initialize(slot=st.integers(0, SIZE // 8 - 1))
     def start_anywhere(self, slot: int) -> None:
@@ -212,8 +262,9 @@ class RingVersusModel(RuleBasedStateMachine):
         if len(self.model) + len(payloads) > self.MAX:
             return None
         pos, need, ends = self.tail, 0, []
+        long = self.long_header()
         for p in payloads:
-            rec = model_record_bytes(p)
+            rec = model_record_bytes(p, long)
             if rec > self.SIZE - pos:  # would straddle the end: pad, start at 0
                 need += self.SIZE - pos
                 pos = 0
@@ -228,12 +279,13 @@ class RingVersusModel(RuleBasedStateMachine):
     def put_many(self, payloads: list[bytes]) -> None:
         planned = self.place(payloads)
         try:
-            put(self.ring, *payloads)
+            put(self.ring, *payloads, at=self.clock)
         except RingFull:
             assert planned is None, f"refused a batch that fits ({self.SIZE - self.used()} free)"
             return
         assert planned is not None, "took a batch that does not fit"
-        self.model.extend(zip(payloads, planned[1], strict=True))
+        self.model.extend((p, end, self.clock) for p, end in zip(payloads, planned[1],
+                                                                  strict=True))
         self.tail = planned[1][-1]
 
     @rule(payload=st.binary(min_size=200, max_size=240))
@@ -243,7 +295,9 @@ class RingVersusModel(RuleBasedStateMachine):
     @rule(n=st.integers(1, 6))
     def get_many(self, n: int) -> None:
         expected = [self.model.popleft() for _ in range(min(n, len(self.model)))]
-        assert take(self.ring, n) == [p for p, _ in expected]
+        records, head, nbytes = self.ring.read(n)
+        self.ring.commit_head(head, len(records), nbytes)
+        assert [(r[1], r[2]) for r in records] == [(p, at) for p, _, at in expected]
         if expected:
             self.head = expected[-1][1]
 
@@ -260,6 +314,7 @@ class RingVersusModel(RuleBasedStateMachine):
         assert (words[W_HEAD] & SEQ_MASK, words[W_TAIL] & SEQ_MASK) == (self.head, self.tail)
         assert self.ring.count() == len(self.model)
         assert self.ring.used_bytes() == self.used()
+        assert words[W_EPOCH] == self.epoch
 
 
 TestRingVersusModel = RingVersusModel.TestCase

@@ -57,6 +57,10 @@ def test_the_env_var_forces_the_pure_path() -> None:
     assert out.stdout.strip() == "False"
 
 
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
 class Twin:
     """One bytearray ring seen by both paths: the Python Ring and an unlocked C Fast."""
 
@@ -72,7 +76,7 @@ class Twin:
 
     def put_py(self, records: list[tuple[int, bytes]]) -> bool:
         try:
-            tail = self.ring.write(records, 5)
+            tail = self.ring.write(records, now_us())
         except RingFull:
             return False
         self.ring.commit_tail(tail, len(records), sum(len(p) for _, p in records))
@@ -81,7 +85,8 @@ class Twin:
     def put_c(self, records: list[tuple[int, bytes]]) -> bool:
         """The C put, checked against the tail word the Python planner predicts."""
         try:
-            predicted: int | None = self.ring.write(records, 5)  # writes past the tail only
+            # writes past the tail only, dated like C's put: its header has C's size
+            predicted: int | None = self.ring.write(records, now_us())
         except RingFull:
             predicted = None
         try:
@@ -165,6 +170,30 @@ def test_c_refuses_a_full_ring_like_python() -> None:
 
 
 @needs_c
+def test_both_paths_date_records_alike_across_the_epoch() -> None:
+    """Both paths read each other's times exact: short headers against the epoch, a long
+    one when the epoch is out of reach in a busy ring, a new epoch over an empty one."""
+    twin = Twin(4096, 9, 0)
+    for hours, c_bytes in ((3, 16), (10, 24)):  # in a short header's reach, out of it
+        old = now_us() - hours * 3600_000_000
+        twin.ring.commit_tail(twin.ring.write([(KIND_BYTES, b"old")], old), 1, 3)
+        before = now_us()
+        twin.fast.put([(KIND_BYTES, b"c-long"), (KIND_JSON, b"2")], 0)
+        after = now_us()
+        assert twin.ring.used_bytes() == 16 + 2 * c_bytes  # the old record is short
+        got = twin.ring.read(3)[0]
+        assert got[0][2] == old
+        assert before <= got[1][2] == got[2][2] <= after
+        assert twin.get_c(3) == [(KIND_BYTES, b"old"), (KIND_BYTES, b"c-long"),
+                                 (KIND_JSON, b"2")]
+    twin.fast.put([(KIND_BYTES, b"new")], 0)  # empty: C moves the epoch
+    ts = twin.ring.read(1)[0][0][2]
+    assert twin.words[layout.W_EPOCH] == ts - layout.EPOCH_SLACK_US
+    assert twin.ring.used_bytes() == 16
+    assert twin.get_py(1) == [(KIND_BYTES, b"new")]
+
+
+@needs_c
 def test_a_put_with_the_callers_limit_steps_aside_for_what_its_checks_look_at() -> None:
     """put(records, t0, limit, json_checked) writes a plain batch whole, and hands any batch
     with a record that put_records must look at back as None, nothing written."""
@@ -221,7 +250,7 @@ def test_an_empty_ring_starts_over_at_offset_0_when_the_other_lock_is_free(
     offsets back to 0 if the other side's lock is free at once; with that lock held they
     stay, and the FIFO goes on from there either way."""
     q = broker.queue("rewind")
-    batch = [(KIND_BYTES, bytes([i]) * 200) for i in range(100)]  # 21.6 KB of ring
+    batch = [(KIND_BYTES, bytes([i]) * 200) for i in range(100)]  # 20.8 KB of ring
     payloads = [d for _, d in batch]
     q.put_records(batch)
     sq = q._sq
@@ -239,20 +268,20 @@ def test_an_empty_ring_starts_over_at_offset_0_when_the_other_lock_is_free(
     q.put_records(batch)
     with sq.put_lock:  # a put is under way: the drained ring stays where it is
         assert [m.data for m in q.get_many(200)] == payloads * 2
-    assert offsets() == (43_200, 43_200)
+    assert offsets() == (41_600, 41_600)
     with sq.get_lock:  # a get is under way: the put writes past the tail
         q.put_records(batch)
-    assert offsets() == (64_800, 43_200)
+    assert offsets() == (62_400, 41_600)
     q.put_records(batch)  # not empty: no rewind either
-    assert offsets() == (86_400, 43_200)
+    assert offsets() == (83_200, 41_600)
     assert [m.data for m in q.get_many(100)] == payloads
-    assert offsets() == (86_400, 64_800)
+    assert offsets() == (83_200, 62_400)
     assert [m.data for m in q.get_many(100)] == payloads
     assert offsets() == (0, 0)
     q.put_records(batch)
-    assert offsets() == (21_600, 0)  # below TRIM_KEEP: a drain leaves the offsets be
+    assert offsets() == (20_800, 0)  # below TRIM_KEEP: a drain leaves the offsets be
     assert [m.data for m in q.get_many(100)] == payloads
-    assert offsets() == (21_600, 21_600)
+    assert offsets() == (20_800, 20_800)
 
 
 @needs_c
@@ -260,7 +289,7 @@ def test_c_never_returns_a_corrupt_record() -> None:
     """A record that does not parse is a BrokenError, and the head stays where it was."""
     twin = Twin(256, 9, 0)
     twin.put_py([(KIND_BYTES, b"ok")])
-    twin.buf[HEADER_BYTES + 4] = 9  # the kind of the first record
+    twin.buf[HEADER_BYTES + 3] &= 0xC7  # the tag of the first record: no such kind
     head = twin.words[W_HEAD]
     with pytest.raises(zoldyq.errors.BrokenError, match="bad record"):
         twin.fast.take(1, 0, False, False, None)

@@ -66,16 +66,18 @@ def test_full_shm_is_a_clear_error_not_a_crash() -> None:
     assert lines[1:] == ["a still works: True True", "b keeps messages: True"]
 
 
-def test_attach_refuses_another_layout_version(namespace: str) -> None:
+@pytest.mark.parametrize("version", [3, 99])  # 3: the 16-byte record headers before 4
+def test_attach_refuses_another_layout_version(namespace: str, version: int) -> None:
     """A namespace written by another layout version is refused with both versions named."""
     zoldyq.create(namespace, max_bytes=1 << 20).close()
     shm = segment.open_shm(names.registry(namespace))
     mm = segment.map_shm(shm)
     words = memoryview(mm).cast("Q")
-    words[R_VERSION] = 99
+    words[R_VERSION] = version
     words.release()
     mm.close()
-    with pytest.raises(zoldyq.LayoutMismatch, match=r"has layout version 99, this ZoldyQ speaks"):
+    with pytest.raises(zoldyq.LayoutMismatch,
+                       match=rf"has layout version {version}, this ZoldyQ speaks version 4"):
         zoldyq.attach(namespace)
 
 

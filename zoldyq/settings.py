@@ -94,7 +94,7 @@ class Settings:
     default_queue_capacity: int = _setting(
         100_000, "messages per queue, unless set per queue", at_least(1))
     default_queue_max_bytes: int = _setting(
-        32 << 20, "ring bytes per queue (records + 16 B)", at_least(1))
+        32 << 20, "ring bytes per queue (records + 8 B)", at_least(1))
     max_message_bytes: int = _setting(
         128 << 10, "largest payload accepted (413 above)", at_least(1))
     max_queues: int = _setting(100, "queues per namespace", at_least(1))

@@ -43,6 +43,7 @@
 #define W_RESERVED 10
 #define W_FULL_TOTAL 11
 #define W_BYTES_IN 12
+#define W_EPOCH 13 /* records' times count from it; moved only over an empty ring */
 #define W_HEAD 16
 #define W_DEQ_TOTAL 17
 #define W_WAITERS 18
@@ -92,8 +93,15 @@ _Static_assert(sizeof(pthread_mutex_t) <= LOCK_DIRTY * 8, "a mutex fits before i
 #define FLAG_CLOSED 1
 #define KIND_JSON 1
 #define KIND_BYTES 2
-#define KIND_WRAP 0xFFFFFFFFu
-#define HDR 16
+#define LAYOUT_VERSION 4
+#define LEN_BITS 27 /* a record's header: length | tag << 27 | time >> 32 << 30, then the */
+#define LEN_MASK ((1ull << LEN_BITS) - 1) /* time's low 32 bits (layout.py) */
+#define TIME_HI_SHIFT 30
+#define TAG_WRAP 3
+#define TAG_LONG 4 /* the full enqueued_at (i64) follows the header word */
+#define EPOCH_SLACK_US 60000000ll
+#define HDR 8
+#define LONG_HDR 16
 #define SEQ_MASK 0xFFFFFFFFull
 #define NBOUNDS 16
 #define TRIM_KEEP (32 << 10)      /* queue.TRIM_KEEP: ring bytes an empty queue keeps backed */
@@ -123,6 +131,34 @@ static inline int64_t wall_us(void) {
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+/* -- the record header: ring.stamp, ring.header and ring.decode's twins, the one place here */
+
+/* ts's µs past the epoch for a short header, or -1 for a long record; over an empty ring
+ * an out-of-range time first moves the epoch (one store no queued record depends on). */
+static inline int64_t stamp(volatile uint64_t *w, int64_t ts, int empty) {
+    int64_t delta = ts - (int64_t)w[W_EPOCH];
+    if (delta >= 0 && (uint64_t)delta < (1ull << 34)) return delta;
+    if (!empty || ts < 0) return -1;
+    int64_t epoch = ts > EPOCH_SLACK_US ? ts - EPOCH_SLACK_US : 0;
+    store(w, W_EPOCH, (uint64_t)epoch);
+    return ts - epoch;
+}
+static inline uint64_t header_bytes(int64_t delta) { return delta < 0 ? LONG_HDR : HDR; }
+/* Write the header at at for stamp()'s delta; return where the payload goes. */
+static inline unsigned char *put_header(unsigned char *at, uint64_t len, uint32_t kind,
+                                        int64_t delta, int64_t ts) {
+    uint64_t word = len | (uint64_t)kind << LEN_BITS;
+    if (delta < 0) {
+        word |= (uint64_t)TAG_LONG << LEN_BITS;
+        memcpy(at + 8, &ts, 8);
+    } else {
+        word |= ((uint64_t)delta >> 32) << TIME_HI_SHIFT | ((uint64_t)delta & SEQ_MASK) << 32;
+    }
+    memcpy(at, &word, 8);
+    return at + header_bytes(delta);
+}
+
 static inline int bucket(uint64_t ns) { /* bisect_left over HIST_NS */
     int i = 0;
     while (i < NBOUNDS && HIST_NS[i] < ns) i++;
@@ -357,14 +393,6 @@ typedef struct {
     Py_ssize_t n;
 } Batch;
 
-/* A record header (layout.RECORD: length u32, kind u32, enqueued_at i64) at data + pos:
- * every header the put side writes goes through here. */
-static inline void put_hdr(unsigned char *at, uint32_t len, uint32_t kind, int64_t ts) {
-    uint32_t hdr[2] = {len, kind};
-    memcpy(at, hdr, 8);
-    memcpy(at + 8, &ts, 8);
-}
-
 /* An empty ring's offsets back to 0 once they passed TRIM_KEEP (queue.trim's first step,
  * the same two stores in the same order, memory kept), when the other side's lock ``lw``
  * is free at once: a put that finds the ring empty or a take that drained it. A stream
@@ -398,7 +426,8 @@ static int write_batch(Fast *self, Batch *b, int64_t ts, uint64_t *new_tail, uin
     uint64_t size = self->size, tail = load(w, W_TAIL), head = load(w, W_HEAD);
     uint64_t seq = tail >> 32, off = tail & SEQ_MASK;
     uint64_t count = (seq - (head >> 32)) & SEQ_MASK;
-    uint64_t n = (uint64_t)b->n, need = 0, high = 0, pos = off, total = 0;
+    uint64_t n = (uint64_t)b->n, need = 0, high = 0, pos = off, total = 0, hb;
+    int64_t delta;
     if (count + n > self->max_messages) {
         w[W_FULL_TOTAL] += 1;
         PyObject *a = Py_BuildValue("(OKKKi)", self->name, self->max_messages, count, size, 0);
@@ -406,15 +435,17 @@ static int write_batch(Fast *self, Batch *b, int64_t ts, uint64_t *new_tail, uin
         Py_XDECREF(a);
         return -1;
     }
+    delta = stamp(w, ts, !count);
+    hb = header_bytes(delta);
     for (Py_ssize_t i = 0; i < b->n; i++) {
-        uint64_t len = b->recs[i].len, rec = (HDR + len + 7) & ~7ull;
+        uint64_t len = b->recs[i].len, rec = (hb + len + 7) & ~7ull;
         uint64_t room = size - pos, used, top;
         if (rec <= room) {
             used = rec;
             top = pos + rec;
-        } else {
+        } else { /* a wrap marker (8 bytes, always room for it) and the record at 0 */
             used = room + rec;
-            top = room >= HDR ? (rec > pos + HDR ? rec : pos + HDR) : rec;
+            top = rec > pos + HDR ? rec : pos + HDR;
         }
         need += used;
         if (top > high) high = top;
@@ -445,15 +476,15 @@ static int write_batch(Fast *self, Batch *b, int64_t ts, uint64_t *new_tail, uin
     unsigned char *data = self->data;
     pos = off;
     for (Py_ssize_t i = 0; i < b->n; i++) {
-        uint32_t len = (uint32_t)b->recs[i].len;
-        uint64_t rec = (HDR + (uint64_t)len + 7) & ~7ull;
+        uint64_t len = b->recs[i].len, rec = (hb + len + 7) & ~7ull;
         if (rec > size - pos) {
-            if (size - pos >= HDR) put_hdr(data + pos, 0, KIND_WRAP, 0);
+            uint64_t wrap = (uint64_t)TAG_WRAP << LEN_BITS;
+            memcpy(data + pos, &wrap, 8);
             pos = 0;
         }
-        put_hdr(data + pos, len, b->recs[i].kind, ts);
-        memcpy(data + pos + HDR, b->recs[i].buf, len);
-        if (rec > HDR + len) memset(data + pos + HDR + len, 0, rec - HDR - len);
+        unsigned char *at = put_header(data + pos, len, b->recs[i].kind, delta, ts);
+        memcpy(at, b->recs[i].buf, len);
+        if (rec > hb + len) memset(at + len, 0, rec - hb - len);
         pos += rec;
         if (pos == size) pos = 0;
     }
@@ -499,8 +530,9 @@ fail:
 }
 
 static int check_len(Fast *self, Py_ssize_t len) {
-    if ((uint64_t)len > self->size / 2) { /* the caller checks max_message_bytes first */
-        PyErr_SetString(PyExc_ValueError, "record larger than half the ring");
+    /* the caller checks max_message_bytes (at most LEN_MASK) first */
+    if ((uint64_t)len > self->size / 2 || (uint64_t)len > LEN_MASK) {
+        PyErr_SetString(PyExc_ValueError, "record larger than half the ring or a header");
         return -1;
     }
     return 0;
@@ -639,23 +671,31 @@ static PyObject *corrupt(Fast *self, const char *what, uint64_t a, uint64_t b) {
 static int next_record(Fast *self, uint64_t *off, uint64_t *start, uint32_t *len, uint32_t *kind,
                        int64_t *ts) {
     const unsigned char *data = self->data;
-    uint64_t size = self->size, at = *off;
-    uint32_t hdr[2];
-    if (size - at < HDR) at = 0;
-    memcpy(hdr, data + at, 8);
-    if (hdr[1] == KIND_WRAP) {
+    uint64_t size = self->size, at = *off, word, begin;
+    memcpy(&word, data + at, 8);
+    uint32_t tag = (uint32_t)(word >> LEN_BITS) & 7;
+    if (tag == TAG_WRAP) {
         at = 0;
-        memcpy(hdr, data, 8);
+        memcpy(&word, data, 8);
+        tag = (uint32_t)(word >> LEN_BITS) & 7;
     }
-    memcpy(ts, data + at + 8, 8);
-    uint64_t end = at + HDR + hdr[0];
-    if ((hdr[1] != KIND_JSON && hdr[1] != KIND_BYTES) || end > size) {
-        corrupt(self, "bad record: offset, kind", at, hdr[1]);
+    begin = at + HDR;
+    if (tag & TAG_LONG) {
+        memcpy(ts, data + begin, 8);
+        begin += 8;
+        tag ^= TAG_LONG;
+    } else { /* the epoch after the tail (available() loaded it): what the record used */
+        uint64_t delta = word >> 32 | ((word >> TIME_HI_SHIFT) & 3) << 32;
+        *ts = (int64_t)load(self->w, W_EPOCH) + (int64_t)delta;
+    }
+    uint64_t end = begin + (word & LEN_MASK);
+    if ((tag != KIND_JSON && tag != KIND_BYTES) || end > size) {
+        corrupt(self, "bad record: offset, kind", at, tag);
         return -1;
     }
-    *start = at + HDR;
-    *len = hdr[0];
-    *kind = hdr[1];
+    *start = begin;
+    *len = (uint32_t)(word & LEN_MASK);
+    *kind = tag;
     at = (end + 7) & ~7ull;
     *off = at == size ? 0 : at;
     return 0;
@@ -1578,7 +1618,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         add_int(layout, "W_TIMEOUTS", W_TIMEOUTS) || add_int(layout, "W_BYTES_OUT", W_BYTES_OUT) ||
         add_int(layout, "W_ENQ_HIST", W_ENQ_HIST) || add_int(layout, "W_DEQ_HIST", W_DEQ_HIST) ||
         add_int(layout, "FLAG_CLOSED", FLAG_CLOSED) || add_int(layout, "KIND_JSON", KIND_JSON) ||
-        add_int(layout, "KIND_BYTES", KIND_BYTES) || add_int(layout, "KIND_WRAP", KIND_WRAP) ||
+        add_int(layout, "KIND_BYTES", KIND_BYTES) || add_int(layout, "TAG_WRAP", TAG_WRAP) ||
         add_int(layout, "HDR", HDR) || add_int(layout, "HIST_BUCKETS", NBOUNDS + 1) ||
         add_int(layout, "SW_DUE", SW_DUE) || add_int(layout, "SW_READY", SW_READY) ||
         add_int(layout, "SW_BYTES", SW_BYTES) || add_int(layout, "TRIM_KEEP", TRIM_KEEP) ||
@@ -1600,6 +1640,10 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         add_int(layout, "S_AUX", S_AUX) || add_int(layout, "FREE", ST_FREE) ||
         add_int(layout, "PENDING", ST_PENDING) || add_int(layout, "LEASED", ST_LEASED) ||
         add_int(layout, "DHDR", DHDR) || add_int(layout, "SKIP", DSKIP) ||
+        add_int(layout, "W_EPOCH", W_EPOCH) || add_int(layout, "LEN_BITS", LEN_BITS) ||
+        add_int(layout, "TIME_HI_SHIFT", TIME_HI_SHIFT) || add_int(layout, "TAG_LONG", TAG_LONG) ||
+        add_int(layout, "EPOCH_SLACK_US", EPOCH_SLACK_US) ||
+        add_int(layout, "LAYOUT_VERSION", LAYOUT_VERSION) ||
         PyModule_AddObject(m, "LAYOUT", layout) < 0)
         return NULL;
     PyObject *bounds = PyTuple_New(NBOUNDS);

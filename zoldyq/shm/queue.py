@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import struct
 import threading
 import time
 from bisect import bisect_left
@@ -58,6 +59,7 @@ from zoldyq.shm.layout import (
     W_DEQ_TOTAL,
     W_ENQ_HIST,
     W_ENQ_TOTAL,
+    W_EPOCH,
     W_FLAGS,
     W_FULL_TOTAL,
     W_GET_LOCK,
@@ -75,7 +77,7 @@ from zoldyq.shm.layout import (
     W_WAITERS,
 )
 from zoldyq.shm.lock import LockBusy, RobustLock, never_wait, patient
-from zoldyq.shm.ring import HDR, Record, Ring, RingCorrupt, RingFull, record_bytes
+from zoldyq.shm.ring import Record, Ring, RingCorrupt, RingFull, decode, record_bytes
 from zoldyq.shm.side import (
     DEAD,
     DELAYED,
@@ -937,13 +939,11 @@ class SharedQueue:
                 if ready:
                     oldest = side.word(ready[0], S_ENQ)
         if ring.count():
-            head = self.words[W_HEAD]
-            off = head & 0xFFFFFFFF
-            if ring.size - off < HDR:
-                off = 0
-            ts = int.from_bytes(ring.data[off + 8 : off + 16], "little")
-            if int.from_bytes(ring.data[off + 4 : off + 8], "little") == 0xFFFFFFFF:
-                ts = int.from_bytes(ring.data[8:16], "little")
+            off = self.words[W_HEAD] & 0xFFFFFFFF
+            try:  # the record may be consumed and overwritten meanwhile: a sane time or none
+                ts = decode(ring.data, off, ring.size, self.words[W_EPOCH])[3]
+            except (RingCorrupt, struct.error):
+                ts = 0
             if 0 < ts <= _time_ns() // 1000 and (not oldest or ts < oldest):
                 oldest = ts
         return oldest

@@ -21,6 +21,9 @@ Invariants (``layout`` names the words):
    makes the records visible before the new tail.
 4. A record never straddles the end of the ring and is at most half the
    ring, so an empty ring always has room for one.
+5. Every record between head and tail with a short header is dated against
+   the current ``epoch`` word: the put side moves the epoch (one store, before
+   the records and the tail) only when it finds the ring empty (``layout``).
 
 Totals (``enq_total``, ``deq_total``) are written after the commit and can be
 one step behind if the writer dies there; ``repair_*`` recomputes them from
@@ -30,19 +33,26 @@ the sequence numbers, which are exact.
 from __future__ import annotations
 
 import mmap
+import struct
 from collections.abc import Callable, Sequence
 
 from zoldyq.shm.layout import (
+    EPOCH_SLACK_US,
     KIND_BYTES,
     KIND_JSON,
-    KIND_WRAP,
-    RECORD,
+    LEN_BITS,
+    LEN_MASK,
     SEQ_MASK,
+    TAG_LONG,
+    TAG_WRAP,
+    TIME_HI_SHIFT,
+    TIME_RANGE,
     W_BYTES_IN,
     W_BYTES_OUT,
     W_CLEARED,
     W_DEQ_TOTAL,
     W_ENQ_TOTAL,
+    W_EPOCH,
     W_HEAD,
     W_MAX_MESSAGE_BYTES,
     W_MAX_MESSAGES,
@@ -51,16 +61,68 @@ from zoldyq.shm.layout import (
     W_TAIL,
 )
 
-HDR = RECORD.size
+HDR = 8  # a record's header (two u32s, see ``layout``); a wrap marker is one alone
+LONG_HDR = 16  # the header, then enqueued_at in full
 _PAD = tuple(bytes(n) for n in range(8))
-_hdr = RECORD.pack
-_pack_hdr = RECORD.pack_into
-_unpack_hdr = RECORD.unpack_from
+_short = struct.Struct("<II").pack
+_short_into = struct.Struct("<II").pack_into
+_long = struct.Struct("<IIq").pack
+_pair = struct.Struct("<II").unpack_from
+_stamp_at = struct.Struct("<q").unpack_from
+_WRAP = _short(TAG_WRAP << LEN_BITS, 0)
 
 
-def record_bytes(payload_len: int) -> int:
-    """Ring bytes one record takes: header + payload, padded to 8."""
-    return (HDR + payload_len + 7) & ~7
+def record_bytes(payload_len: int, long: bool = False) -> int:
+    """Ring bytes one record takes: header + payload, padded to 8 (a short header
+    unless ``long``; a long one only when the epoch is out of reach, see ``layout``)."""
+    return ((LONG_HDR if long else HDR) + payload_len + 7) & ~7
+
+
+# -- the record header, the one place it is encoded and decoded (see ``layout``) ----------
+
+
+def stamp(words: memoryview, enqueued_at: int, empty: bool) -> int:
+    """``enqueued_at``'s µs past the epoch for a short header, or -1 for a long record
+    (put side). Over an empty ring an out-of-range time first moves the epoch: one
+    store, which no queued record depends on."""
+    delta = enqueued_at - words[W_EPOCH]
+    if 0 <= delta < TIME_RANGE:
+        return delta
+    if not empty or enqueued_at < 0:
+        return -1
+    epoch = max(0, enqueued_at - EPOCH_SLACK_US)
+    words[W_EPOCH] = epoch
+    return enqueued_at - epoch
+
+
+def header(length: int, kind: int, delta: int, enqueued_at: int) -> bytes:
+    """A record's header for ``stamp``'s ``delta``: 8 bytes, or 16 for a long record."""
+    if delta < 0:
+        return _long(length | (kind | TAG_LONG) << LEN_BITS, 0, enqueued_at)
+    return _short(length | kind << LEN_BITS | delta >> 32 << TIME_HI_SHIFT, delta & SEQ_MASK)
+
+
+def decode(data: memoryview | bytearray, off: int, size: int, epoch: int
+           ) -> tuple[int, int, int, int]:
+    """The record at ``off`` (past a wrap marker): (kind, payload start, payload end,
+    enqueued_at). Raises RingCorrupt rather than return one that does not parse."""
+    word, low = _pair(data, off)
+    tag = word >> LEN_BITS & 7
+    if tag == TAG_WRAP:
+        off = 0
+        word, low = _pair(data, 0)
+        tag = word >> LEN_BITS & 7
+    start = off + HDR
+    if tag & TAG_LONG:
+        ts = _stamp_at(data, start)[0]
+        start += 8
+        tag ^= TAG_LONG
+    else:
+        ts = epoch + (word >> TIME_HI_SHIFT << 32 | low)
+    end = start + (word & LEN_MASK)
+    if (tag != KIND_JSON and tag != KIND_BYTES) or end > size:
+        raise RingCorrupt(f"bad record at offset {off}: kind {tag}, length {word & LEN_MASK}")
+    return tag, start, end, ts
 
 
 def min_ring_size(max_message_bytes: int) -> int:
@@ -73,7 +135,7 @@ def _span(pos: int, rec: int, size: int) -> tuple[int, int]:
     room = size - pos
     if rec <= room:
         return rec, pos + rec
-    return room + rec, max(rec, pos + HDR if room >= HDR else 0)
+    return room + rec, max(rec, pos + HDR)
 
 
 class RingFull(Exception):
@@ -176,8 +238,11 @@ class Ring:
         if count + n > self.max_messages:
             raise RingFull(count)
         free = size - (((off - (head & SEQ_MASK)) % size or size) if count else 0)
+        delta = stamp(words, enqueued_at, not count)
+        common = 0 <= delta <= SEQ_MASK  # header()'s common case below, without its call
         # one contiguous blob when it fits before the end, else record by record
-        blob = b"".join([_hdr(len(p), k, enqueued_at) + p + _PAD[-len(p) & 7]
+        blob = b"".join([(_short(len(p) | k << LEN_BITS, delta) if common
+                          else header(len(p), k, delta, enqueued_at)) + p + _PAD[-len(p) & 7]
                          for k, p in records])
         need = high = len(blob)
         if need <= size - off:
@@ -185,7 +250,7 @@ class Ring:
         else:
             blob, need, high, pos = b"", 0, 0, off
             for _kind, payload in records:
-                used, top = _span(pos, (HDR + len(payload) + 7) & ~7, size)
+                used, top = _span(pos, record_bytes(len(payload), delta < 0), size)
                 need += used
                 high = max(high, top)
                 pos = (pos + used) % size
@@ -199,7 +264,7 @@ class Ring:
         else:
             pos = off
             for kind, payload in records:
-                pos = self._emit(pos, kind, payload, enqueued_at)
+                pos = self._emit(pos, header(len(payload), kind, delta, enqueued_at), payload)
         return (((seq + n) & SEQ_MASK) << 32) | pos
 
     def write_one(self, kind: int, payload: bytes, enqueued_at: int) -> int:
@@ -211,33 +276,36 @@ class Ring:
         if count >= self.max_messages:
             raise RingFull(count)
         length = len(payload)
-        rec = (HDR + length + 7) & ~7
+        delta = enqueued_at - words[W_EPOCH]  # stamp()'s common case, without the call
+        if not 0 <= delta < TIME_RANGE:
+            delta = stamp(words, enqueued_at, not count)
+        rec = ((HDR if delta >= 0 else LONG_HDR) + length + 7) & ~7
         end = off + rec
         need, high = (rec, end) if end <= size else _span(off, rec, size)
         if count and need > size - ((off - (head & SEQ_MASK)) % size or size):
             raise RingFull(count, need)
         if high > words[W_RESERVED] and self._reserve is not None:
             self._reserve(high)
-        if end > size:
-            end = self._emit(off, kind, payload, enqueued_at)
-        else:
-            _pack_hdr(self.data, off, length, kind, enqueued_at)
+        if end > size or not 0 <= delta <= SEQ_MASK:
+            end = self._emit(off, header(length, kind, delta, enqueued_at), payload)
+        else:  # header()'s common case, without the call
+            _short_into(self.data, off, length | kind << LEN_BITS, delta)
             self.data[off + HDR : off + HDR + length] = payload
             if end == size:
                 end = 0
         return (((seq + 1) & SEQ_MASK) << 32) | end
 
-    def _emit(self, pos: int, kind: int, payload: bytes, enqueued_at: int) -> int:
+    def _emit(self, pos: int, hdr: bytes, payload: bytes) -> int:
         """Write one record at ``pos``, wrapping first if it does not fit; return its end."""
         size, data = self.size, self.data
-        length = len(payload)
-        rec = (HDR + length + 7) & ~7
+        start = len(hdr)
+        rec = (start + len(payload) + 7) & ~7
         if rec > size - pos:
-            if size - pos >= HDR:
-                _pack_hdr(data, pos, 0, KIND_WRAP, 0)
+            data[pos : pos + HDR] = _WRAP  # an aligned tail short of the end has 8 bytes
             pos = 0
-        _pack_hdr(data, pos, length, kind, enqueued_at)
-        data[pos + HDR : pos + HDR + length] = payload
+        start += pos
+        data[pos:start] = hdr
+        data[start : start + len(payload)] = payload
         pos += rec
         return 0 if pos == size else pos
 
@@ -271,6 +339,7 @@ class Ring:
         head = self.words[W_HEAD]
         seq, off = head >> 32, head & SEQ_MASK
         available = ((self.words[W_TAIL] >> 32) - seq) & SEQ_MASK
+        epoch = self.words[W_EPOCH]  # after the tail: what the records were dated against
         size, data, source, base = self.size, self.data, self._source, self._base
         if available > self.max_messages or off >= size or off & 7:
             raise RingCorrupt(f"bad head {head:#x}: offset {off}, {available} records")
@@ -279,19 +348,16 @@ class Ring:
         append = out.append
         nbytes = 0
         for _ in range(n):
-            if size - off < HDR:
-                off = 0
-            length, kind, ts = _unpack_hdr(data, off)
-            if kind == KIND_WRAP:
-                off = 0
-                length, kind, ts = _unpack_hdr(data, 0)
+            word, low = _pair(data, off)
+            kind = word >> LEN_BITS  # with the time's top bits, which are 0 in the common case
             start = off + HDR
-            off = start + length
-            if (kind != KIND_JSON and kind != KIND_BYTES) or off > size:
-                raise RingCorrupt(f"bad record at offset {start - HDR}: kind {kind}, "
-                                  f"length {length}")
+            off = start + (word & LEN_MASK)
+            if 0 < kind < TAG_WRAP and off <= size:  # decode()'s common case, without the call
+                ts = epoch + low
+            else:
+                kind, start, off, ts = decode(data, start - HDR, size, epoch)
             append((kind, source[base + start : base + off], ts, tag))
-            nbytes += length
+            nbytes += off - start
             off = (off + 7) & ~7
             if off == size:
                 off = 0

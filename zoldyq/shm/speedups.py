@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from zoldyq import api
-from zoldyq.shm import layout, side
+from zoldyq.shm import layout, ring, side
 
 
 def _load() -> Any:
@@ -32,15 +32,16 @@ _MINE = {k: getattr(layout, k) for k in (
     "HEADER_BYTES", "W_RING_SIZE", "W_MAX_MESSAGES", "W_FLAGS", "W_TAIL", "W_ENQ_TOTAL",
     "W_RESERVED", "W_FULL_TOTAL", "W_BYTES_IN", "W_HEAD", "W_DEQ_TOTAL", "W_WAITERS",
     "W_TIMEOUTS", "W_BYTES_OUT", "W_ENQ_HIST", "W_DEQ_HIST", "FLAG_CLOSED", "KIND_JSON",
-    "KIND_BYTES", "KIND_WRAP", "HIST_BUCKETS", "SW_DUE", "SW_READY", "SW_BYTES", "TRIM_KEEP",
+    "KIND_BYTES", "TAG_WRAP", "HIST_BUCKETS", "SW_DUE", "SW_READY", "SW_BYTES", "TRIM_KEEP",
     "TRIM_AGE_US", "W_PUT_LOCK", "W_GET_LOCK", "LOCK_WORDS", "LOCK_DIRTY",
     "W_MAX_MESSAGE_BYTES", "W_SLOT_GEN", "SW_NSLOTS", "SW_DSIZE", "SW_HIGH",
     "SW_FREE", "SW_TOKEN", "SW_DHEAD", "SW_DTAIL", "SW_SRES", "SW_DRES", "SW_LEASED",
-    "SW_DELAYED", "SW_DEAD", "SW_ACKED", "SLOT_W",
+    "SW_DELAYED", "SW_DEAD", "SW_ACKED", "SLOT_W", "W_EPOCH", "LEN_BITS", "TIME_HI_SHIFT",
+    "TAG_LONG", "EPOCH_SLACK_US", "LAYOUT_VERSION",
 )} | {k: getattr(side, k) for k in (
     "S_DEADLINE", "S_KEY", "S_SEQ", "S_POS", "S_ENQ", "S_ORIGIN", "S_LENKIND", "S_AUX", "FREE",
     "PENDING", "LEASED", "DHDR", "SKIP",
-)} | {"HDR": layout.RECORD.size}
+)} | {"HDR": ring.HDR}
 
 if fast is not None and (fast.LAYOUT != _MINE or fast.HIST_BOUNDS_NS != layout.HIST_BOUNDS_NS):
     raise ImportError("zoldyq.shm._speedups was built for another layout: rebuild it")
