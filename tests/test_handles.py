@@ -62,20 +62,32 @@ def test_a_queue_deleted_elsewhere_is_released_here_once_touched(namespace: str)
     try:
         def cycle(i: int) -> None:
             q = mine.queue(f"t{i % 4}")
-            q.put_bytes(b"y" * 10_000)
-            with contextlib.suppress(zoldyq.QueueNotFound):  # another thread's delete won
+            # another thread's delete won: a put whose queue was deleted twice under it
+            # (it follows the name once) is refused QueueDeleted, a get or delete after
+            # the name is gone QueueNotFound
+            with contextlib.suppress(zoldyq.QueueNotFound, zoldyq.QueueDeleted):
+                q.put_bytes(b"y" * 10_000)
                 q.get()
                 other.delete(q.name)
 
         for i in range(20):
             cycle(i)
         before = _usage(os.getpid(), namespace)
-        threads = [threading.Thread(target=lambda k=k: [cycle(k * 1000 + j) for j in range(50)])
-                   for k in range(4)]
+        errors: list[BaseException] = []
+
+        def cycles(k: int) -> None:
+            try:
+                for j in range(50):
+                    cycle(k * 1000 + j)
+            except BaseException as e:  # the test thread asserts on it
+                errors.append(e)
+
+        threads = [threading.Thread(target=cycles, args=(k,)) for k in range(4)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        assert not errors, errors
         for i in range(4):
             mine.queue(f"t{i}").put(0)  # touch every name once more
         deadline = time.monotonic() + 3  # a handle busy when retired is swept a second later
