@@ -185,11 +185,13 @@ def plot(rows: list[dict[str, Any]], path: str, warmup: float, title: str) -> No
     fig.savefig(path, dpi=100)
 
 
-def soak(seconds: float, rate: float, workers: int, warmup: float, queue_max_bytes: int
-         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def soak(seconds: float, rate: float, workers: int, warmup: float, queue_max_bytes: int,
+         time_limit: float = 1.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``time_limit``: the longest client stall that passes (chaos's; 1 s for idle runs)."""
     sampler = Sampler()
     report = chaos(seconds, seed=0, kill_interval=0, workers=workers, rate=rate,
-                   on_tick=sampler, kills=False, queue_max_bytes=queue_max_bytes)
+                   on_tick=sampler, kills=False, queue_max_bytes=queue_max_bytes,
+                   time_limit=time_limit)
     report["failures"] += flat(sampler.rows, warmup)
     return report, sampler.rows
 
