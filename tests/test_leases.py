@@ -14,6 +14,15 @@ def payloads(msgs: list[zoldyq.Message]) -> list[object]:
     return [m.payload for m in msgs]
 
 
+def lease_a_and_b(q: zoldyq.Queue, first: float) -> tuple[zoldyq.Message, zoldyq.Message]:
+    """Queue "a" and "b", lease "a" for ``first`` seconds and "b" for 30."""
+    q.put_many(["a", "b"])
+    a, b = q.get(lease=first), q.get(lease=30)
+    assert a is not None
+    assert b is not None
+    return a, b
+
+
 def test_a_lease_hides_the_message_until_acked(broker: zoldyq.Broker) -> None:
     """A leased message is out of sight but counted; ack removes it; a second ack is 409."""
     q = broker.queue("jobs")
@@ -57,11 +66,7 @@ def test_an_expired_lease_is_not_acked_before_anything_reclaims_it(broker: zoldy
     """Past its deadline a lease is not held even if no one has touched the queue since:
     the message's own ack (one C call on the compiled path) and the queue's both say so."""
     q = broker.queue("jobs")
-    q.put_many(["a", "b"])
-    a = q.get(lease=0.05)
-    b = q.get(lease=30)
-    assert a is not None
-    assert b is not None
+    a, b = lease_a_and_b(q, 0.05)
     time.sleep(0.1)
     with pytest.raises(zoldyq.LeaseExpired):
         a.ack()
@@ -92,11 +97,7 @@ def test_every_lease_is_checked_even_after_a_good_one(broker: zoldyq.Broker) -> 
 def test_nack_with_delay_and_extend(broker: zoldyq.Broker) -> None:
     """nack(delay) hides the message for the delay; extend keeps a lease past its deadline."""
     q = broker.queue("jobs")
-    q.put_many(["a", "b"])
-    a = q.get(lease=0.2)
-    b = q.get(lease=30)
-    assert a is not None
-    assert b is not None
+    a, b = lease_a_and_b(q, 0.2)
     new = a.extend(5)
     assert new > time.time_ns() // 1000 + 4_000_000
     time.sleep(0.3)
@@ -114,11 +115,7 @@ def test_a_message_ack_moves_the_dead_letters_another_step_left(broker: zoldyq.B
     """Dead letters found by a step that does not move them (the engine's own peek, as a
     worker's stats would) go to the DLQ on the next ack, even the message's one-call ack."""
     q = broker.create_queue("jobs", max_deliveries=1)
-    q.put_many(["a", "b"])
-    a = q.get(lease=0.05)
-    b = q.get(lease=30)
-    assert a is not None
-    assert b is not None
+    _, b = lease_a_and_b(q, 0.05)
     time.sleep(0.1)
     sq = q._sq
     assert sq is not None
