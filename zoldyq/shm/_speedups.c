@@ -7,9 +7,10 @@
  * one namespace because they read and write the same words the same way and take
  * the same mutexes.
  *
- * What one C call now covers, for a put: take the locks, (rewind_empty: an
- * empty ring's offsets back to 0 if the get lock is free at once), write the
- * records, store the tail (the commit point, one aligned 8-byte release store),
+ * What one C call now covers, for a put (put_one, put and put_json all go through
+ * do_put, their records pointing into the caller's buffers): take the locks,
+ * (rewind_empty: an empty ring's offsets back to 0 if the get lock is free at once),
+ * write the records, store the tail (the commit point, one aligned 8-byte release store),
  * bump the totals and the histogram, release the locks, ring the doorbell. For a
  * get: take the locks, parse the records between head and tail, copy them
  * out, store the head (its commit point), bump totals, histogram and waiter
