@@ -93,7 +93,8 @@ def test_json_items_gives_each_element_exactly_as_written(
 
 @pytest.mark.skipif(speedups.fast is None, reason="the C module is not built")
 @pytest.mark.parametrize("data", [b"", b"  ", b"{}", b"1", b"[", b"[1", b"[1,", b'["a', b'["a\\"',
-                                  b"[1,]", b"[,1]", b"[1,,2]", b'["\\"'])
+                                  b"[1,]", b"[,1]", b"[1,,2]", b'["\\"', b"[1] 2", b"[1],[2]",
+                                  b"[] x"])
 def test_the_c_scan_refuses_what_is_not_a_whole_array(data: bytes) -> None:
     """Given what orjson would refuse, the C scan raises; it never reads past the end."""
     with pytest.raises(ValueError, match=r"^json_items: not a whole JSON array$"):

@@ -255,8 +255,9 @@ def test_put_json_steps_aside_or_refuses_with_nothing_written() -> None:
     tail = twin.words[W_TAIL]
     assert twin.fast.put_json(b'[1, "%s"]' % (b"x" * 39), 2, 0, 40) is None
     assert twin.fast.put_json(b'["%s"]' % (b"x" * 255), 1, 0, 1000) is None  # half the ring
-    with pytest.raises(ValueError, match=r"^put_json: not a whole JSON array$"):
-        twin.fast.put_json(b"[1, 2", 2, 0, 40)
+    for cut in (b"[1, 2", b"[1, 2] [3]"):
+        with pytest.raises(ValueError, match=r"^put_json: not a whole JSON array$"):
+            twin.fast.put_json(cut, 2, 0, 40)
     with pytest.raises(ValueError, match=r"^put_json: 2 elements, expected 3$"):
         twin.fast.put_json(b"[1, 2]", 3, 0, 40)
     assert twin.words[W_TAIL] == tail

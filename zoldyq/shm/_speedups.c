@@ -1503,7 +1503,7 @@ static inline int json_ws(unsigned char c) {
 
 /* Hand each element of the JSON array s[0:len] to emit(ctx, start, length), in order.
  * 0 done; what emit returned when it was not 0 (>0: stop, -1: stop with its exception);
- * -2 for input that is not a whole array (no exception set). */
+ * -2 for input that is not one whole array, whitespace around it (no exception set). */
 typedef int (*emit_fn)(void *ctx, const unsigned char *p, Py_ssize_t n);
 
 static int scan_items(const unsigned char *s, Py_ssize_t len, emit_fn emit, void *ctx) {
@@ -1514,7 +1514,10 @@ static int scan_items(const unsigned char *s, Py_ssize_t len, emit_fn emit, void
     for (;;) {
         while (p < end && json_ws(*p)) p++;
         if (p == end) return -2;
-        if (*p == ']' && first) return 0; /* [] (or [ ]) */
+        if (*p == ']' && first) { /* [] (or [ ]) */
+            p++;
+            break;
+        }
         first = 0;
         const unsigned char *start = p;
         Py_ssize_t depth = 0;
@@ -1545,8 +1548,10 @@ static int scan_items(const unsigned char *s, Py_ssize_t len, emit_fn emit, void
         while (stop > start && json_ws(stop[-1])) stop--;
         if (stop == start) return -2; /* [1,,2] or [1,]: orjson refuses those */
         if ((rc = emit(ctx, start, stop - start)) != 0) return rc;
-        if (*p++ == ']') return 0;
+        if (*p++ == ']') break;
     }
+    while (p < end && json_ws(*p)) p++;
+    return p == end ? 0 : -2; /* "[1] [2]": what follows the array is not ours to drop */
 }
 
 typedef struct {
