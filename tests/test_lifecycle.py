@@ -223,18 +223,20 @@ def _fd_targets(pid: int) -> dict[int, str]:
 
 
 def test_the_forked_children_inherit_no_descriptor_of_the_launcher(namespace: str) -> None:
-    """The master and the sidecar are forked from the launcher (they share its imported
-    modules), but like the fresh interpreters they replaced they keep none of its own
-    descriptors (the master keeps those of the app the launcher built for it): not its
-    owner flock (a second server would be refused until they exit); stdin is /dev/null."""
-    with servers.serve(namespace) as srv:
+    """The workers and the sidecar are forked from the launcher (they share its imported
+    modules), but keep none of its own descriptors (the workers keep those of the app
+    the launcher built for them): not its owner flock (a second server would be refused
+    until they exit); stdin is /dev/null."""
+    with servers.serve(namespace, workers=2) as srv:
         srv.wait_ready(servers.tcp_ready(srv.ws_port))
         held = set(_fd_targets(srv.pid).values())
         own = owner.path(namespace)
         assert own in held  # the launcher holds the claim
-        kids = [int(k) for k in Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text()
-                .split()]
-        assert len(kids) == 2, kids  # the gunicorn master and the sidecar
+        deadline = time.monotonic() + 30
+        while len(kids := [int(k) for k in Path(f"/proc/{srv.pid}/task/{srv.pid}/children")
+                           .read_text().split()]) < 3:
+            assert time.monotonic() < deadline, kids  # 2 gunicorn workers and the sidecar
+            time.sleep(0.05)
         for kid in kids:
             fds = _fd_targets(kid)
             assert fds[0] == os.devnull
