@@ -230,7 +230,7 @@ def test_serve_is_the_gunicorn_master_and_the_sidecars_parent(namespace: str) ->
         kids = _children(srv.pid)
         assert sum("workers.ws" in args for args in kids.values()) == 1, kids
         assert len(kids) == 3, kids
-        assert all(os.getsid(kid) == kid for kid in kids), kids
+        _poll(lambda: all(os.getsid(kid) == kid for kid in kids), "a session for each child")
         assert srv.stop() == 0
     assert _shm(namespace) == []
 

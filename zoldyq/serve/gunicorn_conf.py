@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -147,9 +148,16 @@ def _still_ours() -> bool:
 
 
 def on_exit(server: Any) -> None:
+    """Destroy the namespace if it is ours; exit 1, as the launcher does, if it was
+    destroyed under us (a supervisor then restarts us on a fresh one)."""
     if _claim is None:
         return
-    destroy = _ours and not _settings.keep_namespace and _still_ours()
+    gone = _inode != 0 and not _still_ours()  # shm only
+    destroy = _ours and not _settings.keep_namespace and not gone
     if destroy:
         engine.destroy(_settings.namespace)
     _claim.release(unlink=destroy or not _ours)
+    if gone:
+        server.log.error("namespace '%s' was destroyed under this server: exit status 1",
+                         _settings.namespace)
+        sys.exit(1)
