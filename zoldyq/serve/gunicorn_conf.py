@@ -127,15 +127,16 @@ def post_fork(server: Any, worker: Any) -> None:
     booting when SIGTERM came did). With the defaults it ends at once: it holds nothing
     yet, as it accepts no connection before its handlers are set.
 
-    Its own session: a terminal's Ctrl-C reaches only the master, which stops the
-    workers (under ``zoldyq serve``, gracefully) instead of each quitting at once. Under
-    ``zoldyq serve`` the master is the launcher: its owner flock is not the worker's (a
-    second server would be refused until the workers exit)."""
+    Under ``zoldyq serve`` the master is the launcher. The worker gets its own session,
+    so a terminal's Ctrl-C reaches only the launcher, which stops the workers gracefully
+    (the worker would quit at once), and drops the launcher's own descriptors: its owner
+    flock is not the worker's (a second server would be refused until the workers exit)."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
-    os.setsid()
-    for fd in current.launcher_fds():
-        os.close(fd)
+    if os.environ.get(OWNER_ENV) == "launcher":
+        os.setsid()
+        for fd in current.launcher_fds():
+            os.close(fd)
 
 
 def _still_ours() -> bool:

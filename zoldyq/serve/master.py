@@ -74,6 +74,10 @@ class Master(Arbiter):
         """Ctrl-C: the graceful stop of SIGTERM (gunicorn's is quick; a second one still is)."""
         self.handle_term()
 
+    def handle_usr2(self) -> None:
+        """gunicorn's re-exec would start a second server on the namespace: refused."""
+        log.warning("SIGUSR2 ignored: restart zoldyq serve to upgrade it")
+
     def handle_hup(self) -> None:
         """Reload: the sidecar restarts, then new workers replace the old ones gracefully;
         the queues are untouched."""
