@@ -1,7 +1,7 @@
 """``zoldyq serve``: own the namespace, and be gunicorn's master and the WS sidecar's parent.
 
 This process runs gunicorn's arbiter itself (``zoldyq.serve.master``: one process
-fewer than forking a master, ~9 MB PSS) and forks the sidecar as its other child
+fewer than forking a master, 3 MB less in all) and forks the sidecar as its other child
 (PR_SET_PDEATHSIG: it gets SIGTERM however the launcher dies; the workers see their
 parent change and stop). The sidecar and each worker run in their own session, so a
 Ctrl-C reaches only the launcher, which turns it into the same graceful stop as
