@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import zoldyq
+from tests.helpers.json_text import SEPARATORS, VALUES
 from tests.helpers.multiproc import check_fifo, spawn
 from tests.helpers.namespaces import unique_namespace
 from tests.helpers.procs import read_acks, read_pairs
-from tests.test_exact_json import _seps, _values
 from zoldyq.api import json_items
 from zoldyq.errors import QueueFull
 from zoldyq.shm import layout, speedups
@@ -226,7 +226,8 @@ def test_a_put_with_the_callers_limit_steps_aside_for_what_its_checks_look_at() 
 
 @needs_c
 @settings(max_examples=150, deadline=None)
-@given(items=st.lists(st.tuples(_values, _seps), max_size=8), between=_seps,
+@given(items=st.lists(st.tuples(VALUES, SEPARATORS), max_size=8),
+       between=SEPARATORS,
        pad=st.sampled_from(["", " ", "\n "]), start=st.integers(0, 127))
 def test_put_json_writes_what_the_pure_path_would(
     items: list[tuple[object, tuple[str, str]]], between: tuple[str, str], pad: str, start: int,
