@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -156,39 +157,80 @@ def test_gunicorn_keeps_a_namespace_it_did_not_create(namespace: str) -> None:
 
 
 def test_serve_sigint_is_graceful_and_destroys_the_namespace(namespace: str) -> None:
+    """A terminal's Ctrl-C (SIGINT to the foreground process group) is a graceful stop:
+    the workers, in their own sessions, get it from the launcher as SIGTERM."""
     with servers.serve(namespace, ws=False) as srv:
         assert srv.call("POST", "/queues/a/enqueue", json={"payload": 1}).status == 200
         srv.call("PUT", "/queues/lp")
         polls = LongPolls(srv, "lp", 5)
         _wait_parked(srv, "lp")
         t0 = time.monotonic()
-        assert srv.stop(signal.SIGINT) == 0
+        os.killpg(srv.pid, signal.SIGINT)
+        assert srv.proc.wait(15) == 0, srv.log()
         assert time.monotonic() - t0 < 2.5, srv.log()
     assert [s for s, _, _ in polls.join()] == [204] * 5
     assert _shm(namespace) == []
 
 
-def test_serve_restarts_a_dead_child_and_can_keep_the_namespace(namespace: str) -> None:
-    with servers.serve(namespace, "--keep-namespace", ws=False) as srv:
+def _workers(launcher: int) -> set[int]:
+    return {p for p, args in _children(launcher).items() if "gunicorn: worker" in args}
+
+
+def _poll(done: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_serve_replaces_a_killed_worker_and_can_keep_the_namespace(namespace: str) -> None:
+    with servers.serve(namespace, "--keep-namespace", ws=False, workers=2) as srv:
         srv.call("POST", "/queues/a/enqueue", json={"payload": "survives"})
-        (master,) = [p for p, args in _children(srv.pid).items() if "gunicorn" in args]
-        os.killpg(master, signal.SIGKILL)  # the master and its workers
-        srv.wait_ready(servers.http_ready(srv.url))
-        (again,) = [p for p, args in _children(srv.pid).items() if "gunicorn" in args]
-        assert again != master
+        _poll(lambda: len(_workers(srv.pid)) == 2, "2 workers")
+        before = _workers(srv.pid)
+        killed = min(before)
+        os.kill(killed, signal.SIGKILL)
+        _poll(lambda: len(_workers(srv.pid) - before) == 1 and killed not in _workers(srv.pid),
+              "worker forked again")
         assert srv.call("GET", "/queues/a/dequeue").json()["payload"] == "survives"
         assert srv.stop() == 0
     assert _shm(namespace)  # kept
     zoldyq.destroy(namespace)
 
 
-def test_serve_runs_the_sidecar_as_a_sibling_of_gunicorn(namespace: str) -> None:
-    """`zoldyq serve` starts gunicorn and the WebSocket sidecar side by side; both clean up."""
-    with servers.serve(namespace) as srv:
+def test_kill_9_of_the_launcher_stops_its_children_and_a_new_server_adopts(
+        namespace: str) -> None:
+    """The launcher is gunicorn's master: killed -9, there is no master to restart. Its
+    workers see their parent gone and stop, the sidecar gets SIGTERM (PR_SET_PDEATHSIG),
+    and the next ``zoldyq serve`` adopts the namespace, messages kept."""
+    with servers.serve(namespace, workers=2) as srv:
         srv.wait_ready(servers.tcp_ready(srv.ws_port))
+        srv.call("POST", "/queues/a/enqueue", json={"payload": "survives"})
+        _poll(lambda: len(_workers(srv.pid)) == 2, "2 workers")
+        kids = set(_children(srv.pid))
+        assert len(kids) == 3, kids  # 2 workers, the sidecar
+        srv.kill()
+        _poll(lambda: not [k for k in kids if Path(f"/proc/{k}").exists()],
+              "exit of the workers and the sidecar")
+    with servers.serve(namespace, ws=False) as srv:
+        assert srv.call("GET", "/queues/a/dequeue").json()["payload"] == "survives"
+        assert "left by a server that stopped or died" in srv.log()
+        assert srv.stop() == 0
+    assert _shm(namespace) == []  # adopted: destroyed like its own
+
+
+def test_serve_is_the_gunicorn_master_and_the_sidecars_parent(namespace: str) -> None:
+    """`zoldyq serve` runs gunicorn's arbiter itself: the workers and the WebSocket sidecar
+    are its children, each in its own session (a terminal's Ctrl-C reaches only it)."""
+    with servers.serve(namespace, workers=2) as srv:
+        srv.wait_ready(servers.tcp_ready(srv.ws_port))
+        _poll(lambda: len(_workers(srv.pid)) == 2, "2 workers")
+        title = Path(f"/proc/{srv.pid}/cmdline").read_bytes()
+        assert title.startswith(b"gunicorn: master ["), title
         kids = _children(srv.pid)
-        assert any("gunicorn" in args for args in kids.values()), kids
-        assert any("workers.ws" in args for args in kids.values()), kids
+        assert sum("workers.ws" in args for args in kids.values()) == 1, kids
+        assert len(kids) == 3, kids
+        _poll(lambda: all(os.getsid(kid) == kid for kid in kids), "a session for each child")
         assert srv.stop() == 0
     assert _shm(namespace) == []
 

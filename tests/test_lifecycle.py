@@ -89,13 +89,15 @@ def test_destroy_refuses_while_served_and_a_forced_one_stops_the_server(
 def test_plain_gunicorn_never_destroys_a_namespace_re_created_under_it(
         namespace: str) -> None:
     """Plain gunicorn owns the namespace it created, but a namespace destroyed (forced)
-    and re-created by someone else while it ran is left alone when it stops."""
+    and re-created by someone else while it ran is left alone when it stops, and it
+    exits 1 as the launcher does."""
     with servers.gunicorn(namespace, workers=1) as srv:
         assert _cli(namespace, "destroy").returncode == 1  # held by the gunicorn master
         assert _cli(namespace, "destroy", "--force").returncode == 0
         fresh = zoldyq.create(namespace, max_bytes=1 << 20)
         fresh.queue("new").put("not yours")
-        assert srv.stop() == 0
+        assert srv.stop() == 1
+        assert "was destroyed under this server: exit status 1" in srv.log()
     assert fresh.queue("new").get().payload == "not yours"
     fresh.close()
 
@@ -223,18 +225,19 @@ def _fd_targets(pid: int) -> dict[int, str]:
 
 
 def test_the_forked_children_inherit_no_descriptor_of_the_launcher(namespace: str) -> None:
-    """The master and the sidecar are forked from the launcher (they share its imported
-    modules), but like the fresh interpreters they replaced they keep none of its own
-    descriptors (the master keeps those of the app the launcher built for it): not its
-    owner flock (a second server would be refused until they exit); stdin is /dev/null."""
-    with servers.serve(namespace) as srv:
+    """The workers and the sidecar are forked from the launcher (they share its imported
+    modules), but keep none of its own descriptors (the workers keep those of the app
+    the launcher built for them): not its owner flock (a second server would be refused
+    until they exit); stdin is /dev/null."""
+    with servers.serve(namespace, workers=2) as srv:
         srv.wait_ready(servers.tcp_ready(srv.ws_port))
         held = set(_fd_targets(srv.pid).values())
         own = owner.path(namespace)
         assert own in held  # the launcher holds the claim
+        _wait_log(srv, r"ASGI server listening on", count=2)  # both workers past post_fork
         kids = [int(k) for k in Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text()
                 .split()]
-        assert len(kids) == 2, kids  # the gunicorn master and the sidecar
+        assert len(kids) == 3, kids  # 2 gunicorn workers and the sidecar
         for kid in kids:
             fds = _fd_targets(kid)
             assert fds[0] == os.devnull

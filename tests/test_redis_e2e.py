@@ -282,7 +282,7 @@ def test_redis_password_never_on_a_command_line_or_in_a_log(namespace: str, tmp_
             assert health.status == 200
             assert secret not in health.body.decode()
             cmdlines = _tree_cmdlines(srv.pid)
-            assert len(cmdlines) >= 3  # launcher, gunicorn master and workers, sidecar
+            assert len(cmdlines) >= 3  # launcher (gunicorn's master), workers, sidecar
             assert not [c for c in cmdlines if secret in c]
             assert srv.stop() == 0
             assert secret not in srv.log()

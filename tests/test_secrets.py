@@ -65,7 +65,7 @@ def test_token_file_keeps_the_token_off_command_lines_and_debug_logs(
             c.send('{"payload": 3}')
             c.recv(timeout=10)
         lines = _cmdlines(srv.pid)
-        assert len(lines) >= 3  # launcher, gunicorn master and worker, sidecar
+        assert len(lines) >= 3  # launcher (gunicorn's master), workers, sidecar
         assert not [line for line in lines if TOKEN in line]
         assert srv.stop(signal.SIGTERM) == 0
         log = srv.log()

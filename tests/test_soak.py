@@ -17,7 +17,7 @@ def test_soak_is_flat_after_warm_up() -> None:
     print(render(report))
     assert report["failures"] == [], summary(rows, warmup) + "\n" + render(report)
     processes = {r["process"] for r in rows}
-    assert {"launcher", "master", "worker1", "worker2", "sidecar"} <= processes
+    assert {"launcher", "worker1", "worker2", "sidecar"} <= processes
     assert len({r["t"] for r in rows}) >= 20  # a sample every second
     assert report["acknowledged"] > 5000
     assert report["lost"] == 0

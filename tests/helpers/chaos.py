@@ -11,7 +11,7 @@ three queues at random; and consumers, one kind per queue (``h`` over HTTP,
 ``w`` over WebSocket streams, ``l`` over the local API), so whatever goes missing
 from a queue can only have been taken by that queue's consumers. Every
 ``--kill-interval`` (±50 %) it ``kill -9``s one of: a gunicorn worker (the
-master forks another; one that has been up a second is always left) or a local
+launcher, gunicorn's master, forks another; one up a second is always left) or a local
 client (started again under a new tag), at random; and the sidecar each time it
 has been up 5.5 s (the launcher restarts it, but gives up on a child that dies 5
 times running within 5 s of starting).
@@ -90,13 +90,11 @@ def cmdline(pid: int) -> str:
 
 
 def server_processes(launcher: int) -> dict[str, list[int]]:
-    """The launcher's tree by role: master, workers, sidecar."""
-    tree: dict[str, list[int]] = {"launcher": [launcher], "master": [], "worker": [],
-                                  "sidecar": []}
+    """The launcher's tree by role: the launcher (gunicorn's master), workers, sidecar."""
+    tree: dict[str, list[int]] = {"launcher": [launcher], "worker": [], "sidecar": []}
     for pid in children(launcher):
-        if "gunicorn" in cmdline(pid):
-            tree["master"].append(pid)
-            tree["worker"].extend(children(pid))
+        if "gunicorn: worker" in cmdline(pid):
+            tree["worker"].append(pid)
         elif "workers.ws" in cmdline(pid):
             tree["sidecar"].append(pid)
     return tree

@@ -7,7 +7,7 @@ Usage: .venv/bin/python scripts/soak [--seconds 300] [--rate 150] [--workers 3]
 The same server and clients as ``scripts/chaos`` (``zoldyq serve`` with its
 gunicorn workers and sidecar; producers over HTTP, WebSocket and the local API,
 consumers on each), with no kills. Every second it samples, for each server
-process (launcher, gunicorn master, each worker, sidecar), its resident memory
+process (launcher, which is gunicorn's master; each worker; sidecar), its resident memory
 (``VmRSS``, split into private ``RssAnon`` and shared ``RssShmem``) and open file
 descriptors, and the bytes the namespace holds in ``/dev/shm``. VmRSS alone would
 look like a leak: it counts the pages of the shared rings a process has touched,

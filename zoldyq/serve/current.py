@@ -1,4 +1,5 @@
-"""This server process's settings and, under ``zoldyq serve`` on shm, its app.
+"""This server process's settings and, under ``zoldyq serve``, its app (on shm) and the
+descriptors its workers must not keep.
 
 In a process the launcher forked, the settings are the launcher's own object (loading
 them again from the environment would copy ~0.5 MB of shared pages into each process);
@@ -13,6 +14,7 @@ from zoldyq.settings import Settings
 
 _settings: Settings | None = None
 _app: Any = None
+_launcher_fds: frozenset[int] = frozenset()
 
 
 def settings() -> Settings:
@@ -22,11 +24,16 @@ def settings() -> Settings:
     return _settings
 
 
-def inherit(settings: Settings, app: Any = None) -> None:
-    """In the launcher, before forking: what its children's environment says too, and the
-    app it built for them (None: each gunicorn master builds its own)."""
-    global _settings, _app
-    _settings, _app = settings, app
+def inherit(settings: Settings, app: Any = None, fds: frozenset[int] = frozenset()) -> None:
+    """In the launcher, before forking: what its children's environment says too, the
+    app it built for them (None: gunicorn builds one), and its own descriptors."""
+    global _settings, _app, _launcher_fds
+    _settings, _app, _launcher_fds = settings, app, fds
+
+
+def launcher_fds() -> frozenset[int]:
+    """The launcher's own descriptors (its owner flock), which a worker it forks closes."""
+    return _launcher_fds
 
 
 def app() -> Any:

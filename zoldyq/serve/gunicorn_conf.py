@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -124,9 +125,18 @@ def post_fork(server: Any, worker: Any) -> None:
     master's, inherited, which only queue it for a master loop that never runs here: the
     worker would miss it and hold a graceful stop for ``graceful_timeout`` (a worker
     booting when SIGTERM came did). With the defaults it ends at once: it holds nothing
-    yet, as it accepts no connection before its handlers are set."""
+    yet, as it accepts no connection before its handlers are set.
+
+    Under ``zoldyq serve`` the master is the launcher. The worker gets its own session,
+    so a terminal's Ctrl-C reaches only the launcher, which stops the workers gracefully
+    (the worker would quit at once), and drops the launcher's own descriptors: its owner
+    flock is not the worker's (a second server would be refused until the workers exit)."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
+    if os.environ.get(OWNER_ENV) == "launcher":
+        os.setsid()
+        for fd in current.launcher_fds():
+            os.close(fd)
 
 
 def _still_ours() -> bool:
@@ -139,9 +149,16 @@ def _still_ours() -> bool:
 
 
 def on_exit(server: Any) -> None:
+    """Destroy the namespace if it is ours; exit 1, as the launcher does, if it was
+    destroyed under us (a supervisor then restarts us on a fresh one)."""
     if _claim is None:
         return
-    destroy = _ours and not _settings.keep_namespace and _still_ours()
+    gone = _inode != 0 and not _still_ours()  # shm only
+    destroy = _ours and not _settings.keep_namespace and not gone
     if destroy:
         engine.destroy(_settings.namespace)
     _claim.release(unlink=destroy or not _ours)
+    if gone:
+        server.log.error("namespace '%s' was destroyed under this server: exit status 1",
+                         _settings.namespace)
+        sys.exit(1)

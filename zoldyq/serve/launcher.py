@@ -1,26 +1,25 @@
-"""``zoldyq serve``: own the namespace, then run and supervise gunicorn and the WS sidecar.
+"""``zoldyq serve``: own the namespace, and be gunicorn's master and the WS sidecar's parent.
 
-The two servers are siblings, children of this process (the sidecar must not
-be a child of the gunicorn master: the arbiter reaps children it does not
-know). Each runs in its own session, so a Ctrl-C reaches only the launcher,
-which turns it into the same graceful stop as SIGTERM: both children get
-SIGTERM (long-polls answer 204 at once, in-flight requests finish), then the
-namespace is destroyed if it is ours, unless ``keep_namespace``. SIGHUP
-reloads, as gunicorn does: gunicorn gracefully replaces its workers and the
-sidecar is restarted; the queues are untouched. A child that dies is
-restarted with a growing delay; one that keeps dying at once is fatal.
-Children get SIGTERM too if the launcher itself is killed (PR_SET_PDEATHSIG).
+This process runs gunicorn's arbiter itself (``zoldyq.serve.master``: one process
+fewer than forking a master, 3 MB less in all) and forks the sidecar as its other child
+(PR_SET_PDEATHSIG: it gets SIGTERM however the launcher dies; the workers see their
+parent change and stop). The sidecar and each worker run in their own session, so a
+Ctrl-C reaches only the launcher, which turns it into the same graceful stop as
+SIGTERM: the workers and the sidecar get SIGTERM together (long-polls answer 204 at
+once, in-flight requests finish), then the namespace is destroyed if it is ours,
+unless ``keep_namespace``. SIGHUP reloads, as gunicorn does: new workers replace the
+old ones gracefully and the sidecar is restarted; the queues are untouched. A worker
+that dies is replaced by the arbiter; a sidecar that dies is restarted with a growing
+delay, and one that keeps dying at once is fatal.
 
-Both are forked from this process, not started as fresh interpreters: the
-launcher first imports what they run (``preload``), so the launcher, the
-sidecar, the master and its workers share those pages copy-on-write (an idle
-server: ~51 MB PSS instead of ~92; ``scripts/footprint``). A child gets what
-``Popen`` gave it before: its own session, stdin on /dev/null, no descriptor
-but 0-2 (the launcher closes its broker before forking, so that no child
-inherits its locks; the master keeps those of the app built for it), and a title
-naming its role (setproctitle). Their environment is the launcher's own, with the
-settings in it: rebuilding ``os.environ`` in each child copied 0.7 MB of shared pages
-in all.
+The launcher first imports what the workers and the sidecar run (``preload``), so they
+share those pages copy-on-write with it (an idle server: ~50 MB PSS instead of ~92 when
+each was a fresh interpreter; ``scripts/footprint``). The sidecar gets what ``Popen``
+gave it before: its own session, stdin on /dev/null, no descriptor but 0-2 (the
+launcher closes its broker before forking, so that no child inherits its locks), and a
+title naming its role (setproctitle); a worker drops the launcher's own descriptors
+(its owner flock). Their environment is the launcher's own, with the settings in it:
+rebuilding ``os.environ`` in each child copied 0.7 MB of shared pages in all.
 
 Ownership (``zoldyq.shm.owner``): the launcher holds the namespace's owner
 flock for its whole life, so a second server on the same namespace is
@@ -47,6 +46,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from zoldyq import broker as engine
@@ -56,74 +56,47 @@ from zoldyq.serve import current
 from zoldyq.settings import OWNER_ENV, STARTED_AT_ENV, Settings
 
 if TYPE_CHECKING:
-    from gunicorn.arbiter import Arbiter
+    from zoldyq.serve.master import Master
 
 log = logging.getLogger("zoldyq.serve.launcher")
 
 QUICK_DEATH = 5.0  # seconds: a child that dies sooner counts towards giving up
 MAX_QUICK_DEATHS = 5
-POLL = 0.1
 PR_SET_PDEATHSIG = 1
 HTTP_ARGV = ["gunicorn", "-c", "python:zoldyq.serve.gunicorn_conf", "zoldyq.serve.workers.http:app"]
 HTTP_USAGE = "%(prog)s [OPTIONS] [APP_MODULE]"  # gunicorn's own
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-_arbiter: Arbiter | None = None  # gunicorn's, built by ``preload``
-_app_fds: frozenset[int] = frozenset()  # the descriptors of the app ``preload`` built
-
-
-def _build_http() -> None:
-    """gunicorn's configuration and Arbiter, built before forking: code that runs once, in
-    the launcher, instead of copying the pages it touches into the master (~3 MB). A
-    failure (a bad config) is left to the master to meet and report, as it did before."""
-    global _arbiter
+def _build_http() -> Master:
+    """gunicorn's configuration and arbiter, built before forking: code that runs once, in
+    the launcher, instead of in each worker. A bad configuration is reported by gunicorn,
+    which raises SystemExit(1)."""
     from gunicorn.app.wsgiapp import WSGIApplication
-    from gunicorn.arbiter import Arbiter
+
+    from zoldyq.serve.master import Master
 
     saved, sys.argv = sys.argv, HTTP_ARGV
     try:
-        _arbiter = Arbiter(WSGIApplication(HTTP_USAGE))
-    except (Exception, SystemExit):
-        _arbiter = None
+        return Master(WSGIApplication(HTTP_USAGE))
     finally:
         sys.argv = saved
 
 
 def _build_app(settings: Settings) -> Any:
-    """On shm, the app the gunicorn master would build, built here: its objects are then
-    shared by every process instead of being written into the master's pages (~2 MB).
-    Its engine's locks reopen themselves in a forked process (as the workers' always did)
-    and the master keeps its descriptors (``_app_fds``); the launcher never calls it. On
-    Redis each worker builds its own (asyncio connections must not be shared), and a
-    failure is left to the master to meet and report, as before."""
-    global _app_fds
+    """On shm, the app the workers serve, built here: its objects are then shared by
+    every process instead of being written into each one's pages (~2 MB). Its engine's
+    locks reopen themselves in a forked worker. On Redis each worker builds its own
+    (asyncio connections must not be shared), and a failure is left to gunicorn to meet
+    and report, as before."""
     if engine.is_shared(settings):
         return None
     from zoldyq.http import create_app
 
-    before = set(os.listdir("/proc/self/fd"))
     try:
-        app = create_app(settings)
+        return create_app(settings)
     except Exception:
         return None
-    _app_fds = frozenset(int(fd) for fd in set(os.listdir("/proc/self/fd")) - before)
-    return app
-
-
-def _run_http() -> int:
-    """The gunicorn master, in this (forked) process: ``gunicorn -c ... workers.http:app``."""
-    from gunicorn.app.wsgiapp import run as gunicorn
-
-    sys.argv = HTTP_ARGV
-    if _arbiter is None:
-        gunicorn()  # raises SystemExit, in the master and in every worker it forks
-        return 1
-    try:  # what gunicorn's BaseApplication.run does around it
-        _arbiter.run()
-    except RuntimeError as ex:
-        print(f"\nError: {ex}\n", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _run_ws(settings: Settings) -> int:
@@ -136,12 +109,13 @@ def _run_ws(settings: Settings) -> int:
     return run(settings, configured=True)
 
 
-def preload(settings: Settings) -> None:
+def preload(settings: Settings, own_fds: frozenset[int] = frozenset()) -> Master:
     """Import what the children run before forking them, then freeze it: the modules' pages
-    are shared copy-on-write by the launcher, the sidecar, the master and its workers
-    (PSS splits them) instead of each process importing its own copy, and the collector
-    never writes to them. On shm the app is built here too (``_build_app``); the
-    launcher's own broker is closed before forking."""
+    are shared copy-on-write by the launcher, the sidecar and the workers (PSS splits
+    them) instead of each process importing its own copy, and the collector never writes
+    to them. On shm the app is built here too (``_build_app``); the launcher's own broker
+    is closed before forking. ``own_fds``: the launcher's descriptors, which the workers
+    close. Returns gunicorn's arbiter, built."""
     http = "zoldyq.http.asgi" if settings.worker_class == "asgi" else "zoldyq.http.wsgi"
     for name in ("setproctitle", "gunicorn.app.wsgiapp", "gunicorn.glogging",
                  "zoldyq.serve.worker", "zoldyq.ops.metrics", http,
@@ -154,45 +128,51 @@ def preload(settings: Settings) -> None:
                 importlib.import_module(optional)
     if settings.ws:
         importlib.import_module("zoldyq.ws")
-    current.inherit(settings, _build_app(settings))
-    _build_http()
+    current.inherit(settings, _build_app(settings), own_fds)
+    master = _build_http()
     mimetypes.init()  # falcon's Response reads the system's table: once, not per worker
     gc.freeze()
     with contextlib.suppress(AttributeError):  # glibc: hand the heap freed by imports back
         ctypes.CDLL(None).malloc_trim(0)  # (else each child maps its share of it)
+    return master
 
 
-def _in_child(target: Callable[[], int], launcher: int, keep: frozenset[int]) -> NoReturn:
+def exit_status(ex: BaseException) -> int:
+    """The status a process ending on ``ex`` exits with, as Python's own exit would."""
+    if not isinstance(ex, SystemExit):
+        traceback.print_exception(ex)
+        return 1
+    if isinstance(ex.code, str):
+        print(ex.code, file=sys.stderr)
+    return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+
+
+def leave(ex: BaseException | int) -> NoReturn:
+    """End a forked child at once: never through the launcher's frames and clean-up."""
+    code = ex if isinstance(ex, int) else exit_status(ex)
+    with contextlib.suppress(BaseException):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _in_child(target: Callable[[], int], launcher: int) -> NoReturn:
     """Become a server process: what ``Popen(start_new_session=True, close_fds=True)`` of a
     fresh interpreter gave, but keeping the preloaded modules."""
-    code = 1
     try:
         os.setsid()
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(s, signal.SIG_DFL)
+        for s in (*STOP_SIGNALS, signal.SIGCHLD, signal.SIGQUIT, signal.SIGUSR1,
+                  signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(s, signal.SIG_DFL)  # not the arbiter's
         _die_with_parent(launcher)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         # The launcher's claim is not the child's (subprocess's close_fds did this); its
-        # object stays referenced on this stack, so the fd is never closed twice. ``keep``:
-        # the descriptors of the app the launcher built for this child.
-        low = 3
-        for fd in sorted(keep):
-            os.closerange(low, fd)
-            low = fd + 1
-        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
-        code = target()
-    except SystemExit as ex:
-        code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
-        if isinstance(ex.code, str):
-            print(ex.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(BaseException):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+        # object stays referenced on this stack, so the fd is never closed twice.
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        leave(target())
+    except BaseException as ex:
+        leave(ex)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)  # here, not in each child: ctypes copies pages
@@ -209,18 +189,21 @@ def _die_with_parent(launcher: int) -> None:
 class Process:
     """A forked child, with what the launcher used of ``subprocess.Popen``."""
 
-    def __init__(self, target: Callable[[], int], keep: frozenset[int] = frozenset()) -> None:
+    def __init__(self, target: Callable[[], int]) -> None:
         self.returncode: int | None = None
         for stream in (sys.stdout, sys.stderr):  # or the child writes the same bytes again
             stream.flush()
         launcher = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:
-            _in_child(target, launcher, keep)
+            _in_child(target, launcher)
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by the arbiter's waitpid(-1): it died
+                pid, status = self.pid, 1 << 8  # its status is lost: say 1
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
@@ -239,18 +222,24 @@ class Process:
 
 
 class Child:
-    def __init__(self, name: str, target: Callable[[], int], app: bool = False) -> None:
-        self.name, self.target, self.app = name, target, app  # app: it serves the app
+    """The sidecar: forked, and restarted with a growing delay when it dies."""
+
+    def __init__(self, name: str, target: Callable[[], int]) -> None:
+        self.name, self.target = name, target
         self.proc: Process | None = None
         self.started = 0.0
         self.quick_deaths = 0
         self.restart_at: float | None = None
 
     def start(self) -> None:
-        self.proc = Process(self.target, _app_fds if self.app else frozenset())
+        self.proc = Process(self.target)
         self.started = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+    def poll(self) -> None:
+        if self.proc is not None:
+            self.proc.poll()
 
     def check(self) -> bool:
         """Restart the child if it died (after a delay); False when it keeps dying at once."""
@@ -275,15 +264,12 @@ class Child:
         self.restart_at = now + delay
         return True
 
-    def reload(self, timeout: float) -> None:
-        """SIGHUP: gunicorn replaces its workers gracefully itself; others restart."""
-        if self.proc is None or self.restart_at is not None or self.proc.poll() is not None:
-            return
-        if self.name == "http":
-            self.proc.send_signal(signal.SIGHUP)
+    def reload(self, deadline: float) -> None:
+        """SIGHUP: stop and start again (unless a restart is due anyway)."""
+        if self.proc is None or self.restart_at is not None:
             return
         self.terminate()
-        self.wait(time.monotonic() + timeout)
+        self.wait(deadline)
         self.quick_deaths = 0
         self.start()
 
@@ -300,6 +286,20 @@ class Child:
             log.error("%s (pid %d) did not stop in time: killing it", self.name, self.proc.pid)
             os.killpg(self.proc.pid, signal.SIGKILL)
             return self.proc.wait()
+
+
+def _own_fds() -> frozenset[int]:
+    """This process's descriptors but 0-2 (the directory listed is closed by then)."""
+    fds = (int(fd) for fd in os.listdir("/proc/self/fd"))
+    return frozenset(fd for fd in fds if fd > 2 and _is_open(fd))
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def run(settings: Settings) -> int:
@@ -329,48 +329,22 @@ def run(settings: Settings) -> int:
                        STARTED_AT_ENV: str(time.time())})
     destroyed = engine.gone_check(broker)
     broker.close()  # before forking: a child must not inherit its locks or connections
-    children = [Child("http", _run_http, app=True)]
-    if settings.ws:
-        children.append(Child("ws", functools.partial(_run_ws, settings)))
-    signals: list[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        signals.append(signum)  # the loop below does the work
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    signals: SimpleQueue[int] = SimpleQueue()  # the arbiter's, from here on: none is lost
+    for s in STOP_SIGNALS:
+        signal.signal(s, lambda signum, frame: signals.put_nowait(signum))
     status = 0
-    gone = False
+    master: Master | None = None
     try:
-        preload(settings)
-        for child in children:
-            child.start()
-        while True:
-            while signals and signals[0] == signal.SIGHUP:
-                signals.pop(0)
-                log.info("got SIGHUP: reloading (workers and sidecar restart, queues kept)")
-                for child in children:
-                    child.reload(settings.graceful_timeout + 5)
-            if signals:
-                log.info("got %s: stopping", signal.Signals(signals[0]).name)
-                break
-            time.sleep(POLL)
-            if destroyed():
-                log.error("namespace '%s' was destroyed under this server: stopping, exit "
-                          "status 1 (a supervisor restarts it on a fresh namespace)",
-                          settings.namespace)
-                status, gone = 1, True
-                break
-            if not all(child.check() for child in children):
-                status = 1
-                break
+        master = preload(settings, _own_fds())
+        master.SIG_QUEUE = signals
+        master.namespace, master.destroyed = settings.namespace, destroyed
+        if settings.ws:
+            master.children = (Child("ws", functools.partial(_run_ws, settings)),)
+        master.run()  # until it raises SystemExit
+    except SystemExit as ex:
+        status = 1 if (master is not None and master.status) or exit_status(ex) else 0
     finally:
-        for child in children:
-            child.terminate()
-        deadline = time.monotonic() + settings.graceful_timeout + 5
-        for child in children:
-            child.wait(deadline)
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        gone = master is not None and master.gone
         saved = gone or snapshot.on_exit(settings)  # --snapshot-on-exit; False: keep it
         destroy = ours and not gone and saved and not settings.keep_namespace
         if destroy:
