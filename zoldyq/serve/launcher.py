@@ -131,6 +131,7 @@ def preload(settings: Settings, own_fds: frozenset[int] = frozenset()) -> Master
     current.inherit(settings, _build_app(settings), own_fds)
     master = _build_http()
     mimetypes.init()  # falcon's Response reads the system's table: once, not per worker
+    gc.collect()  # the imports' garbage goes before it is frozen for good
     gc.freeze()
     with contextlib.suppress(AttributeError):  # glibc: hand the heap freed by imports back
         ctypes.CDLL(None).malloc_trim(0)  # (else each child maps its share of it)
