@@ -134,7 +134,6 @@ def preload(settings: Settings, own_fds: frozenset[int] = frozenset()) -> Master
     mimetypes.inited = True
     current.inherit(settings, _build_app(settings), own_fds)
     master = _build_http()
-    gc.collect()  # the imports' garbage goes before it is frozen for good
     gc.freeze()
     with contextlib.suppress(AttributeError):  # glibc: hand the heap freed by imports back
         ctypes.CDLL(None).malloc_trim(0)  # (else each child maps its share of it)
