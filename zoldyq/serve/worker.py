@@ -31,10 +31,10 @@ def _small_chunk_prefixes() -> None:
     heap, in the pages every server process maps) for a lookup that falls back to
     formatting the size (``_CHUNK_PREFIXES.get(size) or f"{size:x}\\r\\n"...``, checked by
     tests/test_footprint.py): keep the small sizes only. Another gunicorn: left alone."""
-    protocol = importlib.import_module("gunicorn.asgi.protocol")
-    table = getattr(protocol, "_CHUNK_PREFIXES", None)
+    names = vars(importlib.import_module("gunicorn.asgi.protocol"))
+    table = names.get("_CHUNK_PREFIXES")
     if importlib.import_module("gunicorn").version_info[0] == 27 and isinstance(table, dict):
-        protocol._CHUNK_PREFIXES = {i: table[i] for i in range(CHUNK_PREFIXES) if i in table}
+        names["_CHUNK_PREFIXES"] = {i: table[i] for i in range(CHUNK_PREFIXES) if i in table}
 
 
 _small_chunk_prefixes()
