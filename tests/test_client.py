@@ -133,9 +133,11 @@ def test_long_poll_wakes_on_put(broker: Any) -> None:
     q = broker.queue(qname())
     q.put("create")
     q.get()
-    threading.Timer(0.3, q.put, args=("late",)).start()
+    late = threading.Timer(0.3, q.put, args=("late",))
+    late.start()
     t0 = time.monotonic()
     m = q.get(timeout=5.0)
+    late.join(10)  # its put has read its answer before the fixture closes the client
     assert m is not None
     assert m.payload == "late"
     assert time.monotonic() - t0 < 3.0
@@ -146,8 +148,10 @@ def test_wait_longer_than_one_server_poll(broker: Any) -> None:
     q = broker.queue(qname())
     q.put("create")
     q.get()
-    threading.Timer(2.8, q.put, args=("late",)).start()
+    late = threading.Timer(2.8, q.put, args=("late",))
+    late.start()
     m = q.get(timeout=6.0)
+    late.join(10)
     assert m is not None
     assert m.payload == "late"
 

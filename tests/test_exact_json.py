@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import zoldyq
+from tests.helpers.json_text import SEPARATORS, VALUES
 from zoldyq.api import KIND_BYTES, KIND_JSON, json_field, json_items
 from zoldyq.shm import speedups
 from zoldyq.shm.speedups import json_records
@@ -59,19 +60,8 @@ def test_json_field_finds_the_exact_member_bytes() -> None:
     assert json_items(b"[ ]") == []
 
 
-_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=False,
-                                                                         allow_infinity=False)
-    | st.sampled_from(["}, {", ", ", "},{", ",", 'a\\"b', "]"]) | st.text(max_size=5)
-    | st.text('\\"[]{},: é', max_size=6),  # runs of backslashes before quotes, UTF-8
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["a", "}, {", ", "]), inner, max_size=3),
-    max_leaves=8,
-)
-_seps = st.sampled_from([(", ", ": "), (",", ":"), (" , ", " :"), (",\n ", ": ")])
-
-
-@given(items=st.lists(st.tuples(_values, _seps), max_size=8), between=_seps,
+@given(items=st.lists(st.tuples(VALUES, SEPARATORS), max_size=8),
+       between=SEPARATORS,
        pad=st.sampled_from(["", " ", "\n ", "\t\r\n"]), ascii=st.booleans())
 def test_json_items_gives_each_element_exactly_as_written(
     items: list[tuple[object, tuple[str, str]]], between: tuple[str, str], pad: str,
@@ -93,7 +83,8 @@ def test_json_items_gives_each_element_exactly_as_written(
 
 @pytest.mark.skipif(speedups.fast is None, reason="the C module is not built")
 @pytest.mark.parametrize("data", [b"", b"  ", b"{}", b"1", b"[", b"[1", b"[1,", b'["a', b'["a\\"',
-                                  b"[1,]", b"[,1]", b"[1,,2]", b'["\\"'])
+                                  b"[1,]", b"[,1]", b"[1,,2]", b'["\\"', b"[1] 2", b"[1],[2]",
+                                  b"[] x"])
 def test_the_c_scan_refuses_what_is_not_a_whole_array(data: bytes) -> None:
     """Given what orjson would refuse, the C scan raises; it never reads past the end."""
     with pytest.raises(ValueError, match=r"^json_items: not a whole JSON array$"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -12,15 +13,18 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import zoldyq
+from tests.helpers.json_text import SEPARATORS, VALUES
 from tests.helpers.multiproc import check_fifo, spawn
 from tests.helpers.namespaces import unique_namespace
 from tests.helpers.procs import read_acks, read_pairs
+from zoldyq.api import json_items
 from zoldyq.errors import QueueFull
 from zoldyq.shm import layout, speedups
 from zoldyq.shm import queue as shm_queue
@@ -215,6 +219,75 @@ def test_a_put_with_the_callers_limit_steps_aside_for_what_its_checks_look_at() 
         assert twin.words[W_TAIL] == tail
     assert twin.fast.put([(KIND_BYTES, b"x" * 40), (KIND_JSON, b"1")], 0, 40, True) is not None
     assert twin.get_c(5) == [(KIND_BYTES, b"x" * 40), (KIND_JSON, b"1")]
+
+
+# -- a batch body's payloads straight from its array -----------------------------------
+
+
+@needs_c
+@settings(max_examples=150, deadline=None)
+@given(items=st.lists(st.tuples(VALUES, SEPARATORS), max_size=8),
+       between=SEPARATORS,
+       pad=st.sampled_from(["", " ", "\n "]), start=st.integers(0, 127))
+def test_put_json_writes_what_the_pure_path_would(
+    items: list[tuple[object, tuple[str, str]]], between: tuple[str, str], pad: str, start: int,
+) -> None:
+    """Fast.put_json cuts the elements out of a parsed array and writes them in one call:
+    the ring then holds exactly what the pure path (json_items, Ring.write) writes, at
+    any offset, wraps included, and the tail the Python planner predicts."""
+    texts = [json.dumps(v, separators=s).encode() for v, s in items]
+    array = (pad + "[" + pad).encode() + between[0].encode().join(texts) + (pad + "]").encode()
+    parsed = orjson.loads(array)
+    twin = Twin(1024, 9, start * 8)
+    records = [(KIND_JSON, t) for t in json_items(array, parsed)]
+    predicted = twin.ring.write(records, now_us()) if records else twin.words[W_TAIL]
+    done = twin.fast.put_json(array, len(parsed), 0, 1024)
+    if not records:
+        assert done is None  # put_records answers an empty batch
+    assert twin.words[W_TAIL] == predicted
+    assert twin.get_c(9) == records
+
+
+@needs_c
+def test_put_json_steps_aside_or_refuses_with_nothing_written() -> None:
+    """An element past the limit (or half the ring) comes back None for put_records' own
+    checks; an array that is not whole, or a count other than orjson's, is refused."""
+    twin = Twin(512, 9, 0)
+    tail = twin.words[W_TAIL]
+    assert twin.fast.put_json(b'[1, "%s"]' % (b"x" * 39), 2, 0, 40) is None
+    assert twin.fast.put_json(b'["%s"]' % (b"x" * 255), 1, 0, 1000) is None  # half the ring
+    for cut in (b"[1, 2", b"[1, 2] [3]"):
+        with pytest.raises(ValueError, match=r"^put_json: not a whole JSON array$"):
+            twin.fast.put_json(cut, 2, 0, 40)
+    with pytest.raises(ValueError, match=r"^put_json: 2 elements, expected 3$"):
+        twin.fast.put_json(b"[1, 2]", 3, 0, 40)
+    assert twin.words[W_TAIL] == tail
+    assert twin.fast.put_json(b'[1, "%s"]' % (b"x" * 38), 2, 0, 40) is not None
+    assert twin.get_c(5) == [(KIND_JSON, b"1"), (KIND_JSON, b'"%s"' % (b"x" * 38))]
+
+
+def test_put_json_items_stores_a_batch_like_put_records(broker: zoldyq.Broker) -> None:
+    """A batch body's payloads go in as written on either path, in order, with the same
+    receipt and the same refusals as put_records (one too long: none stored); a queue
+    with nacked messages in its side table takes the batch too."""
+    q = broker.queue("items")
+    array = b'[ {"a": [1, 2]}, "x,y" ,3]'
+    for _ in (1, 2):  # the first put resolves the handle, the second takes the C call
+        r = q.put_json_items(array, orjson.loads(array))
+        assert r.queue_size == 3
+        assert [m.data for m in q.get_many(10)] == [b'{"a": [1, 2]}', b'"x,y"', b"3"]
+    limit = q._sq.max_message_bytes  # type: ignore[union-attr]
+    long = b'[1, "%s"]' % (b"x" * limit)
+    with pytest.raises(zoldyq.errors.MessageTooLarge):
+        q.put_json_items(long, orjson.loads(long))
+    assert q.put_json_items(b"[]", []).queue_size == 0
+    q.put_many(["a"])
+    m = q.get(lease=30)
+    assert m is not None
+    m.nack()  # the side table now holds a message: C steps aside, queue.py puts
+    size = q.put_json_items(b"[1, 2]", [1, 2]).queue_size
+    assert q.put_records([(KIND_JSON, b"3")]).queue_size == size + 1  # counted alike
+    assert [m.data for m in q.get_many(10)] == [b'"a"', b"1", b"2", b"3"]
 
 
 def test_put_records_on_a_resolved_handle_checks_like_the_first_put(

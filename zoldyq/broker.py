@@ -14,8 +14,8 @@ that finds one held elsewhere is retried in a thread that waits up to
 ``Retry-After``). A queue found stuck answers 503 at once for the next
 ``LOCK_WAIT`` seconds, so a stuck queue holds at most one waiting thread.
 
-``json_records`` is here for the same reason as ``Broker``: the compiled module that
-splits a batch body into its payloads lives in the engine package.
+``json_records`` and ``put_json_items`` are here for the same reason as ``Broker``: the
+compiled module that splits a batch body into its payloads lives in the engine package.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from zoldyq import api
 from zoldyq.errors import QueueBusy
 from zoldyq.settings import Settings
 from zoldyq.shm import broker as _shm
@@ -46,13 +47,22 @@ __all__ = [
     "LOCK_WAIT", "Broker", "Claim", "LockBusy", "Ownership", "attach", "attach_namespace",
     "claim", "create", "destroy", "destroy_namespace", "from_loop", "gone_check", "holder",
     "is_shared", "json_records", "loop_thread", "namespaces", "on_the_loop", "open_namespace",
-    "patient", "serve_namespace", "wait_until",
+    "patient", "put_json_items", "serve_namespace", "wait_until",
 ]  # fmt: skip
 
 T = TypeVar("T")
 LOCK_WAIT = 1.0  # seconds a request waits, off the loop, for a lock held elsewhere
 _waiters = ThreadPoolExecutor(8, thread_name_prefix="zoldyq-lock-wait")
 _stuck_until: dict[str, float] = {}  # queue name -> when to try waiting for it again
+
+
+def put_json_items(q: api.Queue, array: bytes, parsed: list[Any],
+                   deliver_at: int | None = None) -> api.Receipt:
+    """A batch body's payloads, the elements of the JSON array ``array`` (orjson parsed it
+    as ``parsed``), into ``q`` as written: on shared memory with no object per payload."""
+    if deliver_at is None and type(q) is _shm.Queue:
+        return q.put_json_items(array, parsed)
+    return q.put_records(json_records(array, parsed, api.KIND_JSON), deliver_at=deliver_at)
 
 
 def is_shared(settings: Settings) -> bool:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, cast
 import orjson
 
 from zoldyq import api, errors
-from zoldyq.broker import json_records
+from zoldyq.broker import json_records, put_json_items
 from zoldyq.errors import RequestError
 from zoldyq.settings import Settings
 
@@ -331,7 +331,26 @@ def enqueue_batch(ctx: Ctx, call: Call, name: str) -> Reply:
     return enqueue_batch_put(ctx, call, name).run()
 
 
-def enqueue_batch_put(ctx: Ctx, call: Call, name: str) -> Put:
+class BatchPut(NamedTuple):
+    """A batch enqueue parsed but not stored yet, as ``Put``: its payloads stay the array's
+    bytes until stored (``broker.put_json_items``), never one object each on shm."""
+
+    queue: api.Queue
+    array: bytes
+    parsed: list[Any]
+    deliver_at: int | None
+    reply: Callable[[api.Receipt], Reply]
+
+    def run(self) -> Reply:
+        return self.reply(put_json_items(self.queue, self.array, self.parsed, self.deliver_at))
+
+    async def arun(self) -> Reply:
+        q = cast(api.RemoteQueue, self.queue)
+        records = json_records(self.array, self.parsed, api.KIND_JSON)
+        return self.reply(await q.aput_records(records, deliver_at=self.deliver_at))
+
+
+def enqueue_batch_put(ctx: Ctx, call: Call, name: str) -> BatchPut:
     q = ctx.queue(name)
     doc, raw = _raw_field(call.body, "payloads", "a list of JSON values")
     parsed = doc["payloads"]
@@ -343,15 +362,14 @@ def enqueue_batch_put(ctx: Ctx, call: Call, name: str) -> Put:
             f"a batch holds at most {ctx.max_batch} messages, got {len(parsed)}",
             max_batch=ctx.max_batch,
         )
-    records = json_records(raw, parsed, api.KIND_JSON)
     at = parse_delivery(doc) if len(doc) > 1 else None
 
     def reply(r: api.Receipt) -> Reply:
         return Reply(200, b'{"queued":true,"queue_name":%s,"count":%d,"queue_size":%d,'
-                     b'"enqueued_at":%d%s' % (_qname(name), len(records), r.queue_size,
+                     b'"enqueued_at":%d%s' % (_qname(name), len(parsed), r.queue_size,
                                               r.enqueued_at, _deliver_at(r.deliver_at)))
 
-    return Put(q, records, at, reply)
+    return BatchPut(q, raw, parsed, at, reply)
 
 
 def dequeue(ctx: Ctx, call: Call, name: str) -> Wait:

@@ -18,7 +18,8 @@ class Route(NamedTuple):
     kind: str = PLAIN  # WAITING: the shell waits for the handler's Wait, its own way
     body: bool = False  # the shell reads the body (under the size limit) first
     auth: bool = True  # needs the token when one is configured
-    put: Callable[..., core.Put] | None = None  # the handler's parse, its store left to await
+    # the handler's parse, its store left to await
+    put: Callable[..., core.Put | core.BatchPut] | None = None
 
 
 def _openapi(ctx: core.Ctx, call: core.Call) -> core.Reply:

@@ -7,9 +7,10 @@
  * one namespace because they read and write the same words the same way and take
  * the same mutexes.
  *
- * What one C call now covers, for a put: take the locks, (rewind_empty: an
- * empty ring's offsets back to 0 if the get lock is free at once), write the
- * records, store the tail (the commit point, one aligned 8-byte release store),
+ * What one C call now covers, for a put (put_one, put and put_json all go through
+ * do_put, their records pointing into the caller's buffers): take the locks,
+ * (rewind_empty: an empty ring's offsets back to 0 if the get lock is free at once),
+ * write the records, store the tail (the commit point, one aligned 8-byte release store),
  * bump the totals and the histogram, release the locks, ring the doorbell. For a
  * get: take the locks, parse the records between head and tail, copy them
  * out, store the head (its commit point), bump totals, histogram and waiter
@@ -1346,12 +1347,18 @@ static PyObject *Fast_ack_one(Fast *self, PyObject *const *args, Py_ssize_t narg
     return out;
 }
 
+static PyObject *Fast_put_json(Fast *self, PyObject *const *args, Py_ssize_t nargs);
+
 static PyMethodDef Fast_methods[] = {
     {"put_one", (PyCFunction)(void (*)(void))Fast_put_one, METH_FASTCALL,
      "put_one(kind, data, t0_ns) -> (queue_size, enqueued_at_us), or None (nothing done) "
      "when the side table holds messages"},
     {"put", (PyCFunction)(void (*)(void))Fast_put, METH_FASTCALL,
      "put(records, t0_ns) -> (queue_size, enqueued_at_us), all or none; None as put_one"},
+    {"put_json", (PyCFunction)(void (*)(void))Fast_put_json, METH_FASTCALL,
+     "put_json(array, count, t0_ns, max_message_bytes) -> (queue_size, enqueued_at_us): "
+     "the elements of a parsed JSON array as JSON records, all or none; None (nothing done) "
+     "when put_records' own checks must look"},
     {"take", (PyCFunction)(void (*)(void))Fast_take, METH_FASTCALL,
      "take(max_n, t0_ns, was_waiting, keep_waiting, tag, make=None) -> records, or None "
      "(nothing done) when the side table has due or ready work"},
@@ -1481,8 +1488,9 @@ static PyObject *atomic_add(PyObject *mod, PyObject *const *args, Py_ssize_t nar
  * (orjson parsed it): this is a linear scan of strings, escapes and nesting depth,
  * not a validator, so an element is the text between two commas at depth 1 and
  * parsing it again would prove nothing new. Input that is not an array, or that
- * ends inside one, raises ValueError (never a read past the end). Separate from the
- * ring code above: it touches no segment. */
+ * ends inside one, raises ValueError (never a read past the end). The same scan
+ * feeds Fast.put_json, which writes the elements into the ring with do_put; json_items
+ * touches no segment. */
 
 /* the bytes the scan stops at outside strings */
 static const unsigned char JSON_STRUCT[256] = {
@@ -1493,41 +1501,23 @@ static inline int json_ws(unsigned char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static int items_append(PyObject *out, PyObject *kind, const char *p, Py_ssize_t n) {
-    PyObject *item = PyBytes_FromStringAndSize(p, n);
-    if (item == NULL) return -1;
-    if (kind != Py_None) {
-        PyObject *pair = PyTuple_New(2);
-        if (pair == NULL) {
-            Py_DECREF(item);
-            return -1;
-        }
-        Py_INCREF(kind);
-        PyTuple_SET_ITEM(pair, 0, kind);
-        PyTuple_SET_ITEM(pair, 1, item);
-        item = pair;
-    }
-    int rc = PyList_Append(out, item);
-    Py_DECREF(item);
-    return rc;
-}
+/* Hand each element of the JSON array s[0:len] to emit(ctx, start, length), in order.
+ * 0 done; what emit returned when it was not 0 (>0: stop, -1: stop with its exception);
+ * -2 for input that is not one whole array, whitespace around it (no exception set). */
+typedef int (*emit_fn)(void *ctx, const unsigned char *p, Py_ssize_t n);
 
-static PyObject *json_items(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyList_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "json_items(array, out: list, kind)");
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    const unsigned char *s = view.buf, *end = s + view.len, *p = s;
-    PyObject *out = args[1], *kind = args[2];
-    int ok = 0, first = 1;
+static int scan_items(const unsigned char *s, Py_ssize_t len, emit_fn emit, void *ctx) {
+    const unsigned char *end = s + len, *p = s;
+    int first = 1, rc;
     while (p < end && json_ws(*p)) p++;
-    if (p == end || *p++ != '[') goto bad;
+    if (p == end || *p++ != '[') return -2;
     for (;;) {
         while (p < end && json_ws(*p)) p++;
-        if (p == end) goto bad;
-        if (*p == ']' && first) break; /* [] (or [ ]) */
+        if (p == end) return -2;
+        if (*p == ']' && first) { /* [] (or [ ]) */
+            p++;
+            break;
+        }
         first = 0;
         const unsigned char *start = p;
         Py_ssize_t depth = 0;
@@ -1538,7 +1528,7 @@ static PyObject *json_items(PyObject *mod, PyObject *const *args, Py_ssize_t nar
             if (c == '"') { /* to the closing quote: one not after an odd run of backslashes */
                 for (;;) {
                     const unsigned char *q = memchr(p + 1, '"', (size_t)(end - p - 1));
-                    if (q == NULL) goto bad;
+                    if (q == NULL) return -2;
                     const unsigned char *b = q;
                     while (b[-1] == '\\') b--; /* stops at the opening quote at worst */
                     p = q;
@@ -1553,21 +1543,122 @@ static PyObject *json_items(PyObject *mod, PyObject *const *args, Py_ssize_t nar
                 break;
             }
         }
-        if (p == end) goto bad;
+        if (p == end) return -2;
         const unsigned char *stop = p;
         while (stop > start && json_ws(stop[-1])) stop--;
-        if (stop == start) goto bad; /* [1,,2] or [1,]: orjson refuses those */
-        if (items_append(out, kind, (const char *)start, stop - start) < 0) goto done;
+        if (stop == start) return -2; /* [1,,2] or [1,]: orjson refuses those */
+        if ((rc = emit(ctx, start, stop - start)) != 0) return rc;
         if (*p++ == ']') break;
     }
-    ok = 1;
-    goto done;
-bad:
-    PyErr_SetString(PyExc_ValueError, "json_items: not a whole JSON array");
-done:
+    while (p < end && json_ws(*p)) p++;
+    return p == end ? 0 : -2; /* "[1] [2]": what follows the array is not ours to drop */
+}
+
+typedef struct {
+    PyObject *out, *kind;
+} ListSink;
+
+static int items_append(void *ctx, const unsigned char *p, Py_ssize_t n) {
+    ListSink *k = ctx;
+    PyObject *item = PyBytes_FromStringAndSize((const char *)p, n);
+    if (item == NULL) return -1;
+    if (k->kind != Py_None) {
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(item);
+            return -1;
+        }
+        Py_INCREF(k->kind);
+        PyTuple_SET_ITEM(pair, 0, k->kind);
+        PyTuple_SET_ITEM(pair, 1, item);
+        item = pair;
+    }
+    int rc = PyList_Append(k->out, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static PyObject *json_items(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "json_items(array, out: list, kind)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    ListSink k = {args[1], args[2]};
+    int rc = scan_items(view.buf, view.len, items_append, &k);
+    if (rc == -2) PyErr_SetString(PyExc_ValueError, "json_items: not a whole JSON array");
     PyBuffer_Release(&view);
-    if (!ok) return NULL;
+    if (rc) return NULL;
     Py_RETURN_NONE;
+}
+
+/* -- a batch body's payloads straight into the ring ---------------------------------- */
+
+/* Fast.put_json: the elements of a parsed JSON array become Recs pointing into the array's
+ * own buffer, so a batch of n payloads costs no Python object per payload (json_items
+ * then put made 2n). The records written are the same bytes: the put is do_put's. */
+typedef struct {
+    Rec *recs, *stack;
+    Py_ssize_t n, cap;
+    uint64_t limit; /* the longest element put here: longer ones go to put_records' checks */
+} RecSink;
+
+static int rec_append(void *ctx, const unsigned char *p, Py_ssize_t n) {
+    RecSink *k = ctx;
+    if ((uint64_t)n > k->limit) return 1;
+    if (k->n == k->cap) {
+        Py_ssize_t cap = k->cap * 2;
+        Rec *recs = k->recs == k->stack ? PyMem_Malloc((size_t)cap * sizeof(Rec))
+                                        : PyMem_Realloc(k->recs, (size_t)cap * sizeof(Rec));
+        if (recs == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (k->recs == k->stack) memcpy(recs, k->stack, (size_t)k->n * sizeof(Rec));
+        k->recs = recs;
+        k->cap = cap;
+    }
+    k->recs[k->n++] = (Rec){p, (uint64_t)n, NULL, KIND_JSON};
+    return 0;
+}
+
+static PyObject *Fast_put_json(Fast *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* put_json(array, count, t0_ns, max_message_bytes) -> (queue_size, enqueued_at_us):
+     * the count elements of a JSON array orjson parsed, each a JSON record, all or none;
+     * None (nothing done) for an empty array, an element longer than the limit or half
+     * the ring, or a side table holding messages: put_records' checks then decide. */
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "put_json(array, count, t0, max_message_bytes)");
+        return NULL;
+    }
+    Py_ssize_t count = PyLong_AsSsize_t(args[1]);
+    uint64_t t0 = PyLong_AsUnsignedLongLong(args[2]);
+    uint64_t limit = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    Rec stack[STACK_RECS];
+    uint64_t half = self->size / 2;
+    RecSink k = {stack, stack, 0, STACK_RECS, limit < half ? limit : half};
+    if (k.limit > LEN_MASK) k.limit = LEN_MASK;
+    PyObject *r = NULL;
+    int rc = scan_items(view.buf, view.len, rec_append, &k);
+    if (rc == -2) {
+        PyErr_SetString(PyExc_ValueError, "put_json: not a whole JSON array");
+    } else if (rc == 0 && k.n != count) { /* never for what orjson parsed: refuse, not guess */
+        PyErr_Format(PyExc_ValueError, "put_json: %zd elements, expected %zd", k.n, count);
+    } else if (rc > 0 || (rc == 0 && k.n == 0)) {
+        Py_INCREF(Py_None);
+        r = Py_None;
+    } else if (rc == 0 && enter(self) == 0) {
+        Batch b = {k.recs, k.n};
+        r = do_put(self, &b, t0);
+        leave(self);
+    }
+    if (k.recs != stack) PyMem_Free(k.recs);
+    PyBuffer_Release(&view);
+    return r;
 }
 
 static PyMethodDef module_methods[] = {

@@ -26,6 +26,9 @@ class Fast:
         self, records: Sequence[tuple[int, Any]], t0: int, max_message_bytes: int = ...,
         json_checked: bool = ..., /,
     ) -> tuple[int, int] | None: ...
+    def put_json(
+        self, array: bytes, count: int, t0: int, max_message_bytes: int, /,
+    ) -> tuple[int, int] | None: ...
     def take(
         self, max_n: int, t0: int, was_waiting: bool, keep_waiting: bool, tag: object,
         make: type[tuple[Any, ...]] | None = None, /,
