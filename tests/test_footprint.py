@@ -11,12 +11,13 @@ import pytest
 
 from tests.helpers import footprint
 
-#: The issue's target is 50 MB. Measured 49-50 MB (44.3 MB anonymous) on this 2-core VM
+#: The issue's target is 50 MB. Measured 46-47 MB (41.5 MB anonymous) on this 2-core VM
 #: (``scripts/footprint``; the file-backed part moves by 1-2 MB with what else runs on the
 #: box), down from 92-100 MB when every process was a fresh interpreter: the children are
 #: forked from the launcher after it imported what they run and built gunicorn's arbiter,
 #: and on shm built the app for its workers; the launcher is gunicorn's master itself
-#: (a forked master held ~3.5 MB more). Losing the sharing (fresh interpreters again, or a
+#: (a forked master held ~3.5 MB more); gunicorn's chunk-prefix table and the system's MIME
+#: types are not kept (2.1 MB). Losing the sharing (fresh interpreters again, or a
 #: child that re-imports everything) fails; the smaller steps (3-4 MB each) are within the
 #: room left for the box's noise and for new code.
 IDLE_PSS_BOUND_KB = 64 * 1024
