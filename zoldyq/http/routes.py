@@ -23,7 +23,7 @@ class Route(NamedTuple):
 
 
 def _openapi(ctx: core.Ctx, call: core.Call) -> core.Reply:
-    from zoldyq.http import openapi  # here: its tables (0.2 MB) serve this route only
+    from zoldyq.http import openapi  # here: its tables (0.1 MB) serve this route only
 
     return core.Reply(200, openapi.document_bytes(ROUTES, ctx.max_timeout, ctx.max_batch))
 
