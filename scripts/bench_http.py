@@ -3,7 +3,7 @@
 
 Usage: .venv/bin/python scripts/bench_http.py [--seconds 2] [--rounds 5]
            [--connections 50] [--worker-class asgi|gthread|both] [--backend shm|redis]
-           [--front-ends] [--lease-only]
+           [--front-ends] [--lease-only] [--no-v0]
 
 Three servers under the same gunicorn settings (2 workers; gthread: 8 threads
 each), loaded by wrk over loopback with 50 connections, in the same run:
@@ -18,6 +18,14 @@ each), loaded by wrk over loopback with 50 connections, in the same run:
              from Debian on a unix-less TCP port, persistence off
     zq-redis (with ``--backend redis``) ZoldyQ itself on that same Redis: the
              price of its semantics (caps, stats, leases) over plain lists
+    plain    this ZoldyQ on gunicorn's plain stack (asyncio loop, Python parser),
+             beside the shipped one (uvloop + gunicorn_h1c, gunicorn's "auto")
+    v0       the product as it shipped when the speed issue (15) was filed, commit
+             c2f19e9: its tree, extracted from this repository's git into a temp
+             dir, run by this venv's python with its own gunicorn.conf.py, worker
+             classes and settings, on the stack it shipped on (its dependencies had
+             neither uvloop nor gunicorn_h1c: asyncio loop, Python parser), in its
+             own namespace. ``--no-v0`` leaves it out (it needs git and the commit)
 
 The three servers run at the same time and every measurement is repeated
 ``--rounds`` times, interleaved, so that other load on the host hits them
@@ -40,12 +48,14 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -61,6 +71,8 @@ PAYLOAD = {"id": 12345, "kind": "email", "to": "someone@example.com", "body": "x
 WORKERS = 2
 THREADS = 8
 PREFILL = 200_000  # more than --rounds dequeue runs can drain
+V0 = "c2f19e9"  # main when the speed issue was filed: the baseline its targets name
+PLAIN_STACK = "--asgi-loop asyncio --http-parser python"  # gunicorn without uvloop, h1c
 
 
 def ensure_tools() -> None:
@@ -109,6 +121,62 @@ def baseline(app: str, worker_class: str, env: dict[str, str]) -> Iterator[serve
         srv.close()
 
 
+def extract(commit: str, into: Path) -> None:
+    """The tree of ``commit`` of this repository's git, written under ``into``."""
+    if shutil.which("git") is None:
+        sys.exit(f"the v0 rows need git (to extract {commit}); install it or pass --no-v0")
+    git = ["git", "-C", str(ROOT)]
+    if subprocess.run([*git, "cat-file", "-e", f"{commit}^{{commit}}"],
+                      capture_output=True, check=False).returncode:
+        sys.exit(f"commit {commit} is not in {ROOT}'s git (a shallow clone? "
+                 "git fetch --unshallow), or pass --no-v0")
+    archive = subprocess.run([*git, "archive", "--format=tar", commit], capture_output=True,
+                             check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+
+
+def _v0_python(tree: Path, code: str) -> str:
+    """Run ``code`` by this venv's python on v0's tree: ``-P`` keeps the working
+    directory off ``sys.path``, so PYTHONPATH's tree wins over the installed zoldyq."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run([servers.PYTHON, "-P", "-c", code], env=env, capture_output=True,
+                          text=True, check=True).stdout
+
+
+@contextlib.contextmanager
+def v0_server(ns: str, worker_class: str) -> Iterator[servers.Server]:
+    """v0 (``V0``) as it shipped: ``gunicorn -c gunicorn.conf.py workers.http:app`` of its
+    own tree, with its settings from ZOLDYQ_* as the current server gets them. Only the
+    launch differs: ``-P``, PYTHONPATH and the working directory pick its tree (gunicorn
+    puts the working directory first on ``sys.path`` before it reads the config),
+    GUNICORN_CMD_ARGS its stack (gunicorn's "auto" would take this venv's uvloop and h1c)."""
+    with tempfile.TemporaryDirectory(prefix="zoldyq-v0-") as tmp:
+        tree = Path(tmp)
+        extract(V0, tree)
+        where = _v0_python(tree, "import zoldyq; print(zoldyq.__file__)").strip()
+        if not where.startswith(tmp):
+            sys.exit(f"v0's server would import zoldyq from {where}, not from {tmp}")
+        port = servers.free_port()
+        env = servers.settings_env(ns, port=port, workers=WORKERS, threads=THREADS,
+                                   worker_class=worker_class,
+                                   default_queue_capacity=10_000_000,
+                                   default_queue_max_bytes=2 << 30)
+        env |= {"PYTHONPATH": tmp, "GUNICORN_CMD_ARGS": PLAIN_STACK}
+        url = f"http://127.0.0.1:{port}"
+        srv = servers.Server("zoldyq-v0", [
+            servers.PYTHON, "-P", "-m", "gunicorn", "-c", "gunicorn.conf.py", "workers.http:app"],
+            env, url, cwd=tree)
+        try:
+            srv.wait_ready(servers.http_ready(url))
+            yield srv
+        finally:
+            srv.close()
+            # its gunicorn destroys the namespace it made on exit: this is for a crash
+            _v0_python(tree, f"import contextlib, zoldyq\nwith contextlib.suppress("
+                             f"zoldyq.NamespaceNotFound): zoldyq.destroy({ns!r})")
+
+
 def wrk(url: str, seconds: float, connections: int, method: str = "GET",
         body: bytes | None = None) -> dict[str, float]:
     """req/s, p50 and p99 (ms), and non-2xx count of one wrk run."""
@@ -146,7 +214,8 @@ def prefill(url: str, path: str, n: int) -> None:
 
 
 def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
-              redis_url: str, on_redis: bool = False) -> dict[str, list[dict[str, float]]]:
+              redis_url: str, on_redis: bool = False,
+              v0: bool = True) -> dict[str, list[dict[str, float]]]:
     """Every measurement ``rounds`` times, interleaved, so that noise from other load on the
     host hits the three servers alike: the runs of each key, in round order."""
     import redis
@@ -170,7 +239,7 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
         rd = stack.enter_context(baseline(f"bench_http_apps:redis_{flavour}", worker_class, env))
         # the same ZoldyQ on gunicorn's plain stack (asyncio loop, Python parser): what the
         # shipped stack (uvloop + gunicorn_h1c, picked by gunicorn's "auto") is compared with
-        os.environ["GUNICORN_CMD_ARGS"] = "--asgi-loop asyncio --http-parser python"
+        os.environ["GUNICORN_CMD_ARGS"] = PLAIN_STACK
         try:
             plain = stack.enter_context(servers.gunicorn(
                 ns + "p", workers=WORKERS, threads=THREADS, worker_class=worker_class,
@@ -182,27 +251,20 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
             ns + "r", workers=WORKERS, threads=THREADS, worker_class=worker_class,
             default_queue_capacity=10_000_000, default_queue_max_bytes=2 << 30,
             backend=redis_url)) if on_redis else None
-        plan = [  # each ZoldyQ run right next to the runs it is compared with
-            ("noop POST", noop.url + "/noop/b", "POST", one),
-            ("zoldyq enqueue", zq.url + "/queues/b/enqueue", "POST", one),
-            ("plain enqueue", plain.url + "/queues/b/enqueue", "POST", one),
-            ("redis enqueue", rd.url + "/queues/b/enqueue", "POST", one),
-            ("noop GET", noop.url + "/noop/b", "GET", None),
-            ("zoldyq dequeue", zq.url + "/queues/b/dequeue", "GET", None),
-            ("plain dequeue", plain.url + "/queues/b/dequeue", "GET", None),
-            ("redis dequeue", rd.url + "/queues/b/dequeue", "GET", None),
-            ("noop batch", noop.url + "/noop/c", "POST", hundred),
-            ("zoldyq batch", zq.url + "/queues/c/batch", "POST", hundred),
-            ("redis batch", rd.url + "/queues/c/batch", "POST", hundred),
-        ]
-        if zr is not None:  # ZoldyQ on Redis right after the plain Redis app, op by op
-            for at, (op, path, method, body) in zip((3, 7, 10), (
-                    ("enqueue", "/queues/b/enqueue", "POST", one),
-                    ("dequeue", "/queues/b/dequeue", "GET", None),
-                    ("batch", "/queues/c/batch", "POST", hundred)), strict=True):
-                plan.insert(at, (f"zq-redis {op}", zr.url + path, method, body))
+        old = stack.enter_context(v0_server(ns + "v0", worker_class)) if v0 else None
+        requests = {"enqueue": ("noop POST", "/noop/b", "/queues/b/enqueue", "POST", one),
+                    "dequeue": ("noop GET", "/noop/b", "/queues/b/dequeue", "GET", None),
+                    "batch": ("noop batch", "/noop/c", "/queues/c/batch", "POST", hundred)}
+        # (who, its server, whether it runs batches), in the order the runs follow each other
+        who = [("zoldyq", zq, True), ("plain", plain, False), ("v0", old, False),
+               ("redis", rd, True), ("zq-redis", zr, True)]
+        plan = []  # each ZoldyQ run right next to the runs it is compared with
+        for op, (noop_key, noop_path, path, method, body) in requests.items():
+            plan.append((noop_key, noop.url + noop_path, method, body))
+            plan += [(f"{key} {op}", srv.url + path, method, body) for key, srv, batch in who
+                     if srv is not None and (batch or op != "batch")]
         r.flushall()
-        for url in (zq.url, rd.url, plain.url, *([zr.url] if zr else [])):
+        for url in (zq.url, rd.url, plain.url, *(s.url for s in (zr, old) if s)):
             prefill(url, "/queues/b/batch", PREFILL)
         for _, url, method, body in plan:
             wrk(url, 1, connections, method, body)  # warm-up: imports, connections, caches
@@ -220,6 +282,8 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
             runs[f"lease {key}"] = [{"msgs": v} for v in values]
         assert zq.call("GET", "/queues/b").json()["size"] > 0, "zoldyq queue ran dry"
         assert r.llen("b") > 0, "redis queue ran dry"
+        assert old is None or old.call("GET", "/queues/b").json()["size"] > 0, \
+            "v0 queue ran dry"
         r.flushall()
     return runs
 
@@ -313,6 +377,24 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
+def vs_table(runs: dict[str, list[dict[str, float]]], title: str, b: str) -> list[str]:
+    """The shipped ZoldyQ against server ``b`` on enqueue and dequeue: medians, and the
+    median and spread of the per-round ratios."""
+
+    def med(key: str, field: str) -> float:
+        return _median([r[field] for r in runs[key]])
+
+    rows = [f"| {title} | shipped req/s | {b} req/s | shipped ÷ {b} (min-max) | "
+            f"shipped p99 ms | {b} p99 ms |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for op in ("enqueue", "dequeue"):
+        ka, kb = f"zoldyq {op}", f"{b} {op}"
+        per = [u["rps"] / v["rps"] for u, v in zip(runs[ka], runs[kb], strict=True)]
+        rows.append(f"| {op} | {med(ka, 'rps'):.0f} | {med(kb, 'rps'):.0f} | "
+                    f"{_median(per):.2f}x ({min(per):.2f}-{max(per):.2f}) | "
+                    f"{med(ka, 'p99'):.2f} | {med(kb, 'p99'):.2f} |")
+    return rows
+
+
 def table(worker_class: str, runs: dict[str, list[dict[str, float]]]) -> str:
     """Medians of the runs; each ratio is the median of the per-round ratios (runs made
     seconds apart), which cancels most of the noise of a shared host."""
@@ -349,16 +431,10 @@ def table(worker_class: str, runs: dict[str, list[dict[str, float]]]) -> str:
         bodies = f"{med(noop, 'rps') * 100:.0f} (bodies of 100)" if noop == "noop batch" else "-"
         rows.append(f"| {noop} | {med(noop, 'rps'):.0f} | {bodies} | {med(noop, 'p50'):.2f} | "
                     f"{med(noop, 'p99'):.2f} | 100% | - | 1.00x |")
-    if "plain enqueue" in runs:
-        rows += ["", f"| {worker_class}: shipped stack vs plain | shipped req/s | plain req/s | "
-                 "shipped ÷ plain (min-max) | shipped p99 ms | plain p99 ms |",
-                 "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for op in ("enqueue", "dequeue"):
-            a, b = f"zoldyq {op}", f"plain {op}"
-            per = [x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True)]
-            rows.append(f"| {op} | {med(a, 'rps'):.0f} | {med(b, 'rps'):.0f} | "
-                        f"{_median(per):.2f}x ({min(per):.2f}-{max(per):.2f}) | "
-                        f"{med(a, 'p99'):.2f} | {med(b, 'p99'):.2f} |")
+    for other, title in (("plain", "shipped stack vs plain"),
+                         ("v0", f"shipped now vs v0 ({V0}) as shipped")):
+        if f"{other} enqueue" in runs:
+            rows += ["", *vs_table(runs, f"{worker_class}: {title}", other)]
     return "\n".join(rows)
 
 
@@ -396,6 +472,8 @@ def main() -> int:
                         help="with --backend redis: also one front end against two")
     parser.add_argument("--lease-only", action="store_true",
                         help="only the reliable-delivery rows (leased dequeue + batched ack)")
+    parser.add_argument("--v0", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"also the product as shipped at {V0} (--no-v0: leave it out)")
     args = parser.parse_args()
     if args.front_ends and args.backend != "redis":
         parser.error("--front-ends needs --backend redis")
@@ -409,7 +487,7 @@ def main() -> int:
     with redis_server() as redis_url:
         for wc in classes:
             res = run_class(wc, args.seconds, args.connections, args.rounds, redis_url,
-                            on_redis=args.backend == "redis")
+                            on_redis=args.backend == "redis", v0=args.v0)
             tables.append(table(wc, res))
         if args.front_ends:
             tables.append(front_end_table(front_end_runs(

@@ -70,10 +70,13 @@ def _wait_parked(srv: servers.Server, queue: str, at_least: int = 1) -> None:
 
 
 @pytest.mark.parametrize("worker_class", ["asgi", "gthread"])
-def test_sigterm_answers_long_polls_and_exits_0_within_2s(namespace: str,
-                                                          worker_class: str) -> None:
-    """20 outstanding long-polls answer 204 at once, gunicorn exits 0 and removes the namespace."""
-    with servers.gunicorn(namespace, worker_class=worker_class, threads=32) as srv:
+def test_sigterm_answers_long_polls_at_once_and_exits_0(namespace: str,
+                                                       worker_class: str) -> None:
+    """20 outstanding long-polls answer 204 at once, gunicorn exits 0 and removes the
+    namespace, all long before ``graceful_timeout`` (30 s here): parked long-polls never
+    hold a stop. The bounds are far from both ends, so a loaded box cannot fail them."""
+    with servers.gunicorn(namespace, worker_class=worker_class, threads=32,
+                          graceful_timeout=30) as srv:
         srv.call("PUT", "/queues/lp")
         polls = LongPolls(srv, "lp", 20)
         _wait_parked(srv, "lp")
@@ -81,11 +84,12 @@ def test_sigterm_answers_long_polls_and_exits_0_within_2s(namespace: str,
         assert srv.stop(signal.SIGTERM) == 0
         stopped = time.monotonic() - t0
         results = polls.join()
-    assert stopped < 2.0, srv.log()
+        log = srv.log()  # the log file goes with the server
+    assert stopped < 10.0, log
     assert [status for status, _, _ in results] == [204] * 20
     if worker_class == "asgi":  # gthread closes them a moment later (KEEPALIVE_LINGER)
         assert all(h.get("connection") == "close" for _, _, h in results)
-    assert max(at for _, at, _ in results) - t0 < 1.0
+    assert max(at for _, at, _ in results) - t0 < 5.0
     assert _shm(namespace) == []
 
 

@@ -6,6 +6,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import zoldyq
 from zoldyq.http import core
@@ -85,3 +87,15 @@ def test_json_log_lines_are_one_json_object_each() -> None:
 def test_pretty_log_lines() -> None:
     line = PrettyFormatter().format(_record())
     assert line.endswith(f"ERROR   zoldyq.http[{_record().process}] bad thing")
+
+
+_CTYPE_PARTS = st.sampled_from(["application/json", "application/octet-stream", "text/plain",
+                                "APPLICATION/Octet-Stream", " ", ";", "charset=utf-8", ""])
+
+
+@given(st.none() | st.lists(_CTYPE_PARTS | st.text(max_size=5), max_size=4).map("".join))
+def test_is_raw_is_octet_stream_in_any_case_with_any_parameters(ctype: str | None) -> None:
+    """Raw bytes exactly when the media type (before any ';') is application/octet-stream,
+    any case, any spaces; the JSON shortcut changes no answer."""
+    model = ctype is not None and ctype.partition(";")[0].strip().lower() == core.OCTETS
+    assert core.is_raw(ctype) is model

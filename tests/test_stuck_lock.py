@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.client import connect
@@ -27,19 +28,22 @@ from tests.helpers import servers
 from tests.helpers.multiproc import spawn
 from tests.helpers.ws import sidecar
 from zoldyq.broker import LOCK_WAIT, from_loop, loop_thread
+from zoldyq.http import asgi, core
+from zoldyq.settings import Settings
 from zoldyq.shm.lock import wait_until
 
 
 @pytest.fixture
-def stuck(broker: zoldyq.Broker, tmp_path: Path) -> Iterator[Callable[[str], None]]:
-    """``stuck(name)``: a process holds ``name``'s put lock, SIGSTOPped; killed at the end."""
+def stuck(broker: zoldyq.Broker, tmp_path: Path) -> Iterator[Callable[..., None]]:
+    """``stuck(name, side="put")``: a process holds ``name``'s put (or get) lock,
+    SIGSTOPped; killed at the end."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str) -> None:
+    def start(name: str, side: str = "put") -> None:
         marker = tmp_path / f"at-{name}"
-        env = {**os.environ, "ZOLDYQ_TEST_PAUSE": "put.locked",
+        env = {**os.environ, "ZOLDYQ_TEST_PAUSE": f"{side}.locked",
                "ZOLDYQ_TEST_PAUSE_FILE": str(marker)}
-        proc = spawn("do", broker.namespace, name, "put", env=env)
+        proc = spawn("do", broker.namespace, name, side, env=env)
         started.append(proc)
         deadline = time.monotonic() + 30
         while not marker.exists():
@@ -190,6 +194,53 @@ def test_a_get_that_drains_an_old_queue_keeps_its_message_while_the_put_side_is_
     assert not worker.is_alive(), "the get hung on the stuck put lock"
     assert errors == []
     assert got == [399]
+
+
+@pytest.mark.parametrize("side", ["put", "get"])
+def test_the_asgi_hot_path_answers_queue_busy_on_a_stuck_queue_and_changes_nothing(
+    broker: zoldyq.Broker, stuck, side: str  # type: ignore[no-untyped-def]
+) -> None:
+    """An enqueue or dequeue on the hot path that finds its lock held goes to the thread
+    that may wait: 503 queue_busy after LOCK_WAIT, nothing stored or taken."""
+    name = f"frozen-{side}"  # its own: a queue once found stuck is known stuck for a while
+    q = broker.queue(name)
+    q.put("kept")
+    stuck(name, side)
+    app = asgi.create(core.Ctx(Settings.load(env={
+        "ZOLDYQ_CONFIG": os.devnull, "ZOLDYQ_NAMESPACE": broker.namespace}), broker))
+    method, path, body = ("POST", f"/queues/{name}/enqueue", b'{"payload": 1}') \
+        if side == "put" else ("GET", f"/queues/{name}/dequeue", b"")
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 9000), "headers": [
+                 (b"content-type", b"application/json"),
+                 (b"content-length", b"%d" % len(body))] if body else []}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    took: list[float] = []
+
+    def ask() -> None:
+        t0 = time.monotonic()
+        asyncio.run(app(scope, receive, send))
+        took.append(time.monotonic() - t0)
+
+    loop = threading.Thread(target=ask)  # a loop thread of its own, as in a worker
+    loop.start()
+    loop.join(30)
+    assert not loop.is_alive(), "the request hung on the stuck lock"
+    assert LOCK_WAIT * 0.9 <= took[0] < LOCK_WAIT + 1.5
+    start, end = sent
+    assert start["status"] == 503
+    assert json.loads(end["body"])["error"] == "queue_busy"
+    assert dict(start["headers"])[b"retry-after"] == b"1"
+    assert len(q) == 1  # the one message put before: none stored, none taken
 
 
 def _with_deadline(fn: Callable[[], None]) -> None:

@@ -51,14 +51,15 @@ def settings_env(namespace: str, **settings: Any) -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], env: Mapping[str, str], url: str) -> None:
+    def __init__(self, name: str, cmd: list[str], env: Mapping[str, str], url: str,
+                 cwd: Path = ROOT) -> None:
         self.name, self.cmd, self.env, self.url = name, cmd, dict(env), url
         self.port = int(url.rsplit(":", 1)[1]) if url else 0
         fd, self._logpath = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
         self._log = os.fdopen(fd, "wb")
         self.ws_port = 0
         self.proc = subprocess.Popen(
-            cmd, env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
+            cmd, env=self.env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
 

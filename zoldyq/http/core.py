@@ -260,8 +260,8 @@ def _qname(name: str) -> bytes:
 
 def is_raw(content_type: str | None) -> bool:
     """Whether the body is raw bytes: ``application/octet-stream``, in any case."""
-    return content_type is not None and \
-        content_type.partition(";")[0].strip().lower() == OCTETS
+    return content_type is not None and content_type != JSON and \
+        content_type.partition(";")[0].strip().lower() == OCTETS  # JSON: most requests
 
 
 def _raw_field(body: bytes, key: str, what: str) -> tuple[dict[str, Any], bytes]:

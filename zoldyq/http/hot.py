@@ -19,7 +19,7 @@ from typing import Any
 from zoldyq.broker import LockBusy, from_loop, on_the_loop
 from zoldyq.http import core, ops, skeleton
 from zoldyq.http.errors import complete
-from zoldyq.http.routes import ROUTES, WAITING
+from zoldyq.http.routes import ROUTES, WAITING, Route
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 PREFIX = "/queues/"
@@ -66,10 +66,14 @@ def wrap(app: App, ctx: core.Ctx) -> App:
         try:
             body = await _body(receive, int(size)) if route.body and size else b""
             call = core.Call(None if ctype is None else ctype.decode("latin1"), body, _NONE)
-            reply = await _run(route.handler, route.kind == WAITING, ctx, call, name)
+            try:  # the usual case: on the loop, no coroutine, no thread
+                reply = _now(route, ctx, call, name)
+            except LockBusy:
+                reply = await _in_thread(route, ctx, call, name)
         except Exception as ex:
             reply = skeleton.failure(ex, method, path)
-        await _send(send, reply)
+        await send(_start(reply))
+        await send({"type": "http.response.body", "body": reply.body})
         count(method, reply.status)
 
     return hot
@@ -77,42 +81,49 @@ def wrap(app: App, ctx: core.Ctx) -> App:
 
 async def _body(receive: Any, size: int) -> bytes:
     """The body of a request with a Content-Length (400 ``incomplete_body`` if cut short)."""
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body"):
+        return complete(message.get("body", b""), size)  # the usual case: one message
     chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client left
-            break
+    while message["type"] == "http.request":  # else the client left
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             break
-    return complete(chunks[0] if len(chunks) == 1 else b"".join(chunks), size)
+        message = await receive()
+    return complete(b"".join(chunks), size)
 
 
-async def _run(handler: Callable[..., Any], waits: bool, ctx: core.Ctx, call: core.Call,
-               name: str) -> core.Reply:
-    """The handler on the loop, as the asgi shell runs it (a dequeue here never waits)."""
-    try:
-        out = on_the_loop(name, handler, ctx, call, name)
-    except LockBusy:
-        out = await from_loop(name, handler, ctx, call, name, on_loop=False)
-    if not waits:
+def _now(route: Route, ctx: core.Ctx, call: core.Call, name: str) -> core.Reply:
+    """The handler on the loop, as the asgi shell runs it (a dequeue here never waits).
+
+    Raises:
+        LockBusy: a lock was held elsewhere; nothing changed (``_in_thread`` retries).
+    """
+    out = on_the_loop(name, route.handler, ctx, call, name)
+    if route.kind != WAITING:
         return out  # type: ignore[no-any-return]
-    try:
-        msgs = on_the_loop(name, out.take, 0.0)
-    except LockBusy:
-        msgs = await from_loop(name, out.take, 0.0, on_loop=False)
-    return out.reply(msgs)  # type: ignore[no-any-return]
+    return out.reply(on_the_loop(name, out.take, 0.0))  # type: ignore[no-any-return]
 
 
-async def _send(send: Any, reply: core.Reply) -> None:
-    """Falcon's answer to the same Reply: status, Content-Length, Content-Type, headers."""
+async def _in_thread(route: Route, ctx: core.Ctx, call: core.Call, name: str) -> core.Reply:
+    """``_now`` in the thread that may wait for a lock (a dequeue's handler only reads,
+    so running it again is safe)."""
+    out = await from_loop(name, route.handler, ctx, call, name, on_loop=False)
+    if route.kind != WAITING:
+        return out  # type: ignore[no-any-return]
+    return out.reply(await from_loop(name, out.take, 0.0, on_loop=False))  # type: ignore[no-any-return]
+
+
+_JSON = (b"content-type", core.JSON.encode())
+
+
+def _start(reply: core.Reply) -> dict[str, Any]:
+    """Falcon's start of the same Reply: status, Content-Length, Content-Type, headers."""
     if reply.status == 204:
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body"})
-        return
+        return {"type": "http.response.start", "status": 204, "headers": []}
+    ctype = reply.content_type
     headers = [(b"content-length", b"%d" % len(reply.body)),
-               (b"content-type", reply.content_type.encode())]
+               _JSON if ctype == core.JSON else (b"content-type", ctype.encode())]
     if reply.headers:
         headers += [(k.lower().encode(), v.encode("latin1")) for k, v in reply.headers.items()]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+    return {"type": "http.response.start", "status": reply.status, "headers": headers}

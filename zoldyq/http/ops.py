@@ -58,9 +58,13 @@ def counter(ctx: Ctx, route: str) -> Callable[[str, int], None]:
     ``zoldyq_http_requests_total``; each shell makes one per route, so a request
     costs a dict look-up and an atomic add (the counter key strings are made once)."""
     keys: dict[tuple[str, int], str] = {}
+    made: _Ops | None = None  # the app's _Ops once a request made it: no look-up after
 
     def count(method: str, status: int) -> None:
-        counters = _ops(ctx).counters
+        nonlocal made
+        if made is None:
+            made = _ops(ctx)
+        counters = made.counters
         if counters is None:
             return
         key = keys.get((method, status))
