@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
+
+import pytest
 
 from tests.helpers import footprint
 
-#: The issue's target is 50 MB. Measured 49-50 MB (44.3 MB anonymous) on this 2-core VM
+#: The issue's target is 50 MB. Measured 46-47 MB (41.5 MB anonymous) on this 2-core VM
 #: (``scripts/footprint``; the file-backed part moves by 1-2 MB with what else runs on the
 #: box), down from 92-100 MB when every process was a fresh interpreter: the children are
 #: forked from the launcher after it imported what they run and built gunicorn's arbiter,
 #: and on shm built the app for its workers; the launcher is gunicorn's master itself
-#: (a forked master held ~3.5 MB more). Losing the sharing (fresh interpreters again, or a
+#: (a forked master held ~3.5 MB more); gunicorn's chunk-prefix table and the system's MIME
+#: types are not kept (2.1 MB). Losing the sharing (fresh interpreters again, or a
 #: child that re-imports everything) fails; the smaller steps (3-4 MB each) are within the
 #: room left for the box's noise and for new code.
 IDLE_PSS_BOUND_KB = 64 * 1024
@@ -35,3 +39,44 @@ def test_the_cli_imports_no_metrics_or_asyncio() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("size", [1, 255, 256, 4096, 16383, 16384, 70000])
+@pytest.mark.parametrize("last", [False, True])
+def test_gunicorn_frames_every_chunk_size_with_its_prefix_table_cut(size: int, last: bool) -> None:
+    """zoldyq.serve.worker keeps 256 of gunicorn's 16384 chunk-size prefixes (1.7 MB); a
+    size past them is still framed (gunicorn formats it), a chunk of each size the same."""
+    from gunicorn.asgi import protocol
+
+    from zoldyq.serve import worker
+
+    assert len(protocol._CHUNK_PREFIXES) == worker.CHUNK_PREFIXES
+    sent: list[bytes] = []
+    proto = object.__new__(protocol.ASGIProtocol)
+    proto._response_buffer = None
+    proto.transport = SimpleNamespace(write=sent.append,
+                                      writelines=lambda parts: sent.append(b"".join(parts)))
+    body = b"x" * size
+    proto._send_body(body, chunked=True, last=last)
+    end = b"\r\n0\r\n\r\n" if last else b"\r\n"
+    assert b"".join(sent) == f"{size:x}\r\n".encode() + body + end
+
+
+def test_preload_leaves_the_system_mime_types_unread_until_asked(namespace: str) -> None:
+    """The launcher lets falcon copy the built-in mimetypes table (the system's ~2000 types
+    cost 0.5 MB of heap in every server); guess_type() still reads the system's files."""
+    code = f"""if True:
+        import mimetypes
+        from zoldyq.serve import launcher
+        from zoldyq.settings import Settings
+        launcher.preload(Settings(namespace={namespace!r}, ws=False))
+        import falcon
+        print(mimetypes._db is None, len(falcon.App().resp_options.static_media_types))
+        mimetypes.guess_type("a.json")
+        print(mimetypes._db is not None)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    unread, types, read = out.stdout.split()
+    assert (unread, read) == ("True", "True"), out.stdout
+    assert int(types) < 500

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from zoldyq.http import core, openapi, ops, ui
+from zoldyq.http import core, ops, ui
 
 PLAIN, WAITING = "plain", "waiting"
 
@@ -23,6 +23,8 @@ class Route(NamedTuple):
 
 
 def _openapi(ctx: core.Ctx, call: core.Call) -> core.Reply:
+    from zoldyq.http import openapi  # here: its tables (0.1 MB) serve this route only
+
     return core.Reply(200, openapi.document_bytes(ROUTES, ctx.max_timeout, ctx.max_batch))
 
 

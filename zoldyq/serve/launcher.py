@@ -128,9 +128,12 @@ def preload(settings: Settings, own_fds: frozenset[int] = frozenset()) -> Master
                 importlib.import_module(optional)
     if settings.ws:
         importlib.import_module("zoldyq.ws")
+    # falcon's app copies the table for static routes (we have none): the built-in one,
+    # not the system's ~2000 types (0.5 MB of heap; read once per Redis worker). A later
+    # guess_type() still reads the system's files (it looks at mimetypes._db).
+    mimetypes.inited = True
     current.inherit(settings, _build_app(settings), own_fds)
     master = _build_http()
-    mimetypes.init()  # falcon's Response reads the system's table: once, not per worker
     gc.freeze()
     with contextlib.suppress(AttributeError):  # glibc: hand the heap freed by imports back
         ctypes.CDLL(None).malloc_trim(0)  # (else each child maps its share of it)

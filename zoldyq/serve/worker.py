@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import signal
 import time
 from collections.abc import Callable
@@ -22,6 +23,21 @@ from gunicorn.workers.gthread import ThreadWorker
 from zoldyq.http import shutdown
 
 KEEPALIVE_LINGER = 0.1  # a stopping gthread worker closes idle keep-alive connections this fast
+CHUNK_PREFIXES = 256  # chunk sizes whose framing gunicorn's asgi protocol keeps ready
+
+
+def _small_chunk_prefixes() -> None:
+    """gunicorn 27's asgi protocol formats 16384 chunk-size prefixes at import (1.7 MB of
+    heap, in the pages every server process maps) for a lookup that falls back to
+    formatting the size (``_CHUNK_PREFIXES.get(size) or f"{size:x}\\r\\n"...``, checked by
+    tests/test_footprint.py): keep the small sizes only. Another gunicorn: left alone."""
+    names = vars(importlib.import_module("gunicorn.asgi.protocol"))
+    table = names.get("_CHUNK_PREFIXES")
+    if importlib.import_module("gunicorn").version_info[0] == 27 and isinstance(table, dict):
+        names["_CHUNK_PREFIXES"] = {i: table[i] for i in range(CHUNK_PREFIXES) if i in table}
+
+
+_small_chunk_prefixes()
 
 
 class AsgiWorker(ASGIWorker):
