@@ -19,7 +19,7 @@ from typing import Any
 
 from gunicorn.arbiter import Arbiter
 
-from zoldyq.serve.launcher import Child, leave
+from zoldyq.serve.children import Child, leave
 
 log = logging.getLogger("zoldyq.serve.launcher")
 
