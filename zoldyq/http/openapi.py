@@ -57,6 +57,12 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 _TEXT = {"schema": {"type": "string"}}
+# gunicorn answers these itself, before any route runs (its limit_request_line and
+# limit_request_field_size): every operation may meet them, a query string too long included.
+SERVER_LIMITS = {
+    "414": {"description": "request line over the server's limit (gunicorn's, 4094 bytes)"},
+    "431": {"description": "a request header over the server's limit (gunicorn's)"},
+}
 # Every request may meet these: a bad token, a foreign page, an unusable namespace.
 COMMON = ("unauthorized", "forbidden_origin", "namespace_broken")
 QUEUE = (*COMMON, "bad_name", "queue_busy")
@@ -348,6 +354,7 @@ def document(
             op["responses"] = {**op["responses"], **_errors("ui_read_only")}
         if not r.auth:
             op["security"] = []
+        op["responses"] = {**op["responses"], **SERVER_LIMITS}
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
