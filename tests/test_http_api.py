@@ -236,6 +236,7 @@ BAD = [
     ("PUT", "/queues/a", b'{"max_messages": true}', 400, "bad_caps"),
     ("PUT", "/queues/a", b"[]", 400, "bad_caps"),
     ("PUT", "/queues/a", b"{", 400, "bad_json"),
+    ("PUT", "/queues/a", b" \n", 400, "bad_json"),  # no body is no caps; blank is not JSON
     ("DELETE", "/queues/a/enqueue", None, 405, "method_not_allowed"),
     ("GET", "/queues/a/enqueue", None, 405, "method_not_allowed"),
     ("POST", "/health", b"", 405, "method_not_allowed"),

@@ -72,6 +72,19 @@ def test_batch_lease_and_batched_ack(srv: servers.Server, qname: str) -> None:
     assert r.json() == {"acked": 5, "not_held": ["0.0.0"], "queue_name": qname}
 
 
+def test_an_ack_naming_both_fields_is_refused_and_acks_nothing(
+        srv: servers.Server, qname: str) -> None:
+    """{"lease_id", "lease_ids"} is ambiguous: 400, and both leases are still held."""
+    put(srv, qname, "a", "b")
+    ids = [m["lease_id"] for m in
+           srv.call("GET", f"/queues/{qname}/dequeue?lease=30&max=2").json()["messages"]]
+    for body in ({"lease_id": ids[0], "lease_ids": ids[1:]}, {"lease_id": "", "lease_ids": []}):
+        error(srv.call("POST", f"/queues/{qname}/ack", json=body), 400, "bad_lease")
+    assert srv.call("GET", f"/queues/{qname}").json()["inflight"] == 2
+    r = srv.call("POST", f"/queues/{qname}/ack", json={"lease_ids": ids})
+    assert r.json() == {"acked": 2, "not_held": [], "queue_name": qname}
+
+
 def test_nack_extend_dead_letter_redrive_and_peek(srv: servers.Server, qname: str) -> None:
     """nack gives back at the head; past max_deliveries it is dead-lettered; redrive and
     peek work on the DLQ; extend moves the deadline; unknown leases are 409."""

@@ -459,10 +459,14 @@ def _lease_id(value: object) -> str:
 
 
 def ack(ctx: Ctx, call: Call, name: str) -> Reply:
-    """``{"lease_id"}`` -> acked or 409; ``{"lease_ids": [...]}`` -> which were not held."""
+    """``{"lease_id"}`` -> acked or 409; ``{"lease_ids": [...]}`` -> which were not held.
+
+    Both at once is refused: which one the sender meant is a guess."""
     q = ctx.queue(name)
     doc = _json_body(call.body)
     if isinstance(doc, dict) and "lease_ids" in doc:
+        if "lease_id" in doc:
+            raise RequestError(400, "bad_lease", 'send "lease_id" or "lease_ids", not both')
         ids = doc["lease_ids"]
         if not isinstance(ids, list):
             raise RequestError(400, "bad_lease", '"lease_ids" must be a list of lease ids')
@@ -552,7 +556,7 @@ CAPS = ("max_messages", "max_bytes", "max_message_bytes", "max_deliveries")
 def put_queue(ctx: Ctx, call: Call, name: str) -> Reply:
     """Create with optional caps; 201 if created, 200 if it exists with the same caps."""
     caps: dict[str, Any] = {}
-    if call.body.strip():
+    if call.body:  # no body is no caps; a body of only whitespace is not JSON (400)
         doc = _json_body(call.body)
         if not isinstance(doc, dict):
             raise RequestError(400, "bad_caps", "request body must be a JSON object of caps")

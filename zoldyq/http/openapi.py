@@ -300,8 +300,8 @@ SCHEMAS: dict[str, Any] = {
         "defaults": {"type": "object", "additionalProperties": _INT}}},
     "AckRequest": {"type": "object", "properties": {
         "lease_id": _LEASE_ID, "lease_ids": {"type": "array", "items": _LEASE_ID}},
-        "anyOf": [{"required": ["lease_id"]}, {"required": ["lease_ids"]}],
-        "description": "`lease_ids` wins when both are given"},
+        "oneOf": [{"required": ["lease_id"]}, {"required": ["lease_ids"]}],
+        "description": "one `lease_id`, or a batch of `lease_ids`; both at once is a 400"},
     "AckResponse": {"type": "object", "properties": {
         "acked": _INT, "not_held": {"type": "array", "items": _STR}, "queue_name": _STR}},
     "NackRequest": {"type": "object", "required": ["lease_id"], "properties": {
