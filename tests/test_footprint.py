@@ -80,3 +80,31 @@ def test_preload_leaves_the_system_mime_types_unread_until_asked(namespace: str)
     unread, types, read = out.stdout.split()
     assert (unread, read) == ("True", "True"), out.stdout
     assert int(types) < 500
+
+
+def test_preload_leaves_no_name_in_the_attribute_cache(namespace: str) -> None:
+    """CPython's type attribute cache references each name it caches; the launcher empties
+    it before forking, so that no child decrements (copies) the launcher's name strings.
+    The name is looked up as late as preload allows (once gunicorn's arbiter is built)."""
+    code = f"""if True:
+        import sys
+        from zoldyq.serve import launcher
+        from zoldyq.settings import Settings
+        class Probe: pass
+        name = "".join(["zq_", "probe_name"])  # a fresh string, referenced here only
+        counts = [sys.getrefcount(name)]
+        build = launcher._build_http
+        def build_then_look_up():
+            master = build()
+            getattr(Probe(), name, None)
+            counts.append(sys.getrefcount(name))
+            return master
+        launcher._build_http = build_then_look_up
+        launcher.preload(Settings(namespace={namespace!r}, ws=False))
+        print(*counts, sys.getrefcount(name))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    before, cached, after = map(int, out.stdout.split())
+    assert cached == before + 1, out.stdout  # the lookup was cached, referencing the name
+    assert after == before, out.stdout
