@@ -196,11 +196,11 @@ def parse_seconds(raw: object, what: str, limit: float, code: str,
     """A number of seconds in [0, limit], or (0, limit] if ``positive``: a JSON number
     from a body, or (``text``) a query string's digits. A body's "5" is refused: its
     schema says number, and a client that sends a string has a bug to hear about."""
-    try:
-        value = float(raw) if (isinstance(raw, str) if text else isinstance(
-            raw, int | float) and not isinstance(raw, bool)) else math.nan
-    except ValueError:
-        value = math.nan
+    value = math.nan
+    if ((text and isinstance(raw, str))
+            or (not text and isinstance(raw, int | float) and not isinstance(raw, bool))):
+        with contextlib.suppress(ValueError):
+            value = float(raw)
     if not 0 <= value <= limit or (positive and value == 0):  # also rejects nan
         raise RequestError(400, code, f"{what} must be a number of seconds "
                            f"{'above' if positive else 'from'} 0 to {limit:g}, got {_short(raw)}")
