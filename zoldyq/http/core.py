@@ -207,7 +207,6 @@ def parse_seconds(raw: object, what: str, limit: float, code: str,
     return value
 
 
-MAX_DELIVER_AT = 1 << 62  # µs since the epoch: far beyond any real date
 
 
 def parse_delivery(source: Mapping[str, Any], text: bool = False) -> int | None:
@@ -228,7 +227,7 @@ def parse_delivery(source: Mapping[str, Any], text: bool = False) -> int | None:
                                 and not isinstance(at, bool)) else -1
         except ValueError:
             value = -1
-        if not 0 <= value <= MAX_DELIVER_AT:
+        if not 0 <= value <= api.MAX_DELIVER_AT:
             raise RequestError(400, "bad_delay", "deliver_at must be an integer of µs since "
                                f"the epoch, got {_short(at)}")
         due = max(due, value)
