@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import footprint, servers
 
-#: The issue's target is 50 MB. Measured 46-47 MB (41.5 MB anonymous) on this 2-core VM
+#: The issue's target is 50 MB. Measured 45-46 MB (40.9 MB anonymous) on this 2-core VM
 #: (``scripts/footprint``; the file-backed part moves by 1-2 MB with what else runs on the
 #: box), down from 92-100 MB when every process was a fresh interpreter: the children are
 #: forked from the launcher after it imported what they run and built gunicorn's arbiter,
