@@ -37,8 +37,10 @@ each), loaded by wrk over loopback with 50 connections, in the same run:
 
 The three servers run at the same time and every measurement is repeated
 ``--rounds`` times, interleaved, so that other load on the host hits them
-alike: figures are medians, and each ratio is the median of the ratios of
-runs made seconds apart in the same round. Payloads are ~100 bytes of JSON.
+alike (every other round in the reverse order: with a fixed order, ``base`` run
+right after ``zoldyq`` on the same code came out 1.2x slower): figures are
+medians, and each ratio is the median of the ratios of runs made seconds apart
+in the same round. Payloads are ~100 bytes of JSON.
 
 With ``--front-ends`` (and ``--backend redis``) it then measures scale-out: enqueues
 through one ZoldyQ-on-Redis front end of one worker, against two such front ends on the
@@ -309,7 +311,9 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
         for _, url, method, body in plan:
             wrk(url, 1, connections, method, body)  # warm-up: imports, connections, caches
         for i in range(rounds):
-            for key, url, method, body in plan:
+            # every other round backwards: a server's place in the sequence (say, right after
+            # another that filled a fresh ring) weighs on its runs alike in both directions
+            for key, url, method, body in plan if i % 2 == 0 else plan[::-1]:
                 res = wrk(url, seconds, connections, method, body)
                 runs.setdefault(key, []).append(res)
                 print(f"  {worker_class:8} round {i + 1}  {key:16} {res['rps']:9.0f} req/s  "
