@@ -37,8 +37,9 @@ each), loaded by wrk over loopback with 50 connections, in the same run:
 
 The three servers run at the same time and every measurement is repeated
 ``--rounds`` times, interleaved, so that other load on the host hits them
-alike (every other round in the reverse order: with a fixed order, ``base`` run
-right after ``zoldyq`` on the same code came out 1.2x slower): figures are
+alike (every other round in the reverse order: with a fixed order, ``base`` at
+main, run right after ``zoldyq``, came out 1.2x behind it, where runs in
+alternating order measured the pair 0.97x apart): figures are
 medians, and each ratio is the median of the ratios of runs made seconds apart
 in the same round. Payloads are ~100 bytes of JSON.
 
