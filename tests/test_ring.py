@@ -27,6 +27,7 @@ from zoldyq.shm.layout import (
     W_ENQ_TOTAL,
     W_HEAD,
     W_TAIL,
+    table_bytes,
 )
 from zoldyq.shm.ring import (
     COMPACT,
@@ -37,6 +38,9 @@ from zoldyq.shm.ring import (
     Ring,
     RingCorrupt,
     RingFull,
+    date,
+    decode,
+    header,
     min_ring_size,
     record_bytes,
 )
@@ -125,6 +129,47 @@ def test_a_block_with_an_old_lap_keeps_its_base() -> None:
     assert all(ts in (t, t + 10) for _, _, ts, _ in records)
     # block 1 holds the head now: the wrapped tail may take block 0's base, not block 1's
     assert ring.table[1] == t
+
+
+@given(t=st.one_of(st.integers(-10, 1 << 52), st.integers(0, 1 << 35)),
+       base=st.integers(0, 1 << 35), length=st.integers(0, COMPACT_LEN + 100),
+       kind=st.sampled_from([KIND_JSON, KIND_BYTES]), free=st.booleans(),
+       slot=st.integers(0, BLOCK // 4 - 1))
+def test_a_header_decodes_to_what_the_model_says(t: int, base: int, length: int, kind: int,
+                                                 free: bool, slot: int) -> None:
+    """The model of layout.py's table: a record is long before 1970; over a block free to
+    take a new base it is compact (medium from 8 KiB) at delta 0 and stores the base;
+    otherwise compact when shorter than 8 KiB and 0 to 65 535 µs past the block's base,
+    medium within 2**34 µs, long past that. Whichever it is, its bytes decode to its
+    kind, payload and time, and it takes the form's size."""
+    size = 4 * BLOCK
+    table = memoryview(bytearray(table_bytes(size))).cast("Q")
+    for i in range(len(table)):
+        table[i] = base
+    start = slot * 4
+    # taken: the head lies at the record's start (a lap still there)
+    form, delta, store = date(table, t, length, start, not free, start, start)
+    d = t - base
+    if t < 0:
+        want = LONG
+    elif free:
+        want = COMPACT if length < COMPACT_LEN else MEDIUM
+    elif length < COMPACT_LEN and 0 <= d < 1 << 16:
+        want = COMPACT
+    else:
+        want = MEDIUM if 0 <= d < 1 << 34 else LONG
+    assert form == want
+    assert (store >= 0) == (free and t >= 0)
+    if store >= 0:
+        assert store == (start + form + length - 1) // BLOCK
+        table[store] = t
+    data = bytearray(size)
+    payload = bytes([length % 251]) * length
+    rec = header(form, length, kind, delta, t) + payload
+    assert len(rec) == form + length
+    data[start : start + len(rec)] = rec
+    assert decode(data, start, size, table) == (kind, start + form, start + len(rec), t)
+    assert record_bytes(length, form) == (len(rec) + 3) & ~3
 
 
 @pytest.mark.parametrize("start", range(0, 256, 8))
