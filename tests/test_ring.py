@@ -72,7 +72,7 @@ def take(ring: Ring, n: int = 1) -> list[bytes]:
 
 def test_record_sizes_are_padded_to_four() -> None:
     """A record is a 4-byte header (8 medium, 12 long) plus the payload rounded up to 4
-    bytes: 104 bytes for a 100-byte message; payloads of 8 KiB or more are never compact."""
+    bytes: 104 bytes for a 100-byte message; payloads of 4 KiB or more are never compact."""
     assert HDR == 4
     assert [record_bytes(n) for n in (0, 1, 4, 5, 100)] == [4, 8, 8, 12, 104]
     assert [record_bytes(100, f) for f in (COMPACT, MEDIUM, LONG)] == [104, 108, 112]
@@ -86,14 +86,14 @@ def test_record_sizes_are_padded_to_four() -> None:
 
 def test_times_come_back_exact_in_every_form() -> None:
     """enqueued_at comes back to the µs: a put over an empty ring stores its block's base;
-    later ones in a busy block are dated against it, compact within 65 ms, medium within
+    later ones in a busy block are dated against it, compact within 131 ms, medium within
     4.7 hours, long otherwise (a clock that stepped back, a time before 1970)."""
     ring = make_ring(4096)
     now = 1_800_000_000_000_000
     put(ring, b"a", at=now)  # empty: the base is stored, compact
     assert ring.table[0] == now
-    put(ring, b"b", at=now + 65_535)  # compact
-    put(ring, b"c", at=now + 65_536)  # medium
+    put(ring, b"b", at=now + 131_071)  # compact
+    put(ring, b"c", at=now + 131_072)  # medium
     put(ring, b"d", at=now - 1000)  # the clock stepped back: long
     put(ring, b"e", at=now + 5 * 3600_000_000)  # past a medium delta's reach: long
     put(ring, b"f", at=-5)  # before 1970: long
@@ -101,7 +101,7 @@ def test_times_come_back_exact_in_every_form() -> None:
     assert ring.used_bytes() == 8 + 8 + 12 + 16 + 16 + 16
     records, head, nbytes = ring.read(10)
     assert [(r[1], r[2]) for r in records] == [
-        (b"a", now), (b"b", now + 65_535), (b"c", now + 65_536), (b"d", now - 1000),
+        (b"a", now), (b"b", now + 131_071), (b"c", now + 131_072), (b"d", now - 1000),
         (b"e", now + 5 * 3600_000_000), (b"f", -5)]
     ring.commit_head(head, len(records), nbytes)
     put(ring, b"g", at=now + 5 * 3600_000_000)  # empty again: a new base
@@ -138,8 +138,8 @@ def test_a_block_with_an_old_lap_keeps_its_base() -> None:
 def test_a_header_decodes_to_what_the_model_says(t: int, base: int, length: int, kind: int,
                                                  free: bool, slot: int) -> None:
     """The model of layout.py's table: a record is long before 1970; over a block free to
-    take a new base it is compact (medium from 8 KiB) at delta 0 and stores the base;
-    otherwise compact when shorter than 8 KiB and 0 to 65 535 µs past the block's base,
+    take a new base it is compact (medium from 4 KiB) at delta 0 and stores the base;
+    otherwise compact when shorter than 4 KiB and 0 to 131 071 µs past the block's base,
     medium within 2**34 µs, long past that. Whichever it is, its bytes decode to its
     kind, payload and time, and it takes the form's size."""
     size = 4 * BLOCK
@@ -153,8 +153,8 @@ def test_a_header_decodes_to_what_the_model_says(t: int, base: int, length: int,
     if t < 0:
         want = LONG
     elif free:
-        want = COMPACT if length < COMPACT_LEN else MEDIUM
-    elif length < COMPACT_LEN and 0 <= d < 1 << 16:
+        want = COMPACT if length < 4096 else MEDIUM
+    elif length < 4096 and 0 <= d < 1 << 17:
         want = COMPACT
     else:
         want = MEDIUM if 0 <= d < 1 << 34 else LONG
@@ -314,7 +314,7 @@ class RingVersusModel(RuleBasedStateMachine):
     def start_anywhere(self, slot: int) -> None:
         self.ring = make_ring(self.SIZE, self.MAX, start=slot * 4)
 
-    @rule(step=st.one_of(st.integers(0, 2000), st.integers(60_000, 70_000),
+    @rule(step=st.one_of(st.integers(0, 2000), st.integers(125_000, 140_000),
                          st.integers(-3000, -1), st.sampled_from([1 << 34, 10 << 34])))
     def tick(self, step: int) -> None:
         self.clock += step

@@ -119,8 +119,8 @@ class Twin:
 
 
 payloads = st.binary(max_size=60)
-# a twin ring's payloads: short ones, and ones that cross 4 KiB blocks
-spanning = st.one_of(payloads, st.integers(300, 2100).map(lambda n: bytes([n % 251]) * n))
+# a twin ring's payloads: short ones, and ones that cross blocks, compact and medium
+spanning = st.one_of(payloads, st.integers(300, 4200).map(lambda n: bytes([n % 251]) * n))
 kinds = st.sampled_from([KIND_JSON, KIND_BYTES])
 
 
@@ -135,12 +135,12 @@ class BothPathsAgainstADeque(RuleBasedStateMachine):
         self.twin: Twin | None = None
         self.model: deque[tuple[int, bytes]] = deque()
 
-    @rule(start=st.integers(0, 1 << 12), size=st.sampled_from([160, 256, 512, 3 * 4096 + 8]))
+    @rule(start=st.integers(0, 1 << 12), size=st.sampled_from([160, 256, 512, 3 * 8192 + 8]))
     def reset(self, start: int, size: int) -> None:
         self.twin = Twin(size, 12, start * 4 % size)
         self.model.clear()
 
-    @rule(step=st.one_of(st.integers(0, 3000), st.integers(65_000, 70_000),
+    @rule(step=st.one_of(st.integers(0, 3000), st.integers(130_000, 140_000),
                          st.integers(-2000, -1), st.just(1 << 34)))
     def tick(self, step: int) -> None:
         if self.twin is not None:

@@ -96,7 +96,7 @@ _Static_assert(sizeof(pthread_mutex_t) <= LOCK_DIRTY * 8, "a mutex fits before i
 #define KIND_BYTES 2
 #define LAYOUT_VERSION 5
 /* a record's header (layout.py): a u32 with a 3-bit tag; compact: kind | len << 3 | delta
- * << 16; medium: (kind | 4) | len << 3 | delta >> 32 << 30, then delta's low u32; long: 7 |
+ * << 15; medium: (kind | 4) | len << 3 | delta >> 32 << 30, then delta's low u32; long: 7 |
  * len << 3 | kind << 30, then enqueued_at (i64); a wrap marker: the lone u32 3 */
 #define TAG_MASK 7
 #define LEN_SHIFT 3
@@ -107,11 +107,11 @@ _Static_assert(sizeof(pthread_mutex_t) <= LOCK_DIRTY * 8, "a mutex fits before i
 #define LEN_MASK ((1ull << LEN_BITS) - 1)
 #define TIME_HI_SHIFT 30
 #define KIND_SHIFT 30
-#define COMPACT_LEN 8192 /* payloads shorter than this may be compact */
-#define COMPACT_TIME_SHIFT 16
-#define COMPACT_RANGE (1ll << 16)
+#define COMPACT_LEN 4096 /* payloads shorter than this may be compact */
+#define COMPACT_TIME_SHIFT 15
+#define COMPACT_RANGE (1ll << 17)
 #define MEDIUM_RANGE (1ll << 34)
-#define BLOCK_SHIFT 12
+#define BLOCK_SHIFT 13
 #define HDR 4 /* compact: the u32 alone; medium 8, long 12 (the form names its size) */
 #define COMPACT 4
 #define MEDIUM 8
@@ -211,7 +211,7 @@ typedef struct {
     int has_view, released, active, trim_due;
     volatile uint64_t *w;
     unsigned char *data;
-    volatile uint64_t *table; /* the block table (layout.py): one base µs per 4 KiB of ring */
+    volatile uint64_t *table; /* the block table (layout.py): one base µs per 8 KiB of ring */
     uint64_t size, max_messages;
     long long clock_us; /* tests: the time puts are dated at (0: the wall clock) */
     volatile uint64_t *slots; /* the side table after the ring (NULL: none in the buffer) */

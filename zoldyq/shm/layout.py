@@ -55,11 +55,11 @@ starts at offset 0). Zeroed memory (tag 0) never parses.
 
 | form    | header u32s                                            | payload | for 100 B |
 |---------|--------------------------------------------------------|---------|-----------|
-| compact | ``kind \\| len << 3 \\| delta << 16`` (16-bit µs)         | < 8 KiB | 104       |
+| compact | ``kind \\| len << 3 \\| delta << 15`` (17-bit µs)         | < 4 KiB | 104       |
 | medium  | ``kind \\| 4 \\| len << 3 \\| delta >> 32 << 30``, ``delta`` | any     | 108       |
 | long    | ``7 \\| len << 3 \\| kind << 30``, then enqueued_at (i64)  | any     | 112       |
 
-(a medium delta has 34 bits, 4.7 hours; ``len`` 27 bits, 13 in a compact header),
+(a medium delta has 34 bits, 4.7 hours; ``len`` 27 bits, 12 in a compact header),
 then the payload, padded to 4. A compact or medium record's time is
 ``table[(payload end - 1) // BLOCK] + delta``: it is dated against the base of the block
 its payload's last byte lies in (its header's for an empty payload).
@@ -72,7 +72,7 @@ dated 0 past it. The producer knows that from the words alone: the ring is empty
 newest record (ending at the tail) ends in an earlier block and the head is not ahead of
 the new record inside that block (an old lap still there); its own batch counts as
 queued as it goes. Otherwise the record is dated against the base as it is (compact if
-within 65 ms, else medium, else long), which no one else may change while a queued
+within 131 ms, else medium, else long), which no one else may change while a queued
 record ends in that block: the new one does, once committed. A producer that dies after
 a base store leaves a base no queued record refers to (nothing it wrote is committed);
 the words it would have moved are the tail and the totals, repaired as before. Consumers
@@ -89,7 +89,7 @@ Why this design and not a variable-length one (a varint length and a time delta 
 the previous record): the delta chain needs the consumer's last time kept crash-safely
 beside the head, every copy out of the ring (leases, peeks, snapshots) must walk the
 chain from the head, and the record size depends on the previous record's time. A base
-per 4 KiB block keeps each record decodable alone from its offset, with one store per
+per 8 KiB block keeps each record decodable alone from its offset, with one store per
 block and the empty-ring argument of version 4 applied block by block.
 
 Registry segment: a 4096-byte header then ``max_queues`` slots of 256 bytes.
@@ -160,11 +160,11 @@ TAG_WRAP, TAG_MEDIUM, TAG_LONG = 3, 4, 7  # tags 1, 2: KIND_JSON, KIND_BYTES (fr
 LEN_BITS = 27  # a medium or long record's length
 LEN_MASK = (1 << LEN_BITS) - 1
 TIME_HI_SHIFT, KIND_SHIFT = 30, 30  # a medium delta's top 2 bits; a long record's kind
-COMPACT_LEN_BITS, COMPACT_TIME_SHIFT = 13, 16
+COMPACT_LEN_BITS, COMPACT_TIME_SHIFT = 12, 15
 COMPACT_LEN = 1 << COMPACT_LEN_BITS  # payloads shorter than this can be compact
-COMPACT_RANGE = 1 << 16  # µs past its block's base a compact record holds
+COMPACT_RANGE = 1 << 17  # µs past its block's base a compact record holds (131 ms)
 MEDIUM_RANGE = 1 << 34  # and a medium one (4.7 hours)
-BLOCK_SHIFT = 12
+BLOCK_SHIFT = 13
 BLOCK = 1 << BLOCK_SHIFT  # ring bytes per block-table entry
 assert MAX_MESSAGE_BYTES_LIMIT <= LEN_MASK
 assert (KIND_JSON, KIND_BYTES) == (1, 2)  # ring.read tells a compact record by 0 < tag < 3
