@@ -257,7 +257,7 @@ def test_aget_waits_without_blocking_the_loop(broker: zoldyq.Broker) -> None:
     q.put(0)
     q.get()
 
-    async def main() -> tuple[object, int]:
+    async def main() -> tuple[object, int, int]:
         ticks = 0
 
         async def ticker() -> None:
@@ -267,16 +267,22 @@ def test_aget_waits_without_blocking_the_loop(broker: zoldyq.Broker) -> None:
                 ticks += 1
 
         tick = asyncio.create_task(ticker())
-        waiters = [asyncio.create_task(q.aget(timeout=10)) for _ in range(20)]
-        await asyncio.sleep(0.2)
+        waiters = [asyncio.create_task(q.aget(timeout=30)) for _ in range(20)]
+        # the loop keeps turning while all 20 wait (a loaded box only slows the ticks)
+        for _ in range(3000):
+            if ticks >= 5:
+                break
+            await asyncio.sleep(0.01)
+        parked = sum(not w.done() for w in waiters)
         await asyncio.to_thread(q.put_many, list(range(20)))
-        got = await asyncio.wait_for(asyncio.gather(*waiters), 5)
+        got = await asyncio.wait_for(asyncio.gather(*waiters), 20)
         tick.cancel()
-        return sorted(m.payload for m in got), ticks  # type: ignore[union-attr]
+        return sorted(m.payload for m in got), ticks, parked  # type: ignore[union-attr]
 
-    payloads, ticks = asyncio.run(main())
-    assert payloads == list(range(20))
+    payloads, ticks, parked = asyncio.run(main())
     assert ticks >= 5
+    assert parked == 20
+    assert payloads == list(range(20))
 
 
 def test_aget_times_out_empty(broker: zoldyq.Broker) -> None:

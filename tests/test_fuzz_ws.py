@@ -56,6 +56,27 @@ def _envelopes() -> st.SearchStrategy[str]:
     )
 
 
+NOW_US = 1_800_000_000_000_000
+_timing = st.one_of(st.none(), st.integers(-5, 2**63), st.floats(-1, 4e7), st.text(max_size=3),
+                    st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["delay", "deliver_at"]), _timing))
+def test_a_frames_delivery_time_is_the_later_of_both_and_checks_both(obj: dict[str, object]
+                                                                     ) -> None:
+    """As over HTTP: every timing field sent is checked, and the later one wins."""
+    delay, at = obj.get("delay", 0.0), obj.get("deliver_at", 0)
+    numbers = all(type(v) in (int, float) for v in obj.values())
+    if not (numbers and isinstance(at, int) and 0 <= at <= frames.MAX_DELIVER_AT
+            and isinstance(delay, int | float) and 0 <= delay <= frames.MAX_SECONDS):
+        with pytest.raises(zoldyq.errors.BadFrame):
+            frames.deliver_at(obj, NOW_US)
+        return
+    due = max(NOW_US + int(delay * 1e6) if "delay" in obj else 0, at)
+    assert frames.deliver_at(obj, NOW_US) == (due if due > NOW_US else None)
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(_envelopes(), st.binary(max_size=300)))
 def test_parse_enqueue_never_raises_anything_else(frame: str | bytes) -> None:

@@ -169,6 +169,11 @@ def test_a_leased_batch_mixes_raw_and_json_and_acks_as_one(
     ("POST", "/enqueue", {"payload": 1, "delay": "soon"}, "bad_delay"),
     ("POST", "/enqueue", {"payload": 1, "deliver_at": None}, "bad_delay"),
     ("POST", "/batch", {"payloads": [1], "deliver_at": -5}, "bad_delay"),
+    # a body's numbers are JSON numbers (the schema's): "3" is a client's bug, not 3
+    ("POST", "/enqueue", {"payload": 1, "deliver_at": "3", "delay": 1}, "bad_delay"),
+    ("POST", "/batch", {"payloads": [1], "delay": "3"}, "bad_delay"),
+    ("POST", "/nack", {"lease_id": "a", "delay": "0"}, "bad_delay"),
+    ("POST", "/extend", {"lease_id": "a", "lease": "30"}, "bad_lease"),
     ("PUT", "", {"max_deliveries": 0}, "bad_caps"),
     ("PUT", "", {"dead_letter_queue": 7}, "bad_caps"),
 ])

@@ -44,6 +44,7 @@ HIST_BOUNDS: tuple[float, ...] = (
 MAX_MESSAGES_LIMIT = 1 << 30
 MAX_BYTES_LIMIT = (1 << 32) - 8
 MAX_MESSAGE_BYTES_LIMIT = 64 << 20
+MAX_DELIVER_AT = 1 << 62  # µs since the epoch: far beyond any real date
 
 DEFAULT_NAMESPACE = "zoldyq"
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")

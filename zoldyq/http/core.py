@@ -192,39 +192,42 @@ MAX_DELAY = 366 * 86_400.0  # seconds: a year
 
 
 def parse_seconds(raw: object, what: str, limit: float, code: str,
-                  positive: bool = False) -> float:
-    """A number of seconds in [0, limit], or (0, limit] if ``positive`` (from a query
-    string or a JSON body)."""
-    try:
-        value = float(raw) if isinstance(raw, str | int | float) and not isinstance(
-            raw, bool) else math.nan
-    except ValueError:
-        value = math.nan
+                  positive: bool = False, text: bool = False) -> float:
+    """A number of seconds in [0, limit], or (0, limit] if ``positive``: a JSON number
+    from a body, or (``text``) a query string's digits. A body's "5" is refused: its
+    schema says number, and a client that sends a string has a bug to hear about."""
+    value = math.nan
+    if ((text and isinstance(raw, str))
+            or (not text and isinstance(raw, int | float) and not isinstance(raw, bool))):
+        with contextlib.suppress(ValueError):
+            value = float(raw)
     if not 0 <= value <= limit or (positive and value == 0):  # also rejects nan
         raise RequestError(400, code, f"{what} must be a number of seconds "
                            f"{'above' if positive else 'from'} 0 to {limit:g}, got {_short(raw)}")
     return value
 
 
-MAX_DELIVER_AT = 1 << 62  # µs since the epoch: far beyond any real date
 
 
-def parse_delivery(source: Mapping[str, Any]) -> int | None:
+def parse_delivery(source: Mapping[str, Any], text: bool = False) -> int | None:
     """``delay`` (seconds) and/or ``deliver_at`` (µs since the epoch): when a put becomes
-    visible (the later of the two); None for now."""
+    visible (the later of the two); None for now. JSON numbers from a body, or
+    (``text``) a query string's digits, as ``parse_seconds``."""
     now = time.time_ns() // 1000
     due = 0
     if "delay" in source:
-        due = now + int(parse_seconds(source["delay"], "delay", MAX_DELAY, "bad_delay") * 1e6)
+        due = now + int(parse_seconds(source["delay"], "delay", MAX_DELAY, "bad_delay",
+                                      text=text) * 1e6)
     if "deliver_at" in source:
         at = source["deliver_at"]
         if isinstance(at, float) and at.is_integer():  # JSON Schema's integers include 5.0
             at = int(at)
         try:
-            value = int(at) if isinstance(at, str | int) and not isinstance(at, bool) else -1
+            value = int(at) if (isinstance(at, str) if text else isinstance(at, int)
+                                and not isinstance(at, bool)) else -1
         except ValueError:
             value = -1
-        if not 0 <= value <= MAX_DELIVER_AT:
+        if not 0 <= value <= api.MAX_DELIVER_AT:
             raise RequestError(400, "bad_delay", "deliver_at must be an integer of µs since "
                                f"the epoch, got {_short(at)}")
         due = max(due, value)
@@ -313,7 +316,7 @@ def enqueue(ctx: Ctx, call: Call, name: str) -> Reply:
 def enqueue_put(ctx: Ctx, call: Call, name: str) -> Put:
     q = ctx.queue(name)
     if is_raw(call.content_type):
-        at = parse_delivery(call.query) if call.query else None
+        at = parse_delivery(call.query, text=True) if call.query else None
         records: list[tuple[int, bytes]] = [(api.KIND_BYTES, call.body)]
     else:
         doc, raw = _raw_field(call.body, "payload", "any JSON value")
@@ -380,7 +383,7 @@ def dequeue(ctx: Ctx, call: Call, name: str) -> Wait:
     timeout = parse_timeout(query.get("timeout"), ctx.max_timeout)
     raw_lease = query.get("lease")
     lease = None if raw_lease is None else parse_seconds(
-        raw_lease, "lease", MAX_LEASE, "bad_lease", positive=True)
+        raw_lease, "lease", MAX_LEASE, "bad_lease", positive=True, text=True)
     max_ = query.get("max")
     if max_ is None:
         return Wait(q, 1, timeout, lambda msgs: dequeue_reply(q, msgs, False), lease)

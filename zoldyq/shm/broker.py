@@ -52,7 +52,6 @@ _loads = orjson.loads
 _perf_ns = time.perf_counter_ns
 _time_ns = time.time_ns  # one clock for the engine (tests replace it)
 MAX_SECONDS = 366 * 86400  # the longest lease or delay accepted: a year
-MAX_DELIVER_AT = 1 << 62  # µs since the epoch: far beyond any real date
 # a read-only attribute that is item i of the message: in C, half the cost of a property
 _item: Callable[[int], Any] = (
     speedups.fast.item if speedups.ENABLED else lambda i: property(itemgetter(i)))
@@ -184,8 +183,8 @@ def due_at(delay: float | None, deliver_at: int | None) -> int | None:
     at = deliver_at if delay is None else now + int(delay * 1e6)
     if at is None or at <= now:
         return None
-    if at > MAX_DELIVER_AT:
-        raise ConfigError(f"deliver_at {at} is past {MAX_DELIVER_AT} µs since the epoch")
+    if at > api.MAX_DELIVER_AT:
+        raise ConfigError(f"deliver_at {at} is past {api.MAX_DELIVER_AT} µs since the epoch")
     return at
 
 

@@ -31,7 +31,7 @@ import struct
 
 import orjson
 
-from zoldyq.api import KIND_BYTES, KIND_JSON, Message, json_field
+from zoldyq.api import KIND_BYTES, KIND_JSON, MAX_DELIVER_AT, Message, json_field
 from zoldyq.errors import BadFrame, InvalidPayload, ZoldyQError
 
 _loads = orjson.loads
@@ -55,16 +55,15 @@ def seconds(value: object, what: str, positive: bool = False) -> float:
 
 
 def deliver_at(obj: dict[str, object], now_us: int) -> int | None:
-    """When a frame's message becomes visible (µs), from ``delay`` or ``deliver_at``."""
-    if "delay" in obj:
-        delay = seconds(obj["delay"], "delay")
-        return now_us + int(delay * 1e6) if delay else None
-    at = obj.get("deliver_at")
-    if at is None:
-        return None
-    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
-        raise BadFrame("deliver_at must be µs since the epoch")
-    return at if at > now_us else None
+    """When a frame's message becomes visible (µs): the later of ``delay`` and
+    ``deliver_at``, as over HTTP; both are checked when both are sent."""
+    due = now_us + int(seconds(obj["delay"], "delay") * 1e6) if "delay" in obj else 0
+    if "deliver_at" in obj:
+        at = obj["deliver_at"]
+        if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at <= MAX_DELIVER_AT:
+            raise BadFrame("deliver_at must be µs since the epoch")
+        due = max(due, at)
+    return due if due > now_us else None
 
 
 def parse_enqueue(frame: str | bytes) -> tuple[int, bytes]:
