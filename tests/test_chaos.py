@@ -70,7 +70,7 @@ def test_a_put_killed_after_its_block_base_leaves_every_time_exact(
         namespace: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
     """A producer killed between its block-base store and its tail store (``put.written``:
     its record is the first to end in block 1, whose base it stored) leaves every queued
-    time exact: the records before, in block 0, keeps its own base; the next put, on the
+    time exact: the records before, in block 0, keep their own base; the next put, on the
     other path, stores block 1's base again for its own record."""
     broker = zoldyq.create(namespace, max_bytes=1 << 20)
     q = broker.queue("q")
@@ -81,11 +81,11 @@ def test_a_put_killed_after_its_block_base_leaves_every_time_exact(
     dead_base = sq.ring.table[1]
     assert first.enqueued_at < dead_base <= time.time_ns() // 1000  # stored, not committed
     time.sleep(0.01)
-    nxt = q.put_records([(KIND_BYTES, b"next")])
+    nxt = q.put_records([(KIND_BYTES, b"next, in block 1")])  # 4088 + 4 + 16
     assert sq.ring.table[1] == nxt.enqueued_at > dead_base
     got = q.get_many(10)
     assert [(m.data, m.enqueued_at) for m in got] == [
-        (bytes(BLOCK // 2 - 8), first.enqueued_at)] * 2 + [(b"next", nxt.enqueued_at)]
+        (bytes(BLOCK // 2 - 8), first.enqueued_at)] * 2 + [(b"next, in block 1", nxt.enqueued_at)]
     assert q._sq.put_lock.repairs == 1  # type: ignore[union-attr]
     broker.close()
 

@@ -60,9 +60,16 @@ starts at offset 0). Zeroed memory (tag 0) never parses.
 | long    | ``7 \\| len << 3 \\| kind << 30``, then enqueued_at (i64)  | any     | 112       |
 
 (a medium delta has 34 bits, 4.7 hours; ``len`` 27 bits, 12 in a compact header),
-then the payload, padded to 4. A compact or medium record's time is
-``table[(payload end - 1) // BLOCK] + delta``: it is dated against the base of the block
-its payload's last byte lies in (its header's for an empty payload).
+then the payload, padded to 4. A record wraps to offset 0 when its long form would not
+fit before the end, so where it starts never depends on its form. A compact or medium
+record's time is ``table[(payload end - 1) // BLOCK] + delta``: it is dated against the
+base of the block its payload's last byte lies in (its header's for an empty payload).
+Dating by the block a record *ends* in, not the one it starts in, is what lets the
+producer tell from the tail alone whether a committed record of this lap is dated in a
+block (the newest one ends at the tail); by the start block it would need a put-side
+word naming the block the last record started in, stored before the tail, reset by
+rewinds and repaired after a crash (a dead put can leave it naming an uncommitted
+record's block).
 
 Why every queued record's time comes back exact, for a producer or consumer killed at
 any instruction: a block's base is stored (one aligned 8-byte store, before the record's
