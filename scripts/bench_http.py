@@ -3,7 +3,7 @@
 
 Usage: .venv/bin/python scripts/bench_http.py [--seconds 2] [--rounds 5]
            [--connections 50] [--worker-class asgi|gthread|both] [--backend shm|redis]
-           [--front-ends] [--lease-only] [--no-v0]
+           [--front-ends] [--lease-only] [--no-v0] [--base REF]
 
 Three servers under the same gunicorn settings (2 workers; gthread: 8 threads
 each), loaded by wrk over loopback with 50 connections, in the same run:
@@ -13,7 +13,11 @@ each), loaded by wrk over loopback with 50 connections, in the same run:
     noop     a Falcon route that reads the body and answers a constant: the
              ceiling of Falcon + gunicorn here (POST for enqueue, GET for dequeue,
              POST of the same 100-message body for batch: the req/s no batch
-             endpoint on this stack can pass here)
+             endpoint through Falcon can pass here)
+    bare     (asgi only) an ASGI app with no framework: reads the whole body as
+             ``zoldyq.http.hot`` does and answers a small constant with the same
+             headers. ``hot`` answers enqueue, dequeue and batch ahead of Falcon,
+             so this, not ``noop``, is those routes' ceiling on this stack
     redis    the same API on Falcon + Redis lists (LPUSH/RPOP), redis-server
              from Debian on a unix-less TCP port, persistence off
     zq-redis (with ``--backend redis``) ZoldyQ itself on that same Redis: the
@@ -26,11 +30,18 @@ each), loaded by wrk over loopback with 50 connections, in the same run:
              classes and settings, on the stack it shipped on (its dependencies had
              neither uvloop nor gunicorn_h1c: asyncio loop, Python parser), in its
              own namespace. ``--no-v0`` leaves it out (it needs git and the commit)
+    base     (with ``--base REF``) ZoldyQ at another commit, say ``main``, beside this
+             checkout: its tree extracted like v0's, its C extension built in place,
+             on the shipped stack with its own gunicorn.conf.py: a change's before
+             and after in the same run
 
 The three servers run at the same time and every measurement is repeated
 ``--rounds`` times, interleaved, so that other load on the host hits them
-alike: figures are medians, and each ratio is the median of the ratios of
-runs made seconds apart in the same round. Payloads are ~100 bytes of JSON.
+alike (every other round in the reverse order: with a fixed order, ``base`` at
+main, run right after ``zoldyq``, came out 1.2x behind it, where runs in
+alternating order measured the pair 0.97x apart): figures are
+medians, and each ratio is the median of the ratios of runs made seconds apart
+in the same round. Payloads are ~100 bytes of JSON.
 
 With ``--front-ends`` (and ``--backend redis``) it then measures scale-out: enqueues
 through one ZoldyQ-on-Redis front end of one worker, against two such front ends on the
@@ -144,16 +155,39 @@ def _v0_python(tree: Path, code: str) -> str:
                           text=True, check=True).stdout
 
 
+BUILD = """
+import shlex, subprocess, sys, sysconfig, tomllib
+ext = tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["ext-modules"][0]
+v = sysconfig.get_config_var
+out = ext["name"].replace(".", "/") + v("EXT_SUFFIX")
+subprocess.run([*shlex.split(v("LDSHARED")), *shlex.split(v("CFLAGS")), "-fPIC",
+                "-I" + sysconfig.get_paths()["include"], *ext.get("extra-compile-args", []),
+                *ext["sources"], "-o", out], check=True)
+"""
+
+
+def build_in_place(tree: Path) -> None:
+    """The C extension of the tree at ``tree``, built next to its sources (as an editable
+    install does), so that it runs the C paths, not the pure-Python fallback: the compiler
+    and flags setuptools would use, without the venv's setuptools reading a pyproject.toml
+    newer than it."""
+    subprocess.run([servers.PYTHON, "-c", BUILD], cwd=tree, check=True, capture_output=True)
+
+
 @contextlib.contextmanager
-def v0_server(ns: str, worker_class: str) -> Iterator[servers.Server]:
-    """v0 (``V0``) as it shipped: ``gunicorn -c gunicorn.conf.py workers.http:app`` of its
-    own tree, with its settings from ZOLDYQ_* as the current server gets them. Only the
-    launch differs: ``-P``, PYTHONPATH and the working directory pick its tree (gunicorn
-    puts the working directory first on ``sys.path`` before it reads the config),
-    GUNICORN_CMD_ARGS its stack (gunicorn's "auto" would take this venv's uvloop and h1c)."""
-    with tempfile.TemporaryDirectory(prefix="zoldyq-v0-") as tmp:
+def tree_server(commit: str, ns: str, worker_class: str, stack: str | None,
+                build: bool) -> Iterator[servers.Server]:
+    """ZoldyQ at ``commit``: ``gunicorn -c gunicorn.conf.py workers.http:app`` of its own
+    tree, with its settings from ZOLDYQ_* as the current server gets them. Only the launch
+    differs: ``-P``, PYTHONPATH and the working directory pick its tree (gunicorn puts the
+    working directory first on ``sys.path`` before it reads the config); ``stack``, when
+    given, is its GUNICORN_CMD_ARGS (else gunicorn's "auto": this venv's uvloop and h1c);
+    ``build``: its C extension is built first."""
+    with tempfile.TemporaryDirectory(prefix=f"zoldyq-{commit[:12]}-") as tmp:
         tree = Path(tmp)
-        extract(V0, tree)
+        extract(commit, tree)
+        if build:
+            build_in_place(tree)
         where = _v0_python(tree, "import zoldyq; print(zoldyq.__file__)").strip()
         if not where.startswith(tmp):
             sys.exit(f"v0's server would import zoldyq from {where}, not from {tmp}")
@@ -162,9 +196,11 @@ def v0_server(ns: str, worker_class: str) -> Iterator[servers.Server]:
                                    worker_class=worker_class,
                                    default_queue_capacity=10_000_000,
                                    default_queue_max_bytes=2 << 30)
-        env |= {"PYTHONPATH": tmp, "GUNICORN_CMD_ARGS": PLAIN_STACK}
+        env["PYTHONPATH"] = tmp
+        if stack is not None:
+            env["GUNICORN_CMD_ARGS"] = stack
         url = f"http://127.0.0.1:{port}"
-        srv = servers.Server("zoldyq-v0", [
+        srv = servers.Server(f"zoldyq-{commit[:12]}", [
             servers.PYTHON, "-P", "-m", "gunicorn", "-c", "gunicorn.conf.py", "workers.http:app"],
             env, url, cwd=tree)
         try:
@@ -214,8 +250,8 @@ def prefill(url: str, path: str, n: int) -> None:
 
 
 def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
-              redis_url: str, on_redis: bool = False,
-              v0: bool = True) -> dict[str, list[dict[str, float]]]:
+              redis_url: str, on_redis: bool = False, v0: bool = True,
+              base: str | None = None) -> dict[str, list[dict[str, float]]]:
     """Every measurement ``rounds`` times, interleaved, so that noise from other load on the
     host hits the three servers alike: the runs of each key, in round order."""
     import redis
@@ -233,6 +269,8 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
     with contextlib.ExitStack() as stack:
         stack.callback(zoldyq.destroy, ns)
         noop = stack.enter_context(baseline(f"bench_http_apps:noop_{flavour}", worker_class, env))
+        bare = stack.enter_context(baseline("bench_http_apps:bare_asgi", worker_class, env)) \
+            if worker_class == "asgi" else None
         zq = stack.enter_context(servers.gunicorn(
             ns, workers=WORKERS, threads=THREADS, worker_class=worker_class,
             default_queue_capacity=10_000_000, default_queue_max_bytes=2 << 30))
@@ -251,30 +289,39 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
             ns + "r", workers=WORKERS, threads=THREADS, worker_class=worker_class,
             default_queue_capacity=10_000_000, default_queue_max_bytes=2 << 30,
             backend=redis_url)) if on_redis else None
-        old = stack.enter_context(v0_server(ns + "v0", worker_class)) if v0 else None
-        requests = {"enqueue": ("noop POST", "/noop/b", "/queues/b/enqueue", "POST", one),
-                    "dequeue": ("noop GET", "/noop/b", "/queues/b/dequeue", "GET", None),
-                    "batch": ("noop batch", "/noop/c", "/queues/c/batch", "POST", hundred)}
+        old = stack.enter_context(tree_server(V0, ns + "v0", worker_class, PLAIN_STACK,
+                                              build=False)) if v0 else None
+        then = stack.enter_context(tree_server(base, ns + "base", worker_class, None,
+                                               build=True)) if base else None
+        # op: (its ceilings' key, queue, method, body); a ceiling's path is /noop/<queue>
+        requests = {"enqueue": ("POST", "b", "POST", one), "dequeue": ("GET", "b", "GET", None),
+                    "batch": ("batch", "c", "POST", hundred)}
         # (who, its server, whether it runs batches), in the order the runs follow each other
-        who = [("zoldyq", zq, True), ("plain", plain, False), ("v0", old, False),
-               ("redis", rd, True), ("zq-redis", zr, True)]
+        who = [("zoldyq", zq, True), ("base", then, True), ("plain", plain, False),
+               ("v0", old, False), ("redis", rd, True), ("zq-redis", zr, True)]
         plan = []  # each ZoldyQ run right next to the runs it is compared with
-        for op, (noop_key, noop_path, path, method, body) in requests.items():
-            plan.append((noop_key, noop.url + noop_path, method, body))
+        for op, (ceiling, queue, method, body) in requests.items():
+            plan += [(f"{key} {ceiling}", srv.url + f"/noop/{queue}", method, body)
+                     for key, srv in (("noop", noop), ("bare", bare)) if srv is not None]
+            path = f"/queues/{queue}/{op}"
             plan += [(f"{key} {op}", srv.url + path, method, body) for key, srv, batch in who
                      if srv is not None and (batch or op != "batch")]
         r.flushall()
-        for url in (zq.url, rd.url, plain.url, *(s.url for s in (zr, old) if s)):
+        for url in (zq.url, rd.url, plain.url, *(s.url for s in (zr, old, then) if s)):
             prefill(url, "/queues/b/batch", PREFILL)
         for _, url, method, body in plan:
             wrk(url, 1, connections, method, body)  # warm-up: imports, connections, caches
         for i in range(rounds):
-            for key, url, method, body in plan:
+            # every other round backwards: a server's place in the sequence (say, right after
+            # another that filled a fresh ring) weighs on its runs alike in both directions
+            for key, url, method, body in plan if i % 2 == 0 else plan[::-1]:
                 res = wrk(url, seconds, connections, method, body)
                 runs.setdefault(key, []).append(res)
                 print(f"  {worker_class:8} round {i + 1}  {key:16} {res['rps']:9.0f} req/s  "
                       f"p50 {res['p50']:6.2f} ms  p99 {res['p99']:6.2f} ms", file=sys.stderr)
-            zq.call("POST", "/queues/c/clear")
+            for srv in (zq, then):
+                if srv is not None:
+                    srv.call("POST", "/queues/c/clear")
             r.delete("c")
             if zr is not None:
                 zr.call("POST", "/queues/c/clear")
@@ -282,8 +329,9 @@ def run_class(worker_class: str, seconds: float, connections: int, rounds: int,
             runs[f"lease {key}"] = [{"msgs": v} for v in values]
         assert zq.call("GET", "/queues/b").json()["size"] > 0, "zoldyq queue ran dry"
         assert r.llen("b") > 0, "redis queue ran dry"
-        assert old is None or old.call("GET", "/queues/b").json()["size"] > 0, \
-            "v0 queue ran dry"
+        for srv, name in ((old, "v0"), (then, "base")):
+            assert srv is None or srv.call("GET", "/queues/b").json()["size"] > 0, \
+                f"{name} queue ran dry"
         r.flushall()
     return runs
 
@@ -405,37 +453,67 @@ def table(worker_class: str, runs: dict[str, list[dict[str, float]]]) -> str:
     def ratio(a: str, b: str, field: str) -> float:
         return _median([x[field] / y[field] for x, y in zip(runs[a], runs[b], strict=True)])
 
-    rows = [f"| {worker_class} | req/s | msg/s | p50 ms | p99 ms | vs no-op | vs Redis | "
-            "p99 vs no-op |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    engines = ("zoldyq", "zq-redis", "redis") if "zq-redis enqueue" in runs else (
-        "zoldyq", "redis")
-    for op, noop in (("enqueue", "noop POST"), ("dequeue", "noop GET"),
-                     ("batch", "noop batch")):
+    has_bare = "bare POST" in runs
+    rows = [f"| {worker_class} | req/s | msg/s | p50 ms | p99 ms | vs no-op | vs bare | "
+            "vs Redis | p99 vs no-op |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| ---: |"]
+    engines = [w for w in ("zoldyq", "base", "zq-redis", "redis") if f"{w} enqueue" in runs]
+    for op, ceiling in (("enqueue", "POST"), ("dequeue", "GET"), ("batch", "batch")):
+        noop = f"noop {ceiling}"
         for who in engines:
             key = f"{who} {op}"
             per = 100 if op == "batch" else 1
-            vs_noop = f"{ratio(key, noop, 'rps'):.0%}" if noop else "-"
-            p99 = f"{ratio(key, noop, 'p99'):.2f}x" if noop else "-"
+            vs_bare = f"{ratio(key, f'bare {ceiling}', 'rps'):.0%}" if has_bare else "-"
             vs_redis = f"{ratio(key, f'redis {op}', 'rps'):.2f}x" if who != "redis" else "-"
             rows.append(f"| {key}{' (100/req)' if per > 1 else ''} | {med(key, 'rps'):.0f} | "
                         f"{med(key, 'rps') * per:.0f} | {med(key, 'p50'):.2f} | "
-                        f"{med(key, 'p99'):.2f} | {vs_noop} | {vs_redis} | {p99} |")
+                        f"{med(key, 'p99'):.2f} | {ratio(key, noop, 'rps'):.0%} | {vs_bare} | "
+                        f"{vs_redis} | {ratio(key, noop, 'p99'):.2f}x |")
     plain, leased = runs["lease max100"], runs["lease lease100+ack"]
     share = _median([x["msgs"] / y["msgs"] for x, y in zip(leased, plain, strict=True)])
     rows.append(f"| zoldyq dequeue?max=100 | - | {_median([r['msgs'] for r in plain]):.0f} "
-                "| - | - | - | - | - |")
+                "| - | - | - | - | - | - |")
     rows.append(f"| zoldyq dequeue?max=100&lease + ack lease_ids | - | "
                 f"{_median([r['msgs'] for r in leased]):.0f} | - | - | {share:.0%} of plain "
-                "| - | - |")
-    for noop in ("noop POST", "noop GET", "noop batch"):
-        bodies = f"{med(noop, 'rps') * 100:.0f} (bodies of 100)" if noop == "noop batch" else "-"
-        rows.append(f"| {noop} | {med(noop, 'rps'):.0f} | {bodies} | {med(noop, 'p50'):.2f} | "
-                    f"{med(noop, 'p99'):.2f} | 100% | - | 1.00x |")
+                "| - | - | - |")
+    for ceiling in ("noop", "bare") if has_bare else ("noop",):
+        for kind in ("POST", "GET", "batch"):
+            key = f"{ceiling} {kind}"
+            bodies = f"{med(key, 'rps') * 100:.0f} (bodies of 100)" if kind == "batch" else "-"
+            vs_bare = f"{ratio(key, f'bare {kind}', 'rps'):.0%}" if has_bare else "-"
+            rows.append(f"| {key} | {med(key, 'rps'):.0f} | {bodies} | {med(key, 'p50'):.2f} | "
+                        f"{med(key, 'p99'):.2f} | {ratio(key, f'noop {kind}', 'rps'):.0%} | "
+                        f"{vs_bare} | - | {ratio(key, f'noop {kind}', 'p99'):.2f}x |")
     for other, title in (("plain", "shipped stack vs plain"),
                          ("v0", f"shipped now vs v0 ({V0}) as shipped")):
         if f"{other} enqueue" in runs:
             rows += ["", *vs_table(runs, f"{worker_class}: {title}", other)]
+    if has_bare:
+        rows += ["", *batch_ceiling_table(runs)]
     return "\n".join(rows)
+
+
+def batch_ceiling_table(runs: dict[str, list[dict[str, float]]]) -> list[str]:
+    """The batch rows against the bare ASGI no-op (the hot routes' ceiling): medians with
+    min-max, and the per-round share of it."""
+
+    def spread(values: list[float], fmt: str) -> str:
+        return f"{_median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+    rows = ["| batch of 100 | req/s (min-max) | msg/s (min-max) | share of bare (min-max) |",
+            "| --- | ---: | ---: | ---: |"]
+    bare = [r["rps"] for r in runs["bare batch"]]
+    for key in ("bare batch", "noop batch", "zoldyq batch", "base batch"):
+        if key in runs:
+            rps = [r["rps"] for r in runs[key]]
+            share = [x / y for x, y in zip(rps, bare, strict=True)]
+            rows.append(f"| {key} | {spread(rps, '.0f')} | {spread([x * 100 for x in rps], '.0f')}"
+                        f" | {spread(share, '.0%')} |")
+    if "base batch" in runs:
+        per = [x["rps"] / y["rps"] for x, y in zip(runs["zoldyq batch"], runs["base batch"],
+                                                  strict=True)]
+        rows.append(f"| zoldyq ÷ base | - | - | {spread(per, '.2f')} |")
+    return rows
 
 
 def lease_only(worker_class: str, seconds: float, connections: int, rounds: int) -> str:
@@ -474,6 +552,8 @@ def main() -> int:
                         help="only the reliable-delivery rows (leased dequeue + batched ack)")
     parser.add_argument("--v0", action=argparse.BooleanOptionalAction, default=True,
                         help=f"also the product as shipped at {V0} (--no-v0: leave it out)")
+    parser.add_argument("--base", metavar="REF",
+                        help="also ZoldyQ at this commit (say main) on the shipped stack")
     args = parser.parse_args()
     if args.front_ends and args.backend != "redis":
         parser.error("--front-ends needs --backend redis")
@@ -487,7 +567,7 @@ def main() -> int:
     with redis_server() as redis_url:
         for wc in classes:
             res = run_class(wc, args.seconds, args.connections, args.rounds, redis_url,
-                            on_redis=args.backend == "redis", v0=args.v0)
+                            on_redis=args.backend == "redis", v0=args.v0, base=args.base)
             tables.append(table(wc, res))
         if args.front_ends:
             tables.append(front_end_table(front_end_runs(

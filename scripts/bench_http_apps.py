@@ -2,6 +2,10 @@
 
 - ``noop_asgi`` / ``noop_wsgi``: a Falcon route that reads the body and
   answers a constant: the ceiling of Falcon + gunicorn on this machine.
+- ``bare_asgi``: no framework at all, the ceiling of the routes ``zoldyq.http.hot``
+  answers ahead of Falcon: reads the whole body as hot.py does (one ``receive()`` when
+  the body came in one message, else every chunk joined) and answers a constant
+  with the same headers.
 - ``redis_asgi`` / ``redis_wsgi``: the same enqueue/dequeue/batch API over
   Redis lists (LPUSH/RPOP), what a Python shop would build instead. Each
   stored value is the 8-byte enqueue time in µs followed by the payload's
@@ -15,6 +19,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+from typing import Any
 
 import falcon
 import falcon.asgi
@@ -63,6 +68,29 @@ def _app(app: falcon.App, resources: dict[str, object]) -> falcon.App:
     for path, res in resources.items():
         app.add_route(path, res)
     return app
+
+
+_BARE_START = {"type": "http.response.start", "status": 200, "headers": [
+    (b"content-length", b"%d" % len(NOOP)), (b"content-type", b"application/json")]}
+_BARE_BODY = {"type": "http.response.body", "body": NOOP}
+
+
+async def bare_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The bare no-op: gunicorn's protocol and a body read, nothing else."""
+    if scope["type"] == "lifespan":  # nothing to start or stop
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    message = await receive()
+    if message.get("more_body"):
+        chunks = [message.get("body", b"")]
+        while message["type"] == "http.request" and message.get("more_body"):
+            message = await receive()
+            chunks.append(message.get("body", b""))
+        b"".join(chunks)
+    await send(_BARE_START)
+    await send(_BARE_BODY)
 
 
 noop_wsgi = _app(falcon.App(), {"/noop/{name}": _NoopWsgi()})

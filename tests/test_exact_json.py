@@ -60,6 +60,29 @@ def test_json_field_finds_the_exact_member_bytes() -> None:
     assert json_items(b"[ ]") == []
 
 
+def _spelled(key: str, escaped: list[bool], upper: bool) -> bytes:
+    """``key`` as a JSON string, the letters picked by ``escaped`` written as \\u00XX."""
+    return b'"%s"' % "".join(f"\\u{ord(c):04{'X' if upper else 'x'}}" if e else c
+                             for c, e in zip(key, escaped, strict=True)).encode()
+
+
+@given(key=st.sampled_from(["payload", "payloads"]), data=st.data(), upper=st.booleans(),
+       first=VALUES, last=VALUES)
+def test_json_field_takes_the_last_of_duplicate_keys_however_spelled(
+    key: str, data: st.DataObject, upper: bool, first: object, last: object
+) -> None:
+    """A key written twice, the second time with escaped letters ("p\\u0061yload"): the
+    member found is the one orjson keeps, never the text between the first ':' and the
+    last '}' (which is not one JSON document)."""
+    escaped = data.draw(st.lists(st.booleans(), min_size=len(key), max_size=len(key)))
+    text = json.dumps(last).encode()
+    body = b'{"%s":%s,%s:%s}' % (key.encode(), json.dumps(first).encode(),
+                                  _spelled(key, escaped, upper), text)
+    doc, raw = json_field(body, key)
+    assert raw == text
+    assert orjson.loads(raw) == doc[key]
+
+
 @given(items=st.lists(st.tuples(VALUES, SEPARATORS), max_size=8),
        between=SEPARATORS,
        pad=st.sampled_from(["", " ", "\n ", "\t\r\n"]), ascii=st.booleans())

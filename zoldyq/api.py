@@ -79,6 +79,8 @@ _HEAD = re.compile(rb'\s*\{\s*"([A-Za-z_]+)"\s*:')
 # one match per structural character, the text before it (strings included) skipped
 _STRUCTURE = re.compile(rb'[^"\[\]{},]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^"\[\]{},]*)*([\[\]{},])')
 _WS = re.compile(r"[ \t\n\r]*")
+# the only escapes that can spell a key of ASCII letters and "_" (non-ASCII ones cannot)
+_LETTER_ESCAPE = re.compile(rb"\\u00[4-7]")
 _scanner = json.JSONDecoder()
 _loads = orjson.loads
 
@@ -106,8 +108,10 @@ def json_field(body: bytes | str, key: str) -> tuple[Any, bytes | None]:
         start = m.end() if m is not None and m.group(1) == name else -1
     if len(doc) == 1 and start > 0:
         value = raw.rstrip()[start:-1].strip()  # the only member: between ':' and '}'
-        # a duplicate key would leave a top-level comma in it: look only if one may exist
-        if b'"%b"' % name not in value:
+        # a duplicate key would leave a top-level comma in it: look only if one may exist,
+        # spelled as is or with an escape of an ASCII letter ("p\u0061yload")
+        if b'"%b"' % name not in value and (b"\\" not in value
+                                            or not _LETTER_ESCAPE.search(value)):
             return doc, value
         try:
             orjson.loads(value)

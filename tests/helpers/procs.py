@@ -53,7 +53,8 @@ def consumer(ns: str, queue: str, out_path: str, stop_path: str, batch: int) -> 
 
 def leaser(ns: str, queue: str, out_path: str, stop_path: str, lease: float) -> None:
     """Lease batches, append each (tag, seq) to ``out_path``, then ack them, until told to
-    stop and idle; a kill between the write and the ack makes a redelivery, not a loss."""
+    stop and nothing is left, leased ones included (a killed consumer's come back when its
+    lease ends); a kill between the write and the ack makes a redelivery, not a loss."""
     q = zoldyq.attach(ns).queue(queue)
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     while True:
@@ -61,7 +62,7 @@ def leaser(ns: str, queue: str, out_path: str, stop_path: str, lease: float) -> 
         if msgs:
             os.write(fd, b"".join(PAIR.pack(*m.payload) for m in msgs))
             q.ack_many([m.lease_id for m in msgs if m.lease_id])
-        elif os.path.exists(stop_path):
+        elif os.path.exists(stop_path) and not any(map(q.stats().get, ("size", "inflight"))):
             return
 
 
