@@ -16,6 +16,7 @@ import zoldyq
 from tests.helpers.multiproc import check_fifo, paused, spawn
 from tests.helpers.procs import read_acks, read_pairs
 from zoldyq.shm import segment
+from zoldyq.shm.layout import BLOCK, KIND_BYTES, SEQ_MASK, W_TAIL
 
 
 def kill9(proc: subprocess.Popen[bytes]) -> None:
@@ -62,6 +63,30 @@ def test_kill_inside_the_lock(op: str, point: str, after: list[str], namespace: 
     assert stats["size"] == 0
     side = q._sq.put_lock if op == "put" else q._sq.get_lock  # type: ignore[union-attr]
     assert side.repairs == 1  # every pause point is inside the lock: found dirty, repaired
+    broker.close()
+
+
+def test_a_put_killed_after_its_block_base_leaves_every_time_exact(
+        namespace: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    """A producer killed between its block-base store and its tail store (``put.written``:
+    its record is the first to end in block 1, whose base it stored) leaves every queued
+    time exact: the records before, in block 0, keep their own base; the next put, on the
+    other path, stores block 1's base again for its own record."""
+    broker = zoldyq.create(namespace, max_bytes=1 << 20)
+    q = broker.queue("q")
+    first = q.put_records([(KIND_BYTES, bytes(BLOCK // 2 - 8))] * 2)  # to BLOCK - 8
+    sq = q._sq  # type: ignore[attr-defined]
+    assert sq.words[W_TAIL] & SEQ_MASK == BLOCK - 8
+    kill9(paused(namespace, "q", "put", "put.written", tmp_path, procs))  # '"paused"' ends in 1
+    dead_base = sq.ring.table[1]
+    assert first.enqueued_at < dead_base <= time.time_ns() // 1000  # stored, not committed
+    time.sleep(0.01)
+    nxt = q.put_records([(KIND_BYTES, b"next, in block 1")])  # 4088 + 4 + 16
+    assert sq.ring.table[1] == nxt.enqueued_at > dead_base
+    got = q.get_many(10)
+    assert [(m.data, m.enqueued_at) for m in got] == [
+        (bytes(BLOCK // 2 - 8), first.enqueued_at)] * 2 + [(b"next, in block 1", nxt.enqueued_at)]
+    assert q._sq.put_lock.repairs == 1  # type: ignore[union-attr]
     broker.close()
 
 

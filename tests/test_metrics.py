@@ -73,7 +73,7 @@ def test_exact_values_after_known_traffic(broker: zoldyq.Broker) -> None:
     assert value(text, "zoldyq_dequeue_timeout_total", **lab) == 1
     assert value(text, "zoldyq_queue_size", **lab) == 1
     assert value(text, "zoldyq_queue_capacity", **lab) == 3
-    assert value(text, "zoldyq_queue_bytes", **lab) == 8 + 8  # record header + padded payload
+    assert value(text, "zoldyq_queue_bytes", **lab) == 4 + 8  # record header + padded payload
     assert q.clear() == 1
     text = scrape(broker)
     assert value(text, "zoldyq_cleared_total", **lab) == 1

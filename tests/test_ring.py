@@ -15,74 +15,161 @@ from hypothesis.stateful import (
     rule,
 )
 
+from tests.helpers.rings import bare_ring
 from zoldyq.shm.layout import (
-    EPOCH_SLACK_US,
-    HEADER_BYTES,
+    BLOCK,
+    COMPACT_LEN,
     KIND_BYTES,
     KIND_JSON,
     SEQ_MASK,
     W_CLEARED,
     W_DEQ_TOTAL,
     W_ENQ_TOTAL,
-    W_EPOCH,
     W_HEAD,
     W_TAIL,
+    table_bytes,
 )
-from zoldyq.shm.ring import HDR, Ring, RingCorrupt, RingFull, min_ring_size, record_bytes
+from zoldyq.shm.ring import (
+    COMPACT,
+    HDR,
+    LONG,
+    MEDIUM,
+    Record,
+    Ring,
+    RingCorrupt,
+    RingFull,
+    date,
+    decode,
+    header,
+    min_ring_size,
+    record_bytes,
+)
 
 
 def make_ring(size: int = 256, max_messages: int = 1000, start: int = 0) -> Ring:
     """A ring whose head and tail both start at offset ``start`` (and sequence 2**32 - 3)."""
-    words = memoryview(bytearray(HEADER_BYTES)).cast("Q")
-    Ring.format(words, size, max_messages, size // 2 - HDR)
+    ring = bare_ring(size, max_messages, size // 2 - 16)[1]
+    words = ring.words
     seq = SEQ_MASK - 2  # sequence numbers wrap during the test
     words[W_TAIL] = words[W_HEAD] = (seq << 32) | start
     words[W_ENQ_TOTAL] = words[W_DEQ_TOTAL] = seq  # as if that many had passed through
-    return Ring(words, bytearray(size))
+    return ring
 
 
 def put(ring: Ring, *payloads: bytes, kind: int = KIND_BYTES, at: int = 7) -> None:
     ring.commit_tail(ring.write([(kind, p) for p in payloads], at), len(payloads), 0)
 
 
-def take(ring: Ring, n: int = 1) -> list[bytes]:
+def take_records(ring: Ring, n: int = 1) -> list[Record]:
     records, head, nbytes = ring.read(n)
     ring.commit_head(head, len(records), nbytes)
-    return [r[1] for r in records]
+    return records
 
 
-def test_record_sizes_are_padded_to_eight() -> None:
-    """A record is an 8-byte header word (16 with a full time) plus the payload rounded up
-    to 8 bytes: 112 bytes for a 100-byte message."""
-    assert HDR == 8
-    assert [record_bytes(n) for n in (0, 1, 8, 9, 100)] == [8, 16, 16, 24, 112]
-    assert [record_bytes(n, long=True) for n in (0, 1, 100)] == [16, 24, 120]
-    assert min_ring_size(100) == 2 * record_bytes(100)
+def take(ring: Ring, n: int = 1) -> list[bytes]:
+    return [r[1] for r in take_records(ring, n)]
+
+
+def test_record_sizes_are_padded_to_four() -> None:
+    """A record is a 4-byte header (8 medium, 12 long) plus the payload rounded up to 4
+    bytes: 104 bytes for a 100-byte message; payloads of 4 KiB or more are never compact."""
+    assert HDR == 4
+    assert [record_bytes(n) for n in (0, 1, 4, 5, 100)] == [4, 8, 8, 12, 104]
+    assert [record_bytes(100, f) for f in (COMPACT, MEDIUM, LONG)] == [104, 108, 112]
+    assert record_bytes(COMPACT_LEN - 1) == COMPACT_LEN + 4
+    assert record_bytes(COMPACT_LEN) == COMPACT_LEN + 8
+    assert min_ring_size(100) == 224
     ring = make_ring(4096)
     put(ring, b"m" * 100, at=1_800_000_000_000_000)
-    assert ring.used_bytes() == 112
+    assert ring.used_bytes() == 104
 
 
-def test_times_come_back_exact_across_the_epoch() -> None:
-    """enqueued_at comes back to the µs: short headers count from the epoch, which moves
-    only over an empty ring; a time out of its reach in a busy ring takes a long header."""
+def test_times_come_back_exact_in_every_form() -> None:
+    """enqueued_at comes back to the µs: a put over an empty ring stores its block's base;
+    later ones in a busy block are dated against it, compact within 131 ms, medium within
+    4.7 hours, long otherwise (a clock that stepped back, a time before 1970)."""
     ring = make_ring(4096)
     now = 1_800_000_000_000_000
-    put(ring, b"a", at=now)  # empty: the epoch moves
-    assert ring.words[W_EPOCH] == now - EPOCH_SLACK_US
-    put(ring, b"b", at=now - 1000)  # a clock that stepped back: still in reach
-    put(ring, b"c", at=now + 5 * 3600_000_000)  # 5 hours on, ring busy: a long header
-    put(ring, b"d", at=-5)  # before 1970: long too
-    assert ring.words[W_EPOCH] == now - EPOCH_SLACK_US
-    assert ring.used_bytes() == 16 + 16 + 24 + 24
+    put(ring, b"a", at=now)  # empty: the base is stored, compact
+    assert ring.table[0] == now
+    put(ring, b"b", at=now + 131_071)  # compact
+    put(ring, b"c", at=now + 131_072)  # medium
+    put(ring, b"d", at=now - 1000)  # the clock stepped back: long
+    put(ring, b"e", at=now + 5 * 3600_000_000)  # past a medium delta's reach: long
+    put(ring, b"f", at=-5)  # before 1970: long
+    assert ring.table[0] == now
+    assert ring.used_bytes() == 8 + 8 + 12 + 16 + 16 + 16
     records, head, nbytes = ring.read(10)
     assert [(r[1], r[2]) for r in records] == [
-        (b"a", now), (b"b", now - 1000), (b"c", now + 5 * 3600_000_000), (b"d", -5)]
+        (b"a", now), (b"b", now + 131_071), (b"c", now + 131_072), (b"d", now - 1000),
+        (b"e", now + 5 * 3600_000_000), (b"f", -5)]
     ring.commit_head(head, len(records), nbytes)
-    put(ring, b"e", at=now + 5 * 3600_000_000)  # empty again: the epoch moves
-    assert ring.words[W_EPOCH] == now + 5 * 3600_000_000 - EPOCH_SLACK_US
+    put(ring, b"g", at=now + 5 * 3600_000_000)  # empty again: a new base
+    assert ring.table[0] == now + 5 * 3600_000_000
     assert ring.read(1)[0][0][2] == now + 5 * 3600_000_000
-    assert ring.used_bytes() == 16
+    assert ring.used_bytes() == 8
+
+
+def test_a_block_with_an_old_lap_keeps_its_base() -> None:
+    """The first record ending in a block stores its base, unless the head lies ahead of
+    it in that block (records of the last lap are dated against it): then the base stays
+    and the new record is dated against it."""
+    ring = make_ring(3 * BLOCK, start=BLOCK - 8)
+    t = 1_800_000_000_000_000
+    put(ring, b"x" * 100, at=t)  # ends in block 1: its base
+    assert (ring.table[0], ring.table[1]) == (0, t)
+    while ring.words[W_TAIL] & SEQ_MASK > BLOCK:  # fill to the end and wrap to block 0
+        put(ring, b"y" * 100, at=t + 10)
+    # the head is still in block 0 (offset BLOCK - 8): its base stays, the wrapped record
+    # is dated in full against it (0)
+    assert ring.table[0] == 0
+    assert ring.used_bytes() % 4 == 0
+    take(ring, 1)  # the head moves to block 1
+    records = ring.read(1000)[0]
+    assert all(ts in (t, t + 10) for _, _, ts, _ in records)
+    # block 1 holds the head now: the wrapped tail may take block 0's base, not block 1's
+    assert ring.table[1] == t
+
+
+@given(t=st.one_of(st.integers(-10, 1 << 52), st.integers(0, 1 << 35)),
+       base=st.integers(0, 1 << 35), length=st.integers(0, COMPACT_LEN + 100),
+       kind=st.sampled_from([KIND_JSON, KIND_BYTES]), free=st.booleans(),
+       slot=st.integers(0, BLOCK // 4 - 1))
+def test_a_header_decodes_to_what_the_model_says(t: int, base: int, length: int, kind: int,
+                                                 free: bool, slot: int) -> None:
+    """The model of layout.py's table: a record is long before 1970; over a block free to
+    take a new base it is compact (medium from 4 KiB) at delta 0 and stores the base;
+    otherwise compact when shorter than 4 KiB and 0 to 131 071 µs past the block's base,
+    medium within 2**34 µs, long past that. Whichever it is, its bytes decode to its
+    kind, payload and time, and it takes the form's size."""
+    size = 4 * BLOCK
+    table = memoryview(bytearray(table_bytes(size))).cast("Q")
+    for i in range(len(table)):
+        table[i] = base
+    start = slot * 4
+    # taken: the head lies at the record's start (a lap still there)
+    form, delta, store = date(table, t, length, start, not free, start, start)
+    d = t - base
+    if t < 0:
+        want = LONG
+    elif free:
+        want = COMPACT if length < 4096 else MEDIUM
+    elif length < 4096 and 0 <= d < 1 << 17:
+        want = COMPACT
+    else:
+        want = MEDIUM if 0 <= d < 1 << 34 else LONG
+    assert form == want
+    assert (store >= 0) == (free and t >= 0)
+    if store >= 0:
+        assert store == (start + form + length - 1) // BLOCK
+        table[store] = t
+    data = bytearray(size)
+    payload = bytes([length % 251]) * length
+    rec = header(form, length, kind, delta, t) + payload
+    assert len(rec) == form + length
+    data[start : start + len(rec)] = rec
+    assert decode(data, start, size, table) == (kind, start + form, start + len(rec), t)
+    assert record_bytes(length, form) == (len(rec) + 3) & ~3
 
 
 @pytest.mark.parametrize("start", range(0, 256, 8))
@@ -114,11 +201,11 @@ def test_full_by_count_rejects_and_keeps_everything() -> None:
 def test_full_by_bytes_reports_what_was_needed() -> None:
     """A ring without room for the bytes rejects, saying how many were needed."""
     ring = make_ring(128)
-    put(ring, b"x" * 40)  # 48 bytes
-    put(ring, b"y" * 56)  # 112 bytes used
+    put(ring, b"x" * 40)  # 44 bytes
+    put(ring, b"y" * 56)  # 104 bytes used
     with pytest.raises(RingFull) as info:
-        put(ring, b"z" * 9)
-    assert info.value.needed_bytes == 16 + 24  # the 16 bytes left at the end, then the record
+        put(ring, b"z" * 20)  # its long form would not fit before the end: it wraps
+    assert info.value.needed_bytes == 24 + 24  # the 24 bytes left at the end, then the record
     assert take(ring, 5) == [b"x" * 40, b"y" * 56]
 
 
@@ -128,7 +215,7 @@ def test_a_batch_that_does_not_fit_writes_nothing() -> None:
     put(ring, b"keep")
     before = ring.words[W_TAIL]
     with pytest.raises(RingFull):
-        put(ring, b"a" * 30, b"b" * 30, b"c" * 30)
+        put(ring, b"a" * 36, b"b" * 36, b"c" * 36)
     assert ring.words[W_TAIL] == before
     assert take(ring, 5) == [b"keep"]
 
@@ -167,8 +254,8 @@ def test_a_corrupt_record_is_never_returned() -> None:
     """A record that does not parse raises RingCorrupt instead of coming out."""
     ring = make_ring()
     put(ring, b"abc")
-    ring.data[3] &= 0xC7  # tag 0: no such kind
-    with pytest.raises(RingCorrupt, match="bad record at offset 0: kind 0"):
+    ring.data[0] &= 0xF8  # tag 0: no such kind
+    with pytest.raises(RingCorrupt, match="bad record at offset 0: tag 0"):
         ring.read(1)
 
 
@@ -205,116 +292,75 @@ def test_any_payloads_round_trip(start: int, payloads: list[bytes]) -> None:
     assert out == payloads
 
 
-def model_record_bytes(payload: bytes, long: bool) -> int:
-    """The model's own size of a record: an 8-byte header (16 with the full time), the
-    payload padded to 8."""
-    return (16 if long else 8) + -(-len(payload) // 8) * 8
-
-
 class RingVersusModel(RuleBasedStateMachine):
-    """The ring behaves like a bounded deque whose byte offsets the model computes itself.
+    """The ring behaves like a bounded deque and every queued time comes back exact.
 
-    The model places each record by the rules of ring.py's docstring alone: a record
-    starts at the tail unless it would straddle the end, in which case the bytes up to
-    the end are padding and it starts at 0. From those offsets it knows the free space,
-    so a ring that refuses a batch that fits (or takes one that does not) fails. Its
-    clock jumps about (back, and past the epoch's reach); the model keeps its own epoch
-    by layout.py's rule, so it knows which records take a long header, and every time
-    must come back exact.
+    The ring spans several blocks and is laid out from any offset, payloads from empty to
+    over a compact header's reach; the clock ticks (µs, past a compact delta's reach, past
+    a medium one's, back), the ring drains, clears and rewinds to offset 0 as a trim does.
+    After every step every queued record is read back (not taken): its payload and time
+    are the model's, so no block base moved under a queued record, whatever lap, form or
+    block boundary it was written across.
     """
 
-    SIZE, MAX = 512, 12
-    REACH = 1 << 34  # µs past the epoch a short header holds
+    SIZE, MAX = 5 * BLOCK, 40
 
     def __init__(self) -> None:
         super().__init__()
-        # (payload, offset where it ends, enqueued_at)
-        self.model: deque[tuple[bytes, int, int]] = deque()
-        self.head = self.tail = 0
-        self.clock, self.epoch = 1_800_000_000_000_000, 0
+        self.model: deque[tuple[bytes, int]] = deque()
+        self.clock = 1_800_000_000_000_000
 
-    @rule(step=st.one_of(st.integers(-EPOCH_SLACK_US - 10, 10_000),
-                         st.integers(-(1 << 36), 1 << 36)))
+    @initialize(slot=st.integers(0, SIZE // 4 - 1))
+    def start_anywhere(self, slot: int) -> None:
+        self.ring = make_ring(self.SIZE, self.MAX, start=slot * 4)
+
+    @rule(step=st.one_of(st.integers(0, 2000), st.integers(125_000, 140_000),
+                         st.integers(-3000, -1), st.sampled_from([1 << 34, 10 << 34])))
     def tick(self, step: int) -> None:
         self.clock += step
 
-    def long_header(self) -> bool:
-        """Whether the next put is dated in full (the model's epoch may move first)."""
-        if 0 <= self.clock - self.epoch < self.REACH:
-            return False
-        if self.model:
-            return True
-        self.epoch = max(0, self.clock - EPOCH_SLACK_US)
-        return False
-
-    @initialize(slot=st.integers(0, SIZE // 8 - 1))
-    def start_anywhere(self, slot: int) -> None:
-        self.head = self.tail = slot * 8
-        self.ring = make_ring(self.SIZE, self.MAX, start=self.head)
-
-    def used(self) -> int:
-        if not self.model:
-            return 0
-        return (self.tail - self.head) % self.SIZE or self.SIZE
-
-    def place(self, payloads: list[bytes]) -> tuple[int, list[int]] | None:
-        """(bytes the batch takes, where each record ends), or None if it does not fit."""
-        if len(self.model) + len(payloads) > self.MAX:
-            return None
-        pos, need, ends = self.tail, 0, []
-        long = self.long_header()
-        for p in payloads:
-            rec = model_record_bytes(p, long)
-            if rec > self.SIZE - pos:  # would straddle the end: pad, start at 0
-                need += self.SIZE - pos
-                pos = 0
-            need += rec
-            pos = (pos + rec) % self.SIZE
-            ends.append(pos)
-        if need > self.SIZE - self.used():
-            return None
-        return need, ends
-
-    @rule(payloads=st.lists(st.binary(max_size=240), min_size=1, max_size=4))
-    def put_many(self, payloads: list[bytes]) -> None:
-        planned = self.place(payloads)
+    @rule(lengths=st.lists(st.one_of(st.integers(0, 300), st.integers(1000, 2500),
+                                     st.integers(COMPACT_LEN - 2, COMPACT_LEN + 200)),
+                           min_size=1, max_size=4))
+    def put_many(self, lengths: list[int]) -> None:
+        payloads = [bytes([n % 251]) * n for n in lengths]
+        count = self.ring.count()
         try:
             put(self.ring, *payloads, at=self.clock)
         except RingFull:
-            assert planned is None, f"refused a batch that fits ({self.SIZE - self.used()} free)"
+            # refused only when full by count or short of room (records take <= 12 + n + 3)
+            assert (count + len(payloads) > self.MAX
+                    or self.ring.used_bytes() + sum(12 + n + 3 for n in lengths)
+                    + 2 * max(lengths) + 30 > self.SIZE), "refused a batch that fits"
             return
-        assert planned is not None, "took a batch that does not fit"
-        self.model.extend((p, end, self.clock) for p, end in zip(payloads, planned[1],
-                                                                  strict=True))
-        self.tail = planned[1][-1]
-
-    @rule(payload=st.binary(min_size=200, max_size=240))
-    def put_large(self, payload: bytes) -> None:
-        self.put_many([payload])
+        self.model.extend((p, self.clock) for p in payloads)
 
     @rule(n=st.integers(1, 6))
     def get_many(self, n: int) -> None:
         expected = [self.model.popleft() for _ in range(min(n, len(self.model)))]
-        records, head, nbytes = self.ring.read(n)
-        self.ring.commit_head(head, len(records), nbytes)
-        assert [(r[1], r[2]) for r in records] == [(p, at) for p, _, at in expected]
-        if expected:
-            self.head = expected[-1][1]
+        assert [(r[1], r[2]) for r in take_records(self.ring, n)] == expected
 
     @precondition(lambda self: len(self.model) > 0)
     @rule()
     def clear(self) -> None:
         assert self.ring.clear() == len(self.model)
         self.model.clear()
-        self.head = self.tail
+
+    @precondition(lambda self: len(self.model) == 0)
+    @rule()
+    def rewind(self) -> None:
+        """What queue.trim and the C path's rewind do over an empty ring."""
+        words = self.ring.words
+        words[W_TAIL] = words[W_TAIL] & ~SEQ_MASK
+        words[W_HEAD] = words[W_HEAD] & ~SEQ_MASK
 
     @invariant()
-    def offsets_agree(self) -> None:
-        words = self.ring.words
-        assert (words[W_HEAD] & SEQ_MASK, words[W_TAIL] & SEQ_MASK) == (self.head, self.tail)
+    def every_queued_time_is_exact(self) -> None:
+        if not hasattr(self, "ring"):
+            return
         assert self.ring.count() == len(self.model)
-        assert self.ring.used_bytes() == self.used()
-        assert words[W_EPOCH] == self.epoch
+        records = self.ring.read(self.MAX)[0]
+        assert [(r[1], r[2]) for r in records] == list(self.model)
 
 
 TestRingVersusModel = RingVersusModel.TestCase

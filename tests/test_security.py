@@ -9,9 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import zoldyq
+from tests.helpers.rings import bare_ring
 from zoldyq.shm import segment
-from zoldyq.shm.layout import HEADER_BYTES, KIND_BYTES, KIND_JSON, W_HEAD, W_TAIL
-from zoldyq.shm.ring import Ring, RingCorrupt, RingFull
+from zoldyq.shm.layout import KIND_BYTES, KIND_JSON, W_HEAD, W_TAIL
+from zoldyq.shm.ring import RingCorrupt, RingFull
 
 NOBODY = 65534
 
@@ -125,10 +126,9 @@ SIZE, MAX = 512, 64
 def test_garbage_in_the_ring_never_decodes(data: bytes, head: int, tail: int,
                                            max_n: int) -> None:
     """Random ring bytes and words give well-formed records or RingCorrupt, nothing else."""
-    words = memoryview(bytearray(HEADER_BYTES)).cast("Q")
-    Ring.format(words, SIZE, MAX, SIZE // 2 - 16)
-    words[W_HEAD], words[W_TAIL] = head, tail
-    ring = Ring(words, bytearray(data))
+    ring = bare_ring(SIZE, MAX, SIZE // 2 - 16)[1]
+    ring.data[:] = data
+    ring.words[W_HEAD], ring.words[W_TAIL] = head, tail
     try:
         records, _, nbytes = ring.read(max_n)
     except RingCorrupt:
@@ -142,11 +142,9 @@ def test_garbage_in_the_ring_never_decodes(data: bytes, head: int, tail: int,
 def test_truncated_or_flipped_records_are_refused(payloads: list[bytes], flip: int) -> None:
     """Flipping any byte of valid records yields the originals, other valid records,
     or RingCorrupt; never an exception of another kind."""
-    words = memoryview(bytearray(HEADER_BYTES)).cast("Q")
-    Ring.format(words, SIZE, MAX, SIZE // 2 - 16)
-    ring = Ring(words, bytearray(SIZE))
+    ring = bare_ring(SIZE, MAX, SIZE // 2 - 16)[1]
     try:
-        words[W_TAIL] = ring.write([(KIND_BYTES, p) for p in payloads], 1)
+        ring.words[W_TAIL] = ring.write([(KIND_BYTES, p) for p in payloads], 1)
     except RingFull:
         return  # a batch too big for the ring is not the point here
     if flip < SIZE:

@@ -24,12 +24,13 @@ from tests.helpers.json_text import SEPARATORS, VALUES
 from tests.helpers.multiproc import check_fifo, spawn
 from tests.helpers.namespaces import unique_namespace
 from tests.helpers.procs import read_acks, read_pairs
+from tests.helpers.rings import bare_ring
 from zoldyq.api import json_items
 from zoldyq.errors import QueueFull
 from zoldyq.shm import layout, speedups
 from zoldyq.shm import queue as shm_queue
 from zoldyq.shm.layout import HEADER_BYTES, KIND_BYTES, KIND_JSON, SEQ_MASK, W_HEAD, W_TAIL
-from zoldyq.shm.ring import HDR, Ring, RingFull
+from zoldyq.shm.ring import RingFull
 from zoldyq.shm.side import LEASED, S_POS
 
 fast = speedups.fast
@@ -66,39 +67,42 @@ def now_us() -> int:
 
 
 class Twin:
-    """One bytearray ring seen by both paths: the Python Ring and an unlocked C Fast."""
+    """One bytearray ring seen by both paths: the Python Ring and an unlocked C Fast, on
+    one clock (``self.clock``, µs) so that both date and size records alike."""
 
     def __init__(self, size: int, max_messages: int, start: int) -> None:
-        self.buf = bytearray(HEADER_BYTES + size)
-        words = memoryview(self.buf)[:HEADER_BYTES].cast("Q")
-        Ring.format(words, size, max_messages, size // 2 - HDR)
+        self.buf, self.ring = bare_ring(size, max_messages, size // 2 - 16)
+        words = self.ring.words
         seq = SEQ_MASK - 2  # sequence numbers wrap during the run
         words[W_TAIL] = words[W_HEAD] = (seq << 32) | start
         self.words = words
-        self.ring = Ring(words, memoryview(self.buf)[HEADER_BYTES:])
         self.fast = fast.Fast(self.buf, "twin")
+        self.clock = now_us()
 
     def put_py(self, records: list[tuple[int, bytes]]) -> bool:
         try:
-            tail = self.ring.write(records, now_us())
+            tail = self.ring.write(records, self.clock)
         except RingFull:
             return False
         self.ring.commit_tail(tail, len(records), sum(len(p) for _, p in records))
         return True
 
     def put_c(self, records: list[tuple[int, bytes]]) -> bool:
-        """The C put, checked against the tail word the Python planner predicts."""
+        """The C put, checked byte for byte (ring and block table) and by its tail word
+        against what the Python path writes into a copy of the same buffer."""
+        mirror, copy = bare_ring(self.ring.size, 0, 0, bytearray(self.buf))
         try:
-            # writes past the tail only, dated like C's put: its header has C's size
-            predicted: int | None = self.ring.write(records, now_us())
+            predicted: int | None = copy.write(records, self.clock)
         except RingFull:
             predicted = None
+        self.fast.clock_us = self.clock
         try:
             self.fast.put(records, 0)
         except QueueFull:
             assert predicted is None, "C refused what Python accepts"
             return False
         assert self.words[W_TAIL] == predicted
+        assert self.buf[HEADER_BYTES:] == mirror[HEADER_BYTES:]
         return True
 
     def get_py(self, n: int) -> list[tuple[int, bytes]]:
@@ -115,26 +119,36 @@ class Twin:
 
 
 payloads = st.binary(max_size=60)
+# a twin ring's payloads: short ones, and ones that cross blocks, compact and medium
+spanning = st.one_of(payloads, st.integers(300, 4200).map(lambda n: bytes([n % 251]) * n))
 kinds = st.sampled_from([KIND_JSON, KIND_BYTES])
 
 
 class BothPathsAgainstADeque(RuleBasedStateMachine):
     """Puts and gets by either path, in any order, on one ring: a deque's FIFO, and the C
-    path commits exactly the head and tail words the Python path would."""
+    path writes exactly the bytes, block bases and tail word the Python path would. Rings
+    of one block and of several, from any offset; the clock ticks within a compact delta,
+    past it, past a medium one, and back; an empty ring rewinds to 0 as a trim does."""
 
     def __init__(self) -> None:
         super().__init__()
         self.twin: Twin | None = None
         self.model: deque[tuple[int, bytes]] = deque()
 
-    @rule(start=st.integers(0, 31), size=st.sampled_from([160, 256, 512]))
+    @rule(start=st.integers(0, 1 << 12), size=st.sampled_from([160, 256, 512, 3 * 8192 + 8]))
     def reset(self, start: int, size: int) -> None:
-        self.twin = Twin(size, 9, start * 8 % size)
+        self.twin = Twin(size, 12, start * 4 % size)
         self.model.clear()
 
-    @rule(records=st.lists(st.tuples(kinds, payloads), min_size=1, max_size=4), c=st.booleans())
+    @rule(step=st.one_of(st.integers(0, 3000), st.integers(130_000, 140_000),
+                         st.integers(-2000, -1), st.just(1 << 34)))
+    def tick(self, step: int) -> None:
+        if self.twin is not None:
+            self.twin.clock += step
+
+    @rule(records=st.lists(st.tuples(kinds, spanning), min_size=1, max_size=4), c=st.booleans())
     def put(self, records: list[tuple[int, bytes]], c: bool) -> None:
-        if self.twin is None:
+        if self.twin is None or max(len(p) for _, p in records) > self.twin.ring.size // 2 - 16:
             return
         if (self.twin.put_c if c else self.twin.put_py)(records):
             self.model.extend(records)
@@ -147,13 +161,20 @@ class BothPathsAgainstADeque(RuleBasedStateMachine):
         assert got == [self.model.popleft() for _ in range(len(got))]
         assert len(got) == min(n, len(got) + len(self.model))
 
+    @rule()
+    def rewind(self) -> None:
+        if self.twin is not None and not self.model:
+            words = self.twin.words
+            words[W_TAIL] &= ~SEQ_MASK
+            words[W_HEAD] &= ~SEQ_MASK
+
     @invariant()
     def counts_agree(self) -> None:
         if self.twin is not None:
             assert self.twin.ring.count() == len(self.model)
 
 
-BothPathsAgainstADeque.TestCase.settings = settings(max_examples=150, stateful_step_count=60,
+BothPathsAgainstADeque.TestCase.settings = settings(max_examples=200, stateful_step_count=60,
                                                     deadline=None)
 test_both_paths_against_a_deque = needs_c(BothPathsAgainstADeque.TestCase)
 
@@ -168,32 +189,36 @@ def test_c_refuses_a_full_ring_like_python() -> None:
     assert (info.value.size, info.value.capacity, info.value.needed_bytes) == (2, 2, 0)
     assert twin.words[layout.W_FULL_TOTAL] == 1
     assert twin.get_c(5) == [(KIND_BYTES, b"a"), (KIND_BYTES, b"b")]
+    twin = Twin(160, 2, 100)
+    twin.fast.put([(KIND_BYTES, bytes(68))], 0)  # wraps: 60 bytes of padding, 72 at 0
     with pytest.raises(QueueFull) as info:
-        twin.fast.put([(KIND_BYTES, bytes(60))] * 2, 0)
-    assert info.value.needed_bytes > 0
+        twin.fast.put([(KIND_BYTES, bytes(68))], 0)
+    assert info.value.needed_bytes == 72
 
 
 @needs_c
-def test_both_paths_date_records_alike_across_the_epoch() -> None:
-    """Both paths read each other's times exact: short headers against the epoch, a long
-    one when the epoch is out of reach in a busy ring, a new epoch over an empty one."""
+def test_both_paths_date_records_alike_in_every_form() -> None:
+    """Both paths read each other's times exact: a record over an empty ring stores its
+    block's base, later ones in that block are dated against it (medium hours later, long
+    past a medium delta's reach), and the C path stores a new base over an empty ring."""
     twin = Twin(4096, 9, 0)
-    for hours, c_bytes in ((3, 16), (10, 24)):  # in a short header's reach, out of it
+    for hours, c_bytes in ((3, 16 + 12), (10, 20 + 16)):  # medium, then long
         old = now_us() - hours * 3600_000_000
         twin.ring.commit_tail(twin.ring.write([(KIND_BYTES, b"old")], old), 1, 3)
+        assert twin.ring.table[0] == old
         before = now_us()
         twin.fast.put([(KIND_BYTES, b"c-long"), (KIND_JSON, b"2")], 0)
         after = now_us()
-        assert twin.ring.used_bytes() == 16 + 2 * c_bytes  # the old record is short
+        assert twin.ring.used_bytes() == 8 + c_bytes  # the old record is compact
         got = twin.ring.read(3)[0]
         assert got[0][2] == old
         assert before <= got[1][2] == got[2][2] <= after
         assert twin.get_c(3) == [(KIND_BYTES, b"old"), (KIND_BYTES, b"c-long"),
                                  (KIND_JSON, b"2")]
-    twin.fast.put([(KIND_BYTES, b"new")], 0)  # empty: C moves the epoch
+    twin.fast.put([(KIND_BYTES, b"new")], 0)  # empty: C stores the block's base
     ts = twin.ring.read(1)[0][0][2]
-    assert twin.words[layout.W_EPOCH] == ts - layout.EPOCH_SLACK_US
-    assert twin.ring.used_bytes() == 16
+    assert twin.ring.table[0] == ts
+    assert twin.ring.used_bytes() == 8
     assert twin.get_py(1) == [(KIND_BYTES, b"new")]
 
 
@@ -341,20 +366,20 @@ def test_an_empty_ring_starts_over_at_offset_0_when_the_other_lock_is_free(
     q.put_records(batch)
     with sq.put_lock:  # a put is under way: the drained ring stays where it is
         assert [m.data for m in q.get_many(200)] == payloads * 2
-    assert offsets() == (41_600, 41_600)
+    assert offsets() == (40_800, 40_800)
     with sq.get_lock:  # a get is under way: the put writes past the tail
         q.put_records(batch)
-    assert offsets() == (62_400, 41_600)
+    assert offsets() == (61_200, 40_800)
     q.put_records(batch)  # not empty: no rewind either
-    assert offsets() == (83_200, 41_600)
+    assert offsets() == (81_600, 40_800)
     assert [m.data for m in q.get_many(100)] == payloads
-    assert offsets() == (83_200, 62_400)
+    assert offsets() == (81_600, 61_200)
     assert [m.data for m in q.get_many(100)] == payloads
     assert offsets() == (0, 0)
     q.put_records(batch)
-    assert offsets() == (20_800, 0)  # below TRIM_KEEP: a drain leaves the offsets be
+    assert offsets() == (20_400, 0)  # below TRIM_KEEP: a drain leaves the offsets be
     assert [m.data for m in q.get_many(100)] == payloads
-    assert offsets() == (20_800, 20_800)
+    assert offsets() == (20_400, 20_400)
 
 
 @needs_c
@@ -362,7 +387,7 @@ def test_c_never_returns_a_corrupt_record() -> None:
     """A record that does not parse is a BrokenError, and the head stays where it was."""
     twin = Twin(256, 9, 0)
     twin.put_py([(KIND_BYTES, b"ok")])
-    twin.buf[HEADER_BYTES + 3] &= 0xC7  # the tag of the first record: no such kind
+    twin.buf[HEADER_BYTES] &= 0xF8  # the tag of the first record: no such kind
     head = twin.words[W_HEAD]
     with pytest.raises(zoldyq.errors.BrokenError, match="bad record"):
         twin.fast.take(1, 0, False, False, None)

@@ -66,7 +66,7 @@ def test_full_shm_is_a_clear_error_not_a_crash() -> None:
     assert lines[1:] == ["a still works: True True", "b keeps messages: True"]
 
 
-@pytest.mark.parametrize("version", [3, 99])  # 3: the 16-byte record headers before 4
+@pytest.mark.parametrize("version", [4, 99])  # 4: the 8-byte records before 5
 def test_attach_refuses_another_layout_version(namespace: str, version: int) -> None:
     """A namespace written by another layout version is refused with both versions named."""
     zoldyq.create(namespace, max_bytes=1 << 20).close()
@@ -77,7 +77,7 @@ def test_attach_refuses_another_layout_version(namespace: str, version: int) -> 
     words.release()
     mm.close()
     with pytest.raises(zoldyq.LayoutMismatch,
-                       match=rf"has layout version {version}, this ZoldyQ speaks version 4"):
+                       match=rf"has layout version {version}, this ZoldyQ speaks version 5"):
         zoldyq.attach(namespace)
 
 

@@ -20,7 +20,7 @@ sees half of it (``struct.pack_into`` may write a field piecewise).
 | 10    | reserved          | put side                   | ring bytes backed by fallocate  |
 | 11    | full_total        | put side                   | rejected puts                   |
 | 12    | bytes_in_total    | put side                   | payload bytes accepted          |
-| 13    | epoch_us          | put side, ring empty only  | records' times count from it    |
+| 13    | table_at          | creator                    | byte offset of the block table  |
 | 16    | head              | get side: the commit point | deq_seq32<<32 \\| head offset    |
 | 17    | deq_total         | get side, after the commit | repaired from ``head``          |
 | 18    | waiters           | get side                   | consumers parked on the doorbell|
@@ -36,7 +36,9 @@ sees half of it (``struct.pack_into`` may write a field piecewise).
 | 511   | get lock dirty    | the get lock's holder      |                                 |
 
 The side table (slots of ``SLOT_W`` words, then a data ring of
-``SW_DSIZE`` bytes) follows the ring in the same segment.
+``SW_DSIZE`` bytes) follows the ring in the same segment, then (page-aligned, at
+``table_at``) the block table: one u64 per ``BLOCK`` bytes of ring, the base µs the
+records whose payload ends in that block are dated against.
 
 Put-side and get-side words sit on different cache lines and are written
 under different locks, so a producer and a consumer never contend. The one
@@ -45,36 +47,57 @@ to offset 0 (``queue.SharedQueue.trim``, and on the C path a put that finds the
 ring empty or a take that drains it, past ``TRIM_KEEP`` and only when the other
 lock is free at once), so a stream keeps to a few cached pages.
 
-Ring records (version 4): an 8-byte header, two little-endian u32s, ``length | tag << 27
-| (time >> 32) << 30`` and ``time & 0xFFFFFFFF``, then the payload, padded to 8: a
-100-byte message takes 112 bytes (version 3's 16-byte header took 120). ``length`` (27
-bits) covers the 64 MiB maximum; ``tag`` (3 bits) is the kind (``KIND_JSON`` 1,
-``KIND_BYTES`` 2), ``TAG_WRAP`` (3), or a kind plus ``TAG_LONG`` (4): then the time is
-zero and the full enqueued_at (i64 µs) follows, 16 bytes as before. ``time`` is 34 bits
-of µs past ``epoch_us`` (4.7 hours); its low 32 bits have a u32 of their own so that
-the pure path's common case (within 71 minutes of the epoch) decodes with one
-``struct`` call and no bit surgery. The producer moves the epoch (to its time less
-``EPOCH_SLACK_US``, for a clock that steps back) only when it finds the ring empty and
-its time out of range, else it writes a long record. A record never straddles the end
-of the ring: when it does not fit, the producer writes a ``TAG_WRAP`` header (8
-bytes, which an aligned tail always has room for) and starts at offset 0.
+Ring records (version 5) are 4-byte aligned; a header's first u32 ``word`` holds a 3-bit
+tag in its low bits: ``KIND_JSON`` 1 or ``KIND_BYTES`` 2 alone for a compact record, the
+kind | ``TAG_MEDIUM`` (4) for a medium one, ``TAG_LONG`` (7) for a long one, ``TAG_WRAP``
+(3) for a wrap marker (a lone u32: an aligned tail always has room for it; the record
+starts at offset 0). Zeroed memory (tag 0) never parses.
 
-Why every queued record's time comes back exact: a record is dated against the epoch
-at the time it is written, and the epoch only changes while no record lies between
-head and tail (the put lock keeps other producers out, and a consumer only takes what
-was committed before it loaded the tail). The epoch store is one aligned 8-byte store
-before the records and the tail's: a producer that dies after it leaves an empty ring
-with a new epoch, which nothing refers to yet. Consumers load the epoch after the tail,
-so they see the epoch the records were written against (x86 stores stay in order).
+| form    | header u32s                                            | payload | for 100 B |
+|---------|--------------------------------------------------------|---------|-----------|
+| compact | ``kind \\| len << 3 \\| delta << 15`` (17-bit µs)         | < 4 KiB | 104       |
+| medium  | ``kind \\| 4 \\| len << 3 \\| delta >> 32 << 30``, ``delta`` | any     | 108       |
+| long    | ``7 \\| len << 3 \\| kind << 30``, then enqueued_at (i64)  | any     | 112       |
+
+(a medium delta has 34 bits, 4.7 hours; ``len`` 27 bits, 12 in a compact header),
+then the payload, padded to 4. A record wraps to offset 0 when its long form would not
+fit before the end, so where it starts never depends on its form. A compact or medium
+record's time is ``table[(payload end - 1) // BLOCK] + delta``: it is dated against the
+base of the block its payload's last byte lies in (its header's for an empty payload).
+Dating by the block a record *ends* in, not the one it starts in, is what lets the
+producer tell from the tail alone whether a committed record of this lap is dated in a
+block (the newest one ends at the tail); by the start block it would need a put-side
+word naming the block the last record started in, stored before the tail, reset by
+rewinds and repaired after a crash (a dead put can leave it naming an uncommitted
+record's block).
+
+Why every queued record's time comes back exact, for a producer or consumer killed at
+any instruction: a block's base is stored (one aligned 8-byte store, before the record's
+bytes and the tail's store) only by the put side, only when no committed record between
+head and tail can end in that block, and only for a record ending in it, which is then
+dated 0 past it. The producer knows that from the words alone: the ring is empty, or the
+newest record (ending at the tail) ends in an earlier block and the head is not ahead of
+the new record inside that block (an old lap still there); its own batch counts as
+queued as it goes. Otherwise the record is dated against the base as it is (compact if
+within 131 ms, else medium, else long), which no one else may change while a queued
+record ends in that block: the new one does, once committed. A producer that dies after
+a base store leaves a base no queued record refers to (nothing it wrote is committed);
+the words it would have moved are the tail and the totals, repaired as before. Consumers
+only read bases (after loading the tail: x86 keeps stores in order), never write them,
+so a consumer killed anywhere leaves them as they were. Rewinds, trims and clears leave
+an empty ring, over which the next put stores a fresh base. No word beyond the tail
+says which block was written last, so nothing more needs a repair.
+
+The table is backed (fallocate) together with the ring bytes it describes, before
+``reserved`` grows past them, and trimmed with them (``queue.SharedQueue``), so no table
+store can fault on a full /dev/shm.
 
 Why this design and not a variable-length one (a varint length and a time delta against
-the previous record, ~104 bytes when messages come fast): the delta chain needs the
-consumer's last time kept crash-safely beside the head, every copy out of the ring
-(leases, peeks, snapshots) must walk the chain from the head, and the record size
-depends on the previous record's time. One fixed header, one epoch that moves only over
-an empty ring, and a fallback to version 3's size is a single-store argument; it costs
-8 bytes per 100-byte message more than the variable design's best case. A ring that is
-never empty for 4.7 hours pays the long header (version 3's size) until it drains once.
+the previous record): the delta chain needs the consumer's last time kept crash-safely
+beside the head, every copy out of the ring (leases, peeks, snapshots) must walk the
+chain from the head, and the record size depends on the previous record's time. A base
+per 8 KiB block keeps each record decodable alone from its offset, with one store per
+block and the empty-ring argument of version 4 applied block by block.
 
 Registry segment: a 4096-byte header then ``max_queues`` slots of 256 bytes.
 
@@ -107,7 +130,7 @@ from zoldyq.api import KIND_JSON as KIND_JSON
 from zoldyq.api import MAX_BYTES_LIMIT, MAX_MESSAGE_BYTES_LIMIT
 from zoldyq.api import MAX_MESSAGES_LIMIT as MAX_MESSAGES_LIMIT
 
-LAYOUT_VERSION = 4  # 3: the locks are robust mutexes in the headers; 4: 8-byte records
+LAYOUT_VERSION = 5  # 3: robust mutexes in the headers; 4: 8-byte records; 5: 4-byte records
 QUEUE_MAGIC = int.from_bytes(b"ZOLDYQ.Q", "little")
 REGISTRY_MAGIC = int.from_bytes(b"ZOLDYQ.R", "little")
 HEADER_BYTES = 4096
@@ -115,7 +138,7 @@ HEADER_BYTES = 4096
 # queue header words
 W_MAGIC, W_VERSION, W_RING_SIZE, W_MAX_MESSAGES, W_MAX_MESSAGE_BYTES = 0, 1, 2, 3, 4
 W_CREATED_AT, W_SLOT_GEN, W_FLAGS = 5, 6, 7
-W_TAIL, W_ENQ_TOTAL, W_RESERVED, W_FULL_TOTAL, W_BYTES_IN, W_EPOCH = 8, 9, 10, 11, 12, 13
+W_TAIL, W_ENQ_TOTAL, W_RESERVED, W_FULL_TOTAL, W_BYTES_IN, W_TABLE = 8, 9, 10, 11, 12, 13
 W_HEAD, W_DEQ_TOTAL, W_WAITERS, W_TIMEOUTS, W_BYTES_OUT, W_CLEARED = 16, 17, 18, 19, 20, 21
 W_ENQ_HIST, W_DEQ_HIST = 24, 48
 FLAG_CLOSED = 1
@@ -137,14 +160,21 @@ TRIM_AGE_US = 1_000_000
 HIST_BOUNDS_NS = tuple(round(b * 1e9) for b in HIST_BOUNDS)
 HIST_BUCKETS = len(HIST_BOUNDS) + 1  # + Inf
 
-# records
-LEN_BITS, TIME_HI_SHIFT = 27, 30  # header: (length | tag << 27 | time >> 32 << 30, time)
+# records (see above)
+TAG_BITS, LEN_SHIFT = 3, 3
+TAG_MASK = (1 << TAG_BITS) - 1
+TAG_WRAP, TAG_MEDIUM, TAG_LONG = 3, 4, 7  # tags 1, 2: KIND_JSON, KIND_BYTES (from the api)
+LEN_BITS = 27  # a medium or long record's length
 LEN_MASK = (1 << LEN_BITS) - 1
-TAG_WRAP, TAG_LONG = 3, 4  # tags 1, 2: KIND_JSON, KIND_BYTES (from the api)
-TIME_RANGE = 1 << 34  # µs past the epoch a short header holds
-EPOCH_SLACK_US = 60_000_000  # a new epoch lies this far before the time that moved it
+TIME_HI_SHIFT, KIND_SHIFT = 30, 30  # a medium delta's top 2 bits; a long record's kind
+COMPACT_LEN_BITS, COMPACT_TIME_SHIFT = 12, 15
+COMPACT_LEN = 1 << COMPACT_LEN_BITS  # payloads shorter than this can be compact
+COMPACT_RANGE = 1 << 17  # µs past its block's base a compact record holds (131 ms)
+MEDIUM_RANGE = 1 << 34  # and a medium one (4.7 hours)
+BLOCK_SHIFT = 13
+BLOCK = 1 << BLOCK_SHIFT  # ring bytes per block-table entry
 assert MAX_MESSAGE_BYTES_LIMIT <= LEN_MASK
-assert (KIND_JSON, KIND_BYTES) == (1, 2)  # ring.read tells a kind by 0 < tag < TAG_WRAP
+assert (KIND_JSON, KIND_BYTES) == (1, 2)  # ring.read tells a compact record by 0 < tag < 3
 SEQ_MASK = 0xFFFFFFFF
 MAX_RING_SIZE = MAX_BYTES_LIMIT  # offsets are 32-bit
 
@@ -161,6 +191,11 @@ S_MAX_MESSAGES, S_MAX_BYTES, S_MAX_MESSAGE_BYTES, S_CREATED_AT = 10, 11, 12, 13
 S_MAX_DELIVERIES, S_DLQ_LEN, S_DLQ_NAME = 14, 15, 16
 NAME_BYTES = 64
 FREE, CREATING, ACTIVE, DELETING = 0, 1, 2, 3
+
+
+def table_bytes(ring_size: int) -> int:
+    """Bytes of the block table for a ring of ``ring_size`` bytes."""
+    return -(-ring_size // BLOCK) * 8
 
 
 def registry_bytes(max_queues: int) -> int:

@@ -59,7 +59,6 @@ from zoldyq.shm.layout import (
     W_DEQ_TOTAL,
     W_ENQ_HIST,
     W_ENQ_TOTAL,
-    W_EPOCH,
     W_FLAGS,
     W_FULL_TOTAL,
     W_GET_LOCK,
@@ -71,10 +70,12 @@ from zoldyq.shm.layout import (
     W_RESERVED,
     W_RING_SIZE,
     W_SLOT_GEN,
+    W_TABLE,
     W_TAIL,
     W_TIMEOUTS,
     W_VERSION,
     W_WAITERS,
+    table_bytes,
 )
 from zoldyq.shm.lock import LockBusy, RobustLock, never_wait, patient
 from zoldyq.shm.ring import Record, Ring, RingCorrupt, RingFull, decode, record_bytes
@@ -96,6 +97,7 @@ from zoldyq.shm.side import (
     SideFull,
 )
 
+PAGE = mmap.PAGESIZE
 RESERVE_CHUNK = 1 << 20  # ring memory is backed 1 MiB at a time as it is first used
 WAIT_SLICE = 0.5  # sem_timedwait uses the wall clock: wait in slices of a monotonic deadline
 SPIN_SECONDS = 50e-6  # how long an empty get watches the tail before parking
@@ -106,6 +108,11 @@ _SignalError = segment.Interrupted
 _monotonic = time.monotonic
 _perf_ns = time.perf_counter_ns
 _time_ns = time.time_ns
+
+
+def _pages(n: int) -> int:
+    """``n`` rounded up to whole pages."""
+    return -(-n // PAGE) * PAGE
 
 
 def _payload_bytes(records: Sequence[tuple[int, bytes]]) -> int:
@@ -131,7 +138,9 @@ class SharedQueue:
                 raise BrokenError(f"queue segment {objs['ring']} has an unknown layout")
             if words[W_SLOT_GEN] != (slot << 32 | gen):
                 raise BrokenError(f"queue segment {objs['ring']} belongs to another slot")
+            table_at = words[W_TABLE]
             self.ring = Ring(words, view[HEADER_BYTES : HEADER_BYTES + words[W_RING_SIZE]],
+                             view[table_at : table_at + table_bytes(words[W_RING_SIZE])].cast("Q"),
                              self._reserve, source=self._mm, base=HEADER_BYTES)
             self._side_base = base = HEADER_BYTES + words[W_RING_SIZE]
             slot_bytes = words[SW_NSLOTS] * SLOT_W * 8
@@ -166,10 +175,13 @@ class SharedQueue:
             if side is not None:
                 for v in (side.slot_bytes, side.slots, side.data):
                     v.release()
-            for attr in ("ring", "words"):
-                v = getattr(self, attr, None)
-                if v is not None:
-                    (v.data if attr == "ring" else v).release()
+            ring = getattr(self, "ring", None)
+            if ring is not None:
+                ring.data.release()
+                ring.table.release()
+            header = getattr(self, "words", None)
+            if header is not None:
+                header.release()
             with contextlib.suppress(BufferError, NameError):
                 view.release()
             with contextlib.suppress(BufferError):
@@ -190,12 +202,13 @@ class SharedQueue:
         objs = names.queue_objects(ns, slot, gen)
         SharedQueue.unlink(ns, slot, gen)  # leftovers of a creator that died
         nslots, dsize = Side.sizes(max_messages, max_bytes, max_message_bytes)
-        size = HEADER_BYTES + max_bytes + nslots * SLOT_W * 8 + dsize
+        table_at = _pages(HEADER_BYTES + max_bytes + nslots * SLOT_W * 8 + dsize)
+        size = table_at + _pages(table_bytes(max_bytes))
         shm = segment.create_shm(objs["ring"], size, HEADER_BYTES)
         mm = segment.map_shm(shm)
         try:
             words = memoryview(mm)[:HEADER_BYTES].cast("Q")
-            Ring.format(words, max_bytes, max_messages, max_message_bytes)
+            Ring.format(words, max_bytes, max_messages, max_message_bytes, table_at)
             Side.format(words, nslots, dsize)
             words[W_CREATED_AT] = _time_ns() // 1000
             words[W_SLOT_GEN] = slot << 32 | gen
@@ -260,6 +273,7 @@ class SharedQueue:
         if self.fast is not None:
             self.fast.release()
         self.ring.data.release()  # type: ignore[union-attr]
+        self.ring.table.release()
         self.side.slot_bytes.release()
         self.side.slots.release()
         self.side.data.release()  # type: ignore[union-attr]
@@ -268,8 +282,9 @@ class SharedQueue:
             self._mm.close()
 
     def _reserve(self, upto: int) -> None:
-        """Back ring bytes [reserved, upto) rounded up to a chunk (put lock held)."""
-        self._back(W_RESERVED, HEADER_BYTES, self.words[W_RING_SIZE], upto)
+        """Back ring bytes [reserved, upto) rounded up to a chunk, and the block table's
+        pages for them, before ``reserved`` says so (put lock held)."""
+        self._back(W_RESERVED, HEADER_BYTES, self.words[W_RING_SIZE], upto, table=True)
 
     def _reserve_side(self, which: int, upto: int) -> None:
         """Back side-table bytes [reserved, upto) of the slots (0) or data ring (1)."""
@@ -279,9 +294,10 @@ class SharedQueue:
                              (SW_DRES, self._side_base + slot_bytes, words[SW_DSIZE]))
         self._back(word, start, size, upto)
 
-    def _back(self, word: int, start: int, size: int, upto: int) -> None:
+    def _back(self, word: int, start: int, size: int, upto: int, table: bool = False) -> None:
         """Back bytes [reserved, upto) of the region at ``start`` whose reserved length is
-        ``words[word]``, in whole chunks up to ``size``; then record the new length."""
+        ``words[word]``, in whole chunks up to ``size`` (with ``table``, the block table's
+        entries for them too); then record the new length."""
         words = self.words
         have = words[word]
         want = min(size, -(-upto // RESERVE_CHUNK) * RESERVE_CHUNK)
@@ -291,6 +307,10 @@ class SharedQueue:
             raise QueueDeleted(self.name) from None
         try:
             segment.reserve(shm.fd, start + have, want - have)
+            if table:
+                have_table = table_bytes(have) & ~(PAGE - 1)
+                segment.reserve(shm.fd, words[W_TABLE] + have_table,
+                                table_bytes(want) - have_table)
         finally:
             shm.close_fd()
         words[word] = want
@@ -460,8 +480,8 @@ class SharedQueue:
         records land in the kept bytes; (2) lower ``reserved`` to ``TRIM_KEEP``,
         so a put that grows past it re-reserves with fallocate before writing
         (a full /dev/shm stays a clean StorageExhausted, never SIGBUS); (3) only
-        then punch the ring pages above (``MADV_REMOVE`` on tmpfs is a hole
-        punch; the side table after the ring is not touched). A death between
+        then punch the ring pages above and the block table's pages for them
+        (``MADV_REMOVE`` on tmpfs is a hole punch; the side table is not touched). A death between
         (1)'s two stores leaves an empty ring with offsets apart, which the next
         put-side holder puts back together (``Ring.repair_put_side``); after (2)
         the pages are merely still there. Returns True if memory was given back.
@@ -492,8 +512,13 @@ class SharedQueue:
             words[W_RESERVED] = TRIM_KEEP
             if _HOOKED:
                 hooks.reach("trim.lowered")
+            table_keep = _pages(table_bytes(TRIM_KEEP))
             with contextlib.suppress(OSError):  # not tmpfs: the memory stays, no harm
                 self._mm.madvise(mmap.MADV_REMOVE, HEADER_BYTES + TRIM_KEEP, reserved - TRIM_KEEP)
+                table_held = _pages(table_bytes(reserved))
+                if table_held > table_keep:  # the block table's pages for the punched ring
+                    self._mm.madvise(mmap.MADV_REMOVE, words[W_TABLE] + table_keep,
+                                     table_held - table_keep)
         return True
 
     def lease_id(self, idx: int, token: int) -> str:
@@ -941,7 +966,7 @@ class SharedQueue:
         if ring.count():
             off = self.words[W_HEAD] & 0xFFFFFFFF
             try:  # the record may be consumed and overwritten meanwhile: a sane time or none
-                ts = decode(ring.data, off, ring.size, self.words[W_EPOCH])[3]
+                ts = decode(ring.data, off, ring.size, ring.table)[3]
             except (RingCorrupt, struct.error):
                 ts = 0
             if 0 < ts <= _time_ns() // 1000 and (not oldest or ts < oldest):

@@ -21,9 +21,11 @@ Invariants (``layout`` names the words):
    makes the records visible before the new tail.
 4. A record never straddles the end of the ring and is at most half the
    ring, so an empty ring always has room for one.
-5. Every record between head and tail with a short header is dated against
-   the current ``epoch`` word: the put side moves the epoch (one store, before
-   the records and the tail) only when it finds the ring empty (``layout``).
+5. Every compact or medium record between head and tail is dated against the
+   base its block (``layout.BLOCK``) had when it was written, and that base has
+   not changed since: the put side stores a block's base (one store, before the
+   records and the tail) only when no committed record between head and tail
+   can end in that block (``date``; the argument is in ``layout``).
 
 Totals (``enq_total``, ``deq_total``) are written after the commit and can be
 one step behind if the writer dies there; ``repair_*`` recomputes them from
@@ -37,105 +39,134 @@ import struct
 from collections.abc import Callable, Sequence
 
 from zoldyq.shm.layout import (
-    EPOCH_SLACK_US,
+    BLOCK_SHIFT,
+    COMPACT_LEN,
+    COMPACT_RANGE,
+    COMPACT_TIME_SHIFT,
     KIND_BYTES,
     KIND_JSON,
-    LEN_BITS,
+    KIND_SHIFT,
     LEN_MASK,
+    LEN_SHIFT,
+    MEDIUM_RANGE,
     SEQ_MASK,
     TAG_LONG,
+    TAG_MASK,
+    TAG_MEDIUM,
     TAG_WRAP,
     TIME_HI_SHIFT,
-    TIME_RANGE,
     W_BYTES_IN,
     W_BYTES_OUT,
     W_CLEARED,
     W_DEQ_TOTAL,
     W_ENQ_TOTAL,
-    W_EPOCH,
     W_HEAD,
     W_MAX_MESSAGE_BYTES,
     W_MAX_MESSAGES,
     W_RESERVED,
     W_RING_SIZE,
+    W_TABLE,
     W_TAIL,
 )
 
-HDR = 8  # a record's header (two u32s, see ``layout``); a wrap marker is one alone
-LONG_HDR = 16  # the header, then enqueued_at in full
-_PAD = tuple(bytes(n) for n in range(8))
-_short = struct.Struct("<II").pack
-_short_into = struct.Struct("<II").pack_into
-_long = struct.Struct("<IIq").pack
-_pair = struct.Struct("<II").unpack_from
+HDR = 4  # a compact record's header (one u32, see ``layout``); a wrap marker is one alone
+COMPACT, MEDIUM, LONG = 4, 8, 12  # the forms, named by their header's bytes
+_COMPACT_LEN_MASK = COMPACT_LEN - 1
+_PAD = tuple(bytes(n) for n in range(4))
+_one = struct.Struct("<I")
+_two = struct.Struct("<II")
+_full = struct.Struct("<Iq")
+_u32 = _one.unpack_from
+_pair = _two.unpack_from
 _stamp_at = struct.Struct("<q").unpack_from
-_WRAP = _short(TAG_WRAP << LEN_BITS, 0)
+_WRAP = _one.pack(TAG_WRAP)
 
 
-def record_bytes(payload_len: int, long: bool = False) -> int:
-    """Ring bytes one record takes: header + payload, padded to 8 (a short header
-    unless ``long``; a long one only when the epoch is out of reach, see ``layout``)."""
-    return ((LONG_HDR if long else HDR) + payload_len + 7) & ~7
+def record_bytes(payload_len: int, form: int = 0) -> int:
+    """Ring bytes one record takes: header + payload, padded to 4; by default in the
+    form a fresh record usually takes (compact when short enough, else medium)."""
+    if not form:
+        form = COMPACT if payload_len < COMPACT_LEN else MEDIUM
+    return (form + payload_len + 3) & ~3
 
 
 # -- the record header, the one place it is encoded and decoded (see ``layout``) ----------
 
 
-def stamp(words: memoryview, enqueued_at: int, empty: bool) -> int:
-    """``enqueued_at``'s µs past the epoch for a short header, or -1 for a long record
-    (put side). Over an empty ring an out-of-range time first moves the epoch: one
-    store, which no queued record depends on."""
-    delta = enqueued_at - words[W_EPOCH]
-    if 0 <= delta < TIME_RANGE:
-        return delta
-    if not empty or enqueued_at < 0:
-        return -1
-    epoch = max(0, enqueued_at - EPOCH_SLACK_US)
-    words[W_EPOCH] = epoch
-    return enqueued_at - epoch
+def date(table: memoryview, t: int, length: int, start: int, busy: bool, prev: int,
+         head: int, mine: tuple[int, int] = (-1, -1)) -> tuple[int, int, int]:
+    """The form of a record of ``length`` bytes put at ``t`` µs, to start at ``start``:
+    (form, delta, block whose base to store first or -1).
+
+    ``busy``: a committed record or one of this batch lies between head and tail;
+    ``prev``: where the newest of those ends (the tail as the batch goes); ``head``: the
+    head offset; ``mine``: the first and last blocks this batch stores (their base is
+    ``t``). A block's base may be stored only when no such record can end in it
+    (``layout``): the newest one ends in an earlier block (or before a wrap) and the
+    head does not lie ahead of the record inside it. Otherwise the base stays and the
+    record is dated against it, in the smallest form that holds the delta.
+    """
+    if t < 0:
+        return LONG, 0, -1
+    for form, reach in ((COMPACT, COMPACT_RANGE), (MEDIUM, MEDIUM_RANGE)):
+        if form == COMPACT and length >= COMPACT_LEN:
+            continue
+        x = (start + form + length - 1) >> BLOCK_SHIFT
+        if not busy or not ((start == prev and prev > x << BLOCK_SHIFT)
+                            or start <= head < (x + 1) << BLOCK_SHIFT):
+            return form, 0, x
+        delta = t - (t if x in mine else table[x])
+        if 0 <= delta < reach:
+            return form, delta, -1
+    return LONG, 0, -1
 
 
-def header(length: int, kind: int, delta: int, enqueued_at: int) -> bytes:
-    """A record's header for ``stamp``'s ``delta``: 8 bytes, or 16 for a long record."""
-    if delta < 0:
-        return _long(length | (kind | TAG_LONG) << LEN_BITS, 0, enqueued_at)
-    return _short(length | kind << LEN_BITS | delta >> 32 << TIME_HI_SHIFT, delta & SEQ_MASK)
+def header(form: int, length: int, kind: int, delta: int, enqueued_at: int) -> bytes:
+    """A record's header in ``form`` (``date``'s): 4, 8 or 12 bytes."""
+    word = length << LEN_SHIFT
+    if form == COMPACT:
+        return _one.pack(kind | word | delta << COMPACT_TIME_SHIFT)
+    if form == MEDIUM:
+        return _two.pack(kind | TAG_MEDIUM | word | delta >> 32 << TIME_HI_SHIFT,
+                         delta & SEQ_MASK)
+    return _full.pack(TAG_LONG | word | kind << KIND_SHIFT, enqueued_at)
 
 
-def decode(data: memoryview | bytearray, off: int, size: int, epoch: int
+def decode(data: memoryview | bytearray, off: int, size: int, table: memoryview
            ) -> tuple[int, int, int, int]:
     """The record at ``off`` (past a wrap marker): (kind, payload start, payload end,
     enqueued_at). Raises RingCorrupt rather than return one that does not parse."""
-    word, low = _pair(data, off)
-    tag = word >> LEN_BITS & 7
+    word = _u32(data, off)[0]
+    tag = word & TAG_MASK
     if tag == TAG_WRAP:
         off = 0
-        word, low = _pair(data, 0)
-        tag = word >> LEN_BITS & 7
-    start = off + HDR
-    if tag & TAG_LONG:
-        ts = _stamp_at(data, start)[0]
-        start += 8
-        tag ^= TAG_LONG
+        word = _u32(data, 0)[0]
+        tag = word & TAG_MASK
+    kind = tag & ~TAG_MEDIUM
+    if tag == TAG_LONG:
+        start, kind = off + LONG, word >> KIND_SHIFT
+        end = start + (word >> LEN_SHIFT & LEN_MASK)
+    elif tag & TAG_MEDIUM:
+        start = off + MEDIUM
+        end = start + (word >> LEN_SHIFT & LEN_MASK)
     else:
-        ts = epoch + (word >> TIME_HI_SHIFT << 32 | low)
-    end = start + (word & LEN_MASK)
-    if (tag != KIND_JSON and tag != KIND_BYTES) or end > size:
-        raise RingCorrupt(f"bad record at offset {off}: kind {tag}, length {word & LEN_MASK}")
-    return tag, start, end, ts
+        start = off + COMPACT
+        end = start + (word >> LEN_SHIFT & _COMPACT_LEN_MASK)
+    if (kind != KIND_JSON and kind != KIND_BYTES) or end > size:
+        raise RingCorrupt(f"bad record at offset {off}: tag {tag}, header {word:#x}")
+    if tag == TAG_LONG:
+        ts = _stamp_at(data, off + 4)[0]
+    elif tag & TAG_MEDIUM:
+        ts = table[(end - 1) >> BLOCK_SHIFT] + (word >> TIME_HI_SHIFT << 32
+                                               | _u32(data, off + 4)[0])
+    else:
+        ts = table[(end - 1) >> BLOCK_SHIFT] + (word >> COMPACT_TIME_SHIFT)
+    return kind, start, end, ts
 
 
 def min_ring_size(max_message_bytes: int) -> int:
-    """The smallest ring that always has room for one maximal record."""
-    return 2 * record_bytes(max_message_bytes)
-
-
-def _span(pos: int, rec: int, size: int) -> tuple[int, int]:
-    """Bytes a record of ``rec`` bytes uses at ``pos`` (with wrap padding) and its top offset."""
-    room = size - pos
-    if rec <= room:
-        return rec, pos + rec
-    return room + rec, max(rec, pos + HDR)
+    """The smallest ring (a multiple of 8) that always has room for one maximal record."""
+    return (2 * record_bytes(max_message_bytes, LONG) + 7) & ~7
 
 
 class RingFull(Exception):
@@ -172,6 +203,7 @@ class Ring:
     Args:
         words: the header as a ``memoryview`` cast to ``"Q"``.
         data: the ring bytes, ``words[W_RING_SIZE]`` long.
+        table: the block table (``layout.table_bytes``) cast to ``"Q"``.
         reserve: called with a ring offset before the first write past
             ``words[W_RESERVED]``; it must back the memory up to there (or
             raise, in which case nothing is written).
@@ -179,18 +211,21 @@ class Ring:
             mmap, whose slices are bytes (default: copies of ``data`` at 0).
     """
 
-    __slots__ = ("_base", "_reserve", "_source", "data", "max_messages", "size", "words")
+    __slots__ = ("_base", "_reserve", "_source", "data", "max_messages", "size", "table",
+                 "words")
 
     def __init__(
         self,
         words: memoryview,
         data: memoryview | bytearray,
+        table: memoryview,
         reserve: Callable[[int], None] | None = None,
         source: mmap.mmap | None = None,
         base: int = 0,
     ) -> None:
         self.words = words
         self.data = data
+        self.table = table
         self.size = words[W_RING_SIZE]
         self.max_messages = words[W_MAX_MESSAGES]
         self._reserve = reserve
@@ -202,9 +237,11 @@ class Ring:
 
     @staticmethod
     def format(
-        words: memoryview, size: int, max_messages: int, max_message_bytes: int
+        words: memoryview, size: int, max_messages: int, max_message_bytes: int, table_at: int
     ) -> None:
-        """Write the control words of an empty ring (the rest must be zero)."""
+        """Write the control words of an empty ring (the rest must be zero); its block
+        table lies ``table_at`` bytes into the segment."""
+        words[W_TABLE] = table_at
         words[W_RING_SIZE] = size
         words[W_MAX_MESSAGES] = max_messages
         words[W_MAX_MESSAGE_BYTES] = max_message_bytes
@@ -231,44 +268,61 @@ class Ring:
         n = len(records)
         if n == 1:
             return self.write_one(*records[0], enqueued_at)
-        words, size = self.words, self.size
+        words, size, table = self.words, self.size, self.table
         tail, head = words[W_TAIL], words[W_HEAD]
         seq, off = tail >> 32, tail & SEQ_MASK
+        head_off = head & SEQ_MASK
         count = (seq - (head >> 32)) & SEQ_MASK
         if count + n > self.max_messages:
             raise RingFull(count)
-        free = size - (((off - (head & SEQ_MASK)) % size or size) if count else 0)
-        delta = stamp(words, enqueued_at, not count)
-        common = 0 <= delta <= SEQ_MASK  # header()'s common case below, without its call
-        # one contiguous blob when it fits before the end, else record by record
-        blob = b"".join([(_short(len(p) | k << LEN_BITS, delta) if common
-                          else header(len(p), k, delta, enqueued_at)) + p + _PAD[-len(p) & 7]
-                         for k, p in records])
-        need = high = len(blob)
-        if need <= size - off:
-            high += off
-        else:
-            blob, need, high, pos = b"", 0, 0, off
-            for _kind, payload in records:
-                used, top = _span(pos, record_bytes(len(payload), delta < 0), size)
-                need += used
-                high = max(high, top)
-                pos = (pos + used) % size
+        free = size - (((off - head_off) % size or size) if count else 0)
+        # plan every record (form, delta, where it starts), then write them all
+        plan: list[tuple[int, int, int]] = []
+        stores: list[int] = []
+        pos, need, high, busy, first, last, wrapped = off, 0, 0, bool(count), -1, -1, False
+        for _kind, payload in records:
+            length = len(payload)
+            start = pos if record_bytes(length, LONG) <= size - pos else 0
+            form, delta, store = date(table, enqueued_at, length, start, busy, pos, head_off,
+                                      (first, last))
+            if store >= 0:
+                stores.append(store)
+                last = store
+                if first < 0:
+                    first = store
+            end = start + record_bytes(length, form)
+            if start == pos:
+                need += end - pos
+            else:  # a wrap marker at pos, padding to the end, the record at 0
+                need += size - pos + end
+                high = max(high, pos + HDR)
+                wrapped = True
+            high = max(high, end)
+            plan.append((form, delta, start))
+            pos, busy = end % size, True
         if need > free:
             raise RingFull(count, need)
         if high > words[W_RESERVED] and self._reserve is not None:
             self._reserve(high)
-        if blob:
-            self.data[off : off + need] = blob
-            pos = (off + need) % size
+        for store in stores:  # bases first: each is enqueued_at, the batch's one time
+            table[store] = enqueued_at
+        recs = [header(form, len(p), k, delta, enqueued_at) + p + _PAD[-len(p) & 3]
+                for (k, p), (form, delta, _) in zip(records, plan, strict=True)]
+        data = self.data
+        if not wrapped:
+            blob = b"".join(recs)
+            data[off : off + len(blob)] = blob
         else:
-            pos = off
-            for kind, payload in records:
-                pos = self._emit(pos, header(len(payload), kind, delta, enqueued_at), payload)
+            at = off
+            for rec, (_, _, start) in zip(recs, plan, strict=True):
+                if start != at:
+                    data[at : at + HDR] = _WRAP
+                data[start : start + len(rec)] = rec
+                at = (start + len(rec)) % size
         return (((seq + n) & SEQ_MASK) << 32) | pos
 
     def write_one(self, kind: int, payload: bytes, enqueued_at: int) -> int:
-        """``write`` for one record: the hot path, without lists or planning."""
+        """``write`` for one record: the hot path, without lists."""
         words, size = self.words, self.size
         tail, head = words[W_TAIL], words[W_HEAD]
         seq, off = tail >> 32, tail & SEQ_MASK
@@ -276,38 +330,31 @@ class Ring:
         if count >= self.max_messages:
             raise RingFull(count)
         length = len(payload)
-        delta = enqueued_at - words[W_EPOCH]  # stamp()'s common case, without the call
-        if not 0 <= delta < TIME_RANGE:
-            delta = stamp(words, enqueued_at, not count)
-        rec = ((HDR if delta >= 0 else LONG_HDR) + length + 7) & ~7
-        end = off + rec
-        need, high = (rec, end) if end <= size else _span(off, rec, size)
-        if count and need > size - ((off - (head & SEQ_MASK)) % size or size):
+        head_off = head & SEQ_MASK
+        start = off if ((LONG + 3 + length) & ~3) <= size - off else 0
+        form, delta, store = date(self.table, enqueued_at, length, start, bool(count), off,
+                                  head_off)
+        end = start + ((form + 3 + length) & ~3)
+        need = end - off if start == off else size - off + end
+        if count and need > size - ((off - head_off) % size or size):
             raise RingFull(count, need)
+        high = end if start == off else max(end, off + HDR)
         if high > words[W_RESERVED] and self._reserve is not None:
             self._reserve(high)
-        if end > size or not 0 <= delta <= SEQ_MASK:
-            end = self._emit(off, header(length, kind, delta, enqueued_at), payload)
-        else:  # header()'s common case, without the call
-            _short_into(self.data, off, length | kind << LEN_BITS, delta)
-            self.data[off + HDR : off + HDR + length] = payload
-            if end == size:
-                end = 0
-        return (((seq + 1) & SEQ_MASK) << 32) | end
-
-    def _emit(self, pos: int, hdr: bytes, payload: bytes) -> int:
-        """Write one record at ``pos``, wrapping first if it does not fit; return its end."""
-        size, data = self.size, self.data
-        start = len(hdr)
-        rec = (start + len(payload) + 7) & ~7
-        if rec > size - pos:
-            data[pos : pos + HDR] = _WRAP  # an aligned tail short of the end has 8 bytes
-            pos = 0
-        start += pos
-        data[pos:start] = hdr
-        data[start : start + len(payload)] = payload
-        pos += rec
-        return 0 if pos == size else pos
+        if store >= 0:
+            self.table[store] = enqueued_at
+        data = self.data
+        if start != off:
+            data[off : off + HDR] = _WRAP
+        if form == COMPACT:  # header()'s common case, without the call
+            _one.pack_into(data, start, kind | length << LEN_SHIFT | delta << COMPACT_TIME_SHIFT)
+        else:
+            data[start : start + form] = header(form, length, kind, delta, enqueued_at)
+        at = start + form
+        data[at : at + length] = payload
+        if end > at + length:
+            data[at + length : end] = _PAD[end - at - length]
+        return (((seq + 1) & SEQ_MASK) << 32) | (0 if end == size else end)
 
     def commit_tail(self, new_tail: int, n: int, payload_bytes: int) -> None:
         """Publish what ``write`` wrote: the single store, then the totals."""
@@ -339,26 +386,25 @@ class Ring:
         head = self.words[W_HEAD]
         seq, off = head >> 32, head & SEQ_MASK
         available = ((self.words[W_TAIL] >> 32) - seq) & SEQ_MASK
-        epoch = self.words[W_EPOCH]  # after the tail: what the records were dated against
-        size, data, source, base = self.size, self.data, self._source, self._base
-        if available > self.max_messages or off >= size or off & 7:
+        size, data, table, source, base = self.size, self.data, self.table, self._source, self._base
+        if available > self.max_messages or off >= size or off & 3:
             raise RingCorrupt(f"bad head {head:#x}: offset {off}, {available} records")
         n = min(available, max_n)
         out: list[Record] = []
         append = out.append
         nbytes = 0
         for _ in range(n):
-            word, low = _pair(data, off)
-            kind = word >> LEN_BITS  # with the time's top bits, which are 0 in the common case
-            start = off + HDR
-            off = start + (word & LEN_MASK)
+            word = _u32(data, off)[0]
+            kind = word & TAG_MASK
+            start = off + COMPACT
+            off = start + (word >> LEN_SHIFT & _COMPACT_LEN_MASK)
             if 0 < kind < TAG_WRAP and off <= size:  # decode()'s common case, without the call
-                ts = epoch + low
+                ts = table[(off - 1) >> BLOCK_SHIFT] + (word >> COMPACT_TIME_SHIFT)
             else:
-                kind, start, off, ts = decode(data, start - HDR, size, epoch)
+                kind, start, off, ts = decode(data, start - COMPACT, size, table)
             append((kind, source[base + start : base + off], ts, tag))
             nbytes += off - start
-            off = (off + 7) & ~7
+            off = (off + 3) & ~3
             if off == size:
                 off = 0
         return out, (((seq + n) & SEQ_MASK) << 32) | off, nbytes
