@@ -23,6 +23,7 @@ seconds apart.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -386,17 +387,17 @@ def run(rounds: int, quick: bool, with_redis: bool = False) -> dict[str, list[di
     sizes = {"single": 100_000, "batch": 1_000_000, "latency": 1_000}
     if quick:
         sizes = {"single": 30_000, "batch": 300_000, "latency": 300}
-    backends = [make() for make in BACKENDS + (REDIS_BACKENDS if with_redis else [])]
-    runs: dict[str, list[dict[str, float]]] = {b.name: [] for b in backends}
-    try:
+    with contextlib.ExitStack() as stack:  # one that fails to start closes those before it
+        backends = []
+        for make in BACKENDS + (REDIS_BACKENDS if with_redis else []):
+            backends.append(make())
+            stack.callback(backends[-1].close)
+        runs: dict[str, list[dict[str, float]]] = {b.name: [] for b in backends}
         for i in range(rounds):
             order = backends[i % len(backends):] + backends[: i % len(backends)]
             for b in order:
                 runs[b.name].append(measure(b, sizes))
             print(f"  round {i + 1}/{rounds} done", file=sys.stderr)
-    finally:
-        for b in backends:
-            b.close()
     return runs
 
 
